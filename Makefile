@@ -1,0 +1,69 @@
+# Every target creates .venv on first use and installs the project into it, so a fresh clone needs only
+# Python 3.11+ and make.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench db-url db-stop clean
+
+help:
+	@echo "make demo        boot everything locally and walk through real flows"
+	@echo "make test        lint, type-check and run the whole test suite"
+	@echo "make serve       run the local stack (API on 127.0.0.1:8080)"
+	@echo "make token       print a dev JWT (TENANT=<uuid> [SUB=<user>])"
+	@echo "make migrate     apply sql/ migrations to DATABASE_URL or the embedded database"
+	@echo "make compliance  run the workflow write compliance check"
+	@echo "make bench       run the benchmarks in bench/"
+	@echo "make db-stop     stop the embedded PostgreSQL"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found %s); set PYTHON=python3.x" % sys.version.split()[0])'
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy layers/shared/python/billing functions bench scripts
+
+test: lint typecheck
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x tests/unit
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+serve: $(STAMP)
+	$(PY) scripts/serve.py
+
+token: $(STAMP)
+	@$(PY) scripts/token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(SUB),--sub $(SUB))
+
+migrate: $(STAMP)
+	$(PY) -m billing.db.migrations
+
+compliance: $(STAMP)
+	$(PY) -m billing.workflow_compliance
+
+bench: $(STAMP)
+	$(PY) bench/lifecycle_throughput.py
+
+db-url: $(STAMP)
+	@$(PY) -m billing.local.embedded_postgres url
+
+db-stop: $(STAMP)
+	$(PY) -m billing.local.embedded_postgres stop
+
+clean:
+	rm -rf $(VENV) .local cdk.out .pytest_cache .mypy_cache .ruff_cache

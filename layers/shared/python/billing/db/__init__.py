@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: connections, migrations, the execution repository and the workflow writer."""

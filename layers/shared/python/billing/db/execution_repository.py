@@ -1,0 +1,423 @@
+"""PostgreSQL repository for billing executions: the idempotent create and the nine transition methods.
+
+Every write is one transaction holding the state change, its lifecycle event, its outbox row and its workflow
+row. The state change, event and outbox row are a single data-modifying statement, so the event and the outbox
+payload are built from the row exactly as committed; the workflow row follows in the same transaction. Both
+statements travel in one pipeline, so a transition costs one network round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from billing.db.connection import Connection
+from billing.db.workflow_writer import authoritative_write_enabled, record_workflow_event_transactional
+from billing.domain.errors import (
+    ExecutionNotFound,
+    ImmutableExecution,
+    InvalidTransition,
+    TransitionConflict,
+)
+from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, PaymentRail
+from billing.domain.status import ExecutionStatus, is_terminal
+from billing.domain.transitions import CREATED_EVENT_TYPE, TRANSITIONS, TransitionMethod
+from billing.domain.workflow import WorkflowPhase, WorkflowWriteContext
+
+_INSERT_EXECUTION = """
+with inserted as (
+    insert into billing.billing_executions (
+        tenant_id, id, entity_contract_id, plan_contract_id, amount, currency, payment_rail, payment_provider,
+        payment_instrument_id, idempotency_key, request_fingerprint, correlation_id, metadata
+    ) values (
+        %(tenant_id)s, %(id)s, %(entity_contract_id)s, %(plan_contract_id)s, %(amount)s, %(currency)s,
+        %(payment_rail)s, %(payment_provider)s, %(payment_instrument_id)s, %(idempotency_key)s,
+        %(request_fingerprint)s, %(correlation_id)s, %(metadata)s
+    )
+    -- Layer 2 of idempotency: a concurrent create with the same key inserts nothing and reads the winner.
+    on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+    returning *
+), event as (
+    insert into billing.billing_execution_events (
+        tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
+    )
+    select i.tenant_id, %(event_id)s, i.id, %(event_type)s, null, i.status, %(event_metadata)s, %(actor)s,
+           %(correlation_id)s, i.created_at
+      from inserted i
+), outbox as (
+    insert into billing.billing_outbox (
+        tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
+    )
+    select i.tenant_id, %(event_id)s, i.id, %(event_type)s,
+       billing.execution_event_payload(row(i.*)::billing.billing_executions, %(event_id)s, %(event_type)s, null,
+                                       %(correlation_id)s, i.created_at),
+       %(correlation_id)s, i.created_at
+      from inserted i
+)
+-- Unreferenced data-modifying CTEs still run: event and outbox rows exist iff a row was written.
+select * from inserted
+"""
+
+_TRANSITION = """
+with updated as (
+    update billing.billing_executions e
+       set status = %(to_status)s,
+           updated_at = now(),
+           provider_reference = coalesce(%(provider_reference)s, e.provider_reference),
+           submitted_at = case when %(submitted)s then coalesce(e.submitted_at, now()) else e.submitted_at end,
+           last_error_code = coalesce(%(error_code)s, e.last_error_code),
+           attempt_count = e.attempt_count + %(attempt_increment)s,
+           next_attempt_at = null,
+           finished_at = case when %(terminal)s then now() else null end
+     -- Layer 3 of idempotency: the status guard. A caller that lost the race updates nothing.
+     where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(from_status)s
+    returning e.*
+), event as (
+    insert into billing.billing_execution_events (
+        tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
+    )
+    select u.tenant_id, %(event_id)s, u.id, %(event_type)s, %(from_status)s, u.status, %(event_metadata)s,
+           %(actor)s, %(correlation_id)s, u.updated_at
+      from updated u
+), outbox as (
+    insert into billing.billing_outbox (
+        tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
+    )
+    select u.tenant_id, %(event_id)s, u.id, %(event_type)s,
+       billing.execution_event_payload(row(u.*)::billing.billing_executions, %(event_id)s, %(event_type)s,
+                                       %(from_status)s, %(correlation_id)s, u.updated_at),
+       %(correlation_id)s, u.updated_at
+      from updated u
+)
+-- Unreferenced data-modifying CTEs still run: event and outbox rows exist iff a row was written.
+select * from updated
+"""
+
+_SELECT_EXECUTION = "select * from billing.billing_executions where tenant_id = %s and id = %s"
+_SELECT_BY_KEY = "select * from billing.billing_executions where tenant_id = %s and idempotency_key = %s"
+_SELECT_EVENTS = """
+select * from billing.billing_execution_events
+ where tenant_id = %s and execution_id = %s
+ order by occurred_at, id
+"""
+_SELECT_WORKFLOW = """
+select phase_code, term_at, source, actor_id, correlation_id, event_id, transition_id
+  from billing.contract_term_datetimes
+ where tenant_id = %s and subject_id = %s
+ order by term_at, transition_id
+"""
+
+# SQLSTATEs raised by the immutability trigger (sql/20260402_billing_immutability_trigger.sql).
+_TRIGGER_ERRORS: Mapping[str, type[ImmutableExecution | InvalidTransition]] = {
+    "BE001": ImmutableExecution,
+    "BE002": InvalidTransition,
+    "BE003": ImmutableExecution,
+    "BE004": ImmutableExecution,
+}
+
+
+def execution_from_row(row: Mapping[str, Any]) -> Execution:
+    """Map a billing_executions row (dict row or row_to_json object) to the domain type."""
+    from datetime import datetime
+
+    def ts(value: Any) -> Any:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    return Execution(
+        tenant_id=UUID(str(row["tenant_id"])),
+        id=UUID(str(row["id"])),
+        entity_contract_id=row["entity_contract_id"],
+        plan_contract_id=row["plan_contract_id"],
+        amount=int(row["amount"]),
+        currency=row["currency"],
+        status=ExecutionStatus(row["status"]),
+        payment_rail=PaymentRail(row["payment_rail"]),
+        payment_provider=row["payment_provider"],
+        payment_instrument_id=row["payment_instrument_id"],
+        provider_reference=row["provider_reference"],
+        idempotency_key=row["idempotency_key"],
+        request_fingerprint=row["request_fingerprint"],
+        correlation_id=row["correlation_id"],
+        metadata=dict(row["metadata"] or {}),
+        attempt_count=int(row["attempt_count"]),
+        last_error_code=row["last_error_code"],
+        next_attempt_at=ts(row["next_attempt_at"]),
+        created_at=ts(row["created_at"]),
+        updated_at=ts(row["updated_at"]),
+        submitted_at=ts(row["submitted_at"]),
+        finished_at=ts(row["finished_at"]),
+    )
+
+
+def _event_from_row(row: Mapping[str, Any]) -> ExecutionEvent:
+    return ExecutionEvent(
+        tenant_id=row["tenant_id"],
+        id=row["id"],
+        execution_id=row["execution_id"],
+        type=row["type"],
+        old_status=ExecutionStatus(row["old_status"]) if row["old_status"] else None,
+        new_status=ExecutionStatus(row["new_status"]),
+        metadata=dict(row["metadata"]),
+        user_id=row["user_id"],
+        correlation_id=row["correlation_id"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+@contextmanager
+def _translated_trigger_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        error_type = _TRIGGER_ERRORS.get(exc.sqlstate or "")
+        if error_type is None:
+            raise
+        raise error_type(exc.diag.message_primary or str(exc)) from exc
+
+
+class ExecutionRepository:
+    """Reads and writes billing executions on one connection (one per Lambda container or worker thread)."""
+
+    def __init__(self, conn: Connection, *, authoritative_write: bool | None = None) -> None:
+        self._conn = conn
+        self._authoritative_write = (
+            authoritative_write_enabled() if authoritative_write is None else authoritative_write
+        )
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    def get(self, tenant_id: UUID, execution_id: UUID) -> Execution | None:
+        row = self._conn.execute(_SELECT_EXECUTION, [tenant_id, execution_id]).fetchone()
+        return execution_from_row(row) if row else None
+
+    def find_by_idempotency_key(self, tenant_id: UUID, idempotency_key: str) -> Execution | None:
+        row = self._conn.execute(_SELECT_BY_KEY, [tenant_id, idempotency_key]).fetchone()
+        return execution_from_row(row) if row else None
+
+    def events(self, tenant_id: UUID, execution_id: UUID) -> list[ExecutionEvent]:
+        """The execution's lifecycle timeline, oldest first."""
+        rows = self._conn.execute(_SELECT_EVENTS, [tenant_id, execution_id]).fetchall()
+        return [_event_from_row(row) for row in rows]
+
+    def workflow_phases(self, tenant_id: UUID, execution_id: UUID) -> list[dict[str, Any]]:
+        """The execution's authoritative workflow rows, oldest first."""
+        return list(self._conn.execute(_SELECT_WORKFLOW, [tenant_id, execution_id]).fetchall())
+
+    # -- create ------------------------------------------------------------------------------------------
+
+    def insert_idempotent(
+        self,
+        tenant_id: UUID,
+        request: ExecutionRequest,
+        *,
+        idempotency_key: str | None,
+        payment_provider: str,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+    ) -> tuple[Execution, bool]:
+        """Insert a created execution with its event, outbox and workflow rows; (row, True) if this call won.
+
+        When another request already holds the idempotency key, nothing is written and (winner, False) is
+        returned; the caller decides whether that is a replay or a reused key.
+        """
+        event_id = uuid4()
+        params = {
+            "tenant_id": tenant_id,
+            "id": uuid4(),
+            "entity_contract_id": request.entity_contract_id,
+            "plan_contract_id": request.plan_contract_id,
+            "amount": request.amount,
+            "currency": request.currency,
+            "payment_rail": request.payment_rail.value,
+            "payment_provider": payment_provider,
+            "payment_instrument_id": request.payment_instrument_id,
+            "idempotency_key": idempotency_key,
+            "request_fingerprint": request.fingerprint(),
+            "correlation_id": correlation_id,
+            "metadata": Jsonb(request.metadata),
+            "event_id": event_id,
+            "event_type": CREATED_EVENT_TYPE,
+            "event_metadata": Jsonb({"amount": request.amount, "currency": request.currency}),
+            "actor": context.actor,
+        }
+        row = self._write(_INSERT_EXECUTION, params, tenant_id, event_id, WorkflowPhase.CREATED, context)
+        if row is not None:
+            return row, True
+        assert idempotency_key is not None, "an insert without a key cannot conflict"
+        winner = self.find_by_idempotency_key(tenant_id, idempotency_key)
+        assert winner is not None, "the conflicting row is committed before ON CONFLICT gives way"
+        return winner, False
+
+    # -- the nine transitions ----------------------------------------------------------------------------
+
+    def mark_pending(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
+    ) -> Execution:
+        """created -> pending: accepted for execution, not yet submitted to a provider."""
+        return self._transition(TransitionMethod.MARK_PENDING, tenant_id, execution_id, context, **details)
+
+    def mark_processing(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
+    ) -> Execution:
+        """pending -> processing: the caller that wins this becomes the only one allowed to submit."""
+        return self._transition(
+            TransitionMethod.MARK_PROCESSING, tenant_id, execution_id, context, attempt=True, **details
+        )
+
+    def mark_completed(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
+    ) -> Execution:
+        """processing -> completed: the provider confirmed the charge synchronously."""
+        return self._transition(
+            TransitionMethod.MARK_COMPLETED, tenant_id, execution_id, context, submitted=True, **details
+        )
+
+    def mark_failed(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
+    ) -> Execution:
+        """processing -> failed: declined, or retries exhausted (error_code says which)."""
+        return self._transition(TransitionMethod.MARK_FAILED, tenant_id, execution_id, context, **details)
+
+    def mark_canceled(
+        self,
+        tenant_id: UUID,
+        execution_id: UUID,
+        context: WorkflowWriteContext,
+        *,
+        from_status: ExecutionStatus,
+        **details: Any,
+    ) -> Execution:
+        """created|pending -> canceled; the caller states which status it saw (the guard checks it)."""
+        return self._transition(
+            TransitionMethod.MARK_CANCELED,
+            tenant_id,
+            execution_id,
+            context,
+            from_status=from_status,
+            **details,
+        )
+
+    def confirm_from_pending(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
+    ) -> Execution:
+        """pending -> completed: an asynchronous settlement confirmed (webhook)."""
+        return self._transition(TransitionMethod.CONFIRM_FROM_PENDING, tenant_id, execution_id, context, **details)
+
+    def reject_from_pending(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
+    ) -> Execution:
+        """pending -> failed: an asynchronous settlement rejected (webhook)."""
+        return self._transition(TransitionMethod.REJECT_FROM_PENDING, tenant_id, execution_id, context, **details)
+
+    def settle_from_processing(
+        self,
+        tenant_id: UUID,
+        execution_id: UUID,
+        context: WorkflowWriteContext,
+        *,
+        provider_reference: str,
+        **details: Any,
+    ) -> Execution:
+        """processing -> pending: the provider accepted an async payment; it now awaits settlement."""
+        return self._transition(
+            TransitionMethod.SETTLE_FROM_PROCESSING,
+            tenant_id,
+            execution_id,
+            context,
+            provider_reference=provider_reference,
+            submitted=True,
+            **details,
+        )
+
+    def reconcile(
+        self,
+        tenant_id: UUID,
+        execution_id: UUID,
+        context: WorkflowWriteContext,
+        *,
+        outcome: ExecutionStatus,
+        **details: Any,
+    ) -> Execution:
+        """pending -> completed|failed: the reconciliation worker learned the outcome from the provider."""
+        return self._transition(
+            TransitionMethod.RECONCILE, tenant_id, execution_id, context, to_status=outcome, **details
+        )
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _transition(
+        self,
+        method: TransitionMethod,
+        tenant_id: UUID,
+        execution_id: UUID,
+        context: WorkflowWriteContext,
+        *,
+        from_status: ExecutionStatus | None = None,
+        to_status: ExecutionStatus | None = None,
+        provider_reference: str | None = None,
+        error_code: str | None = None,
+        correlation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        submitted: bool = False,
+        attempt: bool = False,
+    ) -> Execution:
+        spec = TRANSITIONS[method]
+        source = from_status or spec.from_statuses[0]
+        target = to_status or spec.to_statuses[0]
+        if source not in spec.from_statuses or target not in spec.to_statuses:
+            raise InvalidTransition(f"{method} cannot move an execution from {source} to {target}")
+        event_id = uuid4()
+        event_metadata = dict(metadata or {})
+        if error_code is not None:
+            event_metadata["error_code"] = error_code
+        if provider_reference is not None:
+            event_metadata["provider_reference"] = provider_reference
+        params = {
+            "tenant_id": tenant_id,
+            "execution_id": execution_id,
+            "from_status": source.value,
+            "to_status": target.value,
+            "terminal": is_terminal(target),
+            "provider_reference": provider_reference,
+            "submitted": submitted or provider_reference is not None,
+            "error_code": error_code,
+            "attempt_increment": 1 if attempt else 0,
+            "event_id": event_id,
+            "event_type": spec.event_type,
+            "event_metadata": Jsonb(event_metadata),
+            "actor": context.actor,
+            "correlation_id": correlation_id,
+        }
+        row = self._write(_TRANSITION, params, tenant_id, event_id, spec.phase, context)
+        if row is not None:
+            return row
+        current = self.get(tenant_id, execution_id)
+        if current is None:
+            raise ExecutionNotFound(f"execution {execution_id} not found", execution_id=str(execution_id))
+        raise TransitionConflict(str(execution_id), tuple(s.value for s in (source,)), current.status.value)
+
+    def _write(
+        self,
+        sql: str,
+        params: Mapping[str, Any],
+        tenant_id: UUID,
+        event_id: UUID,
+        phase: WorkflowPhase,
+        context: WorkflowWriteContext,
+    ) -> Execution | None:
+        """Run one state-change statement and its workflow row in one transaction, pipelined."""
+        conn = self._conn
+        with _translated_trigger_errors(), conn.pipeline(), conn.transaction():
+            cursor = conn.cursor()
+            cursor.execute(sql, params)
+            if self._authoritative_write:
+                record_workflow_event_transactional(
+                    conn, tenant_id=tenant_id, event_id=event_id, phase=phase, context=context
+                )
+        row = cursor.fetchone()
+        return execution_from_row(row) if row else None

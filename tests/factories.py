@@ -1,0 +1,47 @@
+"""Factories for requests and executions, so tests state only what matters to them."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from billing.db.connection import Connection
+from billing.db.execution_repository import ExecutionRepository
+from billing.domain.execution import Execution, ExecutionRequest, PaymentRail
+from billing.domain.workflow import WorkflowWriteContext
+
+
+def execution_request(**overrides: Any) -> ExecutionRequest:
+    fields: dict[str, Any] = {
+        "entity_contract_id": "contract-1",
+        "plan_contract_id": "plan-monthly",
+        "amount": 1999,
+        "currency": "EUR",
+        "payment_rail": PaymentRail.CARD,
+        "metadata": {"invoice": "INV-1"},
+    }
+    fields.update(overrides)
+    return ExecutionRequest.model_validate(fields)
+
+
+def create_execution(
+    conn: Connection, tenant_id: UUID, *, idempotency_key: str | None = None, **overrides: Any
+) -> Execution:
+    """A committed execution in status created, written through the repository."""
+    repository = ExecutionRepository(conn)
+    execution, created = repository.insert_idempotent(
+        tenant_id,
+        execution_request(**overrides),
+        idempotency_key=idempotency_key or f"key-{uuid4()}",
+        payment_provider="sandbox",
+        correlation_id="corr-test",
+        context=WorkflowWriteContext.service_default(),
+    )
+    assert created
+    return execution
+
+
+def count_rows(conn: Connection, table: str, tenant_id: UUID) -> int:
+    row = conn.execute(f"select count(*) as n from billing.{table} where tenant_id = %s", [tenant_id]).fetchone()
+    assert row is not None
+    return int(row["n"])
