@@ -5,6 +5,8 @@
 create table billing.billing_execution_events (
     tenant_id      uuid        not null,
     id             uuid        not null,
+    -- Insertion order; timestamps tie when several transitions share one transaction.
+    sequence       bigint      generated always as identity,
     execution_id   uuid        not null,
     type           text        not null,
     old_status     text,
@@ -22,7 +24,7 @@ create table billing.billing_execution_events (
 );
 
 create index billing_execution_events_timeline
-    on billing.billing_execution_events (tenant_id, execution_id, occurred_at, id);
+    on billing.billing_execution_events (tenant_id, execution_id, sequence);
 
 -- Shared by every append-only table: refuse any change to history, naming the table in the message.
 create function billing.reject_append_only_change() returns trigger

@@ -6,7 +6,7 @@
 -- billing.workflow_phase_for_event is the SQL twin of billing.domain.transitions.TRANSITIONS; a test checks
 -- that both give the same phase for every event type.
 
-create function billing.workflow_phase_for_event(event_type text) returns text
+create or replace function billing.workflow_phase_for_event(event_type text) returns text
 language sql immutable as $$
     select case event_type
         when 'billing.execution.created' then 'created'

@@ -1,9 +1,9 @@
 """PostgreSQL repository for billing executions: the idempotent create and the nine transition methods.
 
-Every write is one transaction holding the state change, its lifecycle event, its outbox row and its workflow
-row. The state change, event and outbox row are a single data-modifying statement, so the event and the outbox
-payload are built from the row exactly as committed; the workflow row follows in the same transaction. Both
-statements travel in one pipeline, so a transition costs one network round trip.
+Every write is ONE data-modifying statement holding the state change, its lifecycle event, its outbox row and
+its workflow row. One statement is one transaction: all four rows commit together or none does, even if the
+caller dies mid-flight, and the event and outbox payload are built from the row exactly as committed. It also
+makes a transition a single network round trip (see bench/lifecycle_throughput.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
-from billing.db.workflow_writer import authoritative_write_enabled, record_workflow_event_transactional
+from billing.db.workflow_writer import authoritative_write_enabled, workflow_cte, workflow_params
 from billing.domain.errors import (
     ExecutionNotFound,
     ImmutableExecution,
@@ -29,7 +29,7 @@ from billing.domain.status import ExecutionStatus, is_terminal
 from billing.domain.transitions import CREATED_EVENT_TYPE, TRANSITIONS, TransitionMethod
 from billing.domain.workflow import WorkflowPhase, WorkflowWriteContext
 
-_INSERT_EXECUTION = """
+_INSERT_EXECUTION_TEMPLATE = """
 with inserted as (
     insert into billing.billing_executions (
         tenant_id, id, entity_contract_id, plan_contract_id, amount, currency, payment_rail, payment_provider,
@@ -58,12 +58,12 @@ with inserted as (
                                        %(correlation_id)s, i.created_at),
        %(correlation_id)s, i.created_at
       from inserted i
-)
--- Unreferenced data-modifying CTEs still run: event and outbox rows exist iff a row was written.
+){workflow}
+-- Unreferenced data-modifying CTEs still run: event, outbox and workflow rows exist iff a row was written.
 select * from inserted
 """
 
-_TRANSITION = """
+_TRANSITION_TEMPLATE = """
 with updated as (
     update billing.billing_executions e
        set status = %(to_status)s,
@@ -93,23 +93,34 @@ with updated as (
                                        %(from_status)s, %(correlation_id)s, u.updated_at),
        %(correlation_id)s, u.updated_at
       from updated u
-)
--- Unreferenced data-modifying CTEs still run: event and outbox rows exist iff a row was written.
+){workflow}
+-- Unreferenced data-modifying CTEs still run: event, outbox and workflow rows exist iff a row was written.
 select * from updated
 """
+
+# Each statement with and without the authoritative workflow write (AUTHORITATIVE_WRITE_ENABLED).
+_INSERT_EXECUTION = {
+    True: _INSERT_EXECUTION_TEMPLATE.replace("{workflow}", ", " + workflow_cte("inserted")),
+    False: _INSERT_EXECUTION_TEMPLATE.replace("{workflow}", ""),
+}
+_TRANSITION = {
+    True: _TRANSITION_TEMPLATE.replace("{workflow}", ", " + workflow_cte("updated")),
+    False: _TRANSITION_TEMPLATE.replace("{workflow}", ""),
+}
 
 _SELECT_EXECUTION = "select * from billing.billing_executions where tenant_id = %s and id = %s"
 _SELECT_BY_KEY = "select * from billing.billing_executions where tenant_id = %s and idempotency_key = %s"
 _SELECT_EVENTS = """
 select * from billing.billing_execution_events
  where tenant_id = %s and execution_id = %s
- order by occurred_at, id
+ order by sequence
 """
 _SELECT_WORKFLOW = """
-select phase_code, term_at, source, actor_id, correlation_id, event_id, transition_id
-  from billing.contract_term_datetimes
- where tenant_id = %s and subject_id = %s
- order by term_at, transition_id
+select w.phase_code, w.term_at, w.source, w.actor_id, w.correlation_id, w.event_id, w.transition_id
+  from billing.contract_term_datetimes w
+  join billing.billing_execution_events ev on ev.tenant_id = w.tenant_id and ev.id = w.event_id
+ where w.tenant_id = %s and w.subject_id = %s
+ order by ev.sequence
 """
 
 # SQLSTATEs raised by the immutability trigger (sql/20260402_billing_immutability_trigger.sql).
@@ -245,7 +256,7 @@ class ExecutionRepository:
             "event_metadata": Jsonb({"amount": request.amount, "currency": request.currency}),
             "actor": context.actor,
         }
-        row = self._write(_INSERT_EXECUTION, params, tenant_id, event_id, WorkflowPhase.CREATED, context)
+        row = self._write(_INSERT_EXECUTION, params, event_id, WorkflowPhase.CREATED, context)
         if row is not None:
             return row, True
         assert idempotency_key is not None, "an insert without a key cannot conflict"
@@ -393,7 +404,7 @@ class ExecutionRepository:
             "actor": context.actor,
             "correlation_id": correlation_id,
         }
-        row = self._write(_TRANSITION, params, tenant_id, event_id, spec.phase, context)
+        row = self._write(_TRANSITION, params, event_id, spec.phase, context)
         if row is not None:
             return row
         current = self.get(tenant_id, execution_id)
@@ -403,21 +414,14 @@ class ExecutionRepository:
 
     def _write(
         self,
-        sql: str,
-        params: Mapping[str, Any],
-        tenant_id: UUID,
+        statements: Mapping[bool, str],
+        params: dict[str, Any],
         event_id: UUID,
         phase: WorkflowPhase,
         context: WorkflowWriteContext,
     ) -> Execution | None:
-        """Run one state-change statement and its workflow row in one transaction, pipelined."""
-        conn = self._conn
-        with _translated_trigger_errors(), conn.pipeline(), conn.transaction():
-            cursor = conn.cursor()
-            cursor.execute(sql, params)
-            if self._authoritative_write:
-                record_workflow_event_transactional(
-                    conn, tenant_id=tenant_id, event_id=event_id, phase=phase, context=context
-                )
-        row = cursor.fetchone()
+        """Run one state-change statement (with its workflow row when enabled); the written row or None."""
+        params.update(workflow_params(event_id, phase, context))
+        with _translated_trigger_errors():
+            row = self._conn.execute(statements[self._authoritative_write], params).fetchone()
         return execution_from_row(row) if row else None

@@ -93,3 +93,77 @@ class MigrationChecksumMismatch(BillingError):
     """An already-applied migration file changed on disk; applying anything else would be guesswork."""
 
     code = "migration_checksum_mismatch"
+
+
+class SignatureInvalid(BillingError):
+    """A webhook delivery whose signature is missing, malformed, stale or wrong: nothing in it is trusted or read.
+
+    `reason` is a stable short code (missing_header, malformed_header, timestamp_out_of_tolerance, mismatch, ...)
+    for the metric and the log line; the payload itself is never part of the error.
+    """
+
+    code = "signature_invalid"
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(f"{provider} webhook signature rejected: {reason}", provider=provider, reason=reason)
+        self.provider = provider
+        self.reason = reason
+
+
+class WebhookPayloadInvalid(BillingError):
+    """An authentic (or undecodable) webhook body that does not have the provider's documented shape."""
+
+    code = "webhook_payload_invalid"
+
+    def __init__(self, provider: str, problem: str) -> None:
+        super().__init__(f"{provider} webhook payload invalid: {problem}", provider=provider, problem=problem)
+        self.provider = provider
+        self.problem = problem
+
+
+class UnknownWebhookProvider(BillingError):
+    """The {provider} path segment names no provider we verify webhooks for."""
+
+    code = "webhook_provider_unknown"
+
+    def __init__(self, provider: str) -> None:
+        # The name comes straight from the URL: bounded and repr-quoted before it reaches a log line.
+        shown = repr(provider[:64])
+        super().__init__(f"unknown webhook provider {shown}", provider=provider[:64])
+        self.provider = provider
+
+
+class AdapterMismatch(BillingError):
+    """An execution reached the rail adapter of another rail or provider; refused before any provider call.
+
+    Asking the wrong provider about a charge would report it missing and invite a second charge elsewhere.
+    """
+
+    code = "adapter_mismatch"
+
+
+class UnknownPaymentProvider(BillingError):
+    """An execution names a payment provider that is not configured in this deployment."""
+
+    code = "payment_provider_unknown"
+
+
+class ProviderChargeNotFound(BillingError):
+    """The provider holds no charge under the given reference."""
+
+    code = "provider_charge_not_found"
+
+
+class ProviderChargeAlreadySettled(BillingError):
+    """A charge already has a different final outcome; a settled charge never changes its outcome."""
+
+    code = "provider_charge_already_settled"
+
+
+class ProviderUnavailable(BillingError):
+    """A provider could not be asked (connection refused, timeout) about a charge; nothing is known, ask again.
+
+    Raised by read-only calls such as check_status, where "no answer" must never be mistaken for "not found".
+    """
+
+    code = "provider_unavailable"

@@ -1,0 +1,137 @@
+"""AWS resource names and configuration shared by the CDK app, the local runtime and the functions.
+
+One module so the deployed stack, the local stack and the code that reads the environment cannot drift apart.
+Pure Python with no AWS imports: the CDK app, moto-based local runs and every Lambda function import it.
+
+Names are not stage-qualified: one stage (dev, prod) per AWS account and region, so the same name means the same
+thing everywhere. Bucket names add the account and region because S3 names are global.
+"""
+
+# S105 flags "secret"/"password" in constant names; these are names of secrets and variables, never their values.
+# ruff: noqa: S105
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+APP_NAME: Final = "billing"
+
+# --- Events ---------------------------------------------------------------------------------------------------
+EVENT_BUS_NAME: Final = "billing-events"
+# Every event the outbox relay publishes carries this Source; its DetailType is the outbox row's event_type
+# (billing.execution.created, billing.execution.failed, ...), so rules can select on either.
+EVENT_SOURCE: Final = "billing.execution"
+EVENT_ARCHIVE_NAME: Final = "billing-events-archive"
+
+# --- Queues ---------------------------------------------------------------------------------------------------
+RETRY_QUEUE_NAME: Final = "billing-retry"
+DEAD_LETTER_QUEUE_NAME: Final = "billing-retry-dlq"
+# A message the retry consumer fails this many times is parked in the DLQ (and the DLQ alarm fires).
+RETRY_MAX_RECEIVE_COUNT: Final = 5
+
+# --- Buckets --------------------------------------------------------------------------------------------------
+SETTLEMENT_BUCKET_PREFIX: Final = "billing-provider-settlement-files"
+REPORTS_BUCKET_PREFIX: Final = "billing-reports"
+ACCESS_LOGS_BUCKET_PREFIX: Final = "billing-access-logs"
+
+
+def bucket_name(prefix: str, account: str, region: str) -> str:
+    """Globally unique bucket name: prefix-account-region (S3 names are shared by every AWS customer)."""
+    return f"{prefix}-{account}-{region}"
+
+
+# --- Secrets --------------------------------------------------------------------------------------------------
+DATABASE_SECRET_NAME: Final = "billing/database"
+DATABASE_NAME: Final = "billing"
+DATABASE_ADMIN_USER: Final = "billing_admin"
+JWT_SECRET_NAME: Final = "billing/auth/jwt"
+WEBHOOK_SECRET_PREFIX: Final = "billing/webhook/"
+WEBHOOK_PROVIDERS: Final = ("stripe", "adyen", "gocardless", "sandbox")
+
+
+def webhook_secret_name(provider: str) -> str:
+    """Secrets Manager name of a provider's webhook signing secret; unknown providers are refused."""
+    if provider not in WEBHOOK_PROVIDERS:
+        raise ValueError(f"unknown webhook provider {provider!r}; expected one of {', '.join(WEBHOOK_PROVIDERS)}")
+    return WEBHOOK_SECRET_PREFIX + provider
+
+
+# --- Functions and observability --------------------------------------------------------------------------------
+METRICS_NAMESPACE: Final = "Billing"
+
+
+class FunctionName(StrEnum):
+    """Every Lambda function; the value is its folder under functions/."""
+
+    EXECUTE = "execute"
+    WEBHOOK = "webhook"
+    RECONCILE = "reconcile"
+    RETRY_DLQ = "retry_dlq"
+    SETTLEMENT_REPORT = "settlement_report"
+    OUTBOX_RELAY = "outbox_relay"
+    MIGRATE = "migrate"
+    AUTHORIZER = "authorizer"
+
+
+def service_name(function: FunctionName) -> str:
+    """Powertools service name (logs, traces, metric dimension) of a function: billing-<name>."""
+    return f"{APP_NAME}-{function.value.replace('_', '-')}"
+
+
+# Environment variables the functions read. The CDK app sets exactly these; nothing else is read from the
+# environment, and a missing one is an error at cold start, never a silent default.
+ENV_DATABASE_SECRET_ARN: Final = "DATABASE_SECRET_ARN"  # JSON secret: username, password, port (RDS format)
+ENV_DATABASE_PROXY_ENDPOINT: Final = "DATABASE_PROXY_ENDPOINT"  # host the functions connect to (RDS Proxy)
+ENV_DATABASE_NAME: Final = "DATABASE_NAME"
+ENV_EVENT_BUS_NAME: Final = "EVENT_BUS_NAME"
+ENV_RETRY_QUEUE_URL: Final = "RETRY_QUEUE_URL"
+ENV_DLQ_URL: Final = "DLQ_URL"
+ENV_SETTLEMENT_BUCKET: Final = "SETTLEMENT_BUCKET"
+ENV_REPORTS_BUCKET: Final = "REPORTS_BUCKET"
+ENV_JWT_SECRET_ARN: Final = "JWT_SECRET_ARN"
+ENV_MIGRATIONS_DIR: Final = "BILLING_MIGRATIONS_DIR"  # read by billing.paths.migrations_dir()
+ENV_AUTHORITATIVE_WRITE_ENABLED: Final = "AUTHORITATIVE_WRITE_ENABLED"
+ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+
+# --- HTTP API ---------------------------------------------------------------------------------------------------
+API_BASE_PATH: Final = "/api/v1/billing"
+# Larger bodies are refused before they reach a function (WAF in AWS; the local server applies the same limit).
+MAX_REQUEST_BODY_BYTES: Final = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One API route: which function serves it and whether the bearer-token authorizer guards it."""
+
+    method: str
+    path: str
+    function: FunctionName
+    authorized: bool
+
+
+ROUTES: Final = (
+    Route("POST", f"{API_BASE_PATH}/executions", FunctionName.EXECUTE, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/executions", FunctionName.EXECUTE, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/executions/{{id}}", FunctionName.EXECUTE, authorized=True),
+    Route("POST", f"{API_BASE_PATH}/executions/{{id}}/cancel", FunctionName.EXECUTE, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/openapi.json", FunctionName.EXECUTE, authorized=True),
+    # Providers cannot present our JWT: webhooks authenticate by the provider's signature, checked in the function.
+    Route("POST", f"{API_BASE_PATH}/webhook/{{provider}}", FunctionName.WEBHOOK, authorized=False),
+)
+
+# --- Schedules (EventBridge Scheduler expressions, UTC) ------------------------------------------------------
+OUTBOX_RELAY_SCHEDULE: Final = "rate(1 minute)"
+RECONCILE_SCHEDULE: Final = "rate(5 minutes)"
+SETTLEMENT_REPORT_DAILY_SCHEDULE: Final = "cron(0 2 * * ? *)"
+SETTLEMENT_REPORT_WEEKLY_SCHEDULE: Final = "cron(0 3 ? * MON *)"
+
+
+class ReportPeriod(StrEnum):
+    """The settlement_report function's input: {"period": "daily"} or {"period": "weekly"}."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
