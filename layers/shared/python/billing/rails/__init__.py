@@ -1,0 +1,1 @@
+"""Payment rails and providers: result values (pure), the provider and rail ports, rail adapters, the sandbox."""

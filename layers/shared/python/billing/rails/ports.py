@@ -1,0 +1,121 @@
+"""The two ports of the payment layer: a provider (who moves the money) and a rail adapter (how a rail behaves).
+
+Services depend on these Protocols only; concrete providers (the sandbox, later real PSPs) are wired in a
+build_...() factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+from billing.domain.execution import Execution, PaymentRail
+from billing.rails.results import Decision, ProviderError, StatusCheck, SubmitResult
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCharge:
+    """The minimum a provider needs to charge: who, how much, over which rail, from which instrument."""
+
+    tenant_id: UUID
+    execution_id: UUID
+    amount: int
+    currency: str
+    rail: PaymentRail
+    payment_instrument_id: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # bool is an int subclass; a float would be a rounding bug waiting to happen. Minor units only.
+        if type(self.amount) is not int or self.amount <= 0:
+            raise ValueError("amount must be a positive int of minor units")
+
+    @classmethod
+    def from_execution(cls, execution: Execution) -> ProviderCharge:
+        """The charge an execution stands for."""
+        return cls(
+            tenant_id=execution.tenant_id,
+            execution_id=execution.id,
+            amount=execution.amount,
+            currency=execution.currency,
+            rail=execution.payment_rail,
+            payment_instrument_id=execution.payment_instrument_id,
+            metadata=dict(execution.metadata),
+        )
+
+
+def provider_idempotency_key(execution: Execution) -> str:
+    """The idempotency key every provider call for this execution carries, first attempt and every retry alike.
+
+    Derived from the execution rather than passed through from the client: the client's key is unique per tenant
+    only, while all tenants share one provider account, so two tenants' "order-1" must not collide there. The
+    execution exists exactly once per (tenant, client key), so this key is just as stable and never changes
+    between retries, which is what stops a resubmission after a timeout from charging twice.
+    """
+    return f"{execution.tenant_id}:{execution.id}"
+
+
+class PaymentProvider(Protocol):
+    """A payment service provider.
+
+    submit reports provider trouble as a result (TRANSIENT_ERROR, UNKNOWN), never by raising. check_status raises
+    ProviderUnavailable when it could not ask, and never turns "no answer" into NOT_FOUND.
+    """
+
+    @property
+    def name(self) -> str:
+        """Stable provider name, as stored in billing_executions.payment_provider."""
+        ...
+
+    def submit(self, charge: ProviderCharge, idempotency_key: str) -> SubmitResult:
+        """Charge once per idempotency key; a repeated key returns the original result and never charges again."""
+        ...
+
+    def check_status(self, *, provider_reference: str | None = None, idempotency_key: str | None = None) -> StatusCheck:
+        """The charge's current state, found by exactly one of reference or key.
+
+        Lookup by key recovers a charge whose submit timed out before the reference came back.
+        """
+        ...
+
+    def decision_for(self, error_code: str) -> Decision:
+        """This provider's error-code table: retry, fail, or reconcile later (codes unknown to it: reconcile)."""
+        ...
+
+
+class RailAdapter(Protocol):
+    """One payment rail bound to the provider that carries it."""
+
+    @property
+    def rail(self) -> PaymentRail: ...
+
+    @property
+    def provider_name(self) -> str: ...
+
+    @property
+    def is_async(self) -> bool:
+        """True if an accepted charge settles later (SEPA, ACH) rather than at submit (card)."""
+        ...
+
+    @property
+    def max_retries(self) -> int:
+        """Resubmissions allowed after the first attempt for transient errors."""
+        ...
+
+    def submit(self, execution: Execution) -> SubmitResult:
+        """Submit the execution's charge under its provider idempotency key."""
+        ...
+
+    def check_status(self, execution: Execution) -> StatusCheck:
+        """Ask the provider about the execution's charge: by reference if known, else by idempotency key."""
+        ...
+
+    def is_retryable(self, error: ProviderError) -> bool:
+        """True if the provider's decision table says to resubmit after this error."""
+        ...
+
+    def decision_for(self, error: ProviderError) -> Decision:
+        """The provider's decision for this error's code."""
+        ...

@@ -1,0 +1,120 @@
+"""Rail profiles, routing, the charge built from an execution, and how each rail reads a provider's answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from billing.domain.execution import Execution, PaymentRail
+from billing.domain.status import ExecutionStatus
+from billing.rails.adapters import (
+    MAX_RETRIES_BY_RAIL,
+    apply_rail_semantics,
+    default_provider_for,
+    rail_profile,
+)
+from billing.rails.ports import ProviderCharge, provider_idempotency_key
+from billing.rails.results import Decision, ProviderError, SubmitOutcome, SubmitResult
+
+
+def execution(**overrides: Any) -> Execution:
+    """An in-memory execution as the repository would return it (no database needed for pure mapping)."""
+    now = datetime(2026, 4, 10, 12, 0, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "tenant_id": uuid4(),
+        "id": uuid4(),
+        "entity_contract_id": "contract-1",
+        "plan_contract_id": "plan-monthly",
+        "amount": 1999,
+        "currency": "EUR",
+        "status": ExecutionStatus.PROCESSING,
+        "payment_rail": PaymentRail.CARD,
+        "payment_provider": "sandbox",
+        "payment_instrument_id": "tok_visa",
+        "provider_reference": None,
+        "idempotency_key": "order-1",
+        "request_fingerprint": "0" * 64,
+        "correlation_id": "corr-1",
+        "metadata": {"invoice": "INV-1"},
+        "attempt_count": 0,
+        "last_error_code": None,
+        "next_attempt_at": None,
+        "created_at": now,
+        "updated_at": now,
+        "submitted_at": None,
+        "finished_at": None,
+    }
+    fields.update(overrides)
+    return Execution(**fields)
+
+
+def test_rail_profile_marks_card_sync_and_debits_async() -> None:
+    assert {rail: rail_profile(rail).is_async for rail in PaymentRail} == {
+        PaymentRail.CARD: False,
+        PaymentRail.SEPA_DEBIT: True,
+        PaymentRail.ACH_DEBIT: True,
+    }
+
+
+def test_max_retries_by_rail_covers_every_rail_with_fewer_for_cards() -> None:
+    assert dict(MAX_RETRIES_BY_RAIL) == {PaymentRail.CARD: 3, PaymentRail.SEPA_DEBIT: 5, PaymentRail.ACH_DEBIT: 5}
+    assert all(rail_profile(rail).max_retries == MAX_RETRIES_BY_RAIL[rail] for rail in PaymentRail)
+
+
+@pytest.mark.parametrize("rail", list(PaymentRail))
+def test_default_provider_for_any_rail_is_sandbox(rail: PaymentRail) -> None:
+    assert default_provider_for(rail) == "sandbox"
+
+
+def test_apply_rail_semantics_on_async_rail_turns_success_into_pending_settlement() -> None:
+    result = apply_rail_semantics(SubmitResult.succeeded("sbx_1", request_id="req_1"), is_async=True)
+    assert (result.outcome, result.provider_reference, result.request_id) == (
+        SubmitOutcome.PENDING_SETTLEMENT,
+        "sbx_1",
+        "req_1",
+    )
+
+
+def test_apply_rail_semantics_on_sync_rail_keeps_success_and_pending() -> None:
+    succeeded = SubmitResult.succeeded("sbx_1")
+    pending = SubmitResult.pending_settlement("sbx_2")
+    assert apply_rail_semantics(succeeded, is_async=False) == succeeded
+    assert apply_rail_semantics(pending, is_async=False) == pending
+
+
+@pytest.mark.parametrize("is_async", [True, False])
+def test_apply_rail_semantics_leaves_errors_untouched(is_async: bool) -> None:
+    error = ProviderError("card_declined", "declined", 402)
+    failed = SubmitResult.from_error(error, Decision.FAIL, provider_reference="sbx_1")
+    assert apply_rail_semantics(failed, is_async=is_async) == failed
+
+
+def test_provider_charge_from_execution_copies_money_rail_and_instrument() -> None:
+    source = execution(amount=4200, currency="USD", payment_rail=PaymentRail.ACH_DEBIT, payment_instrument_id="ach_x")
+    charge = ProviderCharge.from_execution(source)
+    assert charge == ProviderCharge(
+        tenant_id=source.tenant_id,
+        execution_id=source.id,
+        amount=4200,
+        currency="USD",
+        rail=PaymentRail.ACH_DEBIT,
+        payment_instrument_id="ach_x",
+        metadata={"invoice": "INV-1"},
+    )
+
+
+@pytest.mark.parametrize("amount", [0, -1, 19.99, True])
+def test_provider_charge_with_non_positive_or_non_int_amount_is_refused(amount: Any) -> None:
+    with pytest.raises(ValueError, match="minor units"):
+        ProviderCharge(uuid4(), uuid4(), amount, "EUR", PaymentRail.CARD, None)
+
+
+def test_provider_idempotency_key_is_stable_per_execution_and_distinct_across_tenants() -> None:
+    first = execution(idempotency_key="order-1")
+    same_client_key_other_tenant = execution(idempotency_key="order-1")
+    assert provider_idempotency_key(first) == provider_idempotency_key(first)
+    assert provider_idempotency_key(first) != provider_idempotency_key(same_client_key_other_tenant)
+    assert provider_idempotency_key(first) == f"{first.tenant_id}:{first.id}"
