@@ -2,7 +2,7 @@
 
 Each lifecycle is create -> pending -> processing -> completed: four transactions, each with its state change,
 lifecycle event, outbox row and workflow row. The pgbench script is captured from the repository itself (the
-exact statements it sends, one per transaction), so the ratio measures the cost of our Python path, not a
+exact statements it sends, pipelined the same way), so the ratio measures the cost of our Python path, not a
 different workload.
 
     make bench                     # embedded PostgreSQL
@@ -109,15 +109,20 @@ def capture_pgbench_script(url: str) -> str:
     uuids = list(dict.fromkeys(re.findall(r"'([0-9a-f]{32})'::uuid", "\n".join(statements))))
     script = [f"\\set u{i} random(1, 9223372036854775806)" for i in range(len(uuids))]
     script.append("\\set key random(1, 9223372036854775806)")
-    # One statement per transaction, exactly as the repository sends them (autocommit: the statement is the unit).
-    script += [_parametrise(statement, uuids) + ";" for statement in statements]
+    # Each transaction as the repository sends it: one pipeline of BEGIN, the tenant scope (a recorded
+    # set_config), the state-change statement and COMMIT.
+    for index in range(0, len(statements), 2):
+        scope, change = (_parametrise(s, uuids) + ";" for s in statements[index : index + 2])
+        script += ["\\startpipeline", "BEGIN;", scope, change, "COMMIT;", "\\endpipeline"]
     return "\n".join(script) + "\n"
 
 
 def _parametrise(statement: str, uuids: list[str]) -> str:
     for i, value in enumerate(uuids):
         variable = ":client_id::bigint + 1" if i == 0 else f":u{i}::bigint"
-        statement = statement.replace(f"'{value}'::uuid", f"lpad(to_hex({variable}), 32, '0')::uuid")
+        expression = f"lpad(to_hex({variable}), 32, '0')::uuid"
+        statement = statement.replace(f"'{value}'::uuid", expression)
+        statement = statement.replace(f"'{UUID(value)}'", f"{expression}::text")  # the tenant scope's text form
     statement = re.sub(r"'bench-[0-9a-f-]{36}'", "('bench-' || :key::text)", statement)
     statement = re.sub(r"'ch_[0-9a-f]{32}'", "('ch_' || :key::text)", statement)
     # pgbench reads ":name" as a variable even inside string literals; spell the colon another way.

@@ -1,9 +1,10 @@
 """PostgreSQL repository for billing executions: the idempotent create and the nine transition methods.
 
 Every write is ONE data-modifying statement holding the state change, its lifecycle event, its outbox row and
-its workflow row. One statement is one transaction: all four rows commit together or none does, even if the
-caller dies mid-flight, and the event and outbox payload are built from the row exactly as committed. It also
-makes a transition a single network round trip (see bench/lifecycle_throughput.py).
+its workflow row, so all four commit together or none does and the event and outbox payload are built from the
+row exactly as committed. The statement runs in a tenant-scoped transaction (row-level security); BEGIN, the
+scope, the statement and COMMIT travel in one pipeline: one network round trip per transition
+(see bench/lifecycle_throughput.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
+from billing.db.tenancy import tenant_transaction
 from billing.db.workflow_writer import authoritative_write_enabled, workflow_cte, workflow_params
 from billing.domain.errors import (
     ExecutionNotFound,
@@ -203,21 +205,20 @@ class ExecutionRepository:
     # -- reads -------------------------------------------------------------------------------------------
 
     def get(self, tenant_id: UUID, execution_id: UUID) -> Execution | None:
-        row = self._conn.execute(_SELECT_EXECUTION, [tenant_id, execution_id]).fetchone()
-        return execution_from_row(row) if row else None
+        rows = self._read(tenant_id, _SELECT_EXECUTION, [tenant_id, execution_id])
+        return execution_from_row(rows[0]) if rows else None
 
     def find_by_idempotency_key(self, tenant_id: UUID, idempotency_key: str) -> Execution | None:
-        row = self._conn.execute(_SELECT_BY_KEY, [tenant_id, idempotency_key]).fetchone()
-        return execution_from_row(row) if row else None
+        rows = self._read(tenant_id, _SELECT_BY_KEY, [tenant_id, idempotency_key])
+        return execution_from_row(rows[0]) if rows else None
 
     def events(self, tenant_id: UUID, execution_id: UUID) -> list[ExecutionEvent]:
         """The execution's lifecycle timeline, oldest first."""
-        rows = self._conn.execute(_SELECT_EVENTS, [tenant_id, execution_id]).fetchall()
-        return [_event_from_row(row) for row in rows]
+        return [_event_from_row(row) for row in self._read(tenant_id, _SELECT_EVENTS, [tenant_id, execution_id])]
 
     def workflow_phases(self, tenant_id: UUID, execution_id: UUID) -> list[dict[str, Any]]:
         """The execution's authoritative workflow rows, oldest first."""
-        return list(self._conn.execute(_SELECT_WORKFLOW, [tenant_id, execution_id]).fetchall())
+        return self._read(tenant_id, _SELECT_WORKFLOW, [tenant_id, execution_id])
 
     # -- create ------------------------------------------------------------------------------------------
 
@@ -422,6 +423,14 @@ class ExecutionRepository:
     ) -> Execution | None:
         """Run one state-change statement (with its workflow row when enabled); the written row or None."""
         params.update(workflow_params(event_id, phase, context))
-        with _translated_trigger_errors():
-            row = self._conn.execute(statements[self._authoritative_write], params).fetchone()
+        conn = self._conn
+        with _translated_trigger_errors(), conn.pipeline(), tenant_transaction(conn, params["tenant_id"]):
+            cursor = conn.execute(statements[self._authoritative_write], params)
+        row = cursor.fetchone()
         return execution_from_row(row) if row else None
+
+    def _read(self, tenant_id: UUID, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        conn = self._conn
+        with conn.pipeline(), tenant_transaction(conn, tenant_id):
+            cursor = conn.execute(sql, params)
+        return cursor.fetchall()

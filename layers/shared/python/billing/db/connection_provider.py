@@ -1,0 +1,69 @@
+"""One database connection per Lambda container: opened lazily, reused while warm, replaced when broken."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from billing import resource_names as names
+from billing.db.connection import Connection, connect
+
+
+def database_url_from_environment(get_secret: Callable[[str], dict[str, Any]] | None = None) -> str:
+    """DATABASE_URL when set (local runs, tests); otherwise RDS Proxy host + the RDS-format secret (AWS).
+
+    A missing setting is an error, never a silent default: a function must not guess which database to use.
+    """
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    try:
+        secret_arn = os.environ[names.ENV_DATABASE_SECRET_ARN]
+        host = os.environ[names.ENV_DATABASE_PROXY_ENDPOINT]
+        dbname = os.environ[names.ENV_DATABASE_NAME]
+    except KeyError as missing:
+        raise RuntimeError(f"database not configured: set DATABASE_URL or {missing.args[0]}") from None
+    if get_secret is None:
+        from aws_lambda_powertools.utilities import parameters
+
+        def get_secret(arn: str) -> dict[str, Any]:
+            # Cached for 5 minutes; rotation keeps the previous password valid for longer than that.
+            value: dict[str, Any] = parameters.get_secret(arn, transform="json", max_age=300)
+            return value
+
+    secret = get_secret(secret_arn)
+    return make_conninfo(
+        host=host,
+        port=secret.get("port", 5432),
+        dbname=dbname,
+        user=secret["username"],
+        password=secret["password"],
+        sslmode="require",
+    )
+
+
+class ConnectionProvider:
+    """Hands out the container's connection, reconnecting if the previous one died (failover, idle timeout)."""
+
+    def __init__(self, url_factory: Callable[[], str] = database_url_from_environment, **connect_kwargs: Any):
+        self._url_factory = url_factory
+        self._connect_kwargs = connect_kwargs
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Connection:
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = connect(self._url_factory(), **self._connect_kwargs)
+            return self._conn
+
+    def discard(self) -> None:
+        """Drop the connection after an error that may have left it unusable; the next get() reconnects."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None

@@ -1,0 +1,36 @@
+"""Per-transaction tenant scope for row-level security, the second wall behind every query's own tenant filter.
+
+Every tenant table has a policy admitting only rows of the tenant named by the transaction-local setting
+`billing.tenant_id`; a transaction that sets nothing sees nothing. Workers that legitimately span tenants
+(outbox relay, reconciliation, webhook lookup by provider reference) open a system scope instead.
+
+The settings are transaction-local (set_config(..., true)) on purpose: behind RDS Proxy a session setting would
+outlive the transaction and leak to whichever client reuses the server connection next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+from billing.db.connection import Connection
+
+_SET_TENANT = "select set_config('billing.tenant_id', %s, true), set_config('billing.scope', 'tenant', true)"
+_SET_SYSTEM = "select set_config('billing.tenant_id', '', true), set_config('billing.scope', 'system', true)"
+
+
+@contextmanager
+def tenant_transaction(conn: Connection, tenant_id: UUID) -> Iterator[Connection]:
+    """A transaction (or savepoint, if one is open) that sees and writes only `tenant_id`'s rows."""
+    with conn.transaction():
+        conn.execute(_SET_TENANT, [str(tenant_id)])
+        yield conn
+
+
+@contextmanager
+def system_transaction(conn: Connection) -> Iterator[Connection]:
+    """A transaction that spans tenants, for workers that find their work by something other than tenant."""
+    with conn.transaction():
+        conn.execute(_SET_SYSTEM)
+        yield conn
