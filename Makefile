@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench db-url db-stop clean
+.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench openapi db-url db-stop clean
 
 help:
 	@echo "make demo        boot everything locally and walk through real flows"
@@ -17,6 +17,7 @@ help:
 	@echo "make migrate     apply sql/ migrations to DATABASE_URL or the embedded database"
 	@echo "make compliance  run the workflow write compliance check"
 	@echo "make bench       run the benchmarks in bench/"
+	@echo "make openapi     regenerate docs/openapi.json from the code"
 	@echo "make db-stop     stop the embedded PostgreSQL"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,10 @@ compliance: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/lifecycle_throughput.py
+	$(PY) bench/cold_start_imports.py
+
+openapi: $(STAMP)
+	$(PY) scripts/export_openapi.py
 
 db-url: $(STAMP)
 	@$(PY) -m billing.local.embedded_postgres url

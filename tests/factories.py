@@ -10,6 +10,16 @@ from billing.db.execution_repository import ExecutionRepository
 from billing.domain.execution import Execution, ExecutionRequest, PaymentRail
 from billing.domain.workflow import WorkflowWriteContext
 
+# A card payment request body as an API client sends it; tok_visa succeeds at the sandbox provider.
+CARD_REQUEST: dict[str, Any] = {
+    "entity_contract_id": "contract-1",
+    "plan_contract_id": "plan-monthly",
+    "amount": 1999,
+    "currency": "EUR",
+    "payment_rail": "card",
+    "payment_instrument_id": "tok_visa",
+}
+
 
 def execution_request(**overrides: Any) -> ExecutionRequest:
     fields: dict[str, Any] = {

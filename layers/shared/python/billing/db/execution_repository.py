@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
 from uuid import UUID, uuid4
 
 import psycopg
@@ -28,11 +30,16 @@ from billing.domain.errors import (
 )
 from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus, is_terminal
-from billing.domain.transitions import CREATED_EVENT_TYPE, TRANSITIONS, TransitionMethod
+from billing.domain.transitions import (
+    CREATED_EVENT_TYPE,
+    RETRY_SCHEDULED_EVENT_TYPE,
+    TRANSITIONS,
+    TransitionMethod,
+)
 from billing.domain.workflow import WorkflowPhase, WorkflowWriteContext
 
-_INSERT_EXECUTION_TEMPLATE = """
-with inserted as (
+# Layer 2 of idempotency: a concurrent create with the same key inserts nothing and reads the winner.
+_INSERT = """
     insert into billing.billing_executions (
         tenant_id, id, entity_contract_id, plan_contract_id, amount, currency, payment_rail, payment_provider,
         payment_instrument_id, idempotency_key, request_fingerprint, correlation_id, metadata
@@ -41,32 +48,12 @@ with inserted as (
         %(payment_rail)s, %(payment_provider)s, %(payment_instrument_id)s, %(idempotency_key)s,
         %(request_fingerprint)s, %(correlation_id)s, %(metadata)s
     )
-    -- Layer 2 of idempotency: a concurrent create with the same key inserts nothing and reads the winner.
     on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
     returning *
-), event as (
-    insert into billing.billing_execution_events (
-        tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
-    )
-    select i.tenant_id, %(event_id)s, i.id, %(event_type)s, null, i.status, %(event_metadata)s, %(actor)s,
-           %(correlation_id)s, i.created_at
-      from inserted i
-), outbox as (
-    insert into billing.billing_outbox (
-        tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
-    )
-    select i.tenant_id, %(event_id)s, i.id, %(event_type)s,
-       billing.execution_event_payload(row(i.*)::billing.billing_executions, %(event_id)s, %(event_type)s, null,
-                                       %(correlation_id)s, i.created_at),
-       %(correlation_id)s, i.created_at
-      from inserted i
-){workflow}
--- Unreferenced data-modifying CTEs still run: event, outbox and workflow rows exist iff a row was written.
-select * from inserted
 """
 
-_TRANSITION_TEMPLATE = """
-with updated as (
+# Layer 3 of idempotency: the status guard. A caller that lost the race updates nothing.
+_TRANSITION = """
     update billing.billing_executions e
        set status = %(to_status)s,
            updated_at = now(),
@@ -76,39 +63,70 @@ with updated as (
            attempt_count = e.attempt_count + %(attempt_increment)s,
            next_attempt_at = null,
            finished_at = case when %(terminal)s then now() else null end
-     -- Layer 3 of idempotency: the status guard. A caller that lost the race updates nothing.
-     where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(from_status)s
+     where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(old_status)s
     returning e.*
-), event as (
+"""
+
+# A retry scheduled while the execution stays in processing: attempt bookkeeping without a status change. The
+# attempt number is part of the guard, so a stale or duplicated caller records nothing.
+_RETRY_SCHEDULED = """
+    update billing.billing_executions e
+       set updated_at = now(), last_error_code = %(error_code)s, next_attempt_at = %(next_attempt_at)s
+     where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(old_status)s
+       and e.attempt_count = %(attempt)s
+    returning e.*
+"""
+
+# What every write records beside the row itself: the lifecycle event and the outbox row, both built from the
+# row as written by this statement.
+_EVENT_AND_OUTBOX = """, event as (
     insert into billing.billing_execution_events (
         tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
     )
-    select u.tenant_id, %(event_id)s, u.id, %(event_type)s, %(from_status)s, u.status, %(event_metadata)s,
-           %(actor)s, %(correlation_id)s, u.updated_at
-      from updated u
+    select w.tenant_id, %(event_id)s, w.id, %(event_type)s, %(old_status)s, w.status, %(event_metadata)s,
+           %(actor)s, %(correlation_id)s, w.updated_at
+      from written w
 ), outbox as (
     insert into billing.billing_outbox (
         tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
     )
-    select u.tenant_id, %(event_id)s, u.id, %(event_type)s,
-       billing.execution_event_payload(row(u.*)::billing.billing_executions, %(event_id)s, %(event_type)s,
-                                       %(from_status)s, %(correlation_id)s, u.updated_at),
-       %(correlation_id)s, u.updated_at
-      from updated u
-){workflow}
--- Unreferenced data-modifying CTEs still run: event, outbox and workflow rows exist iff a row was written.
-select * from updated
-"""
+    select w.tenant_id, %(event_id)s, w.id, %(event_type)s,
+           billing.execution_event_payload(row(w.*)::billing.billing_executions, %(event_id)s, %(event_type)s,
+                                           %(old_status)s, %(correlation_id)s, w.updated_at),
+           %(correlation_id)s, w.updated_at
+      from written w
+)"""
 
-# Each statement with and without the authoritative workflow write (AUTHORITATIVE_WRITE_ENABLED).
-_INSERT_EXECUTION = {
-    True: _INSERT_EXECUTION_TEMPLATE.replace("{workflow}", ", " + workflow_cte("inserted")),
-    False: _INSERT_EXECUTION_TEMPLATE.replace("{workflow}", ""),
-}
-_TRANSITION = {
-    True: _TRANSITION_TEMPLATE.replace("{workflow}", ", " + workflow_cte("updated")),
-    False: _TRANSITION_TEMPLATE.replace("{workflow}", ""),
-}
+
+def _statement(write: str, *, workflow: bool) -> str:
+    """One statement: the write (one row or none), its event and outbox row and, if asked, its workflow row.
+
+    Unreferenced data-modifying CTEs still run, so the companions exist exactly when a row was written.
+    """
+    companions = _EVENT_AND_OUTBOX + (", " + workflow_cte("written") if workflow else "")
+    return f"with written as ({write}){companions}\nselect * from written"
+
+
+# Each state change with and without the authoritative workflow write (AUTHORITATIVE_WRITE_ENABLED).
+_INSERT_STATEMENTS = {enabled: _statement(_INSERT, workflow=enabled) for enabled in (True, False)}
+_TRANSITION_STATEMENTS = {enabled: _statement(_TRANSITION, workflow=enabled) for enabled in (True, False)}
+# Not a phase change, so never a workflow row.
+_RETRY_SCHEDULED_STATEMENTS = dict.fromkeys((True, False), _statement(_RETRY_SCHEDULED, workflow=False))
+
+# Keyset pagination in a stable order (newest first, id breaking ties); unset filters match everything.
+_LIST = """
+select * from billing.billing_executions
+ where tenant_id = %(tenant_id)s
+   and (%(status)s::text is null or status = %(status)s)
+   and (%(payment_rail)s::text is null or payment_rail = %(payment_rail)s)
+   and (%(entity_contract_id)s::text is null or entity_contract_id = %(entity_contract_id)s)
+   and (%(plan_contract_id)s::text is null or plan_contract_id = %(plan_contract_id)s)
+   and (%(created_from)s::timestamptz is null or created_at >= %(created_from)s)
+   and (%(created_to)s::timestamptz is null or created_at < %(created_to)s)
+   and (%(after_created_at)s::timestamptz is null or (created_at, id) < (%(after_created_at)s, %(after_id)s::uuid))
+ order by created_at desc, id desc
+ limit %(limit)s
+"""
 
 _SELECT_EXECUTION = "select * from billing.billing_executions where tenant_id = %s and id = %s"
 _SELECT_BY_KEY = "select * from billing.billing_executions where tenant_id = %s and idempotency_key = %s"
@@ -125,6 +143,21 @@ select w.phase_code, w.term_at, w.source, w.actor_id, w.correlation_id, w.event_
  order by ev.sequence
 """
 
+
+@dataclass(frozen=True, slots=True)
+class ExecutionListQuery:
+    """Filters and position of one page of executions; `after` is the last (created_at, id) already seen."""
+
+    status: ExecutionStatus | None = None
+    payment_rail: PaymentRail | None = None
+    entity_contract_id: str | None = None
+    plan_contract_id: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    after: tuple[datetime, UUID] | None = None
+    limit: int = 20
+
+
 # SQLSTATEs raised by the immutability trigger (sql/20260402_billing_immutability_trigger.sql).
 _TRIGGER_ERRORS: Mapping[str, type[ImmutableExecution | InvalidTransition]] = {
     "BE001": ImmutableExecution,
@@ -136,7 +169,6 @@ _TRIGGER_ERRORS: Mapping[str, type[ImmutableExecution | InvalidTransition]] = {
 
 def execution_from_row(row: Mapping[str, Any]) -> Execution:
     """Map a billing_executions row (dict row or row_to_json object) to the domain type."""
-    from datetime import datetime
 
     def ts(value: Any) -> Any:
         return datetime.fromisoformat(value) if isinstance(value, str) else value
@@ -212,6 +244,23 @@ class ExecutionRepository:
         rows = self._read(tenant_id, _SELECT_BY_KEY, [tenant_id, idempotency_key])
         return execution_from_row(rows[0]) if rows else None
 
+    def list_page(self, tenant_id: UUID, query: ExecutionListQuery) -> tuple[list[Execution], bool]:
+        """One page in (created_at desc, id desc) order and whether more rows follow it."""
+        params = {
+            "tenant_id": tenant_id,
+            "status": query.status.value if query.status else None,
+            "payment_rail": query.payment_rail.value if query.payment_rail else None,
+            "entity_contract_id": query.entity_contract_id,
+            "plan_contract_id": query.plan_contract_id,
+            "created_from": query.created_from,
+            "created_to": query.created_to,
+            "after_created_at": query.after[0] if query.after else None,
+            "after_id": query.after[1] if query.after else None,
+            "limit": query.limit + 1,  # one extra row tells whether another page exists
+        }
+        rows = self._read(tenant_id, _LIST, params)
+        return [execution_from_row(row) for row in rows[: query.limit]], len(rows) > query.limit
+
     def events(self, tenant_id: UUID, execution_id: UUID) -> list[ExecutionEvent]:
         """The execution's lifecycle timeline, oldest first."""
         return [_event_from_row(row) for row in self._read(tenant_id, _SELECT_EVENTS, [tenant_id, execution_id])]
@@ -254,10 +303,11 @@ class ExecutionRepository:
             "metadata": Jsonb(request.metadata),
             "event_id": event_id,
             "event_type": CREATED_EVENT_TYPE,
+            "old_status": None,
             "event_metadata": Jsonb({"amount": request.amount, "currency": request.currency}),
             "actor": context.actor,
         }
-        row = self._write(_INSERT_EXECUTION, params, event_id, WorkflowPhase.CREATED, context)
+        row = self._write(_INSERT_STATEMENTS, params, event_id, WorkflowPhase.CREATED, context)
         if row is not None:
             return row, True
         assert idempotency_key is not None, "an insert without a key cannot conflict"
@@ -360,6 +410,42 @@ class ExecutionRepository:
             TransitionMethod.RECONCILE, tenant_id, execution_id, context, to_status=outcome, **details
         )
 
+    # -- attempt bookkeeping -----------------------------------------------------------------------------
+
+    def record_retry_scheduled(
+        self,
+        tenant_id: UUID,
+        execution_id: UUID,
+        context: WorkflowWriteContext,
+        *,
+        attempt: int,
+        error_code: str,
+        next_attempt_at: datetime,
+        correlation_id: str | None = None,
+    ) -> Execution:
+        """Record that attempt `attempt` failed retryably and when the next one is due (status stays processing).
+
+        Raises TransitionConflict if the execution left processing or another attempt started meanwhile.
+        """
+        event_id = uuid4()
+        params = {
+            "tenant_id": tenant_id,
+            "execution_id": execution_id,
+            "old_status": ExecutionStatus.PROCESSING.value,
+            "attempt": attempt,
+            "error_code": error_code,
+            "next_attempt_at": next_attempt_at,
+            "event_id": event_id,
+            "event_type": RETRY_SCHEDULED_EVENT_TYPE,
+            "event_metadata": Jsonb(
+                {"attempt": attempt, "error_code": error_code, "next_attempt_at": next_attempt_at.isoformat()}
+            ),
+            "actor": context.actor,
+            "correlation_id": correlation_id,
+        }
+        row = self._write(_RETRY_SCHEDULED_STATEMENTS, params, event_id, WorkflowPhase.PROCESSING, context)
+        return row if row is not None else self._raise_conflict(tenant_id, execution_id, ExecutionStatus.PROCESSING)
+
     # -- internals ---------------------------------------------------------------------------------------
 
     def _transition(
@@ -392,7 +478,7 @@ class ExecutionRepository:
         params = {
             "tenant_id": tenant_id,
             "execution_id": execution_id,
-            "from_status": source.value,
+            "old_status": source.value,
             "to_status": target.value,
             "terminal": is_terminal(target),
             "provider_reference": provider_reference,
@@ -405,13 +491,14 @@ class ExecutionRepository:
             "actor": context.actor,
             "correlation_id": correlation_id,
         }
-        row = self._write(_TRANSITION, params, event_id, spec.phase, context)
-        if row is not None:
-            return row
+        row = self._write(_TRANSITION_STATEMENTS, params, event_id, spec.phase, context)
+        return row if row is not None else self._raise_conflict(tenant_id, execution_id, source)
+
+    def _raise_conflict(self, tenant_id: UUID, execution_id: UUID, expected: ExecutionStatus) -> NoReturn:
         current = self.get(tenant_id, execution_id)
         if current is None:
             raise ExecutionNotFound(f"execution {execution_id} not found", execution_id=str(execution_id))
-        raise TransitionConflict(str(execution_id), tuple(s.value for s in (source,)), current.status.value)
+        raise TransitionConflict(str(execution_id), (expected.value,), current.status.value)
 
     def _write(
         self,
@@ -429,7 +516,7 @@ class ExecutionRepository:
         row = cursor.fetchone()
         return execution_from_row(row) if row else None
 
-    def _read(self, tenant_id: UUID, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    def _read(self, tenant_id: UUID, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[str, Any]]:
         conn = self._conn
         with conn.pipeline(), tenant_transaction(conn, tenant_id):
             cursor = conn.execute(sql, params)

@@ -38,6 +38,22 @@ class ValidationFailed(BillingError):
         self.errors = errors
 
 
+class IdempotencyKeyInvalid(ValidationFailed):
+    """The Idempotency-Key header is missing or not 1-255 printable ASCII characters."""
+
+    code = "idempotency_key_invalid"
+
+
+class MalformedRequest(BillingError):
+    """The request could not be read at all (not JSON, not an object, unreadable query parameter)."""
+
+    code = "malformed_request"
+
+
+class PayloadTooLarge(BillingError):
+    code = "payload_too_large"
+
+
 class IdempotencyKeyReused(BillingError):
     """The same idempotency key came back with different parameters: never a silent replay."""
 
@@ -167,3 +183,17 @@ class ProviderUnavailable(BillingError):
     """
 
     code = "provider_unavailable"
+
+
+class AuthenticationFailed(BillingError):
+    """A bearer token that is missing, malformed, expired, signed with another key or lacks a valid claim.
+
+    `reason` is a stable short code (missing_token, malformed, expired, signature_mismatch, invalid_audience, ...)
+    for the log line; clients always get the same 401 so a token cannot be probed claim by claim.
+    """
+
+    code = "unauthenticated"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"bearer token rejected: {reason}", reason=reason)
+        self.reason = reason

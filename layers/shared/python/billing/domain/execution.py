@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from billing.domain.errors import FieldError, ValidationFailed
+from billing.domain.errors import FieldError, IdempotencyKeyInvalid, ValidationFailed
 from billing.domain.money import MAX_AMOUNT_MINOR, Money, is_known_currency
 from billing.domain.status import ExecutionStatus
 
@@ -55,9 +55,9 @@ def looks_like_card_number(text: str) -> bool:
 def validate_idempotency_key(key: str | None) -> str:
     """Return the key if acceptable, else raise ValidationFailed (before anything is written)."""
     if key is None or key == "":
-        raise ValidationFailed([FieldError("idempotency_key", "required", "an idempotency key is required")])
+        raise IdempotencyKeyInvalid([FieldError("idempotency_key", "required", "an idempotency key is required")])
     if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
-        raise ValidationFailed(
+        raise IdempotencyKeyInvalid(
             [
                 FieldError(
                     "idempotency_key",

@@ -12,6 +12,8 @@ from billing.domain.workflow import WorkflowPhase as P
 
 EVENT_PREFIX = "billing.execution."
 CREATED_EVENT_TYPE = EVENT_PREFIX + "created"
+# Recorded while an execution stays in processing: a failed attempt and when the next one is due.
+RETRY_SCHEDULED_EVENT_TYPE = EVENT_PREFIX + "retry_scheduled"
 
 
 class TransitionMethod(StrEnum):

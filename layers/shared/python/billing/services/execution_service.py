@@ -1,14 +1,19 @@
-"""Creating executions idempotently: the three layers of duplicate protection in one place."""
+"""The execute API's use cases: idempotent create-and-drive, read with timeline, list, cancel."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from billing.db.execution_repository import ExecutionRepository
-from billing.domain.errors import IdempotencyKeyReused
-from billing.domain.execution import Execution, ExecutionRequest, validate_idempotency_key
+from billing.db.execution_repository import ExecutionListQuery, ExecutionRepository
+from billing.domain.errors import ExecutionNotFound, IdempotencyKeyReused, TransitionConflict
+from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, validate_idempotency_key
+from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
+from billing.services.execution_driver import ExecutionDriver
+
+_CANCELABLE = (ExecutionStatus.CREATED, ExecutionStatus.PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +24,17 @@ class CreateOutcome:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutionView:
+    execution: Execution
+    events: list[ExecutionEvent]
+    workflow: list[dict[str, Any]]
+
+
 class ExecutionService:
-    def __init__(self, repository: ExecutionRepository) -> None:
+    def __init__(self, repository: ExecutionRepository, driver: ExecutionDriver | None = None) -> None:
         self._repository = repository
+        self._driver = driver
 
     def create(
         self,
@@ -52,6 +65,64 @@ class ExecutionService:
         if created:
             return CreateOutcome(execution, created=True)
         return CreateOutcome(_replay(execution, fingerprint, key), created=False)
+
+    def execute(
+        self,
+        tenant_id: UUID,
+        request: ExecutionRequest,
+        *,
+        idempotency_key: str,
+        payment_provider: str,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+    ) -> CreateOutcome:
+        """Create (or find) the execution and drive it; a replay resumes one whose first request stalled."""
+        assert self._driver is not None, "execute needs a driver"
+        outcome = self.create(
+            tenant_id,
+            request,
+            idempotency_key=idempotency_key,
+            payment_provider=payment_provider,
+            correlation_id=correlation_id,
+            context=context,
+        )
+        driven = self._driver.drive(outcome.execution, correlation_id=correlation_id, context=context)
+        return CreateOutcome(driven, outcome.created)
+
+    def view(self, tenant_id: UUID, execution_id: UUID) -> ExecutionView:
+        execution = self._require(tenant_id, execution_id)
+        return ExecutionView(
+            execution,
+            self._repository.events(tenant_id, execution_id),
+            self._repository.workflow_phases(tenant_id, execution_id),
+        )
+
+    def list_page(self, tenant_id: UUID, query: ExecutionListQuery) -> tuple[list[Execution], bool]:
+        return self._repository.list_page(tenant_id, query)
+
+    def cancel(
+        self, tenant_id: UUID, execution_id: UUID, *, correlation_id: str | None, context: WorkflowWriteContext
+    ) -> Execution:
+        """created|pending (not yet submitted) -> canceled; TransitionConflict for any other state."""
+        current = self._require(tenant_id, execution_id)
+        # Two tries: the guard names the status we saw, and created -> pending may happen in between.
+        for _ in range(2):
+            if current.status not in _CANCELABLE or current.submitted_at is not None:
+                break
+            try:
+                return self._repository.mark_canceled(
+                    tenant_id, execution_id, context, from_status=current.status, correlation_id=correlation_id
+                )
+            except TransitionConflict:
+                current = self._require(tenant_id, execution_id)
+        raise TransitionConflict(str(execution_id), tuple(s.value for s in _CANCELABLE), current.status.value)
+
+    def _require(self, tenant_id: UUID, execution_id: UUID) -> Execution:
+        execution = self._repository.get(tenant_id, execution_id)
+        if execution is None:
+            # Also for another tenant's id: do not confirm that it exists.
+            raise ExecutionNotFound(f"execution {execution_id} not found", execution_id=str(execution_id))
+        return execution
 
 
 def _replay(existing: Execution, fingerprint: str, key: str) -> Execution:

@@ -1,0 +1,152 @@
+"""Execute API: create-and-drive, read, list and cancel billing executions (API Gateway REST, Powertools)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing.api.cursor import decode_cursor, encode_cursor
+from billing.api.http import guard_request, problem_response, with_correlation_header
+from billing.api.request_context import RequestContext
+from billing.api.resources import (
+    EventResource,
+    ExecutionDetail,
+    ExecutionPage,
+    ExecutionResource,
+    WorkflowPhaseResource,
+)
+from billing.db.execution_repository import ExecutionListQuery
+from billing.domain.errors import BillingError, ExecutionNotFound
+from billing.domain.execution import ExecutionRequest, PaymentRail
+from billing.domain.status import ExecutionStatus
+from billing.domain.workflow import WorkflowWriteContext
+from billing.observability import logger, metrics, tracer
+from billing.rails.adapters import default_provider_for
+from billing.resource_names import API_BASE_PATH
+from billing.wiring import ExecuteRuntime, ExecuteSettings
+
+app = APIGatewayRestResolver(enable_validation=True)
+runtime = ExecuteRuntime(ExecuteSettings.from_environment())
+EXECUTIONS = f"{API_BASE_PATH}/executions"
+
+
+def _request() -> RequestContext:
+    request: RequestContext = app.context["request"]
+    return request
+
+
+def _json(status: int, model: Any) -> Response[Any]:
+    # Powertools validates the model against the route's return type, then serialises it.
+    return Response(status, "application/json", model)
+
+
+@app.post(EXECUTIONS)
+def create_execution(
+    body: ExecutionRequest, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+) -> Response[ExecutionResource]:
+    request = _request()
+    outcome = runtime.execution_service().execute(
+        request.tenant_id,
+        body,
+        idempotency_key=idempotency_key or "",
+        payment_provider=default_provider_for(body.payment_rail),
+        correlation_id=request.correlation_id,
+        context=WorkflowWriteContext.user(request.actor),
+    )
+    return _json(201 if outcome.created else 200, ExecutionResource.of(outcome.execution))
+
+
+@app.get(EXECUTIONS)
+def list_executions(
+    status: Annotated[ExecutionStatus | None, Query()] = None,
+    payment_rail: Annotated[PaymentRail | None, Query()] = None,
+    entity_contract_id: Annotated[str | None, Query(max_length=128)] = None,
+    plan_contract_id: Annotated[str | None, Query(max_length=128)] = None,
+    created_from: Annotated[datetime | None, Query()] = None,
+    created_to: Annotated[datetime | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response[ExecutionPage]:
+    query = ExecutionListQuery(
+        status, payment_rail, entity_contract_id, plan_contract_id, created_from, created_to,
+        decode_cursor(cursor) if cursor else None, limit,
+    )  # fmt: skip
+    items, more = runtime.execution_service().list_page(_request().tenant_id, query)
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+    return _json(200, ExecutionPage(items=[ExecutionResource.of(e) for e in items], next_cursor=next_cursor))
+
+
+@app.get(f"{EXECUTIONS}/<execution_id>")
+def get_execution(execution_id: str) -> Response[ExecutionDetail]:
+    view = runtime.execution_service().view(_request().tenant_id, _uuid(execution_id))
+    detail = ExecutionDetail(
+        **ExecutionResource.of(view.execution).model_dump(),
+        events=[EventResource.of(event) for event in view.events],
+        workflow=[WorkflowPhaseResource.model_validate(row) for row in view.workflow],
+    )
+    return _json(200, detail)
+
+
+@app.post(f"{EXECUTIONS}/<execution_id>/cancel")
+def cancel_execution(execution_id: str) -> Response[ExecutionResource]:
+    request = _request()
+    canceled = runtime.execution_service().cancel(
+        request.tenant_id,
+        _uuid(execution_id),
+        correlation_id=request.correlation_id,
+        context=WorkflowWriteContext.user(request.actor),
+    )
+    return _json(200, ExecutionResource.of(canceled))
+
+
+@app.get(f"{API_BASE_PATH}/openapi.json", include_in_schema=False)
+def openapi_document() -> Response[str]:
+    return Response(200, "application/json", openapi_json())
+
+
+def openapi_json() -> str:
+    """The OpenAPI 3 document generated from the routes and models (docs/openapi.json is a committed copy)."""
+    return app.get_openapi_json_schema(title="Billing execution API", version="1.0.0")
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise ExecutionNotFound(f"execution {value[:64]} not found") from None
+
+
+@app.exception_handler(BillingError)
+def _domain_error(error: BillingError) -> Response[str]:
+    return problem_response(error, _request().correlation_id)
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(error: RequestValidationError) -> Response[str]:
+    return problem_response(error, _request().correlation_id)
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response[str]:
+    logger.exception("unhandled error")
+    runtime.connections.discard()  # the connection may be mid-transaction or broken
+    return problem_response(error, _request().correlation_id)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = guard_request(event)
+    if isinstance(request, dict):
+        return request
+    logger.set_correlation_id(request.correlation_id)
+    logger.append_keys(tenant_id=str(request.tenant_id))
+    app.append_context(request=request)
+    return with_correlation_header(app.resolve(event, context), request.correlation_id)

@@ -1,0 +1,86 @@
+"""Powertools logger, tracer and metrics for every function, plus the structured billing log events.
+
+Log lines never carry secrets or card numbers: the formatter masks Luhn-valid digit runs and the values of
+secret-looking keys in every record, whatever a caller passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import MetricUnit
+
+from billing import resource_names as names
+from billing.domain.execution import Execution, looks_like_card_number
+
+_SECRET_KEY = re.compile(r"(password|secret|token|authorization|signature|api[_-]?key|card_number|pan)", re.I)
+_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_MASK = "***"
+
+
+def redact(value: Any) -> Any:
+    """A copy of value with secret-looking keys and card numbers masked."""
+    if isinstance(value, dict):
+        return {k: _MASK if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and looks_like_card_number(value):
+        return _DIGIT_RUN.sub(lambda m: _MASK if looks_like_card_number(m.group()) else m.group(), value)
+    return value
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON formatter with redaction applied to the whole record just before serialisation."""
+
+    def serialize(self, log: Any) -> str:
+        return json.dumps(redact(dict(log)), default=str, separators=(",", ":"))
+
+
+logger = Logger(logger_formatter=RedactingFormatter())
+tracer = Tracer()
+metrics = Metrics(namespace=names.METRICS_NAMESPACE)
+
+
+class PowertoolsExecutionObserver:
+    """Emits billing.rail.execution per provider call and billing.execution.result per drive, with metrics."""
+
+    def rail_call(
+        self, execution: Execution, *, outcome: str, attempt: int, duration_ms: float, correlation_id: str | None
+    ) -> None:
+        logger.info(
+            "billing.rail.execution",
+            extra={
+                "event": "billing.rail.execution",
+                "execution_id": str(execution.id),
+                "tenant_id": str(execution.tenant_id),
+                "rail": execution.payment_rail.value,
+                "provider": execution.payment_provider,
+                "outcome": outcome,
+                "attempt": attempt,
+                "duration_ms": round(duration_ms, 2),
+                "correlation_id": correlation_id,
+            },
+        )
+        metrics.add_metric(name="RailCallDuration", unit=MetricUnit.Milliseconds, value=duration_ms)
+        metrics.add_metric(name=f"RailOutcome_{outcome}", unit=MetricUnit.Count, value=1)
+
+    def execution_result(self, execution: Execution, *, duration_ms: float, correlation_id: str | None) -> None:
+        logger.info(
+            "billing.execution.result",
+            extra={
+                "event": "billing.execution.result",
+                "execution_id": str(execution.id),
+                "tenant_id": str(execution.tenant_id),
+                "status": execution.status.value,
+                "awaiting_settlement": execution.awaiting_settlement,
+                "duration_ms": round(duration_ms, 2),
+                "rail": execution.payment_rail.value,
+                "provider": execution.payment_provider,
+                "correlation_id": correlation_id,
+            },
+        )
+        metrics.add_metric(name=f"Execution_{execution.status.value}", unit=MetricUnit.Count, value=1)

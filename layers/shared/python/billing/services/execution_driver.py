@@ -1,0 +1,185 @@
+"""Drives an execution from created to a final state (or to settlement pending / a scheduled retry).
+
+The phases follow the atomic-phases pattern: each status change is its own committed transaction, and the only
+external call (the provider submit) happens between them, after `mark_processing` made this caller the single
+owner. Whoever loses that status guard never submits; a stalled execution (its first driver died before
+submitting) is resumed by the next caller with the same key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import assert_never
+
+from billing.db.execution_repository import ExecutionRepository
+from billing.domain.backoff import BackoffPolicy
+from billing.domain.errors import TransitionConflict
+from billing.domain.execution import Execution
+from billing.domain.status import ExecutionStatus
+from billing.domain.workflow import WorkflowWriteContext
+from billing.rails.adapters import adapter_for
+from billing.rails.ports import PaymentProvider, RailAdapter
+from billing.rails.results import OUTCOME_UNKNOWN_CODE, SubmitOutcome, SubmitResult
+from billing.services.ports import ExecutionObserver, RetryRequest, RetryScheduler
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ExecutionDriver:
+    def __init__(
+        self,
+        repository: ExecutionRepository,
+        providers: Mapping[str, PaymentProvider],
+        retries: RetryScheduler,
+        observer: ExecutionObserver,
+        *,
+        backoff: BackoffPolicy | None = None,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self._repository = repository
+        self._providers = providers
+        self._retries = retries
+        self._observer = observer
+        self._backoff = backoff or BackoffPolicy()
+        self._clock = clock
+
+    def drive(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
+        """Advance the execution as far as it can go now; calling it again for the same execution is safe."""
+        started = time.perf_counter()
+        current = execution
+        if current.status is ExecutionStatus.CREATED:
+            current = self._guarded(lambda: self._repository.mark_pending(
+                current.tenant_id, current.id, context, correlation_id=correlation_id), current)  # fmt: skip
+        if current.status is ExecutionStatus.PENDING and current.submitted_at is None:
+            try:
+                current = self._repository.mark_processing(
+                    current.tenant_id, current.id, context, correlation_id=correlation_id
+                )
+            except TransitionConflict:
+                # Another caller owns the submission: report where it is, never submit twice.
+                return self._reload(current)
+            current = self._submit(current, correlation_id=correlation_id, context=context)
+        self._observer.execution_result(
+            current, duration_ms=(time.perf_counter() - started) * 1000, correlation_id=correlation_id
+        )
+        return current
+
+    def resubmit(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
+        """Submit again under the same provider idempotency key (the retry worker, after claiming the attempt)."""
+        started = time.perf_counter()
+        current = self._submit(execution, correlation_id=correlation_id, context=context)
+        self._observer.execution_result(
+            current, duration_ms=(time.perf_counter() - started) * 1000, correlation_id=correlation_id
+        )
+        return current
+
+    def _submit(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
+        adapter = adapter_for(execution, self._providers)
+        started = time.perf_counter()
+        result = adapter.submit(execution)
+        self._observer.rail_call(
+            execution,
+            outcome=result.outcome.value,
+            attempt=execution.attempt_count,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            correlation_id=correlation_id,
+        )
+        return self._guarded(lambda: self._apply(execution, adapter, result, correlation_id, context), execution)
+
+    def _apply(
+        self,
+        execution: Execution,
+        adapter: RailAdapter,
+        result: SubmitResult,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+    ) -> Execution:
+        repo, tenant, eid = self._repository, execution.tenant_id, execution.id
+        details = {"correlation_id": correlation_id}
+        match result.outcome:
+            case SubmitOutcome.SUCCEEDED:
+                return repo.mark_completed(
+                    tenant, eid, context, provider_reference=result.provider_reference, **details
+                )
+            case SubmitOutcome.FAILED:
+                return repo.mark_failed(
+                    tenant,
+                    eid,
+                    context,
+                    error_code=result.error_code,
+                    provider_reference=result.provider_reference,
+                    **details,
+                )
+            case SubmitOutcome.PENDING_SETTLEMENT:
+                assert result.provider_reference is not None
+                return repo.settle_from_processing(
+                    tenant, eid, context, provider_reference=result.provider_reference, **details
+                )
+            case SubmitOutcome.REQUIRES_ACTION:
+                # The customer must authenticate at the provider; the charge settles (or fails) from there and
+                # is followed like any asynchronous payment, by webhook or reconciliation.
+                assert result.provider_reference is not None
+                return repo.settle_from_processing(
+                    tenant,
+                    eid,
+                    context,
+                    provider_reference=result.provider_reference,
+                    metadata={"requires_action": True, "action_url": result.action_url},
+                    **details,
+                )
+            case SubmitOutcome.TRANSIENT_ERROR | SubmitOutcome.UNKNOWN:
+                return self._retry_or_give_up(execution, adapter, result, correlation_id, context)
+            case _:
+                assert_never(result.outcome)
+
+    def _retry_or_give_up(
+        self,
+        execution: Execution,
+        adapter: RailAdapter,
+        result: SubmitResult,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+    ) -> Execution:
+        error_code = result.error_code or OUTCOME_UNKNOWN_CODE
+        retries_used = execution.attempt_count - 1
+        if retries_used < adapter.max_retries:
+            delay = self._backoff.delay(retries_used + 1)
+            not_before = self._clock() + timedelta(seconds=delay)
+            recorded = self._repository.record_retry_scheduled(
+                execution.tenant_id,
+                execution.id,
+                context,
+                attempt=execution.attempt_count,
+                error_code=error_code,
+                next_attempt_at=not_before,
+                correlation_id=correlation_id,
+            )
+            self._retries.schedule(
+                RetryRequest(execution.tenant_id, execution.id, execution.attempt_count + 1, not_before, correlation_id)
+            )
+            return recorded
+        if result.outcome is SubmitOutcome.UNKNOWN:
+            # Money may have moved: never fail it blindly. It stays in processing for reconciliation, which asks
+            # the provider by idempotency key and settles it either way.
+            return execution
+        return self._repository.mark_failed(
+            execution.tenant_id, execution.id, context, error_code=error_code, correlation_id=correlation_id
+        )
+
+    def _guarded(self, write: Callable[[], Execution], fallback: Execution) -> Execution:
+        """Run a transition; if another caller moved the execution first, return where it is now."""
+        try:
+            return write()
+        except TransitionConflict:
+            return self._reload(fallback)
+
+    def _reload(self, execution: Execution) -> Execution:
+        current = self._repository.get(execution.tenant_id, execution.id)
+        assert current is not None, "executions are never deleted"
+        return current

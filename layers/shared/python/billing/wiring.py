@@ -1,0 +1,61 @@
+"""Per-container wiring: settings validated at cold start, clients and connections created on first use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing import resource_names as names
+from billing.aws.retry_queue import SqsRetryScheduler
+from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
+from billing.db.execution_repository import ExecutionRepository
+from billing.observability import PowertoolsExecutionObserver
+from billing.rails.ports import PaymentProvider
+from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.services.execution_driver import ExecutionDriver
+from billing.services.execution_service import ExecutionService
+
+
+class ExecuteSettings(BaseModel):
+    """What the execute function reads from its environment; a missing variable fails the cold start."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    retry_queue_url: str = Field(alias=names.ENV_RETRY_QUEUE_URL, min_length=1)
+
+    @classmethod
+    def from_environment(cls) -> ExecuteSettings:
+        return cls.model_validate(dict(os.environ))
+
+
+class ExecuteRuntime:
+    """Everything the execute API needs, built once per Lambda container and reused while it is warm."""
+
+    def __init__(self, settings: ExecuteSettings, connections: ConnectionProvider | None = None) -> None:
+        self.settings = settings
+        self.connections = connections or ConnectionProvider()
+
+    @cached_property
+    def _sqs(self) -> Any:
+        import boto3  # deferred: boto3 costs ~100 ms of cold start and only the retry path needs it
+
+        return boto3.client("sqs")
+
+    @cached_property
+    def providers(self) -> Mapping[str, PaymentProvider]:
+        # The sandbox is an external system: it gets its own connections, never the billing transaction.
+        return {"sandbox": SandboxProvider(connections_to(database_url_from_environment()))}
+
+    def execution_service(self) -> ExecutionService:
+        repository = ExecutionRepository(self.connections.get())
+        driver = ExecutionDriver(
+            repository,
+            self.providers,
+            SqsRetryScheduler(self._sqs, self.settings.retry_queue_url),
+            PowertoolsExecutionObserver(),
+        )
+        return ExecutionService(repository, driver)

@@ -1,0 +1,250 @@
+"""The execute API through the real Lambda handler, against real PostgreSQL and moto SQS."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
+from uuid import UUID, uuid4
+
+import boto3
+import pytest
+
+from billing.db.connection import Connection
+from billing.domain.workflow import WorkflowWriteContext
+from tests.factories import CARD_REQUEST, count_rows, create_execution
+from tests.lambda_harness import (
+    EXECUTIONS_PATH,
+    api_event,
+    call,
+    header,
+    load_handler,
+    post_execution,
+    response_json,
+)
+
+BASE = EXECUTIONS_PATH
+CARD = CARD_REQUEST
+
+
+def written(conn: Connection, tenant: UUID) -> int:
+    return sum(
+        count_rows(conn, t, tenant) for t in ("billing_executions", "billing_execution_events", "billing_outbox")
+    )
+
+
+def queue_depth(queue_url: str) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
+def test_card_payment_completes_with_timeline_and_correlation_header(execute: ModuleType, tenant_id: UUID) -> None:
+    response = post_execution(execute, tenant_id, CARD, headers={"X-Correlation-Id": "corr-card-1"})
+    assert response["statusCode"] == 201, response["body"]
+    body = response_json(response)
+    assert (body["status"], body["amount"], body["amount_display"]) == ("completed", 1999, "19.99 EUR")
+    assert header(response, "X-Correlation-Id") == "corr-card-1"
+
+    detail = response_json(call(execute, api_event("GET", f"{BASE}/{body['id']}", tenant_id=tenant_id)))
+    assert [e["new_status"] for e in detail["events"]] == ["created", "pending", "processing", "completed"]
+    assert [w["phase_code"] for w in detail["workflow"]] == ["created", "pending", "processing", "completed"]
+    assert all(e["correlation_id"] == "corr-card-1" for e in detail["events"][1:])
+
+
+def test_replay_with_same_key_returns_200_same_execution_and_writes_nothing(
+    execute: ModuleType, conn: Connection, tenant_id: UUID
+) -> None:
+    first = post_execution(execute, tenant_id, CARD, key="replay-1")
+    before = written(conn, tenant_id)
+    again = post_execution(execute, tenant_id, CARD, key="replay-1")
+    assert (first["statusCode"], again["statusCode"]) == (201, 200)
+    assert response_json(again)["id"] == response_json(first)["id"]
+    assert written(conn, tenant_id) == before
+
+
+def test_same_key_with_other_parameters_is_422_and_writes_nothing(
+    execute: ModuleType, conn: Connection, tenant_id: UUID
+) -> None:
+    post_execution(execute, tenant_id, CARD, key="reuse-1")
+    before = written(conn, tenant_id)
+    response = post_execution(execute, tenant_id, {**CARD, "amount": 2500}, key="reuse-1")
+    assert response["statusCode"] == 422
+    assert response_json(response)["code"] == "idempotency_key_reused"
+    assert header(response, "Content-Type") == "application/problem+json"
+    assert written(conn, tenant_id) == before
+
+
+def test_declined_card_ends_failed_with_provider_code(execute: ModuleType, tenant_id: UUID) -> None:
+    body = response_json(post_execution(execute, tenant_id, {**CARD, "payment_instrument_id": "tok_decline"}))
+    assert (body["status"], body["last_error_code"]) == ("failed", "card_declined")
+
+
+def test_sepa_debit_goes_to_settlement_pending_with_reference(execute: ModuleType, tenant_id: UUID) -> None:
+    body = response_json(
+        post_execution(
+            execute, tenant_id, {**CARD, "payment_rail": "sepa_debit", "payment_instrument_id": "iban_settles_paid"}
+        )
+    )
+    assert (body["status"], body["awaiting_settlement"]) == ("pending", True)
+    assert body["provider_reference"].startswith("sbx_")
+
+
+def test_transient_failure_schedules_retry_on_queue_and_stays_processing(
+    execute: ModuleType, aws: dict[str, str], tenant_id: UUID
+) -> None:
+    before = queue_depth(aws["queue_url"])
+    body = response_json(post_execution(execute, tenant_id, {**CARD, "payment_instrument_id": "tok_transient_2"}))
+    assert (body["status"], body["last_error_code"], body["attempt_count"]) == ("processing", "processing_error", 1)
+    assert body["next_attempt_at"] is not None
+    assert queue_depth(aws["queue_url"]) == before + 1
+
+
+def test_stalled_execution_is_resumed_by_replay(execute: ModuleType, conn: Connection, tenant_id: UUID) -> None:
+    # The first request died right after creating the execution.
+    stalled = create_execution(conn, tenant_id, idempotency_key="stalled-1", **CARD, metadata={})
+    response = post_execution(execute, tenant_id, CARD, key="stalled-1")
+    assert response["statusCode"] == 200
+    assert response_json(response)["id"] == str(stalled.id)
+    assert response_json(response)["status"] == "completed"
+
+
+def test_cancel_created_execution_then_again_is_409(execute: ModuleType, conn: Connection, tenant_id: UUID) -> None:
+    execution = create_execution(conn, tenant_id)
+    first = call(execute, api_event("POST", f"{BASE}/{execution.id}/cancel", tenant_id=tenant_id))
+    second = call(execute, api_event("POST", f"{BASE}/{execution.id}/cancel", tenant_id=tenant_id))
+    assert (first["statusCode"], response_json(first)["status"]) == (200, "canceled")
+    assert (second["statusCode"], response_json(second)["code"]) == (409, "transition_conflict")
+
+
+def test_cancel_of_completed_execution_is_409(execute: ModuleType, tenant_id: UUID) -> None:
+    done = response_json(post_execution(execute, tenant_id, CARD, key="cancel-done"))
+    response = call(execute, api_event("POST", f"{BASE}/{done['id']}/cancel", tenant_id=tenant_id))
+    assert response["statusCode"] == 409
+    assert response_json(response)["current_status"] == "completed"
+
+
+@pytest.mark.parametrize("path_id", ["other-tenant", str(uuid4()), "not-a-uuid"])
+def test_get_unknown_or_other_tenants_execution_is_404(execute: ModuleType, conn: Connection, path_id: str) -> None:
+    owner = uuid4()
+    execution = create_execution(conn, owner)
+    target = str(execution.id) if path_id == "other-tenant" else path_id
+    response = call(execute, api_event("GET", f"{BASE}/{target}", tenant_id=uuid4()))
+    assert response["statusCode"] == 404
+    assert response_json(response)["code"] == "execution_not_found"
+
+
+def test_request_without_tenant_is_401_and_writes_nothing(execute: ModuleType, conn: Connection) -> None:
+    response = post_execution(execute, None, CARD)
+    assert response["statusCode"] == 401
+    assert response_json(response)["code"] == "unauthenticated"
+
+
+def test_tenant_in_body_is_refused_not_used(execute: ModuleType, conn: Connection, tenant_id: UUID) -> None:
+    response = post_execution(execute, tenant_id, {**CARD, "tenant_id": str(uuid4())})
+    assert response["statusCode"] == 422
+    assert written(conn, tenant_id) == 0
+
+
+BAD_INPUT = [
+    ("malformed_json", "{not json", 400, "malformed_request"),
+    ("array_body", "[1, 2]", 422, "validation_failed"),
+    ("amount_string", {**CARD, "amount": "1999"}, 422, "validation_failed"),
+    ("amount_float", {**CARD, "amount": 19.99}, 422, "validation_failed"),
+    ("amount_negative", {**CARD, "amount": -1}, 422, "validation_failed"),
+    ("amount_zero", {**CARD, "amount": 0}, 422, "validation_failed"),
+    ("amount_huge", {**CARD, "amount": 10**18}, 422, "validation_failed"),
+    ("currency_lowercase", {**CARD, "currency": "eur"}, 422, "validation_failed"),
+    ("currency_unknown", {**CARD, "currency": "ABC"}, 422, "validation_failed"),
+    ("rail_unknown", {**CARD, "payment_rail": "wire"}, 422, "validation_failed"),
+    ("sql_injection", {**CARD, "entity_contract_id": "1'; drop table billing.billing_executions;--"}, 422,
+     "validation_failed"),
+    ("unknown_field", {**CARD, "discount": 5}, 422, "validation_failed"),
+    ("card_number_in_metadata", {**CARD, "metadata": {"note": "4111 1111 1111 1111"}}, 422, "validation_failed"),
+    ("one_megabyte", {**CARD, "metadata": {"blob": "x" * 1_000_000}}, 413, "payload_too_large"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "body", "status", "code"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_gets_documented_4xx_and_writes_nothing(
+    execute: ModuleType,
+    aws: dict[str, str],
+    conn: Connection,
+    tenant_id: UUID,
+    case: str,
+    body: Any,
+    status: int,
+    code: str,
+) -> None:
+    queued = queue_depth(aws["queue_url"])
+    response = post_execution(execute, tenant_id, body, key=f"bad-{case}")
+    assert response["statusCode"] == status, response_json(response)
+    problem = response_json(response)
+    assert (problem["code"], problem["status"]) == (code, status)
+    assert problem["correlation_id"]
+    assert header(response, "Content-Type") == "application/problem+json"
+    assert written(conn, tenant_id) == 0
+    assert queue_depth(aws["queue_url"]) == queued
+
+
+@pytest.mark.parametrize("key", [None, "", "has space", "k" * 256])
+def test_missing_or_invalid_idempotency_key_is_400_and_writes_nothing(
+    execute: ModuleType, conn: Connection, tenant_id: UUID, key: str | None
+) -> None:
+    response = post_execution(execute, tenant_id, CARD, key=key)
+    assert response["statusCode"] == 400
+    assert response_json(response)["code"] == "idempotency_key_invalid"
+    assert written(conn, tenant_id) == 0
+
+
+def test_list_pages_in_stable_order_without_duplicates(execute: ModuleType, conn: Connection, tenant_id: UUID) -> None:
+    created = {str(create_execution(conn, tenant_id).id) for _ in range(5)}
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(4):
+        query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = response_json(call(execute, api_event("GET", BASE, tenant_id=tenant_id, query=query)))
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5
+    assert set(seen) == created
+
+
+def test_list_filters_by_status_and_rejects_oversized_page(
+    execute: ModuleType, conn: Connection, tenant_id: UUID
+) -> None:
+    execution = create_execution(conn, tenant_id)
+    create_execution(conn, tenant_id)
+    from billing.db.execution_repository import ExecutionRepository
+
+    ExecutionRepository(conn).mark_pending(tenant_id, execution.id, WorkflowWriteContext.system())
+    page = response_json(call(execute, api_event("GET", BASE, tenant_id=tenant_id, query={"status": "pending"})))
+    assert [item["id"] for item in page["items"]] == [str(execution.id)]
+    too_big = call(execute, api_event("GET", BASE, tenant_id=tenant_id, query={"limit": "1000"}))
+    assert too_big["statusCode"] == 422
+
+
+def test_20_parallel_posts_with_one_key_make_one_execution_and_one_charge(
+    aws: dict[str, str], conn: Connection, tenant_id: UUID
+) -> None:
+    # Twenty Lambda containers, each its own module instance and connection, hit by the same request at once.
+    containers = [load_handler("execute", str(i)) for i in range(20)]
+    barrier = threading.Barrier(len(containers))
+
+    def invoke(container: ModuleType) -> dict[str, Any]:
+        barrier.wait()
+        return post_execution(container, tenant_id, CARD, key="parallel-1")
+
+    with ThreadPoolExecutor(len(containers)) as pool:
+        responses = list(pool.map(invoke, containers))
+    assert sorted(r["statusCode"] for r in responses) == [200] * 19 + [201]
+    assert len({response_json(r)["id"] for r in responses}) == 1
+    assert count_rows(conn, "billing_executions", tenant_id) == 1
+    charges = conn.execute(
+        "select count(*) as n from sandbox_provider.charges where idempotency_key like %s", [f"{tenant_id}:%"]
+    ).fetchone()
+    assert charges == {"n": 1}
