@@ -106,3 +106,13 @@ def test_repository_lifecycle_works_under_row_level_security(app_conn: Connectio
     assert [e.new_status for e in repo.events(tenant, execution.id)][-1] == "completed"
     assert len(repo.workflow_phases(tenant, execution.id)) == 4
     assert repo.get(uuid4(), execution.id) is None
+
+
+def test_tenant_scope_carries_statement_and_lock_timeouts(conn: Connection) -> None:
+    with tenant_transaction(conn, uuid4()):
+        row = conn.execute(
+            "select current_setting('statement_timeout') as st, current_setting('lock_timeout') as lt"
+        ).fetchone()
+    assert row == {"st": "5s", "lt": "2s"}
+    after = conn.execute("select current_setting('statement_timeout') as st").fetchone()
+    assert after == {"st": "0"}

@@ -27,12 +27,15 @@ def session_options(
 
 
 def connect(url: str, *, application_name: str = "billing", **overrides: Any) -> Connection:
-    """Open an autocommit connection; every unit of work runs inside `with conn.transaction():`."""
+    """Open an autocommit connection; every unit of work runs inside `with conn.transaction():`.
+
+    No session settings: behind RDS Proxy they would pin the connection. Timeouts are set per transaction by
+    billing.db.tenancy; long-running tools (migrations) pass their own `options`.
+    """
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "row_factory": dict_row,
         "application_name": application_name,
-        "options": session_options(),
         "connect_timeout": 5,
     }
     kwargs.update(overrides)

@@ -14,10 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
-from billing.db.connection import Connection
+from billing.db.connection import DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS, Connection
 
-_SET_TENANT = "select set_config('billing.tenant_id', %s, true), set_config('billing.scope', 'tenant', true)"
-_SET_SYSTEM = "select set_config('billing.tenant_id', '', true), set_config('billing.scope', 'system', true)"
+# Timeouts travel with the scope, also transaction-local: a stuck lock or runaway query fails fast instead of
+# holding a Lambda until its own timeout, without session state (which RDS Proxy would pin or leak).
+_TIMEOUTS = (
+    f"set_config('statement_timeout', '{DEFAULT_STATEMENT_TIMEOUT_MS}', true), "
+    f"set_config('lock_timeout', '{DEFAULT_LOCK_TIMEOUT_MS}', true)"
+)
+_SET_TENANT = (
+    f"select set_config('billing.tenant_id', %s, true), set_config('billing.scope', 'tenant', true), {_TIMEOUTS}"
+)
+_SET_SYSTEM = (
+    f"select set_config('billing.tenant_id', '', true), set_config('billing.scope', 'system', true), {_TIMEOUTS}"
+)
 
 
 @contextmanager
