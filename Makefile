@@ -18,6 +18,7 @@ help:
 	@echo "make compliance  run the workflow write compliance check"
 	@echo "make bench       run the benchmarks in bench/"
 	@echo "make openapi     regenerate docs/openapi.json from the code"
+	@echo "make synth       synthesize the CDK app offline (STAGE=prod, SKIP_LAYER_DEPS=1)"
 	@echo "make db-stop     stop the embedded PostgreSQL"
 
 $(STAMP): pyproject.toml
@@ -34,9 +35,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy layers/shared/python/billing functions bench scripts
+	$(VENV)/bin/mypy layers/shared/python/billing functions infra bench scripts
 
-test: lint typecheck
+test: check-node lint typecheck
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
@@ -71,4 +72,16 @@ db-stop: $(STAMP)
 	$(PY) -m billing.local.embedded_postgres stop
 
 clean:
-	rm -rf $(VENV) .local cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .local cdk.out build .pytest_cache .mypy_cache .ruff_cache
+
+# --- Infrastructure (AWS CDK) ------------------------------------------------------------------------------------
+.PHONY: synth check-node
+
+# The CDK's jsii runtime runs on Node.js: say so plainly instead of failing later with an obscure import error.
+check-node:
+	@command -v node >/dev/null 2>&1 || { echo "Node.js 20+ is required (the AWS CDK runs on it): install it from https://nodejs.org or your package manager" >&2; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || { echo "Node.js 20+ is required (the AWS CDK runs on it); found $$(node --version)" >&2; exit 1; }
+
+# Synthesize one stage into cdk.out/, offline and without AWS credentials: make synth [STAGE=prod] [SKIP_LAYER_DEPS=1]
+synth: check-node $(STAMP)
+	$(PY) -m infra.app $(if $(STAGE),--stage $(STAGE)) $(if $(SKIP_LAYER_DEPS),-c skipLayerDependencies=true)

@@ -1,0 +1,50 @@
+"""Applies the sql/ migrations bundled with this function through RDS Proxy; run by the deploy-time trigger."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import psycopg
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing import resource_names as names
+from billing.db.connection import Connection, connect, session_options
+from billing.db.connection_provider import database_url_from_environment
+from billing.db.migrations import apply_migrations, discover
+
+logger = Logger()
+
+# Read at cold start: without it billing.paths would look for sql/ beside the layer and find nothing to apply.
+MIGRATIONS_DIR: Final = Path(os.environ[names.ENV_MIGRATIONS_DIR])
+# On a stage's first deploy RDS Proxy may still be registering its target when this runs: keep trying for a while.
+CONNECT_RETRY_SECONDS: Final = 10
+# Stop retrying early enough to apply the migrations (and report) within the function's timeout.
+RESERVED_FOR_MIGRATIONS_MS: Final = 120_000
+
+
+def _connect(context: LambdaContext) -> Connection:
+    # Migrations may scan whole tables (backfills): no statement timeout, but never wait forever on a lock.
+    options = session_options(statement_timeout_ms=0, lock_timeout_ms=30_000)
+    while True:
+        try:
+            return connect(database_url_from_environment(), application_name="billing-migrations", options=options)
+        except psycopg.OperationalError as error:
+            if context.get_remaining_time_in_millis() < RESERVED_FOR_MIGRATIONS_MS:
+                raise
+            logger.warning("database not reachable yet, retrying", extra={"error": str(error)})
+            time.sleep(CONNECT_RETRY_SECONDS)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, list[str]]:
+    migrations = discover(MIGRATIONS_DIR)
+    if not migrations:
+        raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}: the function was deployed without sql/")
+    with _connect(context) as conn:
+        applied = apply_migrations(conn, migrations)
+    logger.info("migrations applied", extra={"applied": applied, "available": len(migrations)})
+    return {"applied": applied}

@@ -1,0 +1,199 @@
+"""The REST API: routes from billing.resource_names.ROUTES, bearer-token authorizer, WAF body-size limit, logging."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from billing import resource_names as names
+from infra.config import StageConfig
+from infra.nag import acknowledge
+
+# Decisions are cached per token for this long across all routes (see functions/authorizer/README.md).
+AUTHORIZER_CACHE_TTL = Duration.minutes(5)
+# API Gateway rejects a malformed header itself, without invoking (and paying for) the authorizer.
+AUTHORIZATION_HEADER_PATTERN = r"^Bearer [-0-9A-Za-z_.~+/]+=*$"
+
+
+def _path_parameters(path: str) -> dict[str, bool]:
+    """Required path parameters of a route, in API Gateway's request-parameter notation."""
+    return {
+        f"method.request.path.{part[1:-1]}": True
+        for part in path.split("/")
+        if part.startswith("{") and part.endswith("}")
+    }
+
+
+class BillingApi(Construct):
+    """REST API with one Lambda proxy integration per route and the authorizer on every non-webhook route."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        handlers: Mapping[names.FunctionName, lambda_.IFunction],
+        authorizer_function: lambda_.IFunction,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
+        )
+        self.rest_api = apigateway.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=f"{names.APP_NAME}-{config.name}",
+            description="Billing execution engine API",
+            endpoint_types=[apigateway.EndpointType.REGIONAL],
+            # Execution and access logging need the account-level CloudWatch role; this stack provides it.
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=config.removal_policy,
+            deploy_options=apigateway.StageOptions(
+                stage_name=config.name,
+                access_log_destination=apigateway.LogGroupLogDestination(access_logs),
+                access_log_format=apigateway.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                logging_level=apigateway.MethodLoggingLevel.INFO
+                if config.log_level in ("DEBUG", "INFO")
+                else apigateway.MethodLoggingLevel.ERROR,
+                # Full request and response logging would copy payment data into the logs.
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                tracing_enabled=True,
+                throttling_rate_limit=config.api_throttle_rate_limit,
+                throttling_burst_limit=config.api_throttle_burst_limit,
+                variables={"stage": config.name, "basePath": names.API_BASE_PATH},
+            ),
+        )
+        self.authorizer = apigateway.TokenAuthorizer(
+            self,
+            "BearerTokenAuthorizer",
+            handler=authorizer_function,
+            identity_source=apigateway.IdentitySource.header("Authorization"),
+            validation_regex=AUTHORIZATION_HEADER_PATTERN,
+            results_cache_ttl=AUTHORIZER_CACHE_TTL,
+        )
+        validator = self.rest_api.add_request_validator(
+            "PathParameterValidator", validate_request_parameters=True, validate_request_body=False
+        )
+        acknowledge(
+            self.rest_api,
+            "APIG2",
+            "API Gateway validates the required path parameters; bodies are validated by the functions' pydantic "
+            "models, the one schema of each request, after WAF has capped their size. A copy as API Gateway models "
+            "would drift.",
+        )
+        acknowledge(
+            self.rest_api,
+            "IAM4",
+            "API Gateway's account-level CloudWatch role must carry AmazonAPIGatewayPushToCloudWatchLogs, the policy "
+            "AWS documents for API Gateway to write execution and access logs.",
+            findings=(
+                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+            ),
+        )
+        integrations: dict[names.FunctionName, apigateway.LambdaIntegration] = {}
+        for route in names.ROUTES:
+            integration = integrations.setdefault(
+                route.function, apigateway.LambdaIntegration(handlers[route.function], allow_test_invoke=False)
+            )
+            method = self.rest_api.root.resource_for_path(route.path).add_method(
+                route.method,
+                integration,
+                authorizer=self.authorizer if route.authorized else None,
+                authorization_type=apigateway.AuthorizationType.CUSTOM
+                if route.authorized
+                else apigateway.AuthorizationType.NONE,
+                request_validator=validator,
+                request_parameters=_path_parameters(route.path),
+            )
+            if not route.authorized:
+                acknowledge(
+                    method,
+                    "APIG4",
+                    "Payment providers cannot present our bearer token: the webhook function authenticates each "
+                    "request by the provider's HMAC signature before acting on it.",
+                )
+                acknowledge(
+                    method,
+                    "COG4",
+                    "Webhook route: authenticated by the provider's signature in the function, not by a user pool.",
+                )
+            else:
+                acknowledge(
+                    method,
+                    "COG4",
+                    "Authorized by the Lambda token authorizer, which verifies the same JWTs the local stack issues; "
+                    "a Cognito user pool would be a second identity system.",
+                )
+        self.web_acl = self._web_acl(config)
+
+    def _web_acl(self, config: StageConfig) -> wafv2.CfnWebACL:
+        """WAF on the stage: bodies over MAX_REQUEST_BODY_BYTES get 413 before any function runs."""
+
+        def visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+            )
+
+        web_acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            name=f"{names.APP_NAME}-{config.name}-api",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility(f"{names.APP_NAME}-{config.name}-api"),
+            # 16 KB is the inspection limit included in WAF's price; oversize bodies count as a match below.
+            association_config=wafv2.CfnWebACL.AssociationConfigProperty(
+                request_body={
+                    "API_GATEWAY": wafv2.CfnWebACL.RequestBodyAssociatedResourceTypeConfigProperty(
+                        default_size_inspection_limit="KB_16"
+                    )
+                }
+            ),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="request-body-size-limit",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(
+                        block=wafv2.CfnWebACL.BlockActionProperty(
+                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(response_code=413)
+                        )
+                    ),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        size_constraint_statement=wafv2.CfnWebACL.SizeConstraintStatementProperty(
+                            field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                                body=wafv2.CfnWebACL.BodyProperty(oversize_handling="MATCH")
+                            ),
+                            comparison_operator="GT",
+                            size=names.MAX_REQUEST_BODY_BYTES,
+                            text_transformations=[wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")],
+                        )
+                    ),
+                    visibility_config=visibility("request-body-size-limit"),
+                )
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebAclAssociation",
+            resource_arn=self.rest_api.deployment_stage.stage_arn,
+            web_acl_arn=web_acl.attr_arn,
+        )
+        return web_acl

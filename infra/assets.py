@@ -1,0 +1,120 @@
+"""Builds the Lambda asset folders without Docker: the shared layer and the migrations function.
+
+The layer's third-party packages are installed by pip for the Lambda platform (manylinux arm64, CPython 3.12) with
+binary wheels only, so psycopg-binary and pydantic-core match the runtime whatever machine runs the synth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.config import REPO_ROOT
+
+SHARED_LAYER_SOURCE = REPO_ROOT / "layers" / "shared"
+SHARED_PACKAGE = SHARED_LAYER_SOURCE / "python" / "billing"
+LAYER_REQUIREMENTS = SHARED_LAYER_SOURCE / "requirements.txt"
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+MIGRATIONS_SOURCE = REPO_ROOT / "sql"
+DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "lambda"
+
+# Where sql/ lands inside the migrations function (Lambda unpacks code to /var/task).
+MIGRATIONS_DIR_IN_FUNCTION = "sql"
+LAMBDA_TASK_ROOT = "/var/task"
+
+# The Lambda Python 3.12 runtime is Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there too, and
+# newer releases (psycopg-binary 3.3) publish only those.
+PIP_TARGET_ARGS = (
+    "--platform",
+    "manylinux2014_aarch64",
+    "--platform",
+    "manylinux_2_28_aarch64",
+    "--implementation",
+    "cp",
+    "--python-version",
+    "3.12",
+    "--only-binary=:all:",
+)
+# The Lambda Python runtime ships these; bundling a second copy only bloats the layer (aws-xray-sdk pulls botocore).
+PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaAssets:
+    """Folders ready for `Code.from_asset`."""
+
+    shared_layer: Path
+    migrate_function: Path
+    # True when the layer holds only the billing package (fast synth in tests): functions could not import pydantic.
+    layer_code_only: bool
+
+
+def build_assets(build_dir: Path = DEFAULT_BUILD_DIR, *, skip_layer_dependencies: bool = False) -> LambdaAssets:
+    """Stage every built asset under build_dir; pip runs only when requirements.txt changed since the last build."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return LambdaAssets(
+        shared_layer=build_shared_layer(build_dir, skip_dependencies=skip_layer_dependencies),
+        migrate_function=build_migrate_function(build_dir),
+        layer_code_only=skip_layer_dependencies,
+    )
+
+
+def build_shared_layer(build_dir: Path, *, skip_dependencies: bool) -> Path:
+    """layer/python/ holding the billing package plus, unless skipped, its third-party dependencies."""
+    # Separate folders: a code-only build (fast synth in tests) never shadows a complete one.
+    layer_dir = build_dir / ("shared-layer-code-only" if skip_dependencies else "shared-layer")
+    python_dir = layer_dir / "python"
+    if not skip_dependencies:
+        _install_dependencies(python_dir, stamp=build_dir / "shared-layer.deps-sha256")
+    shutil.rmtree(python_dir / "billing", ignore_errors=True)
+    shutil.copytree(SHARED_PACKAGE, python_dir / "billing", ignore=_IGNORE)
+    return layer_dir
+
+
+def _install_dependencies(python_dir: Path, *, stamp: Path) -> None:
+    fingerprint = hashlib.sha256(LAYER_REQUIREMENTS.read_bytes() + " ".join(PIP_TARGET_ARGS).encode()).hexdigest()
+    if python_dir.is_dir() and stamp.is_file() and stamp.read_text() == fingerprint:
+        return
+    shutil.rmtree(python_dir, ignore_errors=True)
+    python_dir.mkdir(parents=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",  # .pyc for the build machine's Python would be dead weight on 3.12
+        *PIP_TARGET_ARGS,
+        "--target",
+        str(python_dir),
+        "--requirement",
+        str(LAYER_REQUIREMENTS),
+    ]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)  # noqa: S603
+    if result.returncode != 0:
+        raise RuntimeError(f"building the shared layer failed ({' '.join(command)}):\n{result.stderr}")
+    for path in python_dir.iterdir():
+        if path.name.split("-")[0] in PROVIDED_BY_RUNTIME:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(python_dir / "bin", ignore_errors=True)  # console scripts are useless in a layer
+    stamp.write_text(fingerprint)
+
+
+def build_migrate_function(build_dir: Path) -> Path:
+    """functions/migrate plus the sql/ migrations it applies, in one folder."""
+    target = build_dir / "migrate"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(FUNCTIONS_DIR / "migrate", target, ignore=_IGNORE)
+    shutil.copytree(MIGRATIONS_SOURCE, target / MIGRATIONS_DIR_IN_FUNCTION, ignore=_IGNORE)
+    return target
+
+
+def function_source(name: str) -> Path:
+    """The code folder of a function that needs no build step."""
+    return FUNCTIONS_DIR / name

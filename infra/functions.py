@@ -1,0 +1,129 @@
+"""What each Lambda function is given: size, timeout, network placement and the resources it may touch.
+
+This table is the least-privilege contract: the service stack grants a function exactly the accesses listed here
+and sets only the environment variables those accesses need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum, auto
+from types import MappingProxyType
+
+from aws_cdk import Duration
+
+from billing.resource_names import FunctionName
+
+
+class Access(Enum):
+    """A resource a function may use, beyond its own logs and traces."""
+
+    DATABASE = auto()  # DB secret + RDS Proxy
+    SEND_RETRY = auto()
+    CONSUME_RETRY = auto()  # SQS event source on the retry queue
+    SEND_DLQ = auto()  # parks a message whose retries are exhausted, without waiting for the redrive policy
+    CONSUME_DLQ = auto()  # operator-triggered redrive from the DLQ
+    READ_SETTLEMENT_FILES = auto()
+    WRITE_REPORTS = auto()
+    PUT_EVENTS = auto()
+    READ_WEBHOOK_SECRETS = auto()
+    READ_JWT_SECRET = auto()
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """Sizing and permissions of one function."""
+
+    name: FunctionName
+    description: str
+    memory_mb: int
+    timeout: Duration
+    accesses: frozenset[Access]
+    in_vpc: bool = True
+
+
+def _spec(
+    name: FunctionName,
+    description: str,
+    *,
+    memory_mb: int,
+    timeout: Duration,
+    accesses: tuple[Access, ...],
+    in_vpc: bool = True,
+) -> tuple[FunctionName, FunctionSpec]:
+    return name, FunctionSpec(name, description, memory_mb, timeout, frozenset(accesses), in_vpc)
+
+
+_A = Access
+FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
+    dict(
+        [
+            _spec(
+                FunctionName.EXECUTE,
+                "Billing API: create, list, read and cancel executions",
+                memory_mb=512,
+                # API Gateway gives up on an integration after 29 s; stopping at 25 s leaves time to answer.
+                timeout=Duration.seconds(25),
+                accesses=(_A.DATABASE, _A.SEND_RETRY),
+            ),
+            _spec(
+                FunctionName.WEBHOOK,
+                "Provider webhooks, authenticated by signature",
+                memory_mb=256,
+                timeout=Duration.seconds(15),
+                accesses=(_A.DATABASE, _A.READ_WEBHOOK_SECRETS),
+            ),
+            _spec(
+                FunctionName.RECONCILE,
+                "Follows pending and processing executions to a final state",
+                memory_mb=512,
+                # Ends well inside its 5-minute schedule so two runs never overlap.
+                timeout=Duration.minutes(4),
+                accesses=(_A.DATABASE, _A.READ_SETTLEMENT_FILES, _A.SEND_RETRY),
+            ),
+            _spec(
+                FunctionName.RETRY_DLQ,
+                "Retries retryable provider failures; parks exhausted ones in the DLQ and redrives them on request",
+                memory_mb=256,
+                timeout=Duration.seconds(60),
+                accesses=(_A.DATABASE, _A.CONSUME_RETRY, _A.SEND_RETRY, _A.SEND_DLQ, _A.CONSUME_DLQ),
+            ),
+            _spec(
+                FunctionName.SETTLEMENT_REPORT,
+                "Daily and weekly settlement reports",
+                memory_mb=1024,
+                timeout=Duration.minutes(10),
+                accesses=(_A.DATABASE, _A.READ_SETTLEMENT_FILES, _A.WRITE_REPORTS),
+            ),
+            _spec(
+                FunctionName.OUTBOX_RELAY,
+                "Publishes committed outbox rows to the billing event bus",
+                memory_mb=256,
+                # Under its 1-minute schedule, so one relay run ends before the next begins.
+                timeout=Duration.seconds(50),
+                accesses=(_A.DATABASE, _A.PUT_EVENTS),
+            ),
+            _spec(
+                FunctionName.MIGRATE,
+                "Applies sql/ migrations on deploy",
+                memory_mb=512,
+                timeout=Duration.minutes(5),
+                accesses=(_A.DATABASE,),
+            ),
+            _spec(
+                FunctionName.AUTHORIZER,
+                "Bearer-token authorizer for the billing API",
+                memory_mb=256,
+                timeout=Duration.seconds(5),
+                accesses=(_A.READ_JWT_SECRET,),
+                # Needs no database, so it stays out of the VPC and its cold starts stay short.
+                in_vpc=False,
+            ),
+        ]
+    )
+)
+
+# SQS hides a received message for this long; AWS advises six times the consumer's timeout so a batch that is
+# still being retried by Lambda is not handed to a second consumer.
+RETRY_QUEUE_VISIBILITY_TIMEOUT = Duration.seconds(FUNCTIONS[FunctionName.RETRY_DLQ].timeout.to_seconds() * 6)

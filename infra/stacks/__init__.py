@@ -1,0 +1,1 @@
+"""The three stacks of a stage, deployed in order: network, data, service."""

@@ -1,0 +1,416 @@
+"""Data stack: everything that holds state: key, database, secrets, buckets, queues, event bus and their alarms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsii
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces import aws_events as events_refs
+from constructs import Construct
+
+from billing import resource_names as names
+from billing.domain.transitions import TRANSITIONS, TransitionMethod
+from infra.config import StageConfig
+from infra.functions import RETRY_QUEUE_VISIBILITY_TIMEOUT
+from infra.nag import acknowledge
+from infra.stacks.network import NetworkStack
+
+ENGINE_VERSION = rds.AuroraPostgresEngineVersion.VER_16_13
+POSTGRES_PORT = 5432
+SECRET_ROTATION_INTERVAL = Duration.days(30)
+# Characters of the generated HS256 key: 64 alphanumerics is about 380 bits, above the 256 RFC 7518 asks for.
+JWT_KEY_LENGTH = 64
+# SQS keeps a message at most 14 days; alarm well before a parked message would be dropped.
+DLQ_RETENTION = Duration.days(14)
+DLQ_MAX_AGE_ALARM = Duration.days(10)
+# Settlement files and reports are read a lot in their first month and rarely afterwards.
+INFREQUENT_ACCESS_AFTER = Duration.days(30)
+NONCURRENT_VERSION_EXPIRATION = Duration.days(30)
+# Who touched the settlement files and reports: kept a year in every stage (access logs are small).
+ACCESS_LOG_EXPIRATION = Duration.days(365)
+# Failed and rejected executions: the example rule's selection, taken from the domain's event types.
+FAILURE_EVENT_TYPES = (
+    TRANSITIONS[TransitionMethod.MARK_FAILED].event_type,
+    TRANSITIONS[TransitionMethod.REJECT_FROM_PENDING].event_type,
+)
+
+
+class DataStack(Stack):
+    """Stateful resources; they outlive a `cdk destroy` of the stage when retainData is set."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, network: NetworkStack, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.key = kms.Key(
+            self,
+            "DataKey",
+            alias=f"alias/{names.APP_NAME}-{config.name}-data",
+            description="Encrypts the billing database, secrets, buckets, queues and alarm topic",
+            enable_key_rotation=True,
+            removal_policy=config.removal_policy,
+        )
+        self._database(network)
+        self._secrets()
+        self._buckets()
+        self._queues_and_alarms()
+        self._event_bus()
+
+    def _database(self, network: NetworkStack) -> None:
+        config = self.config
+        cluster_identifier = f"{names.APP_NAME}-{config.name}"
+        # Created here rather than by RDS so its retention is ours (RDS would create it with no expiry).
+        postgres_logs = logs.LogGroup(
+            self,
+            "DatabaseLogs",
+            log_group_name=f"/aws/rds/cluster/{cluster_identifier}/postgresql",
+            retention=config.log_retention,
+            removal_policy=config.removal_policy,
+        )
+        self.database_security_group = ec2.SecurityGroup(
+            self,
+            "DatabaseSecurityGroup",
+            vpc=network.vpc,
+            description="Aurora: PostgreSQL from RDS Proxy and the secret rotation function",
+        )
+        self.proxy_security_group = ec2.SecurityGroup(
+            self, "ProxySecurityGroup", vpc=network.vpc, description="RDS Proxy: PostgreSQL from the functions"
+        )
+        self.cluster = rds.DatabaseCluster(
+            self,
+            "Database",
+            engine=rds.DatabaseClusterEngine.aurora_postgres(version=ENGINE_VERSION),
+            cluster_identifier=cluster_identifier,
+            writer=rds.ClusterInstance.serverless_v2("Writer", publicly_accessible=False),
+            # Readers in the other AZ take over on failover; scale_with_writer keeps them warm enough to.
+            readers=[
+                rds.ClusterInstance.serverless_v2(f"Reader{index}", scale_with_writer=True, publicly_accessible=False)
+                for index in range(1, config.aurora_readers + 1)
+            ],
+            serverless_v2_min_capacity=config.aurora_min_capacity,
+            serverless_v2_max_capacity=config.aurora_max_capacity,
+            vpc=network.vpc,
+            vpc_subnets=network.database_subnets,
+            security_groups=[self.database_security_group],
+            credentials=rds.Credentials.from_generated_secret(
+                names.DATABASE_ADMIN_USER, secret_name=names.DATABASE_SECRET_NAME, encryption_key=self.key
+            ),
+            default_database_name=names.DATABASE_NAME,
+            port=POSTGRES_PORT,
+            storage_encrypted=True,
+            storage_encryption_key=self.key,
+            iam_authentication=True,
+            parameters={"rds.force_ssl": "1"},
+            cloudwatch_logs_exports=["postgresql"],
+            deletion_protection=config.deletion_protection,
+            backup=rds.BackupProps(
+                retention=Duration.days(config.backup_retention_days), preferred_window="02:00-03:00"
+            ),
+            preferred_maintenance_window="sun:03:30-sun:04:30",
+            copy_tags_to_snapshot=True,
+            removal_policy=config.database_removal_policy,
+        )
+        self.cluster.node.add_dependency(postgres_logs)
+        if not config.deletion_protection:
+            acknowledge(
+                self.cluster,
+                "RDS10",
+                f"Stage {config.name} is disposable: deletion protection is off so `cdk destroy` can remove it. "
+                "Stages holding real money movements set deletionProtection in cdk.json.",
+            )
+        assert self.cluster.secret is not None  # from_generated_secret always creates one
+        self.database_secret = self.cluster.secret
+        # Rotation runs in the function subnets and reaches Secrets Manager through the VPC endpoint's private DNS.
+        self.cluster.add_rotation_single_user(
+            automatically_after=SECRET_ROTATION_INTERVAL, vpc_subnets=network.function_subnets
+        )
+
+        self.proxy = self.cluster.add_proxy(
+            "Proxy",
+            secrets=[self.database_secret],
+            vpc=network.vpc,
+            vpc_subnets=network.database_subnets,
+            security_groups=[self.proxy_security_group],
+            require_tls=True,
+            # Lambda bursts open many short sessions; the proxy multiplexes them onto a bounded pool.
+            max_connections_percent=90,
+            idle_client_timeout=Duration.minutes(5),
+            borrow_timeout=Duration.seconds(30),
+            db_proxy_name=cluster_identifier,
+        )
+        self.cluster.connections.allow_default_port_from(self.proxy_security_group, "RDS Proxy to Aurora")
+        # Through Connections, the functions' matching egress rule is created too (in this stack, not the network's).
+        self.proxy.connections.allow_from(
+            network.functions_security_group, ec2.Port.tcp(POSTGRES_PORT), "Functions to RDS Proxy"
+        )
+
+    def _secrets(self) -> None:
+        config = self.config
+        self.webhook_secrets = {
+            provider: secretsmanager.Secret(
+                self,
+                f"WebhookSecret{provider.title()}",
+                secret_name=names.webhook_secret_name(provider),
+                description=f"{provider} webhook signing secret: replace the generated value with the provider's",
+                encryption_key=self.key,
+                removal_policy=config.removal_policy,
+            )
+            for provider in names.WEBHOOK_PROVIDERS
+        }
+        # The shape billing.auth.tokens reads: {"issuer": ..., "key": ...}; the key is generated here and never
+        # leaves Secrets Manager (whoever issues tokens reads it from there).
+        self.jwt_secret = secretsmanager.Secret(
+            self,
+            "JwtSecret",
+            secret_name=names.JWT_SECRET_NAME,
+            description="Issuer and HS256 key the authorizer verifies bearer tokens with",
+            encryption_key=self.key,
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps({"issuer": f"{names.APP_NAME}-{config.name}"}),
+                generate_string_key="key",
+                password_length=JWT_KEY_LENGTH,
+                exclude_punctuation=True,
+            ),
+            removal_policy=config.removal_policy,
+        )
+        for secret in self.webhook_secrets.values():
+            acknowledge(
+                secret,
+                "SMG4",
+                "A webhook signing secret is issued by the payment provider; no rotation Lambda can mint one. It is "
+                "rotated at the provider and the new value added here (the value is a list, for an overlap window).",
+            )
+        acknowledge(
+            self.jwt_secret,
+            "SMG4",
+            "Rotating the token key needs billing.auth.tokens' overlap procedure (prepend the new key, wait out the "
+            "authorizer cache, switch the issuer, drop the old key); operators run it, no rotation Lambda exists.",
+        )
+
+    def _buckets(self) -> None:
+        config = self.config
+        self.access_logs_bucket = s3.Bucket(
+            self,
+            "AccessLogsBucket",
+            bucket_name=names.bucket_name(names.ACCESS_LOGS_BUCKET_PREFIX, self.account, self.region),
+            # S3 server access logging cannot deliver into a bucket encrypted with a customer managed key.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs",
+                    expiration=ACCESS_LOG_EXPIRATION,
+                    noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION,
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(
+            self.access_logs_bucket,
+            "S1",
+            "This is the server access log target of the billing buckets; logging it into itself would recurse.",
+        )
+        self.settlement_bucket = self._data_bucket(
+            "SettlementBucket", names.SETTLEMENT_BUCKET_PREFIX, config.settlement_file_retention_days
+        )
+        self.reports_bucket = self._data_bucket(
+            "ReportsBucket", names.REPORTS_BUCKET_PREFIX, config.report_retention_days
+        )
+
+    def _data_bucket(self, construct_id: str, prefix: str, retention_days: int) -> s3.Bucket:
+        transitions = (
+            [s3.Transition(storage_class=s3.StorageClass.INFREQUENT_ACCESS, transition_after=INFREQUENT_ACCESS_AFTER)]
+            if retention_days > INFREQUENT_ACCESS_AFTER.to_days()
+            else []
+        )
+        return s3.Bucket(
+            self,
+            construct_id,
+            bucket_name=names.bucket_name(prefix, self.account, self.region),
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            # One data key per bucket instead of a KMS call per object: cheaper and within KMS request quotas.
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=True,
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix=f"{prefix}/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="tier-and-expire",
+                    transitions=transitions,
+                    expiration=Duration.days(retention_days),
+                    noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION,
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                )
+            ],
+            removal_policy=self.config.removal_policy,
+        )
+
+    def _queues_and_alarms(self) -> None:
+        config = self.config
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "RetryDeadLetterQueue",
+            queue_name=names.DEAD_LETTER_QUEUE_NAME,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=DLQ_RETENTION,
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(
+            self.dead_letter_queue,
+            "SQS3",
+            "This queue is the dead-letter queue of the retry queue; a DLQ of a DLQ would only hide parked messages.",
+        )
+        self.retry_queue = sqs.Queue(
+            self,
+            "RetryQueue",
+            queue_name=names.RETRY_QUEUE_NAME,
+            visibility_timeout=RETRY_QUEUE_VISIBILITY_TIMEOUT,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=names.RETRY_MAX_RECEIVE_COUNT
+            ),
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            removal_policy=config.removal_policy,
+        )
+
+        self.alarm_topic = sns.Topic(
+            self, "AlarmTopic", topic_name=f"{names.APP_NAME}-alarms", master_key=self.key, enforce_ssl=True
+        )
+        if config.alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        # CloudWatch publishes alarms to the encrypted topic with its own service principal.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToUseTheKey",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
+        )
+        one_minute = Duration.minutes(1)
+        alarms = [
+            cloudwatch.Alarm(
+                self,
+                "DeadLetterQueueNotEmpty",
+                alarm_description="A retry message failed every attempt and is parked in the DLQ: investigate, "
+                "then redrive it with the retry_dlq function",
+                metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                    period=one_minute, statistic="Maximum"
+                ),
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                threshold=0,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "RetryQueueOldMessage",
+                alarm_description="The retry queue is not being drained: its oldest message is older than expected",
+                metric=self.retry_queue.metric_approximate_age_of_oldest_message(
+                    period=one_minute, statistic="Maximum"
+                ),
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                threshold=config.retry_queue_max_age_alarm_seconds,
+                evaluation_periods=3,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "DeadLetterQueueMessageNearExpiry",
+                alarm_description="A parked message will be dropped when it reaches the DLQ's 14-day retention",
+                metric=self.dead_letter_queue.metric_approximate_age_of_oldest_message(
+                    period=Duration.minutes(5), statistic="Maximum"
+                ),
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                threshold=DLQ_MAX_AGE_ALARM.to_seconds(),
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+        ]
+        for alarm in alarms:
+            alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+
+    def _event_bus(self) -> None:
+        config = self.config
+        self.event_bus = events.EventBus(
+            self, "EventBus", event_bus_name=names.EVENT_BUS_NAME, description="Billing execution events"
+        )
+        # Replay after an incident: `aws events start-replay` from this archive re-delivers to the rules.
+        self.event_bus.archive(
+            "Archive",
+            archive_name=names.EVENT_ARCHIVE_NAME,
+            description="Every billing event, for replay",
+            event_pattern=events.EventPattern(source=[names.EVENT_SOURCE]),
+            retention=Duration.days(config.event_archive_retention_days),
+        )
+        failures = logs.LogGroup(
+            self,
+            "FailedExecutionEvents",
+            log_group_name=f"/aws/events/{names.APP_NAME}-failed-executions",
+            retention=config.log_retention,
+            removal_policy=config.removal_policy,
+        )
+        logs.ResourcePolicy(
+            self,
+            "FailedExecutionEventsPolicy",
+            resource_policy_name=f"{names.APP_NAME}-{config.name}-events-to-logs",
+            policy_statements=[
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[failures.log_group_arn],
+                )
+            ],
+        )
+        events.Rule(
+            self,
+            "FailedExecutionsRule",
+            event_bus=self.event_bus,
+            description="Example rule: failed and rejected executions land in a log group to search and alarm on",
+            event_pattern=events.EventPattern(source=[names.EVENT_SOURCE], detail_type=list(FAILURE_EVENT_TYPES)),
+            targets=[_LogGroupTarget(failures)],
+        )
+
+
+@jsii.implements(events.IRuleTarget)
+class _LogGroupTarget:
+    """Rule target for a log group whose resource policy is plain CloudFormation, not a custom-resource Lambda."""
+
+    def __init__(self, log_group: logs.LogGroup) -> None:
+        self._log_group = log_group
+
+    def bind(self, rule: events_refs.IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        """Target the log group by its ARN without the trailing `:*` its Arn attribute carries."""
+        arn = Stack.of(self._log_group).format_arn(
+            service="logs",
+            resource="log-group",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            resource_name=self._log_group.log_group_name,
+        )
+        return events.RuleTargetConfig(arn=arn, target_resource=self._log_group)
