@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 
 from billing import resource_names as names
 from billing.db.connection import Connection, connect
 
 
-def database_url_from_environment(get_secret: Callable[[str], dict[str, Any]] | None = None) -> str:
+def database_url_from_environment(
+    get_secret: Callable[[str], dict[str, Any]] | None = None, *, refresh: bool = False
+) -> str:
     """DATABASE_URL when set (local runs, tests); otherwise RDS Proxy host + the RDS-format secret (AWS).
 
     A missing setting is an error, never a silent default: a function must not guess which database to use.
@@ -31,8 +34,8 @@ def database_url_from_environment(get_secret: Callable[[str], dict[str, Any]] | 
         from aws_lambda_powertools.utilities import parameters
 
         def get_secret(arn: str) -> dict[str, Any]:
-            # Cached for 5 minutes; rotation keeps the previous password valid for longer than that.
-            value: dict[str, Any] = parameters.get_secret(arn, transform="json", max_age=300)
+            # Cached for 5 minutes; after a rotation the first failed login asks again with refresh=True.
+            value: dict[str, Any] = parameters.get_secret(arn, transform="json", max_age=0 if refresh else 300)
             return value
 
     secret = get_secret(secret_arn)
@@ -46,10 +49,18 @@ def database_url_from_environment(get_secret: Callable[[str], dict[str, Any]] | 
     )
 
 
+class UrlFactory(Protocol):
+    def __call__(self, *, refresh: bool = False) -> str: ...
+
+
+def _environment_url(*, refresh: bool = False) -> str:
+    return database_url_from_environment(refresh=refresh)
+
+
 class ConnectionProvider:
     """Hands out the container's connection, reconnecting if the previous one died (failover, idle timeout)."""
 
-    def __init__(self, url_factory: Callable[[], str] = database_url_from_environment, **connect_kwargs: Any):
+    def __init__(self, url_factory: UrlFactory = _environment_url, **connect_kwargs: Any):
         self._url_factory = url_factory
         self._connect_kwargs = connect_kwargs
         self._conn: Connection | None = None
@@ -58,8 +69,15 @@ class ConnectionProvider:
     def get(self) -> Connection:
         with self._lock:
             if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = connect(self._url_factory(), **self._connect_kwargs)
+                self._conn = self._open()
             return self._conn
+
+    def _open(self) -> Connection:
+        try:
+            return connect(self._url_factory(), **self._connect_kwargs)
+        except psycopg.errors.InvalidPassword:
+            # A rotated password: the cached secret is stale. Ask Secrets Manager again, once.
+            return connect(self._url_factory(refresh=True), **self._connect_kwargs)
 
     def discard(self) -> None:
         """Drop the connection after an error that may have left it unusable; the next get() reconnects."""
