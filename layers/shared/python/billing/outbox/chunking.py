@@ -1,0 +1,59 @@
+"""Splitting events into PutEvents calls: at most 10 entries and 256 KB each, one entry per execution (pure).
+
+One entry per execution per call is what keeps per-execution order: PutEvents accepts or refuses each entry on
+its own, so if an execution's first and second events shared a call, the second could be accepted while the
+first was refused, and be published before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from billing.outbox.events import OutboundEvent
+
+# PutEvents limits: entries per call, and total entry size per call (as EventBridge counts it, see entry_size).
+MAX_ENTRIES_PER_CALL = 10
+MAX_CALL_BYTES = 256 * 1024
+# EventBridge counts a Time parameter as 14 bytes, whatever its value.
+_TIME_BYTES = 14
+
+
+def entry_size(event: OutboundEvent) -> int:
+    """The entry's size as EventBridge counts it: Time + UTF-8 bytes of Source, DetailType and Detail.
+
+    Resources would count too; the relay sends none.
+    """
+    return _TIME_BYTES + len(event.source.encode()) + len(event.detail_type.encode()) + len(event.detail.encode())
+
+
+def too_large(event: OutboundEvent) -> bool:
+    """An entry EventBridge refuses even alone: it can never be published as it is."""
+    return entry_size(event) > MAX_CALL_BYTES
+
+
+def next_chunk(pending: Sequence[OutboundEvent]) -> tuple[list[OutboundEvent], list[OutboundEvent]]:
+    """Split off the next PutEvents call from events in outbox id order; the rest keeps its order.
+
+    Greedy: walks the events in order and takes each one that fits, unless an event of the same execution was
+    already taken or passed over in this walk, in which case that execution's later events wait for a later call.
+    The first event always fits, so every call makes progress.
+    """
+    chunk: list[OutboundEvent] = []
+    rest: list[OutboundEvent] = []
+    size = 0
+    seen: set[tuple[UUID, UUID]] = set()
+    for index, event in enumerate(pending):
+        if len(chunk) == MAX_ENTRIES_PER_CALL:
+            rest.extend(pending[index:])
+            break
+        event_size = entry_size(event)
+        if event.ordering_key not in seen and size + event_size <= MAX_CALL_BYTES:
+            chunk.append(event)
+            size += event_size
+        else:
+            rest.append(event)
+        seen.add(event.ordering_key)
+    if pending and not chunk:
+        raise ValueError(f"outbox row {pending[0].outbox_id} is larger than one PutEvents call allows")
+    return chunk, rest

@@ -1,0 +1,130 @@
+"""Splitting events into PutEvents calls: the 10-entry and 256 KB limits, and one event per execution per call."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+
+from billing.outbox.chunking import MAX_CALL_BYTES, MAX_ENTRIES_PER_CALL, entry_size, next_chunk, too_large
+from billing.outbox.events import OutboundEvent
+
+TENANT = uuid4()
+_ids = itertools.count(1)
+
+
+def event(
+    aggregate_id: UUID | None = None, *, detail: str = "{}", detail_type: str = "billing.execution.created"
+) -> OutboundEvent:
+    return OutboundEvent(
+        outbox_id=next(_ids),
+        tenant_id=TENANT,
+        aggregate_id=aggregate_id or uuid4(),
+        event_id=uuid4(),
+        source="billing.execution",
+        detail_type=detail_type,
+        detail=detail,
+        time=datetime(2026, 4, 1, tzinfo=UTC),
+    )
+
+
+def sized(total_bytes: int, aggregate_id: UUID | None = None) -> OutboundEvent:
+    """An event whose entry size is exactly total_bytes."""
+    base = entry_size(event(detail='{"p":""}'))
+    return event(aggregate_id, detail='{"p":"' + "x" * (total_bytes - base) + '"}')
+
+
+def all_chunks(pending: list[OutboundEvent]) -> list[list[OutboundEvent]]:
+    chunks = []
+    while pending:
+        chunk, pending = next_chunk(pending)
+        chunks.append(chunk)
+    return chunks
+
+
+def test_entry_size_counts_utf8_bytes_and_fourteen_for_time() -> None:
+    e = event(detail='{"name":"é"}', detail_type="t")
+    assert entry_size(e) == 14 + len("billing.execution") + 1 + len('{"name":"é"}'.encode())
+    assert entry_size(e) == 14 + 17 + 1 + 13
+
+
+def test_next_chunk_with_25_distinct_executions_makes_calls_of_10_10_5_in_order() -> None:
+    events = [event() for _ in range(25)]
+
+    chunks = all_chunks(events)
+
+    assert [len(c) for c in chunks] == [10, 10, 5]
+    assert [e for c in chunks for e in c] == events
+
+
+def test_next_chunk_with_100_kb_entries_puts_two_per_call() -> None:
+    events = [sized(100 * 1024) for _ in range(5)]
+
+    chunks = all_chunks(events)
+
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert all(sum(entry_size(e) for e in c) <= MAX_CALL_BYTES for c in chunks)
+
+
+def test_next_chunk_with_entries_summing_to_exactly_the_limit_keeps_them_together() -> None:
+    events = [sized(MAX_CALL_BYTES // 2), sized(MAX_CALL_BYTES // 2)]
+
+    chunk, rest = next_chunk(events)
+
+    assert chunk == events
+    assert rest == []
+
+
+def test_next_chunk_with_a_too_big_entry_fills_the_call_with_smaller_later_ones() -> None:
+    big_a, big_b, small = sized(200 * 1024), sized(100 * 1024), sized(1024)
+
+    chunk, rest = next_chunk([big_a, big_b, small])
+
+    assert chunk == [big_a, small]
+    assert rest == [big_b]
+
+
+def test_next_chunk_with_several_events_of_one_execution_sends_one_per_call_in_order() -> None:
+    x = uuid4()
+    x1, other, x2, x3 = event(x), event(), event(x), event(x)
+
+    chunks = all_chunks([x1, other, x2, x3])
+
+    assert chunks == [[x1, other], [x2], [x3]]
+
+
+def test_next_chunk_when_an_execution_event_does_not_fit_holds_back_its_later_events() -> None:
+    x = uuid4()
+    filler = sized(200 * 1024)
+    x_big = sized(100 * 1024, x)
+    x_small = sized(1024, x)
+
+    chunk, rest = next_chunk([filler, x_big, x_small])
+
+    # x_small would fit, but sending it before x_big would reorder execution x.
+    assert chunk == [filler]
+    assert rest == [x_big, x_small]
+
+
+def test_next_chunk_with_more_than_ten_executions_never_exceeds_ten_entries() -> None:
+    events = [event() for _ in range(MAX_ENTRIES_PER_CALL + 1)]
+
+    chunk, rest = next_chunk(events)
+
+    assert len(chunk) == MAX_ENTRIES_PER_CALL
+    assert rest == events[MAX_ENTRIES_PER_CALL:]
+
+
+def test_next_chunk_with_an_oversized_first_entry_raises() -> None:
+    oversized = sized(MAX_CALL_BYTES + 1)
+    assert too_large(oversized)
+    assert not too_large(sized(MAX_CALL_BYTES))
+
+    with pytest.raises(ValueError, match=str(oversized.outbox_id)):
+        next_chunk([oversized])
+
+
+def test_next_chunk_of_nothing_returns_nothing() -> None:
+    assert next_chunk([]) == ([], [])
