@@ -50,7 +50,7 @@ serve: $(STAMP)
 	$(PY) scripts/serve.py
 
 token: $(STAMP)
-	@$(PY) scripts/token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(SUB),--sub $(SUB))
+	@$(PY) scripts/issue_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(SUB),--sub $(SUB))
 
 migrate: $(STAMP)
 	$(PY) -m billing.db.migrations

@@ -1,0 +1,92 @@
+"""Bearer-token authorizer: verifies the JWT and hands its tenant and subject to the function behind the route."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, Final
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing import resource_names as names
+from billing.auth.tokens import Principal, TokenSettings, bearer_token, parse_token_settings, verify_token
+from billing.domain.errors import AuthenticationFailed
+
+logger = Logger()
+
+# API Gateway caches each decision for five minutes anyway; a rotated key list is picked up within the same window.
+SECRET_MAX_AGE_SECONDS: Final = 300
+
+
+class Settings(BaseModel):
+    """Environment the CDK app sets, validated at cold start: a missing variable fails loudly, never defaults."""
+
+    model_config = ConfigDict(frozen=True)
+
+    jwt_secret_arn: str = Field(alias=names.ENV_JWT_SECRET_ARN, min_length=1)
+
+
+SETTINGS = Settings.model_validate(dict(os.environ))
+
+
+@cache
+def _secrets() -> SecretsProvider:
+    # Created on first use, not at import, so importing this module needs no AWS region or endpoint.
+    return SecretsProvider()
+
+
+def token_settings() -> TokenSettings:
+    """Issuer and keys from the JWT secret, cached for SECRET_MAX_AGE_SECONDS."""
+    value = _secrets().get(SETTINGS.jwt_secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
+    if not isinstance(value, str | bytes):
+        raise ValueError("the JWT secret has no string value")
+    return parse_token_settings(value)
+
+
+def _authorization(event: Mapping[str, Any]) -> str | None:
+    if "authorizationToken" in event:  # TOKEN authorizer: the Authorization header's value
+        token: str | None = event["authorizationToken"]
+        return token
+    # REQUEST authorizer: headers keep the client's spelling of their names.
+    headers: Mapping[str, str] = event.get("headers") or {}
+    return next((value for name, value in headers.items() if name.lower() == "authorization"), None)
+
+
+def allow_policy(principal: Principal, method_arn: str) -> dict[str, Any]:
+    """Allow every billing route of this API and stage, because API Gateway reuses a cached decision for all."""
+    # methodArn: arn:aws:execute-api:<region>:<account>:<api-id>/<stage>/<METHOD>/<path>
+    api_and_stage = "/".join(method_arn.split("/", 2)[:2])
+    return {
+        "principalId": principal.subject,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Action": "execute-api:Invoke",
+                    "Effect": "Allow",
+                    "Resource": f"{api_and_stage}/*{names.API_BASE_PATH}/*",
+                }
+            ],
+        },
+        "context": {"tenant_id": str(principal.tenant_id), "subject": principal.subject},
+    }
+
+
+def authorize(event: Mapping[str, Any], settings: TokenSettings) -> dict[str, Any]:
+    """The authorizer's answer for a valid bearer token; AuthenticationFailed for anything else."""
+    principal = verify_token(bearer_token(_authorization(event)), settings)
+    return allow_policy(principal, event["methodArn"])
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return authorize(event, token_settings())
+    except AuthenticationFailed as exc:
+        logger.info("bearer token rejected", extra={"reason": exc.reason})
+        # This exact message is what makes API Gateway answer 401 instead of 500.
+        raise Exception("Unauthorized") from None

@@ -1,0 +1,1 @@
+"""Authentication of API callers: bearer tokens and the principal they carry."""

@@ -1,0 +1,803 @@
+"""API Gateway (REST API, Lambda proxy integration) for local runs: HTTP request in, real handler invoked, HTTP out.
+
+What API Gateway and WAF do in AWS happens here, in the same order:
+
+1. WAF refuses bodies larger than resource_names.MAX_REQUEST_BODY_BYTES (413, the function never runs).
+2. The route table resource_names.ROUTES picks the resource (404 unknown path, 405 known path with another method).
+3. On authorized routes the real authorizer function (functions/authorizer) is invoked with a TOKEN event; an
+   `Unauthorized` error gives 401, a policy that does not allow the call gives 403. No Authorization header at all
+   gives 401 without invoking it, as API Gateway does for a TOKEN authorizer's identity source.
+4. The route's function gets a proxy event in the v1 (REST API) format with requestContext.authorizer set from the
+   authorizer's answer, and its proxy result becomes the HTTP response (502 if it raises or the result is malformed).
+
+Gateway-generated errors are application/problem+json: {type, title, status, code, detail}.
+
+Each function's `functions/<name>/handler.py` is loaded by file path once per "container" and reused while warm.
+Concurrent requests to one function get separate containers (module instances), as concurrent Lambda invocations
+do, so module-level state in a handler is never shared between two in-flight requests. Modules of the shared layer
+(`billing.*`) are imported once per process, though, unlike in AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import importlib.util
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote
+from uuid import uuid4
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing import resource_names as names
+from billing.paths import REPO_ROOT
+from billing.resource_names import FunctionName, Route
+
+log = logging.getLogger("billing.local.api")
+
+FUNCTIONS_DIR: Final = REPO_ROOT / "functions"
+LOCAL_STAGE: Final = "local"
+LOCAL_API_ID: Final = "local"
+# moto's default account; the local stack's ARNs all carry it.
+LOCAL_ACCOUNT_ID: Final = "123456789012"
+LOCAL_REGION: Final = "eu-west-1"
+# API Gateway stops waiting for an integration after 29 s; locally the deadline is only reported, never enforced.
+DEFAULT_TIMEOUT_SECONDS: Final = 29.0
+DEFAULT_MEMORY_MB: Final = 512
+# Lambda's default per-function concurrency is far higher; ten in-flight containers is plenty on a laptop.
+DEFAULT_MAX_CONTAINERS: Final = 10
+# Oversized bodies are read and thrown away up to API Gateway's own payload limit, so the client gets the 413
+# instead of a connection reset; anything larger is cut off by closing the connection.
+_DRAIN_LIMIT_BYTES: Final = 10 * 1024 * 1024
+CORRELATION_ID_HEADER: Final = "X-Correlation-Id"
+# Echoed into logs and events, so only a bounded, plain token is taken from the caller (as billing.api does).
+_CORRELATION_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PROBLEM_TYPE_BASE: Final = "https://errors.billing.example/"
+# Keys a Lambda proxy result may have; API Gateway answers 502 for anything else.
+_PROXY_RESULT_KEYS: Final = frozenset({"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"})
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+Handler = Callable[[dict[str, Any], LambdaContext], Any]
+
+
+# --- HTTP values ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One HTTP request as received: path still percent-encoded, raw query string, headers in arrival order."""
+
+    method: str
+    path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    source_ip: str = "127.0.0.1"
+
+    def header(self, name: str) -> str | None:
+        """The last value of a header, matched case-insensitively (as API Gateway fills `headers`)."""
+        values = [value for key, value in self.headers if key.lower() == name.lower()]
+        return values[-1] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """One HTTP response; headers may repeat (multiValueHeaders)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        values = [value for key, value in self.headers if key.lower() == name.lower()]
+        return values[-1] if values else None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    correlation_id: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> HttpResponse:
+    """An application/problem+json response generated by the gateway itself (never by a function).
+
+    Same shape as billing.api.problems' bodies, so a client cannot tell a gateway refusal from a function's by form.
+    """
+    document = {
+        "type": f"{PROBLEM_TYPE_BASE}{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "correlation_id": correlation_id,
+    }
+    return HttpResponse(
+        status=status,
+        headers=(("Content-Type", "application/problem+json"), *headers),
+        body=json.dumps(document).encode(),
+    )
+
+
+# --- Routing ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: Route
+    path_parameters: dict[str, str]
+
+
+class RouteNotFound(LookupError):
+    """No route has this path."""
+
+
+class MethodNotAllowed(LookupError):
+    """Routes have this path, but none with this method."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        super().__init__(f"allowed: {', '.join(allowed)}")
+        self.allowed = tuple(allowed)
+
+
+_PARAMETER = re.compile(r"^\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _match_path(template: str, path: str) -> dict[str, str] | None:
+    template_segments, path_segments = template.split("/"), path.split("/")
+    if len(template_segments) != len(path_segments):
+        return None
+    parameters: dict[str, str] = {}
+    for expected, actual in zip(template_segments, path_segments, strict=True):
+        parameter = _PARAMETER.match(expected)
+        if parameter is None:
+            if unquote(actual) != expected:
+                return None
+        elif actual:
+            # Values are handed over percent-decoded; an empty segment never matches a parameter.
+            parameters[parameter["name"]] = unquote(actual)
+        else:
+            return None
+    return parameters
+
+
+def _specificity(template: str) -> tuple[int, ...]:
+    # API Gateway prefers a literal segment over a {parameter} at the same position.
+    return tuple(1 if _PARAMETER.match(segment) else 0 for segment in template.split("/"))
+
+
+def match_route(method: str, path: str, routes: Iterable[Route] = names.ROUTES) -> RouteMatch:
+    """The route serving `method path`; RouteNotFound or MethodNotAllowed otherwise."""
+    candidates = [(route, params) for route in routes if (params := _match_path(route.path, path)) is not None]
+    if not candidates:
+        raise RouteNotFound(path)
+    same_method = [(route, params) for route, params in candidates if route.method == method.upper()]
+    if not same_method:
+        raise MethodNotAllowed(sorted({route.method for route, _ in candidates}))
+    route, params = min(same_method, key=lambda candidate: _specificity(candidate[0].path))
+    return RouteMatch(route=route, path_parameters=params)
+
+
+# --- Events -----------------------------------------------------------------------------------------------------
+
+
+def _request_time(moment: datetime) -> str:
+    # API Gateway's CLF timestamp, always with English month names whatever the locale.
+    return f"{moment:%d}/{_MONTHS[moment.month - 1]}/{moment:%Y:%H:%M:%S} +0000"
+
+
+def _multi(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return grouped
+
+
+def method_arn(
+    method: str,
+    path: str,
+    *,
+    region: str = LOCAL_REGION,
+    account_id: str = LOCAL_ACCOUNT_ID,
+    api_id: str = LOCAL_API_ID,
+    stage: str = LOCAL_STAGE,
+) -> str:
+    """The execute-api ARN of one call, as an authorizer receives it in `methodArn`."""
+    return f"arn:aws:execute-api:{region}:{account_id}:{api_id}/{stage}/{method.upper()}/{path.lstrip('/')}"
+
+
+def token_authorizer_event(request: HttpRequest, arn: str) -> dict[str, Any]:
+    """The event API Gateway sends a TOKEN authorizer whose identity source is the Authorization header."""
+    return {"type": "TOKEN", "authorizationToken": request.header("Authorization"), "methodArn": arn}
+
+
+def build_proxy_event(
+    request: HttpRequest,
+    match: RouteMatch,
+    *,
+    request_id: str,
+    authorizer: Mapping[str, Any] | None = None,
+    account_id: str = LOCAL_ACCOUNT_ID,
+    api_id: str = LOCAL_API_ID,
+    stage: str = LOCAL_STAGE,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A Lambda proxy integration event (payload format 1.0) for `request` on the matched route."""
+    moment = now or datetime.now(UTC)
+    forwarded_for = request.header("X-Forwarded-For")
+    added = (
+        ("X-Forwarded-For", f"{forwarded_for}, {request.source_ip}" if forwarded_for else request.source_ip),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Amzn-Trace-Id", f"Root=1-{int(moment.timestamp()):08x}-{uuid4().hex[:24]}"),
+    )
+    replaced = {name.lower() for name, _ in added}
+    header_pairs = [(k, v) for k, v in request.headers if k.lower() not in replaced] + list(added)
+    multi_headers = _multi(header_pairs)
+    query_pairs = parse_qsl(request.query, keep_blank_values=True)
+    multi_query = _multi(query_pairs)
+    try:
+        body: str | None = request.body.decode("utf-8") if request.body else None
+        is_base64 = False
+    except UnicodeDecodeError:
+        # Binary payloads (and webhook bodies whose signature covers exact bytes) arrive base64-encoded.
+        body, is_base64 = base64.b64encode(request.body).decode("ascii"), True
+    request_context: dict[str, Any] = {
+        "accountId": account_id,
+        "apiId": api_id,
+        "domainName": request.header("Host") or "127.0.0.1",
+        "domainPrefix": (request.header("Host") or "127.0.0.1").split(".")[0],
+        "extendedRequestId": uuid4().hex[:16],
+        "httpMethod": request.method.upper(),
+        "identity": {
+            "accessKey": None,
+            "accountId": None,
+            "apiKey": None,
+            "apiKeyId": None,
+            "caller": None,
+            "clientCert": None,
+            "cognitoAuthenticationProvider": None,
+            "cognitoAuthenticationType": None,
+            "cognitoIdentityId": None,
+            "cognitoIdentityPoolId": None,
+            "principalOrgId": None,
+            "sourceIp": request.source_ip,
+            "user": None,
+            "userAgent": request.header("User-Agent"),
+            "userArn": None,
+        },
+        "path": request.path,
+        "protocol": "HTTP/1.1",
+        "requestId": request_id,
+        "requestTime": _request_time(moment),
+        "requestTimeEpoch": int(moment.timestamp() * 1000),
+        "resourceId": hashlib.sha256(match.route.path.encode()).hexdigest()[:6],
+        "resourcePath": match.route.path,
+        "stage": stage,
+    }
+    if authorizer is not None:
+        request_context["authorizer"] = dict(authorizer)
+    return {
+        "resource": match.route.path,
+        "path": request.path,
+        "httpMethod": request.method.upper(),
+        "headers": {k: v[-1] for k, v in multi_headers.items()} or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": match.path_parameters or None,
+        "stageVariables": None,
+        "requestContext": request_context,
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+class MalformedProxyResponse(ValueError):
+    """A function's result that API Gateway would refuse with 502."""
+
+
+def response_from_proxy_result(result: Any) -> HttpResponse:
+    """The HTTP response API Gateway makes of a Lambda proxy result; MalformedProxyResponse if it has none."""
+    if not isinstance(result, dict):
+        raise MalformedProxyResponse(f"result is a {type(result).__name__}, not an object")
+    unexpected = set(result) - _PROXY_RESULT_KEYS
+    if unexpected:
+        raise MalformedProxyResponse(f"unexpected keys {sorted(unexpected)}")
+    status = result.get("statusCode")
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise MalformedProxyResponse(f"statusCode {status!r} is not an HTTP status")
+    single = result.get("headers") or {}
+    multi = result.get("multiValueHeaders") or {}
+    if not isinstance(single, dict) or not isinstance(multi, dict):
+        raise MalformedProxyResponse("headers and multiValueHeaders must be objects")
+    if any(not isinstance(values, list) for values in multi.values()):
+        raise MalformedProxyResponse("multiValueHeaders values must be lists")
+    # Both given: API Gateway merges them, and a name in multiValueHeaders wins over the same name in headers.
+    headers = [(name, str(value)) for name, value in single.items() if name not in multi]
+    headers += [(name, str(value)) for name, values in multi.items() for value in values]
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    body = result.get("body")
+    if body is not None and not isinstance(body, str):
+        raise MalformedProxyResponse("body must be a string")
+    raw = (body or "").encode("utf-8")
+    if result.get("isBase64Encoded") and body:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except binascii.Error:
+            raise MalformedProxyResponse("isBase64Encoded is set but body is not base64") from None
+    return HttpResponse(status=status, headers=tuple(headers), body=raw)
+
+
+# --- Functions --------------------------------------------------------------------------------------------------
+
+
+class LocalLambdaContext(LambdaContext):
+    """What the Lambda runtime passes as `context`, for one invocation of a local function."""
+
+    def __init__(
+        self,
+        function_name: str,
+        *,
+        region: str = LOCAL_REGION,
+        account_id: str = LOCAL_ACCOUNT_ID,
+        memory_limit_in_mb: int = DEFAULT_MEMORY_MB,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        request_id: str | None = None,
+    ) -> None:
+        self._function_name = function_name
+        self._function_version = "$LATEST"
+        self._invoked_function_arn = f"arn:aws:lambda:{region}:{account_id}:function:{function_name}"
+        self._memory_limit_in_mb = memory_limit_in_mb
+        self._aws_request_id = request_id or str(uuid4())
+        self._log_group_name = f"/aws/lambda/{function_name}"
+        self._log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid4().hex}"
+        self._tenant_id = None
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class FunctionNotDeployed(LookupError):
+    """functions/<name>/handler.py does not exist (yet) or has no lambda_handler."""
+
+
+def function_environment(function: FunctionName) -> dict[str, str]:
+    """Per-function variables, applied while the function's module is imported (the process shares one environ)."""
+    return {names.ENV_POWERTOOLS_SERVICE_NAME: names.service_name(function)}
+
+
+_container_numbers = itertools.count(1)
+
+
+@dataclass
+class _Pool:
+    idle: list[Handler] = field(default_factory=list)
+    containers: int = 0
+
+
+class LocalFunctions:
+    """The functions/ folder run as Lambda runs it: one module instance per container, containers reused when warm."""
+
+    def __init__(
+        self,
+        functions_dir: Path = FUNCTIONS_DIR,
+        *,
+        region: str = LOCAL_REGION,
+        account_id: str = LOCAL_ACCOUNT_ID,
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        environment: Callable[[FunctionName], Mapping[str, str]] = function_environment,
+    ) -> None:
+        self.functions_dir = functions_dir
+        self._region = region
+        self._account_id = account_id
+        self._max_containers = max_containers
+        self._timeout_seconds = timeout_seconds
+        self._memory_mb = memory_mb
+        self._environment = environment
+        self._pools: dict[FunctionName, _Pool] = {}
+        self._available = threading.Condition()
+        # Imports run one at a time: module loading and the temporary environment must not interleave.
+        self._load_lock = threading.Lock()
+
+    def handler_path(self, function: FunctionName) -> Path:
+        return self.functions_dir / function.value / "handler.py"
+
+    def _load(self, function: FunctionName) -> Handler:
+        path = self.handler_path(function)
+        if not path.is_file():
+            raise FunctionNotDeployed(f"{path} does not exist")
+        with self._load_lock:
+            # Unique per container across the process: pydantic may look a model's module up again later.
+            module_name = f"_billing_local_{function.value}_{next(_container_numbers)}"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise FunctionNotDeployed(f"{path} cannot be imported")
+            module: ModuleType = importlib.util.module_from_spec(spec)
+            # Registered while it runs: dataclasses and pydantic resolve annotations through sys.modules.
+            sys.modules[module_name] = module
+            started = time.perf_counter()
+            try:
+                with _temporary_environment(self._environment(function)):
+                    spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+            log.info("%s cold start: %s loaded in %.0f ms", function.value, path.name, _ms_since(started))
+        handler = getattr(module, "lambda_handler", None)
+        if not callable(handler):
+            raise FunctionNotDeployed(f"{path} has no lambda_handler")
+        loaded: Handler = handler
+        return loaded
+
+    def _acquire(self, function: FunctionName) -> Handler:
+        with self._available:
+            pool = self._pools.setdefault(function, _Pool())
+            while not pool.idle and pool.containers >= self._max_containers:
+                self._available.wait()
+            if pool.idle:
+                return pool.idle.pop()
+            pool.containers += 1
+        try:
+            return self._load(function)
+        except BaseException:
+            with self._available:
+                pool.containers -= 1
+                self._available.notify()
+            raise
+
+    def _release(self, function: FunctionName, handler: Handler) -> None:
+        with self._available:
+            self._pools[function].idle.append(handler)
+            self._available.notify()
+
+    def invoke(self, function: FunctionName, event: dict[str, Any], *, request_id: str | None = None) -> Any:
+        """Run the function's lambda_handler on `event` in a warm container (or a new one) and return its result."""
+        handler = self._acquire(function)
+        context = LocalLambdaContext(
+            names.service_name(function),
+            region=self._region,
+            account_id=self._account_id,
+            memory_limit_in_mb=self._memory_mb,
+            timeout_seconds=self._timeout_seconds,
+            request_id=request_id,
+        )
+        started = time.perf_counter()
+        try:
+            return handler(event, context)
+        finally:
+            self._release(function, handler)
+            elapsed = _ms_since(started)
+            if elapsed > self._timeout_seconds * 1000:
+                log.warning("%s ran %.0f ms: it would have timed out in AWS", function.value, elapsed)
+
+
+@contextmanager
+def _temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, previous in saved.items():
+            if previous is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = previous
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+# --- Authorizer -------------------------------------------------------------------------------------------------
+
+
+def _iam_pattern(resource: str) -> re.Pattern[str]:
+    # IAM resource wildcards: * is any run of characters (slashes included), ? exactly one.
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in resource))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_allows(policy: Mapping[str, Any], arn: str) -> bool:
+    """Whether an authorizer's policy document allows execute-api:Invoke on `arn` (an explicit Deny wins)."""
+    allowed = False
+    for statement in _as_list(policy.get("Statement", [])):
+        if not isinstance(statement, dict):
+            continue
+        actions = _as_list(statement.get("Action", []))
+        if not any(action in ("execute-api:Invoke", "execute-api:*", "*") for action in actions):
+            continue
+        if not any(_iam_pattern(str(resource)).fullmatch(arn) for resource in _as_list(statement.get("Resource", []))):
+            continue
+        if statement.get("Effect") == "Deny":
+            return False
+        allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
+class GatewayRefusal(Exception):
+    """An answer the gateway gives itself, without (or instead of) the function's: rendered as problem+json."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+def _unauthenticated() -> GatewayRefusal:
+    # One answer for every rejected token, as in AWS: the reason is only in the authorizer's log.
+    return GatewayRefusal(
+        401,
+        "unauthenticated",
+        "a valid bearer token is required",
+        (("WWW-Authenticate", 'Bearer realm="billing-api"'),),
+    )
+
+
+def correlation_id_of(request: HttpRequest, request_id: str) -> str:
+    """The caller's X-Correlation-Id when it is well-formed, else the gateway's request id."""
+    supplied = request.header(CORRELATION_ID_HEADER)
+    return supplied if supplied and _CORRELATION_ID.fullmatch(supplied) else request_id
+
+
+# --- The gateway ------------------------------------------------------------------------------------------------
+
+
+class LocalApiGateway:
+    """Routes HTTP requests to the functions the way the deployed REST API does."""
+
+    def __init__(
+        self,
+        functions: LocalFunctions,
+        *,
+        routes: Sequence[Route] = names.ROUTES,
+        max_body_bytes: int = names.MAX_REQUEST_BODY_BYTES,
+        region: str = LOCAL_REGION,
+        account_id: str = LOCAL_ACCOUNT_ID,
+        api_id: str = LOCAL_API_ID,
+        stage: str = LOCAL_STAGE,
+    ) -> None:
+        self.functions = functions
+        self.routes = tuple(routes)
+        self.max_body_bytes = max_body_bytes
+        self._region = region
+        self._account_id = account_id
+        self._api_id = api_id
+        self._stage = stage
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one request; logs one line: method path -> status, duration, correlation id."""
+        started = time.perf_counter()
+        request_id = str(uuid4())
+        correlation_id = correlation_id_of(request, request_id)
+        try:
+            response = self._respond(request, request_id)
+        except GatewayRefusal as refusal:
+            response = problem(
+                refusal.status, refusal.code, refusal.detail, correlation_id=correlation_id, headers=refusal.headers
+            )
+        response = HttpResponse(response.status, (*response.headers, ("x-amzn-RequestId", request_id)), response.body)
+        log.info(
+            "%s %s -> %d %.0f ms correlation_id=%s",
+            request.method,
+            request.path,
+            response.status,
+            _ms_since(started),
+            response.header(CORRELATION_ID_HEADER) or correlation_id,
+        )
+        return response
+
+    def _respond(self, request: HttpRequest, request_id: str) -> HttpResponse:
+        if len(request.body) > self.max_body_bytes:
+            raise GatewayRefusal(413, "payload_too_large", f"request bodies are limited to {self.max_body_bytes} bytes")
+        try:
+            match = match_route(request.method, request.path, self.routes)
+        except RouteNotFound:
+            raise GatewayRefusal(404, "route_not_found", f"no route for {request.path[:200]}") from None
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(exc.allowed)
+            raise GatewayRefusal(
+                405, "method_not_allowed", f"{request.method[:16]} is not allowed here", (("Allow", allowed),)
+            ) from None
+        authorizer = self._authorize(request) if match.route.authorized else None
+        event = build_proxy_event(
+            request,
+            match,
+            request_id=request_id,
+            authorizer=authorizer,
+            account_id=self._account_id,
+            api_id=self._api_id,
+            stage=self._stage,
+        )
+        function = match.route.function
+        try:
+            result = self.functions.invoke(function, event, request_id=request_id)
+        except FunctionNotDeployed as exc:
+            log.error("%s: %s", function.value, exc)
+            raise GatewayRefusal(502, "function_not_deployed", str(exc)) from None
+        except Exception:
+            log.exception("%s raised", function.value)
+            raise GatewayRefusal(502, "function_error", f"the {function.value} function raised an error") from None
+        try:
+            return response_from_proxy_result(result)
+        except MalformedProxyResponse as exc:
+            log.error("%s returned a malformed proxy response: %s", function.value, exc)
+            raise GatewayRefusal(502, "malformed_function_response", str(exc)) from None
+
+    def _authorize(self, request: HttpRequest) -> dict[str, Any]:
+        """requestContext.authorizer for an allowed call; GatewayRefusal (401, 403, 500) otherwise."""
+        if not request.header("Authorization"):
+            raise _unauthenticated()
+        arn = method_arn(
+            request.method,
+            request.path,
+            region=self._region,
+            account_id=self._account_id,
+            api_id=self._api_id,
+            stage=self._stage,
+        )
+        started = time.perf_counter()
+        try:
+            answer = self.functions.invoke(FunctionName.AUTHORIZER, token_authorizer_event(request, arn))
+        except FunctionNotDeployed as exc:
+            log.error("authorizer: %s", exc)
+            raise GatewayRefusal(500, "authorizer_failed", str(exc)) from None
+        except Exception as exc:
+            if str(exc) == "Unauthorized":
+                raise _unauthenticated() from None
+            log.exception("authorizer raised")
+            raise GatewayRefusal(500, "authorizer_failed", "the authorizer raised an error") from None
+        latency = int(_ms_since(started))
+        if not isinstance(answer, dict) or not isinstance(answer.get("policyDocument"), dict):
+            log.error("authorizer returned no policy document: %r", answer)
+            raise GatewayRefusal(500, "authorizer_failed", "the authorizer returned no policy")
+        if not policy_allows(answer["policyDocument"], arn):
+            raise GatewayRefusal(403, "forbidden", "the authorizer does not allow this call")
+        context = answer.get("context") or {}
+        if not isinstance(context, dict) or any(
+            not isinstance(value, str | int | float | bool) for value in context.values()
+        ):
+            log.error("authorizer context values must be strings, numbers or booleans: %r", context)
+            raise GatewayRefusal(500, "authorizer_failed", "the authorizer returned an invalid context")
+        return {**context, "principalId": answer.get("principalId"), "integrationLatency": latency}
+
+
+# --- HTTP server ------------------------------------------------------------------------------------------------
+
+
+def _read_chunked(stream: io.BufferedIOBase, keep: int, drain_limit: int) -> tuple[bytes, bool]:
+    """A chunked body: the first `keep` bytes are kept, the rest is read and dropped up to `drain_limit` bytes.
+
+    The flag says whether the whole body was consumed (False: the connection must be closed).
+    """
+    body = bytearray()
+    total = 0
+    while True:
+        size_line = stream.readline(1024)
+        try:
+            size = int(size_line.split(b";")[0].strip(), 16)
+        except ValueError:
+            return bytes(body), False
+        if size == 0:
+            while stream.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return bytes(body), True
+        total += size
+        if total > drain_limit:
+            return bytes(body), False
+        chunk = stream.read(size)
+        if len(chunk) < size:
+            return bytes(body), False
+        body += chunk[: max(0, keep - len(body))]
+        stream.readline(1024)  # the CRLF after each chunk
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: LocalHttpServer
+    protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
+
+    def _dispatch(self) -> None:
+        path, _, query = self.path.partition("?")
+        body, complete = self._read_body()
+        if not complete:
+            self.close_connection = True  # unread bytes are still on the wire
+        request = HttpRequest(
+            method=self.command,
+            path=path,
+            query=query,
+            headers=tuple(self.headers.items()),
+            body=body,
+            source_ip=self.client_address[0],
+        )
+        response = self.server.gateway.handle(request)
+        self.send_response(response.status)
+        for name, value in response.headers:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def _read_body(self) -> tuple[bytes, bool]:
+        # One byte over the limit is enough for the gateway to refuse the request.
+        limit = self.server.gateway.max_body_bytes + 1
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return _read_chunked(self.rfile, limit, _DRAIN_LIMIT_BYTES)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return b"", False
+        body = self.rfile.read(min(length, limit))
+        rest = length - len(body)
+        if rest <= 0:
+            return body, True
+        if rest > _DRAIN_LIMIT_BYTES:
+            return body, False
+        while rest > 0:
+            chunk = self.rfile.read(min(rest, 64 * 1024))
+            if not chunk:
+                return body, False
+            rest -= len(chunk)
+        return body, True
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the gateway logs one line per request itself
+
+
+class LocalHttpServer(ThreadingHTTPServer):
+    """HTTP front of a LocalApiGateway; bound on construction, so `port` is known before serving starts."""
+
+    daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of concurrent clients (a load test, a retry storm)
+    # would be reset by the kernel instead of queued, which API Gateway never does.
+    request_queue_size = 128
+
+    def __init__(self, gateway: LocalApiGateway, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.gateway = gateway
+        super().__init__((host, port), _RequestHandler)
+
+    @property
+    def port(self) -> int:
+        port: int = self.server_address[1]
+        return port
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("HTTP connection from %s failed", client_address)

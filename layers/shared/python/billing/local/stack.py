@@ -1,0 +1,386 @@
+"""The whole system on one machine: PostgreSQL, moto in server mode for AWS, and the API over HTTP.
+
+    with LocalStack(port=0) as stack:
+        stack.every(5, "outbox-relay", lambda: stack.invoke(FunctionName.OUTBOX_RELAY, {}))
+        urlopen(stack.base_url + "/api/v1/billing/executions")
+
+Every AWS resource the functions use is created in moto under its name from billing.resource_names, and the
+environment variables the CDK app sets in AWS are set here in os.environ, so the real handlers run unchanged.
+The environment is restored when the stack stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import boto3
+
+from billing import resource_names as names
+from billing.auth.tokens import LOCAL_TOKEN_SETTINGS, token_settings_secret_value
+from billing.db.connection import connect
+from billing.db.migrations import apply_migrations
+from billing.local.api_gateway import (
+    FUNCTIONS_DIR,
+    LOCAL_ACCOUNT_ID,
+    LOCAL_REGION,
+    LocalApiGateway,
+    LocalFunctions,
+    LocalHttpServer,
+)
+from billing.resource_names import FunctionName
+from billing.webhooks.secrets import seed_webhook_secrets, webhook_secrets_from_env
+
+log = logging.getLogger("billing.local.stack")
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
+ENV_PORT: Final = "PORT"
+ENV_MOTO_PORT: Final = "MOTO_PORT"
+# Local only: a queue subscribed to every billing event on the bus, so the demo and tests can see what was published.
+EVENTS_TAP_QUEUE_NAME: Final = "billing-events-tap"
+EVENTS_TAP_RULE_NAME: Final = "billing-events-tap"
+# moto accepts any credentials; fixed dummy ones keep real ones out of the process's AWS calls.
+_DUMMY_CREDENTIALS: Final = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+# A named profile would take precedence over the dummy credentials (or fail if it does not exist here).
+_UNSET_WHILE_RUNNING: Final = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResources:
+    """Names, URLs and ARNs of what the stack created in moto."""
+
+    event_bus_name: str
+    event_bus_arn: str
+    events_tap_queue_url: str
+    retry_queue_url: str
+    dlq_url: str
+    settlement_bucket: str
+    reports_bucket: str
+    jwt_secret_arn: str
+    webhook_secret_names: tuple[str, ...]
+
+
+class PeriodicJob:
+    """A function run every `seconds` in its own daemon thread; runs never overlap, a failing run is logged."""
+
+    def __init__(self, name: str, seconds: float, fn: Callable[[], object]) -> None:
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        self.name = name
+        self.seconds = seconds
+        self._fn = fn
+        self._cancelled = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+        self.failures = 0
+
+    def start(self) -> None:
+        if self._thread is not None or self._cancelled.is_set():
+            return
+        self._thread = threading.Thread(target=self._loop, name=f"billing-local-{self.name}", daemon=True)
+        self._thread.start()
+        log.info("job %s every %g s", self.name, self.seconds)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def cancel(self) -> None:
+        """Stop after the current run (if one is in progress) and wait for it."""
+        self._cancelled.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        # The first run comes one interval after the start, as with a rate() schedule.
+        while not self._cancelled.wait(self.seconds):
+            started = time.perf_counter()
+            try:
+                self._fn()
+            except Exception:
+                self.failures += 1
+                log.exception("job %s failed", self.name)
+            else:
+                log.debug("job %s ran in %.0f ms", self.name, (time.perf_counter() - started) * 1000)
+            finally:
+                self.runs += 1
+
+
+def _port_from_env(variable: str, default: int) -> int:
+    raw = os.environ.get(variable)
+    if raw is None or raw == "":
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{variable}={raw!r} is not a port number")
+    return port
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Readable stack and request lines on stderr (handlers keep logging Powertools JSON to stdout)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(message)s", "%H:%M:%S"))
+    local = logging.getLogger("billing.local")
+    local.handlers = [handler]
+    local.setLevel(level)
+    local.propagate = False
+
+
+class LocalStack:
+    """Starts the database, moto and the HTTP API on enter; stops them and restores os.environ on exit."""
+
+    def __init__(
+        self,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int | None = None,
+        database_url: str | None = None,
+        moto_port: int | None = None,
+        functions_dir: Path = FUNCTIONS_DIR,
+        region: str = LOCAL_REGION,
+    ) -> None:
+        """port: PORT or 8080 when None (0 picks a free one); database_url: DATABASE_URL or the embedded server."""
+        self.host = host
+        self.port = _port_from_env(ENV_PORT, DEFAULT_PORT) if port is None else port
+        self.moto_port = _port_from_env(ENV_MOTO_PORT, 0) if moto_port is None else moto_port
+        self.region = region
+        self.account_id = LOCAL_ACCOUNT_ID
+        self._database_url = database_url
+        self._functions_dir = functions_dir
+        self._jobs: list[PeriodicJob] = []
+        self._exit = ExitStack()
+        self._started = False
+        self._server: LocalHttpServer | None = None
+        self._functions: LocalFunctions | None = None
+        self._resources: LocalResources | None = None
+        self.database_url = ""
+        self.aws_endpoint_url = ""
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Bring everything up; when this returns the API accepts connections on `base_url`."""
+        if self._started:
+            raise RuntimeError("the local stack is already running")
+        started = time.perf_counter()
+        try:
+            self._bind_http()
+            self._set_environment(
+                {**_DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region},
+                unset=_UNSET_WHILE_RUNNING,
+            )
+            self._start_database()
+            self._start_moto()
+            self._resources = self._create_resources()
+            self._set_environment(self._function_environment(self._resources))
+            self._serve_http()
+            self._started = True
+            for job in self._jobs:
+                job.start()
+        except BaseException:
+            self._exit.close()
+            raise
+        elapsed = time.perf_counter() - started
+        log.info("local stack up in %.1f s: API %s, AWS (moto) %s", elapsed, self.base_url, self.aws_endpoint_url)
+
+    def stop(self) -> None:
+        """Stop jobs, the HTTP server and moto, and restore the environment (idempotent)."""
+        for job in self._jobs:
+            job.cancel()
+        self._jobs.clear()
+        self._exit.close()
+        self._started = False
+        self._server = self._functions = self._resources = None
+
+    def _set_environment(self, values: dict[str, str], unset: tuple[str, ...] = ()) -> None:
+        saved = {key: os.environ.get(key) for key in (*values, *unset)}
+
+        def restore() -> None:
+            for key, previous in saved.items():
+                if previous is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = previous
+
+        self._exit.callback(restore)
+        for key in unset:
+            os.environ.pop(key, None)
+        os.environ.update(values)
+
+    def _start_database(self) -> None:
+        from billing.local.embedded_postgres import database_url
+
+        self.database_url = self._database_url or database_url()
+        with connect(self.database_url, application_name="billing-local-stack") as conn:
+            applied = apply_migrations(conn)
+        log.info("database ready (%s)", f"applied {', '.join(applied)}" if applied else "migrations up to date")
+        self._set_environment({"DATABASE_URL": self.database_url})
+
+    def _start_moto(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        # moto's werkzeug server logs every AWS call at INFO; its warnings and errors still show.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
+        server.start()
+        self._exit.callback(server.stop)
+        host, port = server.get_host_and_port()
+        self.aws_endpoint_url = f"http://{host}:{port}"
+        self._set_environment({"AWS_ENDPOINT_URL": self.aws_endpoint_url})
+
+    def _bind_http(self) -> None:
+        # Bound first, so a port already in use fails in milliseconds, before the database and moto start.
+        # Connections queue in the listen backlog until _serve_http() starts answering them.
+        self._functions = LocalFunctions(self._functions_dir, region=self.region, account_id=self.account_id)
+        gateway = LocalApiGateway(self._functions, region=self.region, account_id=self.account_id)
+        server = LocalHttpServer(gateway, self.host, self.port)
+        self._server = server
+        self._exit.callback(server.server_close)
+
+    def _serve_http(self) -> None:
+        server = self._server
+        if server is None:
+            raise RuntimeError("_bind_http() must run first")
+        thread = threading.Thread(target=server.serve_forever, name="billing-local-http", daemon=True)
+        thread.start()
+
+        def shut_down() -> None:
+            server.shutdown()
+            thread.join()
+
+        self._exit.callback(shut_down)
+
+    # --- AWS resources ------------------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        """A boto3 client talking to this stack's moto server."""
+        return boto3.client(service, region_name=self.region, endpoint_url=self.aws_endpoint_url)  # type: ignore[call-overload]
+
+    def _create_resources(self) -> LocalResources:
+        sqs, events, s3, secrets = (self.client(s) for s in ("sqs", "events", "s3", "secretsmanager"))
+
+        bus_arn = events.create_event_bus(Name=names.EVENT_BUS_NAME)["EventBusArn"]
+        tap_url = sqs.create_queue(QueueName=EVENTS_TAP_QUEUE_NAME)["QueueUrl"]
+        tap_arn = sqs.get_queue_attributes(QueueUrl=tap_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(
+            Name=EVENTS_TAP_RULE_NAME,
+            EventBusName=names.EVENT_BUS_NAME,
+            EventPattern=json.dumps({"source": [names.EVENT_SOURCE]}),
+        )
+        events.put_targets(
+            Rule=EVENTS_TAP_RULE_NAME, EventBusName=names.EVENT_BUS_NAME, Targets=[{"Id": "tap", "Arn": tap_arn}]
+        )
+
+        dlq_url = sqs.create_queue(QueueName=names.DEAD_LETTER_QUEUE_NAME)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(names.RETRY_MAX_RECEIVE_COUNT)}
+        retry_url = sqs.create_queue(
+            QueueName=names.RETRY_QUEUE_NAME, Attributes={"RedrivePolicy": json.dumps(redrive)}
+        )["QueueUrl"]
+
+        buckets = [
+            names.bucket_name(prefix, self.account_id, self.region)
+            for prefix in (names.SETTLEMENT_BUCKET_PREFIX, names.REPORTS_BUCKET_PREFIX)
+        ]
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": self.region})
+
+        webhook_secrets = webhook_secrets_from_env(os.environ)
+        seed_webhook_secrets(secrets, webhook_secrets)
+        jwt_arn = secrets.create_secret(
+            Name=names.JWT_SECRET_NAME,
+            Description="LOCAL ONLY: the public dev key, see docs/local.md",
+            SecretString=token_settings_secret_value(LOCAL_TOKEN_SETTINGS),
+        )["ARN"]
+
+        log.info("AWS resources created in moto: bus, queues, buckets, %d secrets", len(webhook_secrets) + 1)
+        return LocalResources(
+            event_bus_name=names.EVENT_BUS_NAME,
+            event_bus_arn=bus_arn,
+            events_tap_queue_url=tap_url,
+            retry_queue_url=retry_url,
+            dlq_url=dlq_url,
+            settlement_bucket=buckets[0],
+            reports_bucket=buckets[1],
+            jwt_secret_arn=jwt_arn,
+            webhook_secret_names=tuple(names.webhook_secret_name(p) for p in webhook_secrets),
+        )
+
+    def _function_environment(self, resources: LocalResources) -> dict[str, str]:
+        # What the CDK app sets on the functions (POWERTOOLS_SERVICE_NAME is set per function while it loads).
+        return {
+            names.ENV_EVENT_BUS_NAME: resources.event_bus_name,
+            names.ENV_RETRY_QUEUE_URL: resources.retry_queue_url,
+            names.ENV_DLQ_URL: resources.dlq_url,
+            names.ENV_SETTLEMENT_BUCKET: resources.settlement_bucket,
+            names.ENV_REPORTS_BUCKET: resources.reports_bucket,
+            names.ENV_JWT_SECRET_ARN: resources.jwt_secret_arn,
+            names.ENV_POWERTOOLS_SERVICE_NAME: names.APP_NAME,
+            names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            names.ENV_LOG_LEVEL: os.environ.get(names.ENV_LOG_LEVEL) or "INFO",
+        }
+
+    # --- running ------------------------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:<port> of the running API."""
+        if self._server is None:
+            raise RuntimeError("the local stack is not running")
+        return f"http://{self.host}:{self._server.port}"
+
+    @property
+    def resources(self) -> LocalResources:
+        if self._resources is None:
+            raise RuntimeError("the local stack is not running")
+        return self._resources
+
+    @property
+    def functions(self) -> LocalFunctions:
+        if self._functions is None:
+            raise RuntimeError("the local stack is not running")
+        return self._functions
+
+    def invoke(self, function: FunctionName, event: dict[str, Any]) -> Any:
+        """Invoke a function directly (as a schedule or queue would) and return its result."""
+        return self.functions.invoke(function, event)
+
+    def every(self, seconds: float, name: str, fn: Callable[[], object]) -> PeriodicJob:
+        """Run `fn` every `seconds` until the stack stops (or the returned job is cancelled).
+
+        Runs of one job never overlap; the first comes one interval after the start; a failing run is logged and the
+        next one still happens. Jobs registered before start() begin when the stack is up.
+        """
+        job = PeriodicJob(name, seconds, fn)
+        self._jobs.append(job)
+        if self._started:
+            job.start()
+        return job
