@@ -22,6 +22,7 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.TransitionConflict: 409,
     e.InvalidTransition: 409,
     e.ImmutableExecution: 409,
+    e.WebhookRetryLater: 409,
     e.PayloadTooLarge: 413,
     e.ValidationFailed: 422,
     e.IdempotencyKeyReused: 422,

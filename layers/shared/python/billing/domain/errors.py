@@ -149,6 +149,24 @@ class UnknownWebhookProvider(BillingError):
         self.provider = provider
 
 
+class WebhookRetryLater(BillingError):
+    """Authentic webhook events their execution cannot take yet (still being submitted, or a reversal of a payment
+    not yet completed): refused so the provider redelivers them. Other events of the same delivery were applied."""
+
+    code = "webhook_retry_later"
+
+    def __init__(self, provider: str, event_ids: tuple[str, ...]) -> None:
+        # Event ids come from the provider's signed payload; bounded before they reach a response or a log line.
+        shown = ", ".join(repr(event_id[:64]) for event_id in event_ids[:10])
+        super().__init__(
+            f"{provider} event(s) {shown} cannot be applied to their execution yet; redeliver later",
+            provider=provider,
+            event_ids=event_ids,
+        )
+        self.provider = provider
+        self.event_ids = event_ids
+
+
 class AdapterMismatch(BillingError):
     """An execution reached the rail adapter of another rail or provider; refused before any provider call.
 

@@ -14,6 +14,12 @@ EVENT_PREFIX = "billing.execution."
 CREATED_EVENT_TYPE = EVENT_PREFIX + "created"
 # Recorded while an execution stays in processing: a failed attempt and when the next one is due.
 RETRY_SCHEDULED_EVENT_TYPE = EVENT_PREFIX + "retry_scheduled"
+# Recorded while an execution stays in processing: the retry worker claimed attempt N and is about to resubmit.
+RETRY_ATTEMPT_EVENT_TYPE = EVENT_PREFIX + "retry_attempt"
+# Operational records, never status changes: a retry message parked in the dead-letter queue after the last
+# attempt, and an operator moving a parked message back onto the retry queue.
+DEAD_LETTERED_EVENT_TYPE = EVENT_PREFIX + "dead_lettered"
+REDRIVEN_EVENT_TYPE = EVENT_PREFIX + "redriven"
 
 
 class TransitionMethod(StrEnum):

@@ -1,0 +1,92 @@
+"""Provider webhooks: verify the signature over the raw body, then apply each event once (API Gateway REST)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing.api.http import problem_response, with_correlation_header
+from billing.api.request_context import correlation_id_of
+from billing.domain.errors import BillingError, SignatureInvalid, WebhookRetryLater
+from billing.observability import logger, metrics, tracer
+from billing.resource_names import API_BASE_PATH
+from billing.services.webhook_processing import DeliveryResult, verified_events
+from billing.webhook_wiring import WebhookRuntime
+from billing.webhooks.verification import RawWebhook
+
+app = APIGatewayRestResolver()
+runtime = WebhookRuntime()
+# Adyen documents "[accepted]" as the body that acknowledges a notification batch.
+ACKNOWLEDGEMENT_BODIES = {"adyen": "[accepted]"}
+
+
+def _correlation_id() -> str:
+    return correlation_id_of(app.current_event.raw_event)
+
+
+@app.post(f"{API_BASE_PATH}/webhook/<provider>")
+def receive_webhook(provider: str) -> Response[str]:
+    raw = RawWebhook.from_api_gateway_event(app.current_event.raw_event, provider=provider, clock=runtime.clock)
+    events = verified_events(raw, runtime.registry, runtime.secrets)
+    delivery = runtime.processor().process(raw, events, correlation_id=_correlation_id())
+    _observe(delivery)
+    if delivery.retry_later:
+        return problem_response(WebhookRetryLater(delivery.provider, delivery.retry_later), _correlation_id())
+    if delivery.provider in ACKNOWLEDGEMENT_BODIES:
+        return Response(200, "text/plain", ACKNOWLEDGEMENT_BODIES[delivery.provider])
+    results = [{"event_id": r.event_id, "result": r.result.value, "duplicate": r.duplicate} for r in delivery.results]
+    return Response(200, "application/json", json.dumps({"results": results}))
+
+
+def _observe(delivery: DeliveryResult) -> None:
+    for r in delivery.results:
+        metric = "WebhookRedelivered" if r.duplicate else f"WebhookResult_{r.result.value}"
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+        execution = r.execution
+        logger.info(
+            "billing.webhook.event",
+            extra={
+                "event": "billing.webhook.event",
+                "provider": r.provider,
+                "provider_event_id": r.event_id,
+                "provider_event_type": r.event_type,
+                "result": r.result.value,
+                "duplicate": r.duplicate,
+                "tenant_id": str(execution.tenant_id) if execution else None,
+                "execution_id": str(execution.execution_id) if execution else None,
+            },
+        )
+
+
+@app.exception_handler(SignatureInvalid)
+def _signature_rejected(error: SignatureInvalid) -> Response[str]:
+    # Who claims to have sent it and why it failed; never the payload, which nothing vouches for.
+    metrics.add_metric(name="WebhookSignatureRejected", unit=MetricUnit.Count, value=1)
+    logger.warning("webhook signature rejected", extra={"provider": error.provider, "reason": error.reason})
+    return problem_response(error, _correlation_id())
+
+
+@app.exception_handler(BillingError)
+def _refused(error: BillingError) -> Response[str]:
+    logger.warning("webhook delivery refused", extra={"code": error.code})
+    return problem_response(error, _correlation_id())
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response[str]:
+    logger.exception("unhandled error")
+    runtime.connections.discard()  # the connection may be mid-transaction or broken
+    return problem_response(error, _correlation_id())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    correlation_id = correlation_id_of(event)
+    logger.set_correlation_id(correlation_id)
+    return with_correlation_header(app.resolve(event, context), correlation_id)

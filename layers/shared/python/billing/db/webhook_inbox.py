@@ -1,0 +1,222 @@
+"""PostgreSQL side of webhook processing: the inbox (claim, resolve, read back), the cross-tenant lookup by provider
+reference, and reversals of completed executions.
+
+Every method runs inside the caller's open transaction (see billing.services.webhook_processing): the claim, the
+effect and the resolution of one provider event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from psycopg.types.json import Jsonb
+
+from billing.db.connection import Connection
+from billing.db.tenancy import system_transaction, tenant_transaction
+from billing.domain.status import ExecutionStatus
+from billing.domain.transitions import EVENT_PREFIX
+from billing.domain.workflow import WorkflowWriteContext
+from billing.webhooks.events import WebhookEvent
+
+# Lifecycle event of a reversal. Not a phase change (the execution stays completed), so it has no workflow row,
+# like retry_scheduled.
+REVERSED_EVENT_TYPE = EVENT_PREFIX + "reversed"
+
+# The claim: the primary key decides which of several concurrent deliveries of one event goes ahead. A loser's
+# insert waits for the winner's transaction and then inserts nothing (or, if the winner rolled back, claims it).
+_CLAIM = """
+insert into billing_inbox.webhook_events (
+    provider, provider_event_id, event_type, outcome, provider_reference, failure_code, occurred_at,
+    payload_sha256, received_at
+) values (
+    %(provider)s, %(provider_event_id)s, %(event_type)s, %(outcome)s, %(provider_reference)s, %(failure_code)s,
+    %(occurred_at)s, %(payload_sha256)s, %(received_at)s
+)
+on conflict (provider, provider_event_id) do nothing
+returning provider_event_id
+"""
+
+_RESOLVE = """
+update billing_inbox.webhook_events
+   set result = %(result)s, tenant_id = %(tenant_id)s, execution_id = %(execution_id)s,
+       execution_status = %(execution_status)s, processed_at = now()
+ where provider = %(provider)s and provider_event_id = %(provider_event_id)s and result is null
+"""
+
+_SELECT = "select * from billing_inbox.webhook_events where provider = %s and provider_event_id = %s"
+
+# Cross-tenant by design (the provider does not know our tenants); served by the index
+# billing_executions_provider_reference_lookup. Two rows are enough to tell "unique" from "ambiguous".
+_BY_REFERENCE = """
+select tenant_id, id, status from billing.billing_executions
+ where payment_provider = %s and provider_reference = %s
+ order by tenant_id, id
+ limit 2
+"""
+
+# One statement: the reversal, its lifecycle event and its outbox row, for a completed execution only. A second
+# reversal by the same provider event inserts nothing, and then neither do the event and the outbox row.
+_REVERSAL = """
+with reversal as (
+    insert into billing.execution_reversals (
+        tenant_id, id, execution_id, provider, provider_event_id, provider_event_type, reason, occurred_at
+    )
+    select e.tenant_id, %(reversal_id)s, e.id, %(provider)s, %(provider_event_id)s, %(provider_event_type)s,
+           %(reason)s, %(occurred_at)s
+      from billing.billing_executions e
+     where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = 'completed'
+    on conflict (tenant_id, provider, provider_event_id) do nothing
+    returning *
+), event as (
+    insert into billing.billing_execution_events (
+        tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
+    )
+    select r.tenant_id, %(event_id)s, r.execution_id, %(event_type)s, e.status, e.status,
+           %(event_metadata)s || jsonb_build_object('reversal_id', r.id), %(actor)s, %(correlation_id)s, r.recorded_at
+      from reversal r
+      join billing.billing_executions e on e.tenant_id = r.tenant_id and e.id = r.execution_id
+), outbox as (
+    insert into billing.billing_outbox (
+        tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
+    )
+    select r.tenant_id, %(event_id)s, r.execution_id, %(event_type)s,
+           billing.execution_event_payload(e, %(event_id)s, %(event_type)s, e.status, %(correlation_id)s,
+                                           r.recorded_at)
+           || jsonb_build_object('reversal', %(event_metadata)s || jsonb_build_object('reversal_id', r.id,
+                                                                                     'occurred_at', r.occurred_at)),
+           %(correlation_id)s, r.recorded_at
+      from reversal r
+      join billing.billing_executions e on e.tenant_id = r.tenant_id and e.id = r.execution_id
+)
+select * from reversal
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRef:
+    """Which execution a provider reference belongs to, and its status when looked up."""
+
+    tenant_id: UUID
+    execution_id: UUID
+    status: ExecutionStatus
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRecord:
+    """A resolved inbox row: what an earlier delivery of the event did."""
+
+    provider: str
+    provider_event_id: str
+    event_type: str
+    result: str
+    tenant_id: UUID | None
+    execution_id: UUID | None
+    execution_status: ExecutionStatus | None
+
+
+def _record_from_row(row: Mapping[str, Any]) -> InboxRecord:
+    status = row["execution_status"]
+    return InboxRecord(
+        provider=row["provider"],
+        provider_event_id=row["provider_event_id"],
+        event_type=row["event_type"],
+        result=row["result"],
+        tenant_id=row["tenant_id"],
+        execution_id=row["execution_id"],
+        execution_status=ExecutionStatus(status) if status else None,
+    )
+
+
+class WebhookInbox:
+    """The inbox and the lookups webhook processing needs, on the caller's connection and open transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def claim(self, event: WebhookEvent, *, payload_sha256: str, received_at: datetime) -> bool:
+        """Insert the event's unresolved row; False if the event was already processed (a redelivery)."""
+        params = {
+            "provider": event.provider,
+            "provider_event_id": event.event_id,
+            "event_type": event.event_type,
+            "outcome": event.outcome.value,
+            "provider_reference": event.provider_reference,
+            "failure_code": event.failure_code,
+            "occurred_at": event.occurred_at,
+            "payload_sha256": payload_sha256,
+            "received_at": received_at,
+        }
+        return self._conn.execute(_CLAIM, params).fetchone() is not None
+
+    def resolve(self, event: WebhookEvent, result: str, execution: ExecutionRef | None) -> None:
+        """Record what the claimed event did; must run in the transaction that claimed it."""
+        params = {
+            "provider": event.provider,
+            "provider_event_id": event.event_id,
+            "result": result,
+            "tenant_id": execution.tenant_id if execution else None,
+            "execution_id": execution.execution_id if execution else None,
+            "execution_status": execution.status.value if execution else None,
+        }
+        if self._conn.execute(_RESOLVE, params).rowcount != 1:
+            raise RuntimeError(f"webhook event {event.provider}:{event.event_id} was not claimed by this transaction")
+
+    def stored(self, provider: str, provider_event_id: str) -> InboxRecord | None:
+        """The committed row of an event processed earlier, if any."""
+        row = self._conn.execute(_SELECT, [provider, provider_event_id]).fetchone()
+        return _record_from_row(row) if row else None
+
+    def executions_with_reference(self, provider: str, provider_reference: str) -> list[ExecutionRef]:
+        """Executions of any tenant carrying this provider reference (at most two: one, or proof of ambiguity)."""
+        with system_transaction(self._conn):
+            rows = self._conn.execute(_BY_REFERENCE, [provider, provider_reference]).fetchall()
+        return [ExecutionRef(row["tenant_id"], row["id"], ExecutionStatus(row["status"])) for row in rows]
+
+
+class ExecutionReversals:
+    """Records reversals of completed executions (the execution row itself never changes)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def record(
+        self,
+        execution: ExecutionRef,
+        event: WebhookEvent,
+        *,
+        occurred_at: datetime,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+    ) -> UUID | None:
+        """Write the reversal with its event and outbox row; its id, or None if this provider event already did.
+
+        Also None if the execution is not completed: the statement's own guard, behind the caller's decision.
+        """
+        metadata = {
+            "provider": event.provider,
+            "provider_event_id": event.event_id,
+            "provider_event_type": event.event_type,
+            "reason": event.failure_code,
+        }
+        params = {
+            "tenant_id": execution.tenant_id,
+            "execution_id": execution.execution_id,
+            "reversal_id": uuid4(),
+            "provider": event.provider,
+            "provider_event_id": event.event_id,
+            "provider_event_type": event.event_type,
+            "reason": event.failure_code,
+            "occurred_at": occurred_at,
+            "event_id": uuid4(),
+            "event_type": REVERSED_EVENT_TYPE,
+            "event_metadata": Jsonb(metadata),
+            "actor": context.actor,
+            "correlation_id": correlation_id,
+        }
+        with tenant_transaction(self._conn, execution.tenant_id):
+            row = self._conn.execute(_REVERSAL, params).fetchone()
+        return UUID(str(row["id"])) if row else None

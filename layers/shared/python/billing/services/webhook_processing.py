@@ -1,0 +1,294 @@
+"""Webhook processing: verify a delivery, then apply each event it reports to its execution exactly once.
+
+Each event is one transaction (one atomic phase):
+
+1. claim the event's inbox row (provider, provider event id). A redelivery finds the row and gets the stored result
+   back with no second effect; concurrent deliveries of one event queue on the row's primary key;
+2. find the execution by (provider, provider reference) across tenants;
+3. decide with ACTIONS (reported outcome x current status) and apply through the repository's status-guarded
+   transitions, or record a reversal beside the unchanged row;
+4. resolve the inbox row with the result.
+
+Out-of-order deliveries are settled by the status guard, never by last-write-wins: whichever writer (this event,
+another event, the reconciliation worker) moves a pending execution first wins, and every later writer sees the
+final status and decides again from it. A "retry later" decision rolls the whole transaction back, claim included,
+so the provider's redelivery is processed afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final, Protocol, assert_never
+
+import psycopg
+
+from billing.db.connection import Connection
+from billing.db.execution_repository import ExecutionRepository
+from billing.db.webhook_inbox import ExecutionRef, ExecutionReversals, WebhookInbox
+from billing.domain.errors import TransitionConflict
+from billing.domain.status import ExecutionStatus
+from billing.domain.workflow import WorkflowWriteContext
+from billing.webhooks.events import WebhookEvent, WebhookOutcome
+from billing.webhooks.registry import WebhookProvider, provider_for
+from billing.webhooks.verification import RawWebhook
+
+
+class WebhookAction(StrEnum):
+    """What an acting event does to the execution it references, given that execution's current status."""
+
+    CONFIRM = "confirm"  # confirm_from_pending: pending -> completed
+    REJECT = "reject"  # reject_from_pending: pending -> failed
+    RECORD_REVERSAL = "record_reversal"  # completed stays completed; the reversal is recorded beside it
+    ACKNOWLEDGE = "acknowledge"  # the execution already ended the way the event reports
+    RECORD_OUT_OF_ORDER = "record_out_of_order"  # the event contradicts a final status reached earlier
+    RETRY_LATER = "retry_later"  # the execution cannot take the event yet: 409, the provider redelivers
+
+
+class WebhookResult(StrEnum):
+    """What processing an event did; every value but RETRY_LATER is stored in the inbox row."""
+
+    APPLIED = "applied"
+    ALREADY_TERMINAL = "already_terminal"
+    OUT_OF_ORDER = "out_of_order"
+    REVERSAL = "reversal"
+    IGNORED = "ignored"
+    # No execution carries the reference: acknowledged (providers retry for days otherwise) and kept for investigation.
+    ORPHAN = "orphan"
+    # Executions of several tenants carry the reference: nothing is guessed, the event is kept for investigation.
+    AMBIGUOUS = "ambiguous"
+    RETRY_LATER = "retry_later"
+
+
+STORED_RESULTS: Final = frozenset(WebhookResult) - {WebhookResult.RETRY_LATER}
+
+_O = WebhookOutcome
+_S = ExecutionStatus
+_A = WebhookAction
+
+# Outcomes that concern a payment; IGNORED events are recorded without looking their reference up.
+ACTING_OUTCOMES: Final = (_O.SUCCEEDED, _O.FAILED, _O.REVERSED)
+
+# The one table from (reported outcome, current status) to action; a unit test proves it covers every pair.
+# Decisions worth a why:
+# - FAILED for a completed execution is out of order, not a reversal: parsers report money coming back after a
+#   success (refund, chargeback, late failure) as REVERSED; a plain "failed" after "completed" is a stale report.
+# - SUCCEEDED for a failed or canceled execution contradicts a final status: recorded for investigation, never
+#   rewritten (the row is immutable), like every other contradiction.
+# - created/processing: the execution is still being submitted, so its own attempt decides first; the provider
+#   redelivers after the 409. The same for a reversal of a payment we have not seen complete yet: reconciliation
+#   or the success event will complete it, and the redelivered reversal then finds it completed.
+ACTIONS: Final[Mapping[tuple[WebhookOutcome, ExecutionStatus], WebhookAction]] = MappingProxyType(
+    {
+        (_O.SUCCEEDED, _S.CREATED): _A.RETRY_LATER,
+        (_O.SUCCEEDED, _S.PENDING): _A.CONFIRM,
+        (_O.SUCCEEDED, _S.PROCESSING): _A.RETRY_LATER,
+        (_O.SUCCEEDED, _S.COMPLETED): _A.ACKNOWLEDGE,
+        (_O.SUCCEEDED, _S.FAILED): _A.RECORD_OUT_OF_ORDER,
+        (_O.SUCCEEDED, _S.CANCELED): _A.RECORD_OUT_OF_ORDER,
+        (_O.FAILED, _S.CREATED): _A.RETRY_LATER,
+        (_O.FAILED, _S.PENDING): _A.REJECT,
+        (_O.FAILED, _S.PROCESSING): _A.RETRY_LATER,
+        (_O.FAILED, _S.COMPLETED): _A.RECORD_OUT_OF_ORDER,
+        (_O.FAILED, _S.FAILED): _A.ACKNOWLEDGE,
+        # No money moved on either side: nothing to do.
+        (_O.FAILED, _S.CANCELED): _A.ACKNOWLEDGE,
+        (_O.REVERSED, _S.CREATED): _A.RETRY_LATER,
+        (_O.REVERSED, _S.PENDING): _A.RETRY_LATER,
+        (_O.REVERSED, _S.PROCESSING): _A.RETRY_LATER,
+        (_O.REVERSED, _S.COMPLETED): _A.RECORD_REVERSAL,
+        # Nothing was collected, so nothing can come back: a contradiction to look at.
+        (_O.REVERSED, _S.FAILED): _A.RECORD_OUT_OF_ORDER,
+        (_O.REVERSED, _S.CANCELED): _A.RECORD_OUT_OF_ORDER,
+    }
+)
+
+# The result of each action that writes nothing to the execution.
+_RESULT_WITHOUT_WRITE: Final = MappingProxyType(
+    {
+        _A.ACKNOWLEDGE: WebhookResult.ALREADY_TERMINAL,
+        _A.RECORD_OUT_OF_ORDER: WebhookResult.OUT_OF_ORDER,
+        _A.RETRY_LATER: WebhookResult.RETRY_LATER,
+    }
+)
+
+# A failed execution always carries an error code; some providers report failures without a reason.
+UNSPECIFIED_FAILURE_CODE: Final = "provider_reported_failure"
+
+# The status found by the lookup, then once more the status revealed by a lost race. A third look would only be
+# needed if the execution went back to pending in between, which the provider's redelivery handles (409).
+_DECISIONS_PER_EVENT: Final = 2
+
+
+def action_for(outcome: WebhookOutcome, status: ExecutionStatus) -> WebhookAction:
+    """The action for an acting outcome and the execution's current status (KeyError for IGNORED)."""
+    return ACTIONS[(outcome, status)]
+
+
+class WebhookSecrets(Protocol):
+    """Where the currently valid signing secrets of a provider come from (WebhookSecretStore in AWS)."""
+
+    def secrets_for(self, provider: str) -> Sequence[str]: ...
+
+
+def verified_events(
+    raw: RawWebhook, registry: Mapping[str, WebhookProvider], secrets: WebhookSecrets
+) -> list[WebhookEvent]:
+    """The delivery's events, parsed only after its signature verified; touches no database.
+
+    Raises UnknownWebhookProvider before any secret is read, SignatureInvalid before anything is parsed and
+    WebhookPayloadInvalid for an authentic body of the wrong shape (then no event of the batch is processed).
+    """
+    provider = provider_for(raw.provider, registry)
+    return provider.verify_and_parse(raw, secrets.secrets_for(provider.name))
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """One event's result; `duplicate` when an earlier delivery already processed it (the stored result)."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    result: WebhookResult
+    duplicate: bool = False
+    execution: ExecutionRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The results of one delivery, in the provider's order."""
+
+    provider: str
+    results: tuple[EventResult, ...]
+
+    @property
+    def retry_later(self) -> tuple[str, ...]:
+        """Ids of the events the provider must redeliver (nothing of theirs was stored)."""
+        return tuple(r.event_id for r in self.results if r.result is WebhookResult.RETRY_LATER)
+
+
+class WebhookProcessor:
+    """Applies verified webhook events on one connection (the container's), one transaction per event."""
+
+    def __init__(self, conn: Connection, *, repository: ExecutionRepository | None = None) -> None:
+        self._conn = conn
+        self._inbox = WebhookInbox(conn)
+        self._reversals = ExecutionReversals(conn)
+        self._repository = repository or ExecutionRepository(conn)
+
+    def process(self, raw: RawWebhook, events: Sequence[WebhookEvent], *, correlation_id: str | None) -> DeliveryResult:
+        """Apply each event of a verified delivery; each one commits (or is refused) on its own."""
+        digest = hashlib.sha256(raw.body).hexdigest()
+        return DeliveryResult(
+            raw.provider,
+            tuple(self._process_event(event, raw, digest, correlation_id) for event in events),
+        )
+
+    def _process_event(
+        self, event: WebhookEvent, raw: RawWebhook, digest: str, correlation_id: str | None
+    ) -> EventResult:
+        try:
+            with self._conn.transaction() as transaction:
+                if not self._inbox.claim(event, payload_sha256=digest, received_at=raw.received_at):
+                    return self._redelivered(event)
+                result, execution = self._resolve(event, raw, correlation_id)
+                if result is WebhookResult.RETRY_LATER:
+                    # The claim goes too: the event stays unseen, so the provider's redelivery is processed afresh.
+                    raise psycopg.Rollback(transaction)
+                self._inbox.resolve(event, result.value, execution)
+        except psycopg.errors.LockNotAvailable:
+            # The execution stayed locked beyond lock_timeout, typically by a reconciliation batch that is asking the
+            # provider about it. Everything was rolled back; the redelivery will find the row settled or free.
+            result, execution = WebhookResult.RETRY_LATER, None
+        return EventResult(event.provider, event.event_id, event.event_type, result, execution=execution)
+
+    def _redelivered(self, event: WebhookEvent) -> EventResult:
+        # The claim waited for the earlier delivery's transaction, so its row is committed and resolved.
+        stored = self._inbox.stored(event.provider, event.event_id)
+        assert stored is not None, "a claim conflicts only with a committed row"
+        execution = (
+            ExecutionRef(stored.tenant_id, stored.execution_id, stored.execution_status)
+            if stored.tenant_id and stored.execution_id and stored.execution_status
+            else None
+        )
+        return EventResult(
+            event.provider, event.event_id, stored.event_type, WebhookResult(stored.result), True, execution
+        )
+
+    def _resolve(
+        self, event: WebhookEvent, raw: RawWebhook, correlation_id: str | None
+    ) -> tuple[WebhookResult, ExecutionRef | None]:
+        if event.outcome is WebhookOutcome.IGNORED:
+            return WebhookResult.IGNORED, None
+        # Parsers insist on a reference for acting events; without one there is nothing it could be applied to.
+        if event.provider_reference is None:
+            return WebhookResult.ORPHAN, None
+        matches = self._inbox.executions_with_reference(event.provider, event.provider_reference)
+        if not matches:
+            return WebhookResult.ORPHAN, None
+        if len(matches) > 1:
+            return WebhookResult.AMBIGUOUS, None
+        return self._apply(event, matches[0], raw, correlation_id)
+
+    def _apply(
+        self, event: WebhookEvent, execution: ExecutionRef, raw: RawWebhook, correlation_id: str | None
+    ) -> tuple[WebhookResult, ExecutionRef]:
+        for _ in range(_DECISIONS_PER_EVENT):
+            action = action_for(event.outcome, execution.status)
+            try:
+                return self._perform(action, event, execution, raw, correlation_id)
+            except TransitionConflict as lost:
+                # Another writer (reconciliation, another event) moved the execution first; nothing was written
+                # here. Decide again from where it is now: typically already_terminal or out_of_order.
+                execution = replace(execution, status=ExecutionStatus(lost.actual))
+        return WebhookResult.RETRY_LATER, execution
+
+    def _perform(
+        self,
+        action: WebhookAction,
+        event: WebhookEvent,
+        execution: ExecutionRef,
+        raw: RawWebhook,
+        correlation_id: str | None,
+    ) -> tuple[WebhookResult, ExecutionRef]:
+        context = WorkflowWriteContext.webhook(event.provider)
+        # Lands in the lifecycle event, so the timeline says which delivery made the transition.
+        metadata = {"provider_event_id": event.event_id, "provider_event_type": event.event_type}
+        match action:
+            case _A.CONFIRM:
+                done = self._repository.confirm_from_pending(
+                    execution.tenant_id,
+                    execution.execution_id,
+                    context,
+                    correlation_id=correlation_id,
+                    metadata=metadata,
+                )
+                return WebhookResult.APPLIED, replace(execution, status=done.status)
+            case _A.REJECT:
+                done = self._repository.reject_from_pending(
+                    execution.tenant_id,
+                    execution.execution_id,
+                    context,
+                    error_code=event.failure_code or UNSPECIFIED_FAILURE_CODE,
+                    correlation_id=correlation_id,
+                    metadata=metadata,
+                )
+                return WebhookResult.APPLIED, replace(execution, status=done.status)
+            case _A.RECORD_REVERSAL:
+                # None means this provider event already reversed it (inbox pruned, event redelivered): same result.
+                self._reversals.record(
+                    execution,
+                    event,
+                    occurred_at=event.occurred_at or raw.received_at,
+                    context=context,
+                    correlation_id=correlation_id,
+                )
+                return WebhookResult.REVERSAL, execution
+            case _A.ACKNOWLEDGE | _A.RECORD_OUT_OF_ORDER | _A.RETRY_LATER:
+                return _RESULT_WITHOUT_WRITE[action], execution
+            case _:
+                assert_never(action)

@@ -1,0 +1,83 @@
+"""The outcome x status -> action table that decides what every acting webhook event does."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from billing.domain.status import ExecutionStatus, is_terminal
+from billing.services.webhook_processing import (
+    ACTING_OUTCOMES,
+    ACTIONS,
+    STORED_RESULTS,
+    WebhookAction,
+    WebhookResult,
+    action_for,
+)
+from billing.webhooks.events import WebhookOutcome
+
+_O = WebhookOutcome
+_S = ExecutionStatus
+_A = WebhookAction
+
+# The behaviour the issue asks for, row by row (the table in billing.services.webhook_processing must agree).
+EXPECTED = [
+    (_O.SUCCEEDED, _S.PENDING, _A.CONFIRM),
+    (_O.FAILED, _S.PENDING, _A.REJECT),
+    (_O.REVERSED, _S.PENDING, _A.RETRY_LATER),
+    (_O.SUCCEEDED, _S.COMPLETED, _A.ACKNOWLEDGE),
+    (_O.FAILED, _S.COMPLETED, _A.RECORD_OUT_OF_ORDER),
+    (_O.REVERSED, _S.COMPLETED, _A.RECORD_REVERSAL),
+    (_O.SUCCEEDED, _S.FAILED, _A.RECORD_OUT_OF_ORDER),
+    (_O.FAILED, _S.FAILED, _A.ACKNOWLEDGE),
+    (_O.REVERSED, _S.FAILED, _A.RECORD_OUT_OF_ORDER),
+    (_O.SUCCEEDED, _S.CANCELED, _A.RECORD_OUT_OF_ORDER),
+    (_O.FAILED, _S.CANCELED, _A.ACKNOWLEDGE),
+    (_O.REVERSED, _S.CANCELED, _A.RECORD_OUT_OF_ORDER),
+    (_O.SUCCEEDED, _S.CREATED, _A.RETRY_LATER),
+    (_O.FAILED, _S.CREATED, _A.RETRY_LATER),
+    (_O.REVERSED, _S.CREATED, _A.RETRY_LATER),
+    (_O.SUCCEEDED, _S.PROCESSING, _A.RETRY_LATER),
+    (_O.FAILED, _S.PROCESSING, _A.RETRY_LATER),
+    (_O.REVERSED, _S.PROCESSING, _A.RETRY_LATER),
+]
+
+
+def test_table_covers_every_acting_outcome_and_status_exactly_once() -> None:
+    assert set(ACTIONS) == set(itertools.product(ACTING_OUTCOMES, ExecutionStatus))
+    assert len(EXPECTED) == len(ACTIONS)
+
+
+@pytest.mark.parametrize(("outcome", "status", "action"), EXPECTED)
+def test_action_for_outcome_and_status(outcome: WebhookOutcome, status: ExecutionStatus, action: WebhookAction) -> None:
+    assert action_for(outcome, status) is action
+
+
+def test_only_pending_executions_are_transitioned_and_each_by_its_own_outcome() -> None:
+    transitions = {key: action for key, action in ACTIONS.items() if action in (_A.CONFIRM, _A.REJECT)}
+    assert transitions == {(_O.SUCCEEDED, _S.PENDING): _A.CONFIRM, (_O.FAILED, _S.PENDING): _A.REJECT}
+
+
+def test_reversal_is_recorded_only_for_a_completed_execution() -> None:
+    assert [key for key, action in ACTIONS.items() if action is _A.RECORD_REVERSAL] == [(_O.REVERSED, _S.COMPLETED)]
+
+
+@pytest.mark.parametrize("status", [s for s in ExecutionStatus if is_terminal(s)])
+def test_terminal_execution_is_never_asked_to_retry(status: ExecutionStatus) -> None:
+    # A terminal execution never changes again: a 409 would make the provider redeliver forever.
+    assert all(action_for(outcome, status) is not _A.RETRY_LATER for outcome in ACTING_OUTCOMES)
+
+
+@pytest.mark.parametrize("status", [_S.CREATED, _S.PROCESSING])
+def test_execution_still_being_submitted_is_asked_to_retry_whatever_the_outcome(status: ExecutionStatus) -> None:
+    assert {action_for(outcome, status) for outcome in ACTING_OUTCOMES} == {_A.RETRY_LATER}
+
+
+def test_ignored_events_have_no_action_because_they_are_never_looked_up() -> None:
+    with pytest.raises(KeyError):
+        action_for(_O.IGNORED, _S.PENDING)
+
+
+def test_retry_later_is_the_one_result_never_stored() -> None:
+    assert set(WebhookResult) - STORED_RESULTS == {WebhookResult.RETRY_LATER}
