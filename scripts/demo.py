@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 from billing.auth.tokens import DEMO_SUBJECT, LOCAL_TOKEN_SETTINGS, issue_token
 from billing.local.stack import LocalStack
 from billing.paths import local_state_dir
+from billing.webhooks.delivery import SUCCEEDED, signed_sandbox_delivery
 
 BOLD, DIM, GREEN, RED, YELLOW, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m"
 if not sys.stdout.isatty():
@@ -90,6 +91,8 @@ def show(reply: Reply, what: str) -> None:
     body = reply.body or {}
     if "code" in body and reply.status >= 400:
         summary = f"{body['code']}: {body.get('detail', '')}"
+    elif "results" in body:
+        summary = ", ".join(f"{r['result']}{' (duplicate)' if r.get('duplicate') else ''}" for r in body["results"])
     else:
         extra = f" ({body['last_error_code']})" if body.get("last_error_code") else ""
         summary = f"{body.get('status')}{extra}  {body.get('amount_display', '')}  id={body.get('id')}"
@@ -146,7 +149,7 @@ def card_flows(client: Client) -> None:
     show(client.request("POST", EXECUTIONS, body), "no Idempotency-Key header")
 
 
-def sepa_flow(client: Client) -> str:
+def sepa_flow(client: Client) -> tuple[str, str]:
     title("5. A SEPA debit goes to settlement pending")
     sepa = client.charge(
         f"sepa-{uuid4().hex[:8]}", payment_rail="sepa_debit", payment_instrument_id="iban_settles_paid"
@@ -155,11 +158,23 @@ def sepa_flow(client: Client) -> str:
     say(f"  awaiting settlement at the provider: {sepa.body['awaiting_settlement']}, "
           f"reference {sepa.body['provider_reference']}")  # fmt: skip
     timeline(client, sepa.body["id"])
-    return str(sepa.body["id"])
+    return str(sepa.body["id"]), str(sepa.body["provider_reference"])
+
+
+def webhook_flow(client: Client, execution_id: str, reference: str) -> None:
+    title("6. The provider confirms the SEPA debit with a signed webhook")
+    event_id = f"evt_{uuid4().hex[:16]}"
+    headers, body = signed_sandbox_delivery(event_id, SUCCEEDED, reference)
+    webhook = "/api/v1/billing/webhook/sandbox"
+    show(client.request("POST", webhook, headers=headers, raw=body), f"POST webhook {event_id[:16]} (signed)")
+    show(client.request("POST", webhook, headers=headers, raw=body), "the same delivery again")
+    forged = {**headers, "Sandbox-Signature": headers["Sandbox-Signature"].replace("v1=", "v1=00")}
+    show(client.request("POST", webhook, headers=forged, raw=body), "a forged signature")
+    timeline(client, execution_id)
 
 
 def cancel_flow(client: Client, stack: LocalStack, tenant_id: UUID) -> None:
-    title("6. Cancel: a charge staged by a scheduled billing job, canceled over the API")
+    title("7. Cancel: a charge staged by a scheduled billing job, canceled over the API")
     from billing.db.connection import connect
     from billing.db.execution_repository import ExecutionRepository
     from billing.domain.execution import ExecutionRequest, PaymentRail
@@ -188,7 +203,7 @@ def cancel_flow(client: Client, stack: LocalStack, tenant_id: UUID) -> None:
 
 
 def tenancy_flow(client: Client, stack: LocalStack, execution_id: str) -> None:
-    title("7. Tenancy: another tenant cannot see it, no token gets 401")
+    title("8. Tenancy: another tenant cannot see it, no token gets 401")
     intruder = Client(stack.base_url, uuid4())
     show(intruder.request("GET", f"{EXECUTIONS}/{execution_id}"), "GET as another tenant")
     anonymous = Client(stack.base_url, uuid4())
@@ -205,7 +220,7 @@ def main() -> int:
         say(f"{DIM}API on {stack.base_url}, database {stack.database_url.split('@')[-1]}, tenant {tenant_id}{RESET}")
         client = Client(stack.base_url, tenant_id)
         card_flows(client)
-        sepa_flow(client)
+        webhook_flow(client, *sepa_flow(client))
         cancel_flow(client, stack, tenant_id)
         paid = client.request("GET", f"{EXECUTIONS}?limit=1").body["items"][0]["id"]
         tenancy_flow(client, stack, paid)
