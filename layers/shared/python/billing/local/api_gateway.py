@@ -23,14 +23,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib.util
 import io
 import itertools
 import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,7 +38,6 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 from uuid import uuid4
@@ -48,6 +45,7 @@ from uuid import uuid4
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
+from billing.local.lambda_loader import load_module
 from billing.paths import REPO_ROOT
 from billing.resource_names import FunctionName, Route
 
@@ -437,19 +435,9 @@ class LocalFunctions:
         with self._load_lock:
             # Unique per container across the process: pydantic may look a model's module up again later.
             module_name = f"_billing_local_{function.value}_{next(_container_numbers)}"
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            if spec is None or spec.loader is None:
-                raise FunctionNotDeployed(f"{path} cannot be imported")
-            module: ModuleType = importlib.util.module_from_spec(spec)
-            # Registered while it runs: dataclasses and pydantic resolve annotations through sys.modules.
-            sys.modules[module_name] = module
             started = time.perf_counter()
-            try:
-                with _temporary_environment(self._environment(function)):
-                    spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[module_name]
-                raise
+            with _temporary_environment(self._environment(function)):
+                module = load_module(path, module_name)
             log.info("%s cold start: %s loaded in %.0f ms", function.value, path.name, _ms_since(started))
         handler = getattr(module, "lambda_handler", None)
         if not callable(handler):
