@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 from billing.domain import errors as e
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# RFC 9457 `type`: a stable URI per error code (documentation lives there; clients key on `code`).
+PROBLEM_TYPE_BASE = "https://errors.billing.example/"
 INTERNAL_ERROR_CODE = "internal_error"
 
 # First match along the exception's MRO wins, so subclasses may refine their parent's status.
@@ -28,16 +31,6 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.IdempotencyKeyReused: 422,
 }
 
-_TITLES = {
-    400: "Bad request",
-    401: "Unauthenticated",
-    404: "Not found",
-    409: "Conflict",
-    413: "Payload too large",
-    422: "Unprocessable request",
-    500: "Internal error",
-}
-
 
 def status_for(error: e.BillingError) -> int:
     """HTTP status of a domain error; anything unmapped is our fault (500)."""
@@ -49,8 +42,8 @@ def status_for(error: e.BillingError) -> int:
 
 def problem_body(status: int, code: str, detail: str, correlation_id: str | None, **extra: Any) -> dict[str, Any]:
     return {
-        "type": f"https://errors.billing.example/{code}",
-        "title": _TITLES.get(status, "Error"),
+        "type": f"{PROBLEM_TYPE_BASE}{code}",
+        "title": HTTPStatus(status).phrase,
         "status": status,
         "code": code,
         "detail": detail,

@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +44,7 @@ from uuid import uuid4
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
+from billing.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from billing.local.lambda_loader import load_module
 from billing.paths import REPO_ROOT
 from billing.resource_names import FunctionName, Route
@@ -68,7 +68,6 @@ _DRAIN_LIMIT_BYTES: Final = 10 * 1024 * 1024
 CORRELATION_ID_HEADER: Final = "X-Correlation-Id"
 # Echoed into logs and events, so only a bounded, plain token is taken from the caller (as billing.api does).
 _CORRELATION_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-PROBLEM_TYPE_BASE: Final = "https://errors.billing.example/"
 # Keys a Lambda proxy result may have; API Gateway answers 502 for anything else.
 _PROXY_RESULT_KEYS: Final = frozenset({"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"})
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -124,17 +123,10 @@ def problem(
 
     Same shape as billing.api.problems' bodies, so a client cannot tell a gateway refusal from a function's by form.
     """
-    document = {
-        "type": f"{PROBLEM_TYPE_BASE}{code}",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "code": code,
-        "detail": detail,
-        "correlation_id": correlation_id,
-    }
+    document = problem_body(status, code, detail, correlation_id)
     return HttpResponse(
         status=status,
-        headers=(("Content-Type", "application/problem+json"), *headers),
+        headers=(("Content-Type", PROBLEM_CONTENT_TYPE), *headers),
         body=json.dumps(document).encode(),
     )
 
