@@ -8,6 +8,7 @@ submitting) is resumed by the next caller with the same key.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ class ExecutionDriver:
         *,
         backoff: BackoffPolicy | None = None,
         clock: Clock = _utc_now,
+        jitter: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self._repository = repository
         self._providers = providers
@@ -48,6 +50,8 @@ class ExecutionDriver:
         self._observer = observer
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock
+        # Injectable so tests assert the exact backoff schedule instead of a random draw.
+        self._jitter = jitter
 
     def drive(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
         """Advance the execution as far as it can go now; calling it again for the same execution is safe."""
@@ -149,7 +153,7 @@ class ExecutionDriver:
         error_code = result.error_code or OUTCOME_UNKNOWN_CODE
         retries_used = execution.attempt_count - 1
         if retries_used < adapter.max_retries:
-            delay = self._backoff.delay(retries_used + 1)
+            delay = self._backoff.delay(retries_used + 1, self._jitter)
             not_before = self._clock() + timedelta(seconds=delay)
             recorded = self._repository.record_retry_scheduled(
                 execution.tenant_id,

@@ -1,0 +1,58 @@
+"""Scheduled every 5 minutes: settles executions waiting on a provider and recovers those stuck in processing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from billing.observability import logger, metrics, tracer
+from billing.services.reconciliation import ReconciliationReport, StopReason
+from billing.worker_wiring import ReconcileRuntime, ReconcileSettings
+
+# No provider call starts later than this before the timeout: the call, the transition and the commit fit in it.
+SAFETY_MARGIN_MS = 15_000
+runtime = ReconcileRuntime(ReconcileSettings.from_environment())
+
+
+class ReconcileCommand(BaseModel):
+    """The schedule sends {}; an operator may invoke with {"dry_run": true} to see what a run would change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dry_run: bool = False
+
+
+def record(report: ReconciliationReport) -> None:
+    for finding in report.flagged:
+        logger.warning("billing.reconcile.flagged", extra={"event": "billing.reconcile.flagged", **finding.as_dict()})
+    for finding in report.changes:
+        logger.info("billing.reconcile.change", extra={"event": "billing.reconcile.change", **finding.as_dict()})
+    logger.info("billing.reconcile.run", extra={"event": "billing.reconcile.run", **report.summary()})
+    if report.dry_run:
+        return  # a dry run changes nothing, so it must not move the dashboards either
+    for action, count in report.counts().items():
+        metrics.add_metric(name=f"Reconcile_{action}", unit=MetricUnit.Count, value=count)
+    metrics.add_metric(name="ReconcileFlagged", unit=MetricUnit.Count, value=len(report.flagged))
+    stopped_early = report.stop_reason is StopReason.TIME_BUDGET
+    metrics.add_metric(name="ReconcileStoppedOnTimeBudget", unit=MetricUnit.Count, value=int(stopped_early))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    command = ReconcileCommand.model_validate(event or {})
+    try:
+        report = runtime.worker().run(
+            lambda: context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS, dry_run=command.dry_run
+        )
+    except psycopg.Error:
+        runtime.connections.discard()  # the connection may be mid-transaction or broken
+        raise
+    record(report)
+    changes = [finding.as_dict() for finding in report.changes] if report.dry_run else None
+    return {**report.summary(), "planned_changes": changes}

@@ -1,0 +1,204 @@
+"""Per-container wiring of the background workers: the retry consumer (retry_dlq) and the reconciler (reconcile).
+
+Settings are validated at cold start. Queue URLs are required; the tuning knobs have defaults documented beside
+the code they tune (domain.backoff, services.reconciliation), so an unset knob means "the documented default",
+never a guess about which resource to use.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from billing import resource_names as names
+from billing.aws.dead_letters import DeadLetterTool, SqsDeadLetterSink, SqsQueue
+from billing.aws.retry_queue import SqsRetryScheduler
+from billing.db.attempts import AttemptLedger
+from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
+from billing.db.execution_repository import ExecutionRepository
+from billing.domain.backoff import BackoffPolicy
+from billing.domain.workflow import WorkflowWriteContext
+from billing.observability import PowertoolsExecutionObserver
+from billing.rails.ports import PaymentProvider
+from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.services.execution_driver import ExecutionDriver
+from billing.services.reconciliation import ReconcileConfig, ReconciliationWorker
+from billing.services.retry_worker import RetryWorker
+
+# Tuning knobs (optional; the CDK app may set them per stage).
+ENV_RETRY_BACKOFF_BASE_SECONDS: Final = "RETRY_BACKOFF_BASE_SECONDS"
+ENV_RETRY_BACKOFF_CAP_SECONDS: Final = "RETRY_BACKOFF_CAP_SECONDS"
+ENV_RECONCILE_PENDING_AFTER_SECONDS: Final = "RECONCILE_PENDING_AFTER_SECONDS"
+ENV_RECONCILE_MAX_PENDING_AGE_SECONDS: Final = "RECONCILE_MAX_PENDING_AGE_SECONDS"
+ENV_RECONCILE_STUCK_AFTER_SECONDS: Final = "RECONCILE_STUCK_AFTER_SECONDS"
+ENV_RECONCILE_BATCH_SIZE: Final = "RECONCILE_BATCH_SIZE"
+
+Clock = Callable[[], datetime]
+Jitter = Callable[[float, float], float]
+
+_BACKOFF_DEFAULTS = BackoffPolicy()
+_RECONCILE_DEFAULTS = ReconcileConfig()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sandbox_providers() -> Mapping[str, PaymentProvider]:
+    # The sandbox is an external system: it gets its own connections, never the billing transaction.
+    return {"sandbox": SandboxProvider(connections_to(database_url_from_environment()))}
+
+
+class RetrySettings(BaseModel):
+    """What the retry_dlq function reads from its environment; a missing queue URL fails the cold start."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    retry_queue_url: str = Field(alias=names.ENV_RETRY_QUEUE_URL, min_length=1)
+    dlq_url: str = Field(alias=names.ENV_DLQ_URL, min_length=1)
+    backoff_base_seconds: float = Field(_BACKOFF_DEFAULTS.base_seconds, alias=ENV_RETRY_BACKOFF_BASE_SECONDS, gt=0)
+    backoff_cap_seconds: float = Field(_BACKOFF_DEFAULTS.cap_seconds, alias=ENV_RETRY_BACKOFF_CAP_SECONDS, gt=0)
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> RetrySettings:
+        self.backoff()  # raises ValueError on an inconsistent pair, failing the cold start
+        return self
+
+    @classmethod
+    def from_environment(cls) -> RetrySettings:
+        return cls.model_validate(dict(os.environ))
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(self.backoff_base_seconds, self.backoff_cap_seconds)
+
+
+class RetryRuntime:
+    """The retry consumer and the DLQ tooling, built once per container and reused while it is warm."""
+
+    def __init__(
+        self,
+        settings: RetrySettings,
+        connections: ConnectionProvider | None = None,
+        *,
+        sqs: Any | None = None,
+        providers: Mapping[str, PaymentProvider] | None = None,
+        clock: Clock = _utc_now,
+        jitter: Jitter = random.uniform,
+    ) -> None:
+        self.settings = settings
+        self.connections = connections or ConnectionProvider()
+        self._sqs_client = sqs
+        self._providers = providers
+        self._clock = clock
+        self._jitter = jitter
+
+    @cached_property
+    def sqs(self) -> Any:
+        if self._sqs_client is not None:
+            return self._sqs_client
+        import boto3  # deferred: boto3 costs ~100 ms of cold start
+
+        return boto3.client("sqs")
+
+    @cached_property
+    def providers(self) -> Mapping[str, PaymentProvider]:
+        return self._providers if self._providers is not None else _sandbox_providers()
+
+    def retry_worker(self) -> RetryWorker:
+        conn = self.connections.get()
+        repository = ExecutionRepository(conn)
+        scheduler = SqsRetryScheduler(self.sqs, self.settings.retry_queue_url, clock=self._clock)
+        driver = ExecutionDriver(
+            repository,
+            self.providers,
+            scheduler,
+            PowertoolsExecutionObserver(),
+            backoff=self.settings.backoff(),
+            clock=self._clock,
+            jitter=self._jitter,
+        )
+        return RetryWorker(
+            repository,
+            AttemptLedger(conn),
+            driver,
+            self.providers,
+            scheduler,
+            SqsDeadLetterSink(self.sqs, self.settings.dlq_url),
+            clock=self._clock,
+        )
+
+    def retry_queue(self, *, visibility_timeout: int | None = None) -> SqsQueue:
+        """The retry queue for a local poller: `runtime.retry_worker().poll_once(runtime.retry_queue())`."""
+        return SqsQueue(self.sqs, self.settings.retry_queue_url, visibility_timeout=visibility_timeout)
+
+    def dead_letter_tool(self, context: WorkflowWriteContext | None = None, **options: Any) -> DeadLetterTool:
+        """List, show, redrive and purge the DLQ; redrives are recorded on the executions as `context`."""
+        return DeadLetterTool(
+            self.sqs,
+            self.settings.dlq_url,
+            self.settings.retry_queue_url,
+            AttemptLedger(self.connections.get()),
+            context=context,
+            **options,
+        )
+
+
+class ReconcileSettings(BaseModel):
+    """What the reconcile function reads from its environment (all optional, see ReconcileConfig)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    pending_after_seconds: float = Field(
+        _RECONCILE_DEFAULTS.pending_after.total_seconds(), alias=ENV_RECONCILE_PENDING_AFTER_SECONDS, ge=0
+    )
+    max_pending_age_seconds: float = Field(
+        _RECONCILE_DEFAULTS.max_pending_age.total_seconds(), alias=ENV_RECONCILE_MAX_PENDING_AGE_SECONDS, ge=0
+    )
+    stuck_after_seconds: float = Field(
+        _RECONCILE_DEFAULTS.stuck_after.total_seconds(), alias=ENV_RECONCILE_STUCK_AFTER_SECONDS, ge=0
+    )
+    batch_size: int = Field(_RECONCILE_DEFAULTS.batch_size, alias=ENV_RECONCILE_BATCH_SIZE, ge=1, le=500)
+
+    @classmethod
+    def from_environment(cls) -> ReconcileSettings:
+        return cls.model_validate(dict(os.environ))
+
+    def config(self) -> ReconcileConfig:
+        return ReconcileConfig(
+            pending_after=timedelta(seconds=self.pending_after_seconds),
+            max_pending_age=timedelta(seconds=self.max_pending_age_seconds),
+            stuck_after=timedelta(seconds=self.stuck_after_seconds),
+            batch_size=self.batch_size,
+        )
+
+
+class ReconcileRuntime:
+    """The reconciliation worker, built once per container."""
+
+    def __init__(
+        self,
+        settings: ReconcileSettings,
+        connections: ConnectionProvider | None = None,
+        *,
+        providers: Mapping[str, PaymentProvider] | None = None,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self.settings = settings
+        self.connections = connections or ConnectionProvider()
+        self._providers = providers
+        self._clock = clock
+
+    @cached_property
+    def providers(self) -> Mapping[str, PaymentProvider]:
+        return self._providers if self._providers is not None else _sandbox_providers()
+
+    def worker(self) -> ReconciliationWorker:
+        return ReconciliationWorker(
+            self.connections.get(), self.providers, config=self.settings.config(), clock=self._clock
+        )

@@ -1,0 +1,140 @@
+"""Worker settings read at cold start, the reconciliation report, and how a parked message describes itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from billing import resource_names as names
+from billing.aws.dead_letters import DeadLetter
+from billing.aws.retry_queue import encode_retry
+from billing.domain.status import ExecutionStatus
+from billing.services.ports import RetryRequest
+from billing.services.reconciliation import (
+    Action,
+    Finding,
+    ReconcileConfig,
+    ReconciliationReport,
+    StopReason,
+    Sweep,
+)
+from billing.worker_wiring import ReconcileSettings, RetrySettings
+
+QUEUES = {names.ENV_RETRY_QUEUE_URL: "https://sqs/retry", names.ENV_DLQ_URL: "https://sqs/dlq"}
+
+
+def test_retry_settings_without_overrides_use_the_documented_backoff() -> None:
+    backoff = RetrySettings.model_validate(QUEUES).backoff()
+
+    assert (backoff.base_seconds, backoff.cap_seconds) == (2.0, 3600.0)
+
+
+@pytest.mark.parametrize("missing", [names.ENV_RETRY_QUEUE_URL, names.ENV_DLQ_URL])
+def test_retry_settings_without_a_queue_url_fail(missing: str) -> None:
+    with pytest.raises(ValidationError, match=missing):
+        RetrySettings.model_validate({k: v for k, v in QUEUES.items() if k != missing})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"RETRY_BACKOFF_BASE_SECONDS": "0"},
+        {"RETRY_BACKOFF_BASE_SECONDS": "60", "RETRY_BACKOFF_CAP_SECONDS": "30"},
+        {"RETRY_BACKOFF_CAP_SECONDS": "soon"},
+    ],
+)
+def test_retry_settings_with_an_impossible_backoff_fail(overrides: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        RetrySettings.model_validate({**QUEUES, **overrides})
+
+
+def test_reconcile_settings_turn_seconds_into_the_worker_config() -> None:
+    settings = ReconcileSettings.model_validate(
+        {
+            "RECONCILE_PENDING_AFTER_SECONDS": "60",
+            "RECONCILE_MAX_PENDING_AGE_SECONDS": "86400",
+            "RECONCILE_STUCK_AFTER_SECONDS": "900",
+            "RECONCILE_BATCH_SIZE": "50",
+        }
+    )
+
+    assert settings.config() == ReconcileConfig(
+        pending_after=timedelta(minutes=1),
+        max_pending_age=timedelta(days=1),
+        stuck_after=timedelta(minutes=15),
+        batch_size=50,
+    )
+    assert ReconcileSettings.model_validate({}).config() == ReconcileConfig()
+
+
+@pytest.mark.parametrize("fields", [{"batch_size": 0}, {"stuck_after": timedelta(seconds=-1)}])
+def test_reconcile_config_refuses_nonsense(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"must be positive|negative"):
+        ReconcileConfig(**fields)
+
+
+def finding(action: Action, *, to_status: ExecutionStatus | None = None, flagged: bool = False) -> Finding:
+    return Finding(
+        sweep=Sweep.SETTLEMENT,
+        tenant_id=uuid4(),
+        execution_id=uuid4(),
+        action=action,
+        from_status=ExecutionStatus.PENDING,
+        to_status=to_status,
+        provider_outcome=None,
+        provider_reference="sbx_1",
+        error_code=None,
+        waited_seconds=12.34,
+        flagged=flagged,
+    )
+
+
+def test_report_counts_every_action_and_separates_changes_from_flags() -> None:
+    report = ReconciliationReport(
+        dry_run=False,
+        batches=2,
+        stop_reason=StopReason.DRAINED,
+        findings=(
+            finding(Action.COMPLETED, to_status=ExecutionStatus.COMPLETED),
+            finding(Action.COMPLETED, to_status=ExecutionStatus.COMPLETED),
+            finding(Action.STILL_PENDING, flagged=True),
+            finding(Action.PROVIDER_UNAVAILABLE),
+        ),
+    )
+
+    summary = report.summary()
+
+    assert summary["counts"] == {
+        "completed": 2,
+        "failed": 0,
+        "settlement_pending": 0,
+        "still_pending": 1,
+        "missing_at_provider": 0,
+        "provider_unavailable": 1,
+        "conflict": 0,
+        "error": 0,
+    }
+    assert (summary["examined"], summary["changed"], summary["flagged"]) == (4, 2, 1)
+    assert report.flagged[0].as_dict()["waited_seconds"] == 12.3
+
+
+def test_parked_retry_message_describes_its_execution() -> None:
+    request = RetryRequest(uuid4(), uuid4(), 4, datetime(2026, 4, 10, tzinfo=UTC), "corr-9")
+    letter = DeadLetter("m-1", encode_retry(request), "r-1", None, 5, {"reason": "retries_exhausted"})
+
+    described = letter.describe()
+
+    assert letter.request == request
+    assert (described["execution_id"], described["attempt"], described["body"]) == (str(request.execution_id), 4, None)
+
+
+@pytest.mark.parametrize("body", ["", "[]", "{}", '{"tenant_id": "not-a-uuid"}'])
+def test_parked_poison_message_has_no_request_and_shows_its_body(body: str) -> None:
+    letter = DeadLetter("m-1", body, "r-1", None, 5)
+
+    assert letter.request is None
+    assert letter.describe()["body"] == body
