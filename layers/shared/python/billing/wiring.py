@@ -5,25 +5,51 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from billing import resource_names as names
 from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
 from billing.db.execution_repository import ExecutionRepository
+from billing.domain.backoff import BackoffPolicy
 from billing.observability import PowertoolsExecutionObserver
 from billing.rails.ports import PaymentProvider
 from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.execution_service import ExecutionService
 
+_BACKOFF_DEFAULTS = BackoffPolicy()
 
-class ExecuteSettings(BaseModel):
-    """What the execute function reads from its environment; a missing variable fails the cold start."""
+
+def sandbox_providers() -> Mapping[str, PaymentProvider]:
+    """The payment providers a function can reach, by name (payment_provider on the execution)."""
+    # The sandbox is an external system: it gets its own connections, never the billing transaction.
+    return {"sandbox": SandboxProvider(connections_to(database_url_from_environment()))}
+
+
+class BackoffSettings(BaseModel):
+    """Retry backoff knobs, shared by every function that schedules retries so they agree on the schedule."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    backoff_base_seconds: float = Field(
+        _BACKOFF_DEFAULTS.base_seconds, alias=names.ENV_RETRY_BACKOFF_BASE_SECONDS, gt=0
+    )
+    backoff_cap_seconds: float = Field(_BACKOFF_DEFAULTS.cap_seconds, alias=names.ENV_RETRY_BACKOFF_CAP_SECONDS, gt=0)
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> Self:
+        self.backoff()  # raises ValueError on an inconsistent pair, failing the cold start
+        return self
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(self.backoff_base_seconds, self.backoff_cap_seconds)
+
+
+class ExecuteSettings(BackoffSettings):
+    """What the execute function reads from its environment; a missing variable fails the cold start."""
 
     retry_queue_url: str = Field(alias=names.ENV_RETRY_QUEUE_URL, min_length=1)
 
@@ -47,8 +73,7 @@ class ExecuteRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        # The sandbox is an external system: it gets its own connections, never the billing transaction.
-        return {"sandbox": SandboxProvider(connections_to(database_url_from_environment()))}
+        return sandbox_providers()
 
     def execution_service(self) -> ExecutionService:
         repository = ExecutionRepository(self.connections.get())
@@ -57,5 +82,6 @@ class ExecuteRuntime:
             self.providers,
             SqsRetryScheduler(self._sqs, self.settings.retry_queue_url),
             PowertoolsExecutionObserver(),
+            backoff=self.settings.backoff(),
         )
         return ExecutionService(repository, driver)

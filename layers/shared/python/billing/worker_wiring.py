@@ -12,37 +12,27 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, Final
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from billing import resource_names as names
 from billing.aws.dead_letters import DeadLetterTool, SqsDeadLetterSink, SqsQueue
 from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.attempts import AttemptLedger
-from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
+from billing.db.connection_provider import ConnectionProvider
 from billing.db.execution_repository import ExecutionRepository
-from billing.domain.backoff import BackoffPolicy
 from billing.domain.workflow import WorkflowWriteContext
 from billing.observability import PowertoolsExecutionObserver
 from billing.rails.ports import PaymentProvider
-from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.reconciliation import ReconcileConfig, ReconciliationWorker
 from billing.services.retry_worker import RetryWorker
-
-# Tuning knobs (optional; the CDK app may set them per stage).
-ENV_RETRY_BACKOFF_BASE_SECONDS: Final = "RETRY_BACKOFF_BASE_SECONDS"
-ENV_RETRY_BACKOFF_CAP_SECONDS: Final = "RETRY_BACKOFF_CAP_SECONDS"
-ENV_RECONCILE_PENDING_AFTER_SECONDS: Final = "RECONCILE_PENDING_AFTER_SECONDS"
-ENV_RECONCILE_MAX_PENDING_AGE_SECONDS: Final = "RECONCILE_MAX_PENDING_AGE_SECONDS"
-ENV_RECONCILE_STUCK_AFTER_SECONDS: Final = "RECONCILE_STUCK_AFTER_SECONDS"
-ENV_RECONCILE_BATCH_SIZE: Final = "RECONCILE_BATCH_SIZE"
+from billing.wiring import BackoffSettings, sandbox_providers
 
 Clock = Callable[[], datetime]
 Jitter = Callable[[float, float], float]
 
-_BACKOFF_DEFAULTS = BackoffPolicy()
 _RECONCILE_DEFAULTS = ReconcileConfig()
 
 
@@ -50,32 +40,15 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sandbox_providers() -> Mapping[str, PaymentProvider]:
-    # The sandbox is an external system: it gets its own connections, never the billing transaction.
-    return {"sandbox": SandboxProvider(connections_to(database_url_from_environment()))}
-
-
-class RetrySettings(BaseModel):
+class RetrySettings(BackoffSettings):
     """What the retry_dlq function reads from its environment; a missing queue URL fails the cold start."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     retry_queue_url: str = Field(alias=names.ENV_RETRY_QUEUE_URL, min_length=1)
     dlq_url: str = Field(alias=names.ENV_DLQ_URL, min_length=1)
-    backoff_base_seconds: float = Field(_BACKOFF_DEFAULTS.base_seconds, alias=ENV_RETRY_BACKOFF_BASE_SECONDS, gt=0)
-    backoff_cap_seconds: float = Field(_BACKOFF_DEFAULTS.cap_seconds, alias=ENV_RETRY_BACKOFF_CAP_SECONDS, gt=0)
-
-    @model_validator(mode="after")
-    def _cap_not_below_base(self) -> RetrySettings:
-        self.backoff()  # raises ValueError on an inconsistent pair, failing the cold start
-        return self
 
     @classmethod
     def from_environment(cls) -> RetrySettings:
         return cls.model_validate(dict(os.environ))
-
-    def backoff(self) -> BackoffPolicy:
-        return BackoffPolicy(self.backoff_base_seconds, self.backoff_cap_seconds)
 
 
 class RetryRuntime:
@@ -108,7 +81,7 @@ class RetryRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return self._providers if self._providers is not None else _sandbox_providers()
+        return self._providers if self._providers is not None else sandbox_providers()
 
     def retry_worker(self) -> RetryWorker:
         conn = self.connections.get()
@@ -155,15 +128,15 @@ class ReconcileSettings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     pending_after_seconds: float = Field(
-        _RECONCILE_DEFAULTS.pending_after.total_seconds(), alias=ENV_RECONCILE_PENDING_AFTER_SECONDS, ge=0
+        _RECONCILE_DEFAULTS.pending_after.total_seconds(), alias=names.ENV_RECONCILE_PENDING_AFTER_SECONDS, ge=0
     )
     max_pending_age_seconds: float = Field(
-        _RECONCILE_DEFAULTS.max_pending_age.total_seconds(), alias=ENV_RECONCILE_MAX_PENDING_AGE_SECONDS, ge=0
+        _RECONCILE_DEFAULTS.max_pending_age.total_seconds(), alias=names.ENV_RECONCILE_MAX_PENDING_AGE_SECONDS, ge=0
     )
     stuck_after_seconds: float = Field(
-        _RECONCILE_DEFAULTS.stuck_after.total_seconds(), alias=ENV_RECONCILE_STUCK_AFTER_SECONDS, ge=0
+        _RECONCILE_DEFAULTS.stuck_after.total_seconds(), alias=names.ENV_RECONCILE_STUCK_AFTER_SECONDS, ge=0
     )
-    batch_size: int = Field(_RECONCILE_DEFAULTS.batch_size, alias=ENV_RECONCILE_BATCH_SIZE, ge=1, le=500)
+    batch_size: int = Field(_RECONCILE_DEFAULTS.batch_size, alias=names.ENV_RECONCILE_BATCH_SIZE, ge=1, le=500)
 
     @classmethod
     def from_environment(cls) -> ReconcileSettings:
@@ -196,7 +169,7 @@ class ReconcileRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return self._providers if self._providers is not None else _sandbox_providers()
+        return self._providers if self._providers is not None else sandbox_providers()
 
     def worker(self) -> ReconciliationWorker:
         return ReconciliationWorker(
