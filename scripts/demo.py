@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 from billing.auth.tokens import DEMO_SUBJECT, LOCAL_TOKEN_SETTINGS, issue_token
 from billing.local.stack import LocalStack
 from billing.paths import local_state_dir
+from billing.resource_names import FunctionName
 from billing.webhooks.delivery import SUCCEEDED, signed_sandbox_delivery
 
 BOLD, DIM, GREEN, RED, YELLOW, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m"
@@ -202,6 +203,74 @@ def cancel_flow(client: Client, stack: LocalStack, tenant_id: UUID) -> None:
     timeline(client, execution_id)
 
 
+def retry_flow(client: Client) -> None:
+    title("9. A transient provider failure, recovered by the retry queue")
+    flaky = client.charge(f"flaky-{uuid4().hex[:8]}", payment_instrument_id="tok_transient_2")
+    show(flaky, "POST /executions  tok_transient_2")
+    say(f"  retry scheduled for {flaky.body['next_attempt_at']} ({flaky.body['last_error_code']})")
+    execution_id = flaky.body["id"]
+    wait_for(lambda: client.execution(execution_id)["status"] == "completed", "the retries to complete the charge")
+    done = client.execution(execution_id)
+    say(f"  completed on attempt {done['attempt_count']}, same provider key each time (one charge)")
+    timeline(client, execution_id)
+
+
+def dead_letter_flow(client: Client, stack: LocalStack) -> None:
+    title("10. A charge that keeps failing: retries exhausted, parked in the DLQ, redriven by an operator")
+    doomed = client.charge(f"doomed-{uuid4().hex[:8]}", payment_instrument_id="tok_always_transient")
+    show(doomed, "POST /executions  tok_always_transient")
+    execution_id = doomed.body["id"]
+    wait_for(lambda: client.execution(execution_id)["status"] == "failed", "the retries to run out", 60)
+    sqs = stack.client("sqs")
+    dlq = stack.resources.dlq_url
+
+    def parked() -> int:
+        attributes = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+    wait_for(lambda: parked() > 0, "the message to reach the dead-letter queue")
+    say(f"  failed after {client.execution(execution_id)['attempt_count']} attempts; DLQ depth {parked()}")
+    report = stack.invoke(FunctionName.RETRY_DLQ, {"redrive": True, "operator": "demo-operator"})
+    say(f"  operator redrive: {len(report['redriven'])} message(s) moved back to the retry queue")
+    timeline(client, execution_id)
+
+
+def reconciliation_flow(client: Client, stack: LocalStack) -> None:
+    title("11. A SEPA debit settled by the reconciliation worker (no webhook)")
+    sepa = client.charge(
+        f"sepa-recon-{uuid4().hex[:8]}", payment_rail="sepa_debit", payment_instrument_id="iban_settles_failed"
+    )
+    show(sepa, "POST /executions  iban_settles_failed")
+    report = stack.invoke(FunctionName.RECONCILE, {})
+    say(f"  reconcile run: {', '.join(f'{k}={v}' for k, v in report.items() if isinstance(v, int))}")
+    show(Reply(200, client.execution(sepa.body["id"]), {}), "GET /executions/{id}")
+    timeline(client, sepa.body["id"])
+
+
+def events_flow(stack: LocalStack) -> None:
+    title("12. Events on the EventBridge bus (published by the outbox relay)")
+    report = stack.invoke(FunctionName.OUTBOX_RELAY, {})
+    say(f"  outbox relay: published {report['published']}, failed {report['failed']}, left {report['unpublished']}")
+    sqs = stack.client("sqs")
+    tap = stack.resources.events_tap_queue_url
+    received: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=tap, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
+        received += [json.loads(message["Body"]) for message in batch]
+        sqs.delete_message_batch(
+            QueueUrl=tap, Entries=[{"Id": m["MessageId"], "ReceiptHandle": m["ReceiptHandle"]} for m in batch]
+        )
+    kinds: dict[str, int] = {}
+    for event in received:
+        kinds[event["detail-type"]] = kinds.get(event["detail-type"], 0) + 1
+    say(f"  {len(received)} events received by a rule on the bus:")
+    for kind, count in sorted(kinds.items()):
+        say(f"    {count:>3}  {kind}")
+    if received:
+        sample = received[-1]
+        say(f"  {DIM}sample: source={sample['source']} detail-type={sample['detail-type']} "
+            f"detail.event_id={sample['detail']['event_id']}{RESET}")  # fmt: skip
+
+
 def tenancy_flow(client: Client, stack: LocalStack, execution_id: str) -> None:
     title("8. Tenancy: another tenant cannot see it, no token gets 401")
     intruder = Client(stack.base_url, uuid4())
@@ -224,6 +293,12 @@ def main() -> int:
         cancel_flow(client, stack, tenant_id)
         paid = client.request("GET", f"{EXECUTIONS}?limit=1").body["items"][0]["id"]
         tenancy_flow(client, stack, paid)
+        # From here on the retry queue delivers to the retry function, as its event source mapping does in AWS.
+        stack.every(0.5, "retry-queue", stack.retry_event_source().poll)
+        retry_flow(client)
+        dead_letter_flow(client, stack)
+        reconciliation_flow(client, stack)
+        events_flow(stack)
         title("Listing this tenant's executions")
         page = client.request("GET", f"{EXECUTIONS}?limit=50").body
         counts: dict[str, int] = {}

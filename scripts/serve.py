@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with stack:
+            stack.start_background_jobs()
             print(f"billing API ready on {stack.base_url}", flush=True)
             print(
                 '  get a token: TOKEN=$(make -s token TENANT=<uuid>), then curl -H "Authorization: Bearer $TOKEN" '

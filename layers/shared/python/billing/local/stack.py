@@ -38,6 +38,7 @@ from billing.local.api_gateway import (
     LocalFunctions,
     LocalHttpServer,
 )
+from billing.local.event_sources import SqsEventSource
 from billing.resource_names import FunctionName
 from billing.webhooks.secrets import seed_webhook_secrets, webhook_secrets_from_env
 
@@ -47,6 +48,15 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
 ENV_PORT: Final = "PORT"
 ENV_MOTO_PORT: Final = "MOTO_PORT"
+# Local schedules (AWS: the event source mapping, and every minute / five minutes, see resource_names).
+RETRY_POLL_SECONDS: Final = 1.0
+OUTBOX_RELAY_SECONDS: Final = 2.0
+RECONCILE_SECONDS: Final = 5.0
+LOCAL_TUNING: Final = {
+    names.ENV_RETRY_BACKOFF_BASE_SECONDS: "1",
+    names.ENV_RETRY_BACKOFF_CAP_SECONDS: "4",
+    names.ENV_RECONCILE_PENDING_AFTER_SECONDS: "0",
+}
 # Local only: a queue subscribed to every billing event on the bus, so the demo and tests can see what was published.
 EVENTS_TAP_QUEUE_NAME: Final = "billing-events-tap"
 EVENTS_TAP_RULE_NAME: Final = "billing-events-tap"
@@ -346,7 +356,27 @@ class LocalStack:
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             "POWERTOOLS_TRACE_DISABLED": "true",
             names.ENV_LOG_LEVEL: os.environ.get(names.ENV_LOG_LEVEL) or "INFO",
+            # Local pace: retries seconds apart instead of minutes, and a debit is reconciled on the next run
+            # instead of after days. Each stays overridable from the calling environment.
+            **{name: os.environ.get(name) or value for name, value in LOCAL_TUNING.items()},
         }
+
+    # --- background work ----------------------------------------------------------------------------------------
+
+    def retry_event_source(self) -> SqsEventSource:
+        """The retry queue delivering to the retry_dlq function, as the event source mapping does in AWS."""
+        return SqsEventSource(
+            self.client("sqs"),
+            self.resources.retry_queue_url,
+            lambda event: self.invoke(FunctionName.RETRY_DLQ, event),
+        )
+
+    def start_background_jobs(self) -> None:
+        """What AWS runs without a request: the retry event source, the outbox relay and reconciliation."""
+        retries = self.retry_event_source()
+        self.every(RETRY_POLL_SECONDS, "retry-queue", retries.poll)
+        self.every(OUTBOX_RELAY_SECONDS, "outbox-relay", lambda: self.invoke(FunctionName.OUTBOX_RELAY, {}))
+        self.every(RECONCILE_SECONDS, "reconcile", lambda: self.invoke(FunctionName.RECONCILE, {}))
 
     # --- running ------------------------------------------------------------------------------------------------
 
