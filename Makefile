@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy layers/shared/python/billing functions infra bench scripts
+	$(VENV)/bin/mypy layers/shared/python/billing functions infra bench scripts tests
 
 test: check-node lint typecheck
 	$(PY) -m pytest -q

@@ -135,7 +135,7 @@ def log_lines() -> Iterator[list[dict[str, Any]]]:
     handler = Keep()
     logger.addHandler(handler)
     yield records
-    logger.removeHandler(handler)
+    logging.getLogger(logger.name).removeHandler(handler)
 
 
 def redriven_events(conn: Connection, execution: Execution) -> list[dict[str, Any]]:

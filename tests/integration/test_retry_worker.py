@@ -153,7 +153,7 @@ class Rig:
                 "RETRY_BACKOFF_CAP_SECONDS": str(self.backoff.cap_seconds),
             }
         )
-        connections = ConnectionProvider(lambda: self.db_url)
+        connections = ConnectionProvider(lambda *, refresh=False: self.db_url)
         self.opened.append(connections.get())
         return RetryRuntime(
             settings,

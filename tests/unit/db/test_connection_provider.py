@@ -53,6 +53,6 @@ def test_broken_connection_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(module, "connect", fake_connect)
     provider = ConnectionProvider(lambda *, refresh=False: "postgresql://x")
     first = provider.get()
-    first.broken = True
+    opened[0].broken = True
     assert provider.get() is not first
     assert len(opened) == 2
