@@ -1,7 +1,7 @@
 """Attempt bookkeeping of the retry path: claiming a retry attempt, and recording dead letters and redrives.
 
 Each write is one statement that records its lifecycle event and outbox row beside it (the repository's
-`_EVENT_AND_OUTBOX` fragment), in a tenant-scoped transaction, exactly like ExecutionRepository's transitions. None
+`companion_ctes`), in a tenant-scoped transaction, exactly like ExecutionRepository's transitions. None
 of them changes the status, so none writes a workflow row.
 """
 
@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
-from billing.db.execution_repository import _statement, execution_from_row
+from billing.db.execution_repository import execution_from_row, write_statement
 from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import Execution
 from billing.domain.status import ExecutionStatus
@@ -31,36 +31,22 @@ _CLAIM_ATTEMPT = """
        and e.attempt_count = %(previous_attempts)s
     returning e.*
 """
-CLAIM_ATTEMPT_STATEMENT = _statement(_CLAIM_ATTEMPT, workflow=False)
+CLAIM_ATTEMPT_STATEMENT = write_statement(_CLAIM_ATTEMPT, workflow=False)
 
 # An operational record on an execution in any status, terminal ones included: the row is only read, never
 # updated (the immutability trigger would refuse that), but it is locked. Every other write to an execution
 # updates its row before it takes an outbox id, which is what keeps an execution's outbox rows committing in id
 # order (billing.outbox.relay, rule 1); holding the same lock keeps that true for these rows too.
-ANNOTATION_STATEMENT = """
-with current as (
+ANNOTATION_STATEMENT = write_statement(
+    """
     select e.* from billing.billing_executions e
      where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s
        for update
-), event as (
-    insert into billing.billing_execution_events (
-        tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
-    )
-    select c.tenant_id, %(event_id)s, c.id, %(event_type)s, c.status, c.status, %(event_metadata)s, %(actor)s,
-           %(correlation_id)s, now()
-      from current c
-), outbox as (
-    insert into billing.billing_outbox (
-        tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
-    )
-    select c.tenant_id, %(event_id)s, c.id, %(event_type)s,
-           billing.execution_event_payload(row(c.*)::billing.billing_executions, %(event_id)s, %(event_type)s,
-                                           c.status, %(correlation_id)s, now()),
-           %(correlation_id)s, now()
-      from current c
+    """,
+    workflow=False,
+    old_status="w.status",
+    at="now()",
 )
-select * from current
-"""
 
 _ANNOTATED_AT_ATTEMPT = """
 select exists (

@@ -77,14 +77,16 @@ _RETRY_SCHEDULED = """
     returning e.*
 """
 
-# What every write records beside the row itself: the lifecycle event and the outbox row, both built from the
-# row as written by this statement.
-_EVENT_AND_OUTBOX = """, event as (
+
+def companion_ctes(*, old_status: str = "%(old_status)s", at: str = "w.updated_at") -> str:
+    """What every write records beside the row itself: the lifecycle event and the outbox row, both built from
+    the row `written` as this statement left it. `old_status` and `at` are SQL expressions over `w`."""
+    return f""", event as (
     insert into billing.billing_execution_events (
         tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
     )
-    select w.tenant_id, %(event_id)s, w.id, %(event_type)s, %(old_status)s, w.status, %(event_metadata)s,
-           %(actor)s, %(correlation_id)s, w.updated_at
+    select w.tenant_id, %(event_id)s, w.id, %(event_type)s, {old_status}, w.status, %(event_metadata)s,
+           %(actor)s, %(correlation_id)s, {at}
       from written w
 ), outbox as (
     insert into billing.billing_outbox (
@@ -92,26 +94,27 @@ _EVENT_AND_OUTBOX = """, event as (
     )
     select w.tenant_id, %(event_id)s, w.id, %(event_type)s,
            billing.execution_event_payload(row(w.*)::billing.billing_executions, %(event_id)s, %(event_type)s,
-                                           %(old_status)s, %(correlation_id)s, w.updated_at),
-           %(correlation_id)s, w.updated_at
+                                           {old_status}, %(correlation_id)s, {at}),
+           %(correlation_id)s, {at}
       from written w
 )"""
 
 
-def _statement(write: str, *, workflow: bool) -> str:
-    """One statement: the write (one row or none), its event and outbox row and, if asked, its workflow row.
-
-    Unreferenced data-modifying CTEs still run, so the companions exist exactly when a row was written.
-    """
-    companions = _EVENT_AND_OUTBOX + (", " + workflow_cte("written") if workflow else "")
+def write_statement(write: str, *, workflow: bool, old_status: str = "%(old_status)s", at: str = "w.updated_at") -> str:
+    """One statement: the write (one row or none) as CTE `written`, its event and outbox row and, if asked, its
+    workflow row. Unreferenced data-modifying CTEs still run, so the companions exist exactly when a row was
+    written."""
+    companions = companion_ctes(old_status=old_status, at=at)
+    if workflow:
+        companions += ", " + workflow_cte("written")
     return f"with written as ({write}){companions}\nselect * from written"
 
 
 # Each state change with and without the authoritative workflow write (AUTHORITATIVE_WRITE_ENABLED).
-_INSERT_STATEMENTS = {enabled: _statement(_INSERT, workflow=enabled) for enabled in (True, False)}
-_TRANSITION_STATEMENTS = {enabled: _statement(_TRANSITION, workflow=enabled) for enabled in (True, False)}
+_INSERT_STATEMENTS = {enabled: write_statement(_INSERT, workflow=enabled) for enabled in (True, False)}
+_TRANSITION_STATEMENTS = {enabled: write_statement(_TRANSITION, workflow=enabled) for enabled in (True, False)}
 # Not a phase change, so never a workflow row.
-_RETRY_SCHEDULED_STATEMENTS = dict.fromkeys((True, False), _statement(_RETRY_SCHEDULED, workflow=False))
+_RETRY_SCHEDULED_STATEMENTS = dict.fromkeys((True, False), write_statement(_RETRY_SCHEDULED, workflow=False))
 
 # Keyset pagination in a stable order (newest first, id breaking ties); unset filters match everything.
 _LIST = """

@@ -69,6 +69,9 @@ with reversal as (
            %(reason)s, %(occurred_at)s
       from billing.billing_executions e
      where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = 'completed'
+       -- Lock the execution like every other write does before taking an outbox id, so the execution's outbox
+       -- rows commit in id order (the relay's ordering rule).
+       for update of e
     on conflict (tenant_id, provider, provider_event_id) do nothing
     returning *
 ), event as (
