@@ -7,11 +7,13 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from billing.db.connection import Connection, connect
 from billing.db.migrations import apply_migrations
 from billing.local.embedded_postgres import database_url
+
+AWS_REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,39 @@ def db_url(database_factory: Callable[[], str]) -> str:
     with connect(url) as conn:
         apply_migrations(conn)
     return url
+
+
+@pytest.fixture(scope="session")
+def migrated_template(database_factory: Callable[[], str]) -> str:
+    """Name of a migrated database that private databases are copied from (faster than migrating each)."""
+    url = database_factory()
+    with connect(url) as conn:
+        apply_migrations(conn)
+    return str(conninfo_to_dict(url)["dbname"])
+
+
+@pytest.fixture
+def private_db_url(server_url: str, migrated_template: str) -> Iterator[str]:
+    """A migrated database of this test's own, for code that scans every tenant (workers, the relay)."""
+    name = f"billing_private_{uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'create database "{name}" template "{migrated_template}"')
+    yield make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> str:
+    """moto's fake credentials and a region, so nothing can ever reach a real account; returns the region."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return AWS_REGION
 
 
 @pytest.fixture

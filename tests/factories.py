@@ -55,3 +55,13 @@ def count_rows(conn: Connection, table: str, tenant_id: UUID) -> int:
     row = conn.execute(f"select count(*) as n from billing.{table} where tenant_id = %s", [tenant_id]).fetchone()
     assert row is not None
     return int(row["n"])
+
+
+class QuietObserver:
+    """An ExecutionObserver for tests that do not look at logs or metrics."""
+
+    def rail_call(self, execution: Execution, **details: Any) -> None:
+        pass
+
+    def execution_result(self, execution: Execution, **details: Any) -> None:
+        pass

@@ -30,19 +30,11 @@ from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest
 from billing.services.retry_worker import RetryOutcome, RetryWorker
-from tests.factories import create_execution
+from tests.factories import QuietObserver, create_execution
 from tests.lambda_harness import FakeLambdaContext, load_handler
 
 REGION = "eu-west-1"
 OPERATOR = WorkflowWriteContext.user("ops-alice")
-
-
-class QuietObserver:
-    def rail_call(self, execution: Execution, **details: Any) -> None:
-        pass
-
-    def execution_result(self, execution: Execution, **details: Any) -> None:
-        pass
 
 
 @dataclass

@@ -21,18 +21,15 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import boto3
-import psycopg
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from billing import resource_names as names
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.migrations import apply_migrations
 from billing.domain.workflow import WorkflowWriteContext
 from billing.outbox.chunking import MAX_CALL_BYTES, MAX_ENTRIES_PER_CALL
 from billing.outbox.eventbridge import EventBridgePublisher
@@ -53,28 +50,9 @@ def plenty_of_time() -> float:
 # -- databases -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def migrated_template(database_factory: Callable[[], str]) -> str:
-    url = database_factory()
-    with connect(url) as conn:
-        apply_migrations(conn)
-    return str(conninfo_to_dict(url)["dbname"])
-
-
 @pytest.fixture
-def relay_db_url(server_url: str, migrated_template: str) -> Iterator[str]:
-    """A private, migrated database for one test (a copy of the template, much faster than migrating)."""
-    name = f"billing_relay_{uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'create database "{name}" template "{migrated_template}"')
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-@pytest.fixture
-def db(relay_db_url: str) -> Iterator[Connection]:
-    with connect(relay_db_url) as conn:
+def db(private_db_url: str) -> Iterator[Connection]:
+    with connect(private_db_url) as conn:
         yield conn
 
 
@@ -100,15 +78,7 @@ class Bus:
 
 
 @pytest.fixture
-def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bus]:
-    # moto's fake credentials, so nothing can ever reach a real account.
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+def bus(aws_credentials: str) -> Iterator[Bus]:
     with mock_aws():
         events = boto3.client("events", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -486,11 +456,11 @@ def _run_two_relays(db_url: str, bus: Bus, fail: Callable[[int], bool]) -> tuple
 
 
 def test_two_relays_at_once_publish_every_row_exactly_once_in_order_per_execution(
-    relay_db_url: str, db: Connection, bus: Bus, tenant_id: UUID
+    private_db_url: str, db: Connection, bus: Bus, tenant_id: UUID
 ) -> None:
     make_events(db, tenant_id, executions=40, events_each=5, seed=7)
 
-    clients, reports = _run_two_relays(relay_db_url, bus, fail=lambda _oid: False)
+    clients, reports = _run_two_relays(private_db_url, bus, fail=lambda _oid: False)
 
     assert all(report.published > 0 for report in reports), "both relays took part"
     assert all(report.failed == 0 for report in reports)
@@ -511,12 +481,12 @@ def test_two_relays_at_once_publish_every_row_exactly_once_in_order_per_executio
 
 
 def test_two_relays_at_once_with_injected_failures_lose_nothing_and_keep_order(
-    relay_db_url: str, db: Connection, bus: Bus, tenant_id: UUID
+    private_db_url: str, db: Connection, bus: Bus, tenant_id: UUID
 ) -> None:
     make_events(db, tenant_id, executions=40, events_each=5, seed=11)
     chosen = set(random.Random(3).sample(sorted(by_id(db)), 20))
 
-    clients, _ = _run_two_relays(relay_db_url, bus, fail=FailOnce(chosen))
+    clients, _ = _run_two_relays(private_db_url, bus, fail=FailOnce(chosen))
     sweep = EventsClient(bus.events)
     relay(db, sweep).run(plenty_of_time)
 
@@ -677,14 +647,14 @@ def test_replay_command_by_execution_publishes_copies_and_prints_the_report(
     db: Connection,
     bus: Bus,
     tenant_id: UUID,
-    relay_db_url: str,
+    private_db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     [execution] = make_events(db, tenant_id, executions=1, events_each=2)
     relay(db, EventsClient(bus.events)).run(plenty_of_time)
     bus.received()
-    monkeypatch.setenv("DATABASE_URL", relay_db_url)
+    monkeypatch.setenv("DATABASE_URL", private_db_url)
     monkeypatch.setenv(names.ENV_EVENT_BUS_NAME, names.EVENT_BUS_NAME)
 
     exit_code = replay_main(["--execution-id", str(execution)])
@@ -739,12 +709,12 @@ def test_handler_run_publishes_and_emits_published_failed_and_lag_metrics(
     db: Connection,
     bus: Bus,
     tenant_id: UUID,
-    relay_db_url: str,
+    private_db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     make_events(db, tenant_id, executions=2, events_each=3)
-    monkeypatch.setenv("DATABASE_URL", relay_db_url)
+    monkeypatch.setenv("DATABASE_URL", private_db_url)
     monkeypatch.setenv(names.ENV_EVENT_BUS_NAME, names.EVENT_BUS_NAME)
     handler = _load_handler()
     try:

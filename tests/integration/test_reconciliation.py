@@ -18,15 +18,12 @@ from types import ModuleType
 from typing import Any
 from uuid import UUID, uuid4
 
-import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
 from billing import resource_names as names
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.migrations import apply_migrations
 from billing.domain.errors import ProviderUnavailable, TransitionConflict
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
@@ -45,7 +42,7 @@ from billing.services.reconciliation import (
     ReconciliationWorker,
     StopReason,
 )
-from tests.factories import create_execution
+from tests.factories import QuietObserver, create_execution
 from tests.lambda_harness import FakeLambdaContext, load_handler
 
 CTX = WorkflowWriteContext.service_default()
@@ -62,14 +59,6 @@ def an_hour_later() -> datetime:
     return datetime.now(UTC) + timedelta(hours=1)
 
 
-class QuietObserver:
-    def rail_call(self, execution: Execution, **details: Any) -> None:
-        pass
-
-    def execution_result(self, execution: Execution, **details: Any) -> None:
-        pass
-
-
 @dataclass
 class Keep:
     requests: list[RetryRequest] = field(default_factory=list)
@@ -79,24 +68,6 @@ class Keep:
 
 
 # -- databases and providers ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def migrated_template(database_factory: Callable[[], str]) -> str:
-    url = database_factory()
-    with connect(url) as conn:
-        apply_migrations(conn)
-    return str(conninfo_to_dict(url)["dbname"])
-
-
-@pytest.fixture
-def private_db_url(server_url: str, migrated_template: str) -> Iterator[str]:
-    name = f"billing_reconcile_{uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'create database "{name}" template "{migrated_template}"')
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture

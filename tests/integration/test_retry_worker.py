@@ -43,7 +43,7 @@ from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest, RetryScheduler
 from billing.services.retry_worker import RETRIES_EXHAUSTED, DeadLetterSink, RetryOutcome, RetryWorker
 from billing.worker_wiring import RetryRuntime, RetrySettings
-from tests.factories import create_execution
+from tests.factories import QuietObserver, create_execution
 from tests.lambda_harness import FakeLambdaContext, load_handler
 
 REGION = "eu-west-1"
@@ -53,14 +53,6 @@ CARD_RETRIES = MAX_RETRIES_BY_RAIL[PaymentRail.CARD]
 
 def no_jitter(low: float, high: float) -> float:
     return 0.0
-
-
-class QuietObserver:
-    def rail_call(self, execution: Execution, **details: Any) -> None:
-        pass
-
-    def execution_result(self, execution: Execution, **details: Any) -> None:
-        pass
 
 
 @dataclass

@@ -28,15 +28,7 @@ REGION = "eu-west-1"
 
 
 @pytest.fixture
-def secretsmanager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # moto's fake credentials, so nothing can ever reach a real account.
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+def secretsmanager(aws_credentials: str) -> Iterator[Any]:
     with mock_aws():
         yield boto3.client("secretsmanager", region_name=REGION)
 
