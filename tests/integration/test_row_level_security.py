@@ -116,3 +116,33 @@ def test_tenant_scope_carries_statement_and_lock_timeouts(conn: Connection) -> N
     assert row == {"st": "5s", "lt": "2s"}
     after = conn.execute("select current_setting('statement_timeout') as st").fetchone()
     assert after == {"st": "0"}
+
+
+def test_failed_scoped_statement_leaves_connection_idle_and_usable(conn: Connection) -> None:
+    from psycopg import pq
+
+    from billing.db.tenancy import run_in_tenant_scope
+
+    tenant = uuid4()
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        run_in_tenant_scope(conn, tenant, "select 1 / 0", [])
+    assert conn.info.transaction_status is pq.TransactionStatus.IDLE
+    assert run_in_tenant_scope(conn, tenant, "select current_setting('billing.tenant_id') as t", []) == [
+        {"t": str(tenant)}
+    ]
+
+
+def test_scoped_statement_inside_callers_transaction_is_undone_with_it(conn: Connection) -> None:
+    from billing.db.tenancy import run_in_tenant_scope
+
+    tenant = uuid4()
+    execution = create_execution(conn, tenant)
+    with pytest.raises(RuntimeError), conn.transaction():
+        run_in_tenant_scope(
+            conn,
+            tenant,
+            "update billing.billing_executions set status = 'pending' where tenant_id = %s and id = %s",
+            [tenant, execution.id],
+        )
+        raise RuntimeError("caller gives up")
+    assert ExecutionRepository(conn).get(tenant, execution.id) == execution

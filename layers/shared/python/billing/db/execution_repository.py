@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
-from billing.db.tenancy import tenant_transaction
+from billing.db.tenancy import run_in_tenant_scope
 from billing.db.workflow_writer import authoritative_write_enabled, workflow_cte, workflow_params
 from billing.domain.errors import (
     ExecutionNotFound,
@@ -513,14 +513,9 @@ class ExecutionRepository:
     ) -> Execution | None:
         """Run one state-change statement (with its workflow row when enabled); the written row or None."""
         params.update(workflow_params(event_id, phase, context))
-        conn = self._conn
-        with _translated_trigger_errors(), conn.pipeline(), tenant_transaction(conn, params["tenant_id"]):
-            cursor = conn.execute(statements[self._authoritative_write], params)
-        row = cursor.fetchone()
-        return execution_from_row(row) if row else None
+        with _translated_trigger_errors():
+            rows = run_in_tenant_scope(self._conn, params["tenant_id"], statements[self._authoritative_write], params)
+        return execution_from_row(rows[0]) if rows else None
 
     def _read(self, tenant_id: UUID, sql: str, params: list[Any] | dict[str, Any]) -> list[dict[str, Any]]:
-        conn = self._conn
-        with conn.pipeline(), tenant_transaction(conn, tenant_id):
-            cursor = conn.execute(sql, params)
-        return cursor.fetchall()
+        return run_in_tenant_scope(self._conn, tenant_id, sql, params)

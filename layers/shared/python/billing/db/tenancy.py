@@ -10,9 +10,12 @@ outlive the transaction and leak to whichever client reuses the server connectio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 from uuid import UUID
+
+from psycopg import pq
 
 from billing.db.connection import DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS, Connection
 
@@ -44,3 +47,30 @@ def system_transaction(conn: Connection) -> Iterator[Connection]:
     with conn.transaction():
         conn.execute(_SET_SYSTEM)
         yield conn
+
+
+def run_in_tenant_scope(
+    conn: Connection, tenant_id: UUID, sql: str, params: Sequence[Any] | Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """One statement in its own tenant-scoped transaction, in one round trip; its rows (none if it returns none).
+
+    The hot path of the repository: BEGIN, the scope, the statement and COMMIT are written as one pipeline
+    (psycopg's transaction block would add client-side bookkeeping and a sync per transition). Inside a caller's
+    transaction it becomes a savepoint instead, so callers can still compose units of work.
+    """
+    if conn.info.transaction_status is not pq.TransactionStatus.IDLE:
+        with tenant_transaction(conn, tenant_id):
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(_SET_TENANT, [str(tenant_id)])
+            cursor = conn.execute(sql, params)
+            conn.execute("COMMIT")
+    except BaseException:
+        # The statement failed (the server skipped COMMIT) or the pipeline never synced: end the transaction.
+        if conn.info.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            conn.execute("ROLLBACK")
+        raise
+    return cursor.fetchall() if cursor.description else []
