@@ -215,3 +215,9 @@ class AuthenticationFailed(BillingError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"bearer token rejected: {reason}", reason=reason)
         self.reason = reason
+
+
+class SettlementPeriodInvalid(BillingError):
+    """A settlement report was asked for a period that cannot be reported on (it starts in the future)."""
+
+    code = "settlement_period_invalid"
