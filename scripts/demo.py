@@ -271,6 +271,33 @@ def events_flow(stack: LocalStack) -> None:
             f"detail.event_id={sample['detail']['event_id']}{RESET}")  # fmt: skip
 
 
+def settlement_flow(stack: LocalStack) -> None:
+    title("13. Today's settlement report against the provider's settlement file")
+    from datetime import UTC, datetime
+
+    from billing.db.connection import connect
+    from billing.rails.sandbox import SandboxProvider, connections_to
+    from billing.settlement.sandbox_files import SandboxDiscrepancy, write_sandbox_settlement_file
+
+    today = datetime.now(UTC).date()
+    # The provider settles what is due (debits confirmed by webhook above included) before it writes its file.
+    SandboxProvider(connections_to(stack.database_url)).settle_due()
+    with connect(stack.database_url) as conn:
+        # The provider's file, with one amount changed and one charge we never made, to show the flags.
+        key = write_sandbox_settlement_file(
+            conn,
+            stack.client("s3"),
+            stack.resources.settlement_bucket,
+            today,
+            inject=[SandboxDiscrepancy.AMOUNT, SandboxDiscrepancy.UNKNOWN_REFERENCE],
+        )
+    say(f"  provider file s3://{stack.resources.settlement_bucket}/{key}")
+    summary = stack.invoke(FunctionName.SETTLEMENT_REPORT, {"period": "daily", "date": today.isoformat()})
+    found = {name: count for name, count in summary["counts"].items() if count}
+    say(f"  {summary['discrepancies']} discrepancies flagged; lines by class: {found}")
+    say(f"  report s3://{stack.resources.reports_bucket}/{summary.get('report_json', '?')}")
+
+
 def tenancy_flow(client: Client, stack: LocalStack, execution_id: str) -> None:
     title("8. Tenancy: another tenant cannot see it, no token gets 401")
     intruder = Client(stack.base_url, uuid4())
@@ -299,6 +326,7 @@ def main() -> int:
         dead_letter_flow(client, stack)
         reconciliation_flow(client, stack)
         events_flow(stack)
+        settlement_flow(stack)
         title("Listing this tenant's executions")
         page = client.request("GET", f"{EXECUTIONS}?limit=50").body
         counts: dict[str, int] = {}
