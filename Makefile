@@ -84,4 +84,5 @@ check-node:
 
 # Synthesize one stage into cdk.out/, offline and without AWS credentials: make synth [STAGE=prod] [SKIP_LAYER_DEPS=1]
 synth: check-node $(STAMP)
-	$(PY) -m infra.app $(if $(STAGE),--stage $(STAGE)) $(if $(SKIP_LAYER_DEPS),-c skipLayerDependencies=true)
+	@# jsii warns about every Node.js release it has not certified; the warning says nothing about this app.
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=$$(node -p "process.versions.node.split('.')[0]") $(PY) -m infra.app $(if $(STAGE),--stage $(STAGE)) $(if $(SKIP_LAYER_DEPS),-c skipLayerDependencies=true)

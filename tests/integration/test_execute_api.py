@@ -13,6 +13,7 @@ import pytest
 
 from billing.db.connection import Connection
 from billing.domain.workflow import WorkflowWriteContext
+from billing.observability import RedactingFormatter
 from tests.factories import CARD_REQUEST, count_rows, create_execution
 from tests.lambda_harness import (
     EXECUTIONS_PATH,
@@ -248,3 +249,24 @@ def test_20_parallel_posts_with_one_key_make_one_execution_and_one_charge(
         "select count(*) as n from sandbox_provider.charges where idempotency_key like %s", [f"{tenant_id}:%"]
     ).fetchone()
     assert charges == {"n": 1}
+
+
+def test_unexpected_error_is_500_problem_without_internals(
+    execute: ModuleType, tenant_id: UUID, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode() -> Any:
+        raise RuntimeError("password=hunter2 at db-host-internal:5432")
+
+    monkeypatch.setattr(execute.runtime, "execution_service", explode)
+    response = post_execution(execute, tenant_id, CARD, key="boom-1")
+    assert response["statusCode"] == 500
+    problem = response_json(response)
+    assert (problem["code"], problem["status"]) == ("internal_error", 500)
+    assert "hunter2" not in response["body"]
+    assert "db-host-internal" not in response["body"]
+    assert problem["correlation_id"]
+    # What the function's log handler would write: every record through the production formatter.
+    logged = "\n".join(RedactingFormatter().format(record) for record in caplog.records)
+    assert "unhandled error" in logged
+    assert "RuntimeError" in logged  # the traceback is kept for debugging ...
+    assert "hunter2" not in logged  # ... with the secret masked

@@ -57,6 +57,11 @@ def test_redact_masks_secret_keys_and_luhn_numbers_only() -> None:
     }
 
 
+def test_redact_masks_secret_assignments_inside_text() -> None:
+    text = "connect failed: host=db password=hunter2 user=app token: abc.def"
+    assert redact(text) == "connect failed: host=db password=*** user=app token: ***"
+
+
 def test_list_endpoint_does_not_accept_tenant_from_query(execute: ModuleType, tenant_id: UUID) -> None:
     response = call(execute, api_event("GET", BASE, tenant_id=tenant_id, query={"tenant_id": str(tenant_id)}))
     assert response["statusCode"] == 200  # unknown query parameters are ignored, never used as the tenant

@@ -19,6 +19,8 @@ from billing.domain.execution import Execution, looks_like_card_number
 
 _SECRET_KEY = re.compile(r"(password|secret|token|authorization|signature|api[_-]?key|card_number|pan)", re.I)
 _DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# "password=..." inside free text, e.g. an exception message quoting a connection string.
+_SECRET_ASSIGNMENT = re.compile(r"(?i)\b(password|secret|token|api[_-]?key)(\s*[=:]\s*)[^\s,;&'\"]+")
 _MASK = "***"
 
 
@@ -28,8 +30,13 @@ def redact(value: Any) -> Any:
         return {k: _MASK if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if isinstance(value, str) and looks_like_card_number(value):
-        return _DIGIT_RUN.sub(lambda m: _MASK if looks_like_card_number(m.group()) else m.group(), value)
+    if not isinstance(value, str | int | float | bool | type(None)):
+        value = str(value)  # exceptions and other objects would be str()-ed by the serialiser, unredacted
+    if isinstance(value, str):
+        masked = _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + _MASK, value)
+        if looks_like_card_number(masked):
+            masked = _DIGIT_RUN.sub(lambda m: _MASK if looks_like_card_number(m.group()) else m.group(), masked)
+        return masked
     return value
 
 
