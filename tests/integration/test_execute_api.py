@@ -164,6 +164,7 @@ BAD_INPUT = [
      "validation_failed"),
     ("unknown_field", {**CARD, "discount": 5}, 422, "validation_failed"),
     ("card_number_in_metadata", {**CARD, "metadata": {"note": "4111 1111 1111 1111"}}, 422, "validation_failed"),
+    ("card_number_as_instrument", {**CARD, "payment_instrument_id": "4111111111111111"}, 422, "validation_failed"),
     ("one_megabyte", {**CARD, "metadata": {"blob": "x" * 1_000_000}}, 413, "payload_too_large"),
 ]  # fmt: skip
 

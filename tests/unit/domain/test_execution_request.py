@@ -45,6 +45,8 @@ def test_valid_request_parses_with_int_amount() -> None:
         ("metadata", {"k": "v" * 501}),
         ("metadata", {f"k{i}": i for i in range(21)}),
         ("metadata", {"nested": {"a": 1}}),
+        ("payment_instrument_id", "4111111111111111"),
+        ("entity_contract_id", "5555555555554444"),
     ],
 )
 def test_invalid_field_raises_validation_failed_naming_it(field: str, value: object) -> None:
@@ -82,7 +84,7 @@ def test_card_number_detector_uses_luhn(text: str, expected: bool) -> None:
     assert looks_like_card_number(text) is expected
 
 
-@pytest.mark.parametrize("key", [None, "", " ", "a b", "x" * 256, "line\nbreak", "nul\x00"])
+@pytest.mark.parametrize("key", [None, "", " ", "a b", "x" * 256, "line\nbreak", "nul\x00", "4111111111111111"])
 def test_invalid_idempotency_key_is_rejected(key: str | None) -> None:
     with pytest.raises(ValidationFailed):
         validate_idempotency_key(key)

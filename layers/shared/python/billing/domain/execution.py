@@ -56,6 +56,11 @@ def validate_idempotency_key(key: str | None) -> str:
     """Return the key if acceptable, else raise ValidationFailed (before anything is written)."""
     if key is None or key == "":
         raise IdempotencyKeyInvalid([FieldError("idempotency_key", "required", "an idempotency key is required")])
+    if looks_like_card_number(key):
+        # Keys are echoed in logs, events and provider calls: card data must never travel in one.
+        raise IdempotencyKeyInvalid(
+            [FieldError("idempotency_key", "card_data", "idempotency key looks like a card number")]
+        )
     if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
         raise IdempotencyKeyInvalid(
             [
@@ -81,6 +86,14 @@ class ExecutionRequest(BaseModel):
     payment_rail: PaymentRail
     payment_instrument_id: _IDENTIFIER | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("entity_contract_id", "plan_contract_id", "payment_instrument_id")
+    @classmethod
+    def _no_card_data(cls, value: str | None) -> str | None:
+        # An instrument is referenced by its token, never by its number: a PAN here would be stored in clear.
+        if value is not None and looks_like_card_number(value):
+            raise ValueError("looks like a card number; reference a tokenized payment instrument instead")
+        return value
 
     @field_validator("currency")
     @classmethod
