@@ -55,7 +55,7 @@ token: $(STAMP)
 migrate: $(STAMP)
 	$(PY) -m billing.db.migrations
 
-compliance: $(STAMP)
+compliance: migrate
 	$(PY) -m billing.workflow_compliance
 
 bench: $(STAMP)
