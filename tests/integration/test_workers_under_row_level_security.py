@@ -92,7 +92,8 @@ def test_reconciliation_as_application_role_settles_pending_debits(app_conn: Con
     report = worker.run(lambda: 60_000.0)
     assert report.summary()["changed"] == 1
     settled = ExecutionRepository(app_conn).get(execution.tenant_id, execution.id)
-    assert settled is not None and settled.status is ExecutionStatus.COMPLETED
+    assert settled is not None
+    assert settled.status is ExecutionStatus.COMPLETED
 
 
 def test_webhook_lookup_as_application_role_finds_the_execution(app_conn: Connection, private_db_url: str) -> None:
@@ -110,4 +111,5 @@ def test_webhook_lookup_as_application_role_finds_the_execution(app_conn: Connec
     delivery = WebhookProcessor(app_conn).process(raw("sandbox", b"{}"), [event], correlation_id="rls-test")
     assert [r.result.value for r in delivery.results] == ["applied"]
     confirmed = ExecutionRepository(app_conn).get(execution.tenant_id, execution.id)
-    assert confirmed is not None and confirmed.status is ExecutionStatus.COMPLETED
+    assert confirmed is not None
+    assert confirmed.status is ExecutionStatus.COMPLETED
