@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
 from billing.domain.execution import Execution, ExecutionRequest, PaymentRail
+from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 
 # A card payment request body as an API client sends it; tok_visa succeeds at the sandbox provider.
@@ -49,6 +51,37 @@ def create_execution(
     )
     assert created
     return execution
+
+
+def in_memory_execution(**overrides: Any) -> Execution:
+    """An Execution as the repository would return it, for pure code that needs no database."""
+    now = datetime(2026, 4, 10, 12, 0, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "tenant_id": uuid4(),
+        "id": uuid4(),
+        "entity_contract_id": "contract-1",
+        "plan_contract_id": "plan-monthly",
+        "amount": 1999,
+        "currency": "EUR",
+        "status": ExecutionStatus.PROCESSING,
+        "payment_rail": PaymentRail.CARD,
+        "payment_provider": "sandbox",
+        "payment_instrument_id": "tok_visa",
+        "provider_reference": None,
+        "idempotency_key": "order-1",
+        "request_fingerprint": "0" * 64,
+        "correlation_id": "corr-1",
+        "metadata": {},
+        "attempt_count": 0,
+        "last_error_code": None,
+        "next_attempt_at": None,
+        "created_at": now,
+        "updated_at": now,
+        "submitted_at": None,
+        "finished_at": None,
+    }
+    fields.update(overrides)
+    return Execution(**fields)
 
 
 def count_rows(conn: Connection, table: str, tenant_id: UUID) -> int:

@@ -10,21 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID, uuid4
 
 import boto3
-import psycopg
 import pytest
 from moto import mock_aws
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.migrations import apply_migrations
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
@@ -60,24 +57,6 @@ def not_just_before_midnight() -> None:
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
     if midnight - now < MIDNIGHT_MARGIN:
         pytest.skip("too close to midnight UTC: the test's charges could fall on two days")
-
-
-@pytest.fixture(scope="module")
-def migrated_template(database_factory: Callable[[], str]) -> str:
-    url = database_factory()
-    with connect(url) as conn:
-        apply_migrations(conn)
-    return str(conninfo_to_dict(url)["dbname"])
-
-
-@pytest.fixture
-def private_db_url(server_url: str, migrated_template: str) -> Iterator[str]:
-    name = f"billing_settlement_{uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'create database "{name}" template "{migrated_template}"')
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from billing.domain.execution import Execution, PaymentRail
-from billing.domain.status import ExecutionStatus
 from billing.rails.adapters import (
     MAX_RETRIES_BY_RAIL,
     apply_rail_semantics,
@@ -18,37 +16,11 @@ from billing.rails.adapters import (
 )
 from billing.rails.ports import ProviderCharge, provider_idempotency_key
 from billing.rails.results import Decision, ProviderError, SubmitOutcome, SubmitResult
+from tests.factories import in_memory_execution
 
 
 def execution(**overrides: Any) -> Execution:
-    """An in-memory execution as the repository would return it (no database needed for pure mapping)."""
-    now = datetime(2026, 4, 10, 12, 0, tzinfo=UTC)
-    fields: dict[str, Any] = {
-        "tenant_id": uuid4(),
-        "id": uuid4(),
-        "entity_contract_id": "contract-1",
-        "plan_contract_id": "plan-monthly",
-        "amount": 1999,
-        "currency": "EUR",
-        "status": ExecutionStatus.PROCESSING,
-        "payment_rail": PaymentRail.CARD,
-        "payment_provider": "sandbox",
-        "payment_instrument_id": "tok_visa",
-        "provider_reference": None,
-        "idempotency_key": "order-1",
-        "request_fingerprint": "0" * 64,
-        "correlation_id": "corr-1",
-        "metadata": {"invoice": "INV-1"},
-        "attempt_count": 0,
-        "last_error_code": None,
-        "next_attempt_at": None,
-        "created_at": now,
-        "updated_at": now,
-        "submitted_at": None,
-        "finished_at": None,
-    }
-    fields.update(overrides)
-    return Execution(**fields)
+    return in_memory_execution(**{"metadata": {"invoice": "INV-1"}, **overrides})
 
 
 def test_rail_profile_marks_card_sync_and_debits_async() -> None:

@@ -6,48 +6,25 @@ import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from uuid import uuid4
 
 import pytest
 
 from billing.aws.retry_queue import MAX_SQS_DELAY_SECONDS, SqsRetryScheduler, encode_retry
 from billing.domain.errors import ExecutionNotFound
-from billing.domain.execution import Execution, PaymentRail
+from billing.domain.execution import Execution
 from billing.domain.status import ExecutionStatus
 from billing.rails.sandbox import sandbox_decision_for
 from billing.services.ports import RetryRequest
 from billing.services.retry_worker import RETRIES_EXHAUSTED, QueueMessage, RetryOutcome, RetryWorker
+from tests.factories import in_memory_execution
 
 NOW = datetime(2026, 4, 10, 12, 0, tzinfo=UTC)
 
 
 def execution(**overrides: Any) -> Execution:
-    fields: dict[str, Any] = {
-        "tenant_id": uuid4(),
-        "id": uuid4(),
-        "entity_contract_id": "contract-1",
-        "plan_contract_id": "plan-monthly",
-        "amount": 1999,
-        "currency": "EUR",
-        "status": ExecutionStatus.PROCESSING,
-        "payment_rail": PaymentRail.CARD,
-        "payment_provider": "sandbox",
-        "payment_instrument_id": "tok_visa",
-        "provider_reference": None,
-        "idempotency_key": "order-1",
-        "request_fingerprint": "0" * 64,
-        "correlation_id": "corr-1",
-        "metadata": {},
-        "attempt_count": 1,
-        "last_error_code": "processing_error",
-        "next_attempt_at": NOW,
-        "created_at": NOW,
-        "updated_at": NOW,
-        "submitted_at": None,
-        "finished_at": None,
-    }
-    fields.update(overrides)
-    return Execution(**fields)
+    return in_memory_execution(
+        **{"attempt_count": 1, "last_error_code": "processing_error", "next_attempt_at": NOW, **overrides}
+    )
 
 
 class FakeProvider:
