@@ -70,6 +70,13 @@ def private_db_url(server_url: str, migrated_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def db(private_db_url: str) -> Iterator[Connection]:
+    """A connection to the test's private database (see private_db_url)."""
+    with connect(private_db_url) as connection:
+        yield connection
+
+
+@pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> str:
     """moto's fake credentials and a region, so nothing can ever reach a real account; returns the region."""
     for name, value in {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -11,6 +12,7 @@ from billing.db.execution_repository import ExecutionRepository
 from billing.domain.execution import Execution, ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
+from billing.services.ports import RetryRequest
 
 # A card payment request body as an API client sends it; tok_visa succeeds at the sandbox provider.
 CARD_REQUEST: dict[str, Any] = {
@@ -98,3 +100,13 @@ class QuietObserver:
 
     def execution_result(self, execution: Execution, **details: Any) -> None:
         pass
+
+
+@dataclass
+class RecordingRetryScheduler:
+    """A RetryScheduler that keeps the requests instead of sending them."""
+
+    requests: list[RetryRequest] = field(default_factory=list)
+
+    def schedule(self, request: RetryRequest) -> None:
+        self.requests.append(request)

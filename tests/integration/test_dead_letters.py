@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
@@ -30,7 +30,7 @@ from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest
 from billing.services.retry_worker import RetryOutcome, RetryWorker
-from tests.factories import QuietObserver, create_execution
+from tests.factories import QuietObserver, RecordingRetryScheduler, create_execution
 from tests.lambda_harness import FakeLambdaContext, load_handler
 
 REGION = "eu-west-1"
@@ -81,16 +81,6 @@ def park(queues: Queues, request: RetryRequest) -> str:
     return sink.park(encode_retry(request), request=request, reason="retries_exhausted", error_code="processing_error")
 
 
-@dataclass
-class Keep:
-    """A RetryScheduler that keeps the requests instead of sending them."""
-
-    requests: list[RetryRequest] = field(default_factory=list)
-
-    def schedule(self, request: RetryRequest) -> None:
-        self.requests.append(request)
-
-
 @pytest.fixture
 def sandbox(db_url: str) -> SandboxProvider:
     return SandboxProvider(connections_to(db_url))
@@ -104,7 +94,7 @@ def waiting_retry(conn: Connection, sandbox: SandboxProvider) -> Callable[[UUID]
         execution = create_execution(
             conn, tenant_id, payment_rail=PaymentRail.CARD, payment_instrument_id="tok_transient_1"
         )
-        scheduled = Keep()
+        scheduled = RecordingRetryScheduler()
         driver = ExecutionDriver(
             ExecutionRepository(conn), {"sandbox": sandbox}, scheduled, QuietObserver(), jitter=lambda low, high: 0.0
         )
@@ -120,11 +110,11 @@ def log_lines() -> Iterator[list[dict[str, Any]]]:
     """The structured log records the billing logger emits during the test."""
     records: list[dict[str, Any]] = []
 
-    class Keep(logging.Handler):
+    class KeepRecords(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             records.append({"message": record.getMessage(), **record.__dict__})
 
-    handler = Keep()
+    handler = KeepRecords()
     logger.addHandler(handler)
     yield records
     logging.getLogger(logger.name).removeHandler(handler)
@@ -226,7 +216,7 @@ def test_redrive_all_moves_everything_and_the_worker_then_finishes_the_retries(
     worker = RetryWorker(
         repository,
         AttemptLedger(conn),
-        ExecutionDriver(repository, providers, Keep(), QuietObserver()),
+        ExecutionDriver(repository, providers, RecordingRetryScheduler(), QuietObserver()),
         providers,
         SqsRetryScheduler(queues.client, queues.retry_url),
         SqsDeadLetterSink(queues.client, queues.dlq_url),

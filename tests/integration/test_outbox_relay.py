@@ -50,12 +50,6 @@ def plenty_of_time() -> float:
 # -- databases -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def db(private_db_url: str) -> Iterator[Connection]:
-    with connect(private_db_url) as conn:
-        yield conn
-
-
 # -- the bus -------------------------------------------------------------------------------------------------
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -33,7 +32,6 @@ from billing.rails.ports import PaymentProvider, ProviderCharge, provider_idempo
 from billing.rails.results import Decision, StatusCheck, SubmitOutcome, SubmitResult
 from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
-from billing.services.ports import RetryRequest
 from billing.services.reconciliation import (
     CHARGE_NOT_FOUND_CODE,
     Action,
@@ -42,7 +40,7 @@ from billing.services.reconciliation import (
     ReconciliationWorker,
     StopReason,
 )
-from tests.factories import QuietObserver, create_execution
+from tests.factories import QuietObserver, RecordingRetryScheduler, create_execution
 from tests.lambda_harness import FakeLambdaContext, load_handler
 
 CTX = WorkflowWriteContext.service_default()
@@ -59,21 +57,7 @@ def an_hour_later() -> datetime:
     return datetime.now(UTC) + timedelta(hours=1)
 
 
-@dataclass
-class Keep:
-    requests: list[RetryRequest] = field(default_factory=list)
-
-    def schedule(self, request: RetryRequest) -> None:
-        self.requests.append(request)
-
-
 # -- databases and providers ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(private_db_url: str) -> Iterator[Connection]:
-    with connect(private_db_url) as conn:
-        yield conn
 
 
 @pytest.fixture
@@ -122,7 +106,9 @@ def submitted(
 ) -> Execution:
     """An execution driven as the execute function drives it (attempt 1)."""
     execution = create_execution(conn, tenant_id, payment_rail=rail, payment_instrument_id=instrument, metadata={})
-    driver = ExecutionDriver(ExecutionRepository(conn), {"sandbox": provider}, Keep(), QuietObserver())
+    driver = ExecutionDriver(
+        ExecutionRepository(conn), {"sandbox": provider}, RecordingRetryScheduler(), QuietObserver()
+    )
     return driver.drive(execution, correlation_id=f"corr-{execution.id}", context=CTX)
 
 
@@ -485,7 +471,7 @@ def test_processing_with_a_retry_still_due_is_not_treated_as_stuck(
     db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
     # Given an execution whose next retry is due in an hour
-    scheduled = Keep()
+    scheduled = RecordingRetryScheduler()
     execution = create_execution(db, tenant_id, payment_rail=PaymentRail.CARD, payment_instrument_id="tok_transient_1")
     driver = ExecutionDriver(
         ExecutionRepository(db), {"sandbox": sandbox}, scheduled, QuietObserver(), jitter=lambda low, high: 3600.0

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from billing.db.connection import Connection, connect
+from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
@@ -57,12 +57,6 @@ def not_just_before_midnight() -> None:
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
     if midnight - now < MIDNIGHT_MARGIN:
         pytest.skip("too close to midnight UTC: the test's charges could fall on two days")
-
-
-@pytest.fixture
-def db(private_db_url: str) -> Iterator[Connection]:
-    with connect(private_db_url) as conn:
-        yield conn
 
 
 @pytest.fixture
