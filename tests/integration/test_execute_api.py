@@ -241,8 +241,12 @@ def test_20_parallel_posts_with_one_key_make_one_execution_and_one_charge(
         barrier.wait()
         return post_execution(container, tenant_id, CARD, key="parallel-1")
 
-    with ThreadPoolExecutor(len(containers)) as pool:
-        responses = list(pool.map(invoke, containers))
+    try:
+        with ThreadPoolExecutor(len(containers)) as pool:
+            responses = list(pool.map(invoke, containers))
+    finally:
+        for container in containers:
+            container.runtime.connections.discard()
     assert sorted(r["statusCode"] for r in responses) == [200] * 19 + [201]
     assert len({response_json(r)["id"] for r in responses}) == 1
     assert count_rows(conn, "billing_executions", tenant_id) == 1
