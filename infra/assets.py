@@ -73,6 +73,9 @@ def build_shared_layer(build_dir: Path, *, skip_dependencies: bool) -> Path:
         _install_dependencies(python_dir, stamp=build_dir / "shared-layer.deps-sha256")
     shutil.rmtree(python_dir / "billing", ignore_errors=True)
     shutil.copytree(SHARED_PACKAGE, python_dir / "billing", ignore=_IGNORE)
+    # billing.local is the developer's runtime (embedded PostgreSQL, API Gateway emulation): never used in
+    # Lambda, and it imports packages the layer does not carry.
+    shutil.rmtree(python_dir / "billing" / "local")
     return layer_dir
 
 

@@ -265,6 +265,7 @@ def test_shared_layer_asset_holds_the_billing_package_for_python312_arm64(dev: S
     package = dev.asset_build_dir / "shared-layer-code-only" / "python" / "billing"
     assert (package / "resource_names.py").is_file()
     assert not list(package.rglob("__pycache__"))
+    assert not (package / "local").exists()  # developer-only code stays out of Lambda
 
 
 def test_migrations_trigger_runs_before_every_other_function_and_the_api_stage(dev: Synthesized) -> None:
