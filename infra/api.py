@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from http import HTTPStatus
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigateway
@@ -12,6 +14,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from billing import resource_names as names
+from billing.api.problems import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
 from infra.config import StageConfig
 from infra.nag import acknowledge
 
@@ -19,6 +22,16 @@ from infra.nag import acknowledge
 AUTHORIZER_CACHE_TTL = Duration.minutes(5)
 # API Gateway rejects a malformed header itself, without invoking (and paying for) the authorizer.
 AUTHORIZATION_HEADER_PATTERN = r"^Bearer [-0-9A-Za-z_.~+/]+=*$"
+
+
+# API Gateway's own refusals in the problem shape with the codes the local stack uses; an unknown route is a
+# 404, not API Gateway's default 403 "Missing Authentication Token".
+GATEWAY_PROBLEMS = (
+    (apigateway.ResponseType.MISSING_AUTHENTICATION_TOKEN, 404, "route_not_found", "no such route"),
+    (apigateway.ResponseType.UNAUTHORIZED, 401, "unauthenticated", "a valid bearer token is required"),
+    (apigateway.ResponseType.ACCESS_DENIED, 403, "forbidden", "the token does not allow this request"),
+    (apigateway.ResponseType.THROTTLED, 429, "throttled", "too many requests; retry with backoff"),
+)
 
 
 def _path_parameters(path: str) -> dict[str, bool]:
@@ -143,6 +156,26 @@ class BillingApi(Construct):
                     "a Cognito user pool would be a second identity system.",
                 )
         self.web_acl = self._web_acl(config)
+        self._problem_responses()
+
+    def _problem_responses(self) -> None:
+        """Answers API Gateway gives itself, as problem+json like the functions' (and the local stack's)."""
+        for response_type, status, code, detail in GATEWAY_PROBLEMS:
+            body = {
+                "type": f"{PROBLEM_TYPE_BASE}{code}",
+                "title": HTTPStatus(status).phrase,
+                "status": status,
+                "code": code,
+                "detail": detail,
+                "correlation_id": "$context.requestId",
+            }
+            self.rest_api.add_gateway_response(
+                f"Problem{status}{code.title().replace('_', '')}",
+                type=response_type,
+                status_code=str(status),
+                response_headers={"Content-Type": f"'{PROBLEM_CONTENT_TYPE}'"},
+                templates={"application/json": json.dumps(body)},
+            )
 
     def _web_acl(self, config: StageConfig) -> wafv2.CfnWebACL:
         """WAF on the stage: bodies over MAX_REQUEST_BODY_BYTES get 413 before any function runs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -121,3 +122,17 @@ def test_waf_answers_413_to_bodies_over_the_shared_limit(dev: Synthesized) -> No
 def test_api_output_points_at_the_billing_base_path(dev: Synthesized) -> None:
     outputs = dev.raw["service"]["Outputs"]
     assert names.API_BASE_PATH in str(outputs["ApiUrl"]["Value"])
+
+
+def test_gateway_refusals_are_problem_json_and_unknown_routes_404(dev: Synthesized) -> None:
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in cfn.of_type(dev.raw["service"], "AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "404"
+    assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
+    for response in responses.values():
+        assert response["ResponseParameters"]["gatewayresponse.header.Content-Type"] == "'application/problem+json'"
+        body = json.loads(response["ResponseTemplates"]["application/json"])
+        assert body["code"]
+        assert body["correlation_id"] == "$context.requestId"
