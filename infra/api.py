@@ -191,6 +191,21 @@ class BillingApi(Construct):
             name=f"{names.APP_NAME}-{config.name}-api",
             scope="REGIONAL",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            custom_response_bodies={
+                "payload-too-large": wafv2.CfnWebACL.CustomResponseBodyProperty(
+                    # WAF offers application/json, not application/problem+json; the body has the problem shape.
+                    content_type="APPLICATION_JSON",
+                    content=json.dumps(
+                        {
+                            "type": f"{PROBLEM_TYPE_BASE}payload_too_large",
+                            "title": HTTPStatus(413).phrase,
+                            "status": 413,
+                            "code": "payload_too_large",
+                            "detail": f"request bodies are limited to {names.MAX_REQUEST_BODY_BYTES} bytes",
+                        }
+                    ),
+                )
+            },
             visibility_config=visibility(f"{names.APP_NAME}-{config.name}-api"),
             # 16 KB is the inspection limit included in WAF's price; oversize bodies count as a match below.
             association_config=wafv2.CfnWebACL.AssociationConfigProperty(
@@ -206,7 +221,9 @@ class BillingApi(Construct):
                     priority=0,
                     action=wafv2.CfnWebACL.RuleActionProperty(
                         block=wafv2.CfnWebACL.BlockActionProperty(
-                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(response_code=413)
+                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                                response_code=413, custom_response_body_key="payload-too-large"
+                            )
                         )
                     ),
                     statement=wafv2.CfnWebACL.StatementProperty(

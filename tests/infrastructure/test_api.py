@@ -113,6 +113,8 @@ def test_waf_answers_413_to_bodies_over_the_shared_limit(dev: Synthesized) -> No
     # Bodies beyond what WAF inspects count as too large instead of slipping through.
     assert size["FieldToMatch"]["Body"]["OversizeHandling"] == "MATCH"
     assert rule["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 413
+    body_key = rule["Action"]["Block"]["CustomResponse"]["CustomResponseBodyKey"]
+    assert json.loads(props["CustomResponseBodies"][body_key]["Content"])["code"] == "payload_too_large"
     ((_, association),) = cfn.of_type(dev.raw["service"], "AWS::WAFv2::WebACLAssociation").items()
     assert acl_id in cfn.references(association["Properties"]["WebACLArn"])
     (stage_id,) = cfn.of_type(dev.raw["service"], "AWS::ApiGateway::Stage")
