@@ -146,3 +146,22 @@ def test_scoped_statement_inside_callers_transaction_is_undone_with_it(conn: Con
         )
         raise RuntimeError("caller gives up")
     assert ExecutionRepository(conn).get(tenant, execution.id) == execution
+
+
+def test_nested_scope_restores_the_enclosing_scope_when_it_ends(conn: Connection) -> None:
+    from billing.db.tenancy import system_transaction as system
+
+    scope = "select current_setting('billing.scope') as scope, current_setting('billing.tenant_id') as tenant"
+    with system(conn):
+        with tenant_transaction(conn, uuid4()):
+            inner = conn.execute(scope).fetchone()
+        after = conn.execute(scope).fetchone()
+    assert inner is not None
+    assert inner["scope"] == "tenant"
+    assert after == {"scope": "system", "tenant": ""}
+
+
+def test_scopes_bound_idle_time_inside_a_transaction(conn: Connection) -> None:
+    with tenant_transaction(conn, uuid4()):
+        row = conn.execute("select current_setting('idle_in_transaction_session_timeout') as idle").fetchone()
+    assert row == {"idle": "10s"}

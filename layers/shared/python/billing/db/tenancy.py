@@ -17,36 +17,64 @@ from uuid import UUID
 
 from psycopg import pq
 
-from billing.db.connection import DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS, Connection
+from billing.db.connection import (
+    DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    DEFAULT_LOCK_TIMEOUT_MS,
+    DEFAULT_STATEMENT_TIMEOUT_MS,
+    Connection,
+)
 
 # Timeouts travel with the scope, also transaction-local: a stuck lock or runaway query fails fast instead of
-# holding a Lambda until its own timeout, without session state (which RDS Proxy would pin or leak).
+# holding a Lambda until its own timeout, and a transaction left idle (a worker stuck between statements while
+# holding row locks) is ended by the server, all without session state (which RDS Proxy would pin or leak).
 _TIMEOUTS = (
     f"set_config('statement_timeout', '{DEFAULT_STATEMENT_TIMEOUT_MS}', true), "
-    f"set_config('lock_timeout', '{DEFAULT_LOCK_TIMEOUT_MS}', true)"
+    f"set_config('lock_timeout', '{DEFAULT_LOCK_TIMEOUT_MS}', true), "
+    f"set_config('idle_in_transaction_session_timeout', '{DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS}', true)"
 )
+_SET_TIMEOUTS = f"select {_TIMEOUTS}"
+_CURRENT_SCOPE = (
+    "select current_setting('billing.tenant_id', true) as tenant_id, current_setting('billing.scope', true) as scope"
+)
+_RESTORE_SCOPE = "select set_config('billing.tenant_id', %s, true), set_config('billing.scope', %s, true)"
 _SET_TENANT = (
     f"select set_config('billing.tenant_id', %s, true), set_config('billing.scope', 'tenant', true), {_TIMEOUTS}"
 )
+_IDLE = pq.TransactionStatus.IDLE
 _SET_SYSTEM = (
     f"select set_config('billing.tenant_id', '', true), set_config('billing.scope', 'system', true), {_TIMEOUTS}"
 )
 
 
+def apply_timeouts(conn: Connection) -> None:
+    """Bound the open transaction's waits without choosing a scope (under row-level security it sees nothing)."""
+    conn.execute(_SET_TIMEOUTS)
+
+
 @contextmanager
 def tenant_transaction(conn: Connection, tenant_id: UUID) -> Iterator[Connection]:
     """A transaction (or savepoint, if one is open) that sees and writes only `tenant_id`'s rows."""
-    with conn.transaction():
-        conn.execute(_SET_TENANT, [str(tenant_id)])
+    with _scoped(conn, _SET_TENANT, [str(tenant_id)]):
         yield conn
 
 
 @contextmanager
 def system_transaction(conn: Connection) -> Iterator[Connection]:
     """A transaction that spans tenants, for workers that find their work by something other than tenant."""
-    with conn.transaction():
-        conn.execute(_SET_SYSTEM)
+    with _scoped(conn, _SET_SYSTEM, []):
         yield conn
+
+
+@contextmanager
+def _scoped(conn: Connection, set_scope: str, params: list[str]) -> Iterator[None]:
+    # Transaction-local settings made in a savepoint outlive its release, so a nested scope (a worker's
+    # per-tenant write inside its system-scoped batch) puts the enclosing scope back when it ends.
+    outer = conn.execute(_CURRENT_SCOPE).fetchone() if conn.info.transaction_status is not _IDLE else None
+    with conn.transaction():
+        conn.execute(set_scope, params)
+        yield
+        if outer is not None:
+            conn.execute(_RESTORE_SCOPE, [outer["tenant_id"] or "", outer["scope"] or ""])
 
 
 def run_in_tenant_scope(
@@ -58,7 +86,7 @@ def run_in_tenant_scope(
     (psycopg's transaction block would add client-side bookkeeping and a sync per transition). Inside a caller's
     transaction it becomes a savepoint instead, so callers can still compose units of work.
     """
-    if conn.info.transaction_status is not pq.TransactionStatus.IDLE:
+    if conn.info.transaction_status is not _IDLE:
         with tenant_transaction(conn, tenant_id):
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []

@@ -28,6 +28,7 @@ import psycopg
 
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.tenancy import apply_timeouts
 from billing.db.webhook_inbox import ExecutionRef, ExecutionReversals, WebhookInbox
 from billing.domain.errors import TransitionConflict
 from billing.domain.status import ExecutionStatus
@@ -193,6 +194,8 @@ class WebhookProcessor:
     ) -> EventResult:
         try:
             with self._conn.transaction() as transaction:
+                # A redelivery waits on the inbox row of a delivery in flight: boundedly, then 409 and retry.
+                apply_timeouts(self._conn)
                 if not self._inbox.claim(event, payload_sha256=digest, received_at=raw.received_at):
                     return self._redelivered(event)
                 result, execution = self._resolve(event, raw, correlation_id)
