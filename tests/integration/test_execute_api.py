@@ -12,9 +12,17 @@ import boto3
 import pytest
 
 from billing.db.connection import Connection
+from billing.db.execution_repository import ExecutionRepository
+from billing.domain.errors import TransitionConflict
+from billing.domain.execution import Execution, PaymentRail
+from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.observability import RedactingFormatter
-from tests.factories import CARD_REQUEST, count_rows, create_execution
+from billing.rails.ports import provider_idempotency_key
+from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.services.execution_driver import ExecutionDriver
+from billing.services.execution_service import ExecutionService
+from tests.factories import CARD_REQUEST, QuietObserver, RecordingRetryScheduler, count_rows, create_execution
 from tests.lambda_harness import (
     EXECUTIONS_PATH,
     api_event,
@@ -275,3 +283,70 @@ def test_unexpected_error_is_500_problem_without_internals(
     assert "unhandled error" in logged
     assert "RuntimeError" in logged  # the traceback is kept for debugging ...
     assert "hunter2" not in logged  # ... with the secret masked
+
+
+def _sepa_driver(conn: Connection, db_url: str) -> tuple[ExecutionDriver, SandboxProvider]:
+    sandbox = SandboxProvider(connections_to(db_url))
+    driver = ExecutionDriver(
+        ExecutionRepository(conn), {"sandbox": sandbox}, RecordingRetryScheduler(), QuietObserver()
+    )
+    return driver, sandbox
+
+
+def test_cancel_racing_a_submission_that_reaches_settlement_pending_is_409_and_the_debit_stays_pending(
+    conn: Connection, db_url: str, tenant_id: UUID
+) -> None:
+    # Given a SEPA debit the canceller reads as pending and not yet submitted
+    ctx = WorkflowWriteContext.system()
+    execution = create_execution(conn, tenant_id, payment_rail=PaymentRail.SEPA_DEBIT, payment_instrument_id=None)
+    ExecutionRepository(conn).mark_pending(tenant_id, execution.id, ctx)
+    driver, sandbox = _sepa_driver(conn, db_url)
+
+    class SubmittedMeanwhile(ExecutionRepository):
+        def mark_canceled(self, *args: Any, **kwargs: Any) -> Execution:
+            # The execute path submits it (processing -> pending at the provider) between the read and the write.
+            current = self.get(tenant_id, execution.id)
+            assert current is not None
+            if current.submitted_at is None:
+                driver.drive(current, correlation_id=None, context=ctx)
+            return super().mark_canceled(*args, **kwargs)
+
+    service = ExecutionService(SubmittedMeanwhile(conn))
+
+    # When the cancel's write lands after the provider accepted the debit
+    with pytest.raises(TransitionConflict):
+        service.cancel(tenant_id, execution.id, correlation_id=None, context=ctx)
+
+    # Then the debit lodged at the provider is still followed as pending settlement, not canceled
+    final = ExecutionRepository(conn).get(tenant_id, execution.id)
+    assert final is not None
+    assert final.status is ExecutionStatus.PENDING
+    assert final.submitted_at is not None
+    assert sandbox.find_charge(idempotency_key=provider_idempotency_key(final)) is not None
+
+
+def test_drive_of_a_stale_pending_copy_after_submission_submits_nothing_again(
+    conn: Connection, db_url: str, tenant_id: UUID
+) -> None:
+    # Given a SEPA debit one request read as pending before submission, which another request then submitted
+    ctx = WorkflowWriteContext.system()
+    execution = create_execution(conn, tenant_id, payment_rail=PaymentRail.SEPA_DEBIT, payment_instrument_id=None)
+    stale = ExecutionRepository(conn).mark_pending(tenant_id, execution.id, ctx)
+    driver, sandbox = _sepa_driver(conn, db_url)
+    settled = driver.drive(stale, correlation_id=None, context=ctx)
+    events_before = ExecutionRepository(conn).events(tenant_id, execution.id)
+
+    # When the first request drives its stale copy
+    again = driver.drive(stale, correlation_id=None, context=ctx)
+
+    # Then it reports the debit where it is, without taking it back to processing or submitting it again
+    assert settled.status is ExecutionStatus.PENDING
+    assert (again.status, again.attempt_count, again.submitted_at) == (
+        ExecutionStatus.PENDING,
+        1,
+        settled.submitted_at,
+    )
+    assert ExecutionRepository(conn).events(tenant_id, execution.id) == events_before
+    charge = sandbox.find_charge(idempotency_key=provider_idempotency_key(settled))
+    assert charge is not None
+    assert charge.attempts == 1

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import boto3
@@ -38,6 +38,7 @@ from billing.domain.transitions import (
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.adapters import MAX_RETRIES_BY_RAIL
 from billing.rails.ports import provider_idempotency_key
+from billing.rails.results import Decision, ProviderError, SubmitResult
 from billing.rails.sandbox import SandboxCharge, SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest, RetryScheduler
@@ -596,3 +597,41 @@ def test_handler_near_its_timeout_leaves_every_record_for_the_next_delivery(
 
     assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == [messages[0]["MessageId"]]
     assert (current(conn, execution).attempt_count, charge(rig, execution).attempts) == (1, 1)
+
+
+def test_retries_exhausted_after_an_attempt_whose_answer_was_lost_leave_the_charge_for_reconciliation(
+    rig: Rig, conn: Connection, queues: Queues, tenant_id: UUID
+) -> None:
+    # Given a card whose first attempt is charged but its answer lost, then a provider unreachable for every retry
+    sandbox = rig.sandbox
+
+    class UnreachableAfterFirstAttempt:
+        name = sandbox.name
+        submits = 0
+
+        def submit(self, charge: Any, idempotency_key: str) -> SubmitResult:
+            self.submits += 1
+            if self.submits == 1:
+                return sandbox.submit(charge, idempotency_key)
+            error = ProviderError("provider_unavailable", "sandbox unreachable", 503, retryable=True)
+            return SubmitResult.from_error(error, Decision.RETRY)
+
+        def check_status(self, **lookup: Any) -> Any:
+            return sandbox.check_status(**lookup)
+
+        def decision_for(self, error_code: str) -> Decision:
+            return sandbox.decision_for(error_code)
+
+    rig.sandbox = cast(SandboxProvider, UnreachableAfterFirstAttempt())
+    execution = card_execution(conn, tenant_id, "tok_timeout")
+
+    # When attempt 1 and every retry run
+    rig.first_drive(conn, execution)
+    outcomes = drain(rig.runtime())
+
+    # Then the execution is not failed over a charge that exists: it stays in processing for reconciliation
+    assert outcomes == [RetryOutcome.RETRY_SCHEDULED] * (CARD_RETRIES - 1) + [RetryOutcome.LEFT_FOR_RECONCILIATION]
+    assert sandbox.find_charge(idempotency_key=provider_idempotency_key(execution)) is not None
+    final = current(conn, execution)
+    assert (final.status, final.attempt_count) == (ExecutionStatus.PROCESSING, 1 + CARD_RETRIES)
+    assert queues.depth(queues.dlq_url) == 0

@@ -52,7 +52,9 @@ _INSERT = """
     returning *
 """
 
-# Layer 3 of idempotency: the status guard. A caller that lost the race updates nothing.
+# Layer 3 of idempotency: the status guard. A caller that lost the race updates nothing. Transitions out of
+# "pending before submission" (mark_processing, mark_canceled) also guard on submitted_at: a caller that read the
+# execution before another one submitted it must not resubmit or cancel a charge lodged at the provider.
 _TRANSITION = """
     update billing.billing_executions e
        set status = %(to_status)s,
@@ -64,6 +66,7 @@ _TRANSITION = """
            next_attempt_at = null,
            finished_at = case when %(terminal)s then now() else null end
      where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(old_status)s
+       and (not %(unsubmitted_only)s or e.submitted_at is null)
     returning e.*
 """
 
@@ -331,7 +334,13 @@ class ExecutionRepository:
     ) -> Execution:
         """pending -> processing: the caller that wins this becomes the only one allowed to submit."""
         return self._transition(
-            TransitionMethod.MARK_PROCESSING, tenant_id, execution_id, context, attempt=True, **details
+            TransitionMethod.MARK_PROCESSING,
+            tenant_id,
+            execution_id,
+            context,
+            attempt=True,
+            unsubmitted_only=True,
+            **details,
         )
 
     def mark_completed(
@@ -364,6 +373,7 @@ class ExecutionRepository:
             execution_id,
             context,
             from_status=from_status,
+            unsubmitted_only=True,
             **details,
         )
 
@@ -466,6 +476,7 @@ class ExecutionRepository:
         metadata: Mapping[str, Any] | None = None,
         submitted: bool = False,
         attempt: bool = False,
+        unsubmitted_only: bool = False,
     ) -> Execution:
         spec = TRANSITIONS[method]
         source = from_status or spec.from_statuses[0]
@@ -488,6 +499,7 @@ class ExecutionRepository:
             "submitted": submitted or provider_reference is not None,
             "error_code": error_code,
             "attempt_increment": 1 if attempt else 0,
+            "unsubmitted_only": unsubmitted_only,
             "event_id": event_id,
             "event_type": spec.event_type,
             "event_metadata": Jsonb(event_metadata),

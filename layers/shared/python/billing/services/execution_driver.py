@@ -19,10 +19,11 @@ from billing.domain.backoff import BackoffPolicy
 from billing.domain.errors import TransitionConflict
 from billing.domain.execution import Execution
 from billing.domain.status import ExecutionStatus
+from billing.domain.transitions import RETRY_SCHEDULED_EVENT_TYPE
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.adapters import adapter_for
 from billing.rails.ports import PaymentProvider, RailAdapter
-from billing.rails.results import OUTCOME_UNKNOWN_CODE, SubmitOutcome, SubmitResult
+from billing.rails.results import OUTCOME_UNKNOWN_CODE, Decision, ProviderError, SubmitOutcome, SubmitResult
 from billing.services.ports import ExecutionObserver, RetryRequest, RetryScheduler
 
 Clock = Callable[[], datetime]
@@ -168,12 +169,22 @@ class ExecutionDriver:
                 RetryRequest(execution.tenant_id, execution.id, execution.attempt_count + 1, not_before, correlation_id)
             )
             return recorded
-        if result.outcome is SubmitOutcome.UNKNOWN:
+        if result.outcome is SubmitOutcome.UNKNOWN or self._an_earlier_answer_was_lost(execution, adapter):
             # Money may have moved: never fail it blindly. It stays in processing for reconciliation, which asks
-            # the provider by idempotency key and settles it either way.
+            # the provider by idempotency key and settles it either way. A transient error on this attempt says
+            # nothing about an earlier attempt whose answer was lost (the provider may simply be unreachable now).
             return execution
         return self._repository.mark_failed(
             execution.tenant_id, execution.id, context, error_code=error_code, correlation_id=correlation_id
+        )
+
+    def _an_earlier_answer_was_lost(self, execution: Execution, adapter: RailAdapter) -> bool:
+        """True if an earlier attempt of the execution ended without a usable answer, so a charge may exist."""
+        return any(
+            event.type == RETRY_SCHEDULED_EVENT_TYPE
+            and adapter.decision_for(ProviderError(str(event.metadata["error_code"]), "earlier attempt"))
+            is Decision.RECONCILE_LATER
+            for event in self._repository.events(execution.tenant_id, execution.id)
         )
 
     def _guarded(self, write: Callable[[], Execution], fallback: Execution) -> Execution:
