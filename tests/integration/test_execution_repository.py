@@ -221,3 +221,14 @@ def test_authoritative_write_disabled_skips_workflow_row(
     ExecutionRepository(conn).mark_pending(tenant_id, execution.id, CTX)
     assert count_rows(conn, "contract_term_datetimes", tenant_id) == 0
     assert count_rows(conn, "billing_execution_events", tenant_id) == 2
+
+
+def test_transition_inside_a_long_transaction_is_dated_when_it_happens(conn: Connection, tenant_id: UUID) -> None:
+    repo = ExecutionRepository(conn)
+    execution = create_execution(conn, tenant_id)
+    with conn.transaction():  # a worker's batch: now() stays at the transaction's start
+        started = conn.execute("select now() as t").fetchone()
+        pending = repo.mark_pending(tenant_id, execution.id, CTX)
+    assert started is not None
+    assert pending.updated_at > started["t"]
+    assert repo.events(tenant_id, execution.id)[-1].occurred_at == pending.updated_at

@@ -26,7 +26,7 @@ from billing.domain.workflow import WorkflowWriteContext
 # clears, and updated_at restarts the stuck-in-processing clock of the reconciliation worker.
 _CLAIM_ATTEMPT = """
     update billing.billing_executions e
-       set attempt_count = %(attempt)s, updated_at = now(), next_attempt_at = null
+       set attempt_count = %(attempt)s, updated_at = clock_timestamp(), next_attempt_at = null
      where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(old_status)s
        and e.attempt_count = %(previous_attempts)s
     returning e.*
@@ -45,7 +45,7 @@ ANNOTATION_STATEMENT = write_statement(
     """,
     workflow=False,
     old_status="w.status",
-    at="now()",
+    at="clock_timestamp()",
 )
 
 _ANNOTATED_AT_ATTEMPT = """

@@ -55,16 +55,20 @@ _INSERT = """
 # Layer 3 of idempotency: the status guard. A caller that lost the race updates nothing. Transitions out of
 # "pending before submission" (mark_processing, mark_canceled) also guard on submitted_at: a caller that read the
 # execution before another one submitted it must not resubmit or cancel a charge lodged at the provider.
+#
+# Times are the statement's clock, read once (`clock`), not now(): inside a worker's long batch transaction now()
+# would date every change to when the batch began.
 _TRANSITION = """
     update billing.billing_executions e
        set status = %(to_status)s,
-           updated_at = now(),
+           updated_at = clock.at,
            provider_reference = coalesce(%(provider_reference)s, e.provider_reference),
-           submitted_at = case when %(submitted)s then coalesce(e.submitted_at, now()) else e.submitted_at end,
+           submitted_at = case when %(submitted)s then coalesce(e.submitted_at, clock.at) else e.submitted_at end,
            last_error_code = coalesce(%(error_code)s, e.last_error_code),
            attempt_count = e.attempt_count + %(attempt_increment)s,
            next_attempt_at = null,
-           finished_at = case when %(terminal)s then now() else null end
+           finished_at = case when %(terminal)s then clock.at else null end
+      from (select clock_timestamp() as at) clock
      where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(old_status)s
        and (not %(unsubmitted_only)s or e.submitted_at is null)
     returning e.*
@@ -74,7 +78,7 @@ _TRANSITION = """
 # attempt number is part of the guard, so a stale or duplicated caller records nothing.
 _RETRY_SCHEDULED = """
     update billing.billing_executions e
-       set updated_at = now(), last_error_code = %(error_code)s, next_attempt_at = %(next_attempt_at)s
+       set updated_at = clock_timestamp(), last_error_code = %(error_code)s, next_attempt_at = %(next_attempt_at)s
      where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = %(old_status)s
        and e.attempt_count = %(attempt)s
     returning e.*
