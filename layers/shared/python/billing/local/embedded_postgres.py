@@ -6,8 +6,15 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
+
+import psycopg
 
 from billing.paths import local_state_dir
+
+# Every Lambda container keeps one connection, and the local stack and the test suite run many containers
+# (and 32-thread races) against this one server: PostgreSQL's default of 100 is too tight.
+MAX_CONNECTIONS = 300
 
 
 def _data_dir() -> str:
@@ -24,7 +31,27 @@ def embedded_database_url() -> str:
 
         # cleanup_mode=None keeps the server running after this process exits so the next command reuses it.
         server = pgserver.get_server(_data_dir(), cleanup_mode=None)  # type: ignore[attr-defined]
-    return str(server.get_uri())
+    url = str(server.get_uri())
+    _ensure_max_connections(url, server.system_user)
+    return url
+
+
+def _ensure_max_connections(url: str, system_user: str | None) -> None:
+    """Raise max_connections once, on the first boot of a data directory (it needs a restart)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("select current_setting('max_connections')::int").fetchone()
+        if row is not None and row[0] >= MAX_CONNECTIONS:
+            return
+        conn.execute(f"alter system set max_connections = {MAX_CONNECTIONS}")
+    # pg_ctl restart reuses the options the server was started with (socket directory, no TCP); as root it must
+    # run as the unprivileged user pgserver created for the server.
+    _pg_ctl(["-w", "-m", "fast", "restart"], system_user)
+
+
+def _pg_ctl(args: list[str], system_user: str | None) -> None:
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined,import-untyped,unused-ignore]
+
+    pg_ctl(args, pgdata=Path(_data_dir()), user=system_user, timeout=60)
 
 
 def database_url() -> str:
@@ -34,14 +61,10 @@ def database_url() -> str:
 
 def stop_embedded() -> None:
     """Stop the embedded server if it is running."""
-    import subprocess
-    from pathlib import Path
-
-    import pgserver
-
-    pg_ctl = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    if (Path(_data_dir()) / "postmaster.pid").exists():
-        subprocess.run([str(pg_ctl), "-D", _data_dir(), "stop", "-m", "fast"], check=False)  # noqa: S603
+    data = Path(_data_dir())
+    if (data / "postmaster.pid").exists():
+        owner = data.owner()
+        _pg_ctl(["-w", "-m", "fast", "stop"], owner if os.geteuid() == 0 and owner != "root" else None)
 
 
 def main(argv: list[str] | None = None) -> int:
