@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -75,9 +74,3 @@ def with_correlation_header(response: dict[str, Any], correlation_id: str) -> di
     else:
         response.setdefault("headers", {})[CORRELATION_HEADER] = correlation_id
     return response
-
-
-def raw_body(event: dict[str, Any]) -> bytes:
-    """The body bytes exactly as received (API Gateway base64-encodes binary bodies)."""
-    body = event.get("body") or ""
-    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()

@@ -178,17 +178,13 @@ _TRIGGER_ERRORS: Mapping[str, type[ImmutableExecution | InvalidTransition]] = {
 
 
 def execution_from_row(row: Mapping[str, Any]) -> Execution:
-    """Map a billing_executions row (dict row or row_to_json object) to the domain type."""
-
-    def ts(value: Any) -> Any:
-        return datetime.fromisoformat(value) if isinstance(value, str) else value
-
+    """Map a billing_executions row to the domain type."""
     return Execution(
-        tenant_id=UUID(str(row["tenant_id"])),
-        id=UUID(str(row["id"])),
+        tenant_id=row["tenant_id"],
+        id=row["id"],
         entity_contract_id=row["entity_contract_id"],
         plan_contract_id=row["plan_contract_id"],
-        amount=int(row["amount"]),
+        amount=row["amount"],
         currency=row["currency"],
         status=ExecutionStatus(row["status"]),
         payment_rail=PaymentRail(row["payment_rail"]),
@@ -199,13 +195,13 @@ def execution_from_row(row: Mapping[str, Any]) -> Execution:
         request_fingerprint=row["request_fingerprint"],
         correlation_id=row["correlation_id"],
         metadata=dict(row["metadata"] or {}),
-        attempt_count=int(row["attempt_count"]),
+        attempt_count=row["attempt_count"],
         last_error_code=row["last_error_code"],
-        next_attempt_at=ts(row["next_attempt_at"]),
-        created_at=ts(row["created_at"]),
-        updated_at=ts(row["updated_at"]),
-        submitted_at=ts(row["submitted_at"]),
-        finished_at=ts(row["finished_at"]),
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        submitted_at=row["submitted_at"],
+        finished_at=row["finished_at"],
     )
 
 

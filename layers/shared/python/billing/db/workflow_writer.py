@@ -29,8 +29,11 @@ def authoritative_write_enabled() -> bool:
     return os.environ.get("AUTHORITATIVE_WRITE_ENABLED", "true").strip().lower() not in _FALSE_WORDS
 
 
-def workflow_cte(source: str) -> str:
-    """A `workflow` CTE inserting the row for the execution that CTE `source` just wrote (zero rows: nothing)."""
+def workflow_cte(source: str, *, correlation_id: str = "%(correlation_id)s") -> str:
+    """A `workflow` CTE inserting the row for the execution that CTE `source` just wrote (zero rows: nothing).
+
+    `correlation_id` is an SQL expression: the statement's parameter by default, or a column of `source`.
+    """
     return f"""workflow as (
     insert into {BillingWorkflowConfig.TARGET_TABLE} (
         tenant_id, transition_id, workflow_key, contract_id, subject_type, subject_id, event_id,
@@ -38,7 +41,7 @@ def workflow_cte(source: str) -> str:
     )
     select s.tenant_id, billing.workflow_transition_id(%(wf_key)s, s.tenant_id, s.id, %(event_id)s),
            %(wf_key)s, s.entity_contract_id, %(wf_subject_type)s, s.id, %(event_id)s,
-           %(wf_phase)s, s.updated_at, %(wf_source)s, %(wf_actor)s, %(correlation_id)s
+           %(wf_phase)s, s.updated_at, %(wf_source)s, %(wf_actor)s, {correlation_id}
       from {source} s
     returning transition_id
 )"""
@@ -64,7 +67,7 @@ with written as (
       from billing.billing_execution_events ev
       join billing.billing_executions e on e.tenant_id = ev.tenant_id and e.id = ev.execution_id
      where ev.tenant_id = %(tenant_id)s and ev.id = %(event_id)s
-), {workflow_cte("written")}
+), {workflow_cte("written", correlation_id="s.correlation_id")}
 select count(*) as written from workflow
 """
 
@@ -89,8 +92,8 @@ def record_workflow_event_transactional(
             "record_workflow_event_transactional needs an open transaction "
             f"(connection is {status.name}); refusing to write the workflow row on its own"
         )
-    params = {**workflow_params(event_id, phase, context), "tenant_id": tenant_id, "correlation_id": None}
-    row = conn.execute(_RECORD_FOR_EVENT.replace("%(correlation_id)s", "s.correlation_id"), params).fetchone()
+    params = {**workflow_params(event_id, phase, context), "tenant_id": tenant_id}
+    row = conn.execute(_RECORD_FOR_EVENT, params).fetchone()
     if row is None or row["written"] != 1:
         # No such event in this transaction: committing now would keep a state change without its workflow row.
         raise WorkflowWriteFailed(f"no lifecycle event {event_id} to record a workflow row for", event_id=str(event_id))
