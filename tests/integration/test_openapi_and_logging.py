@@ -57,6 +57,11 @@ def test_redact_masks_secret_keys_and_luhn_numbers_only() -> None:
     }
 
 
+def test_redact_leaves_keys_that_merely_contain_pan() -> None:
+    record = {"company": "ACME", "expand": True, "card_pan": "x", "pan": "y"}
+    assert redact(record) == {"company": "ACME", "expand": True, "card_pan": "***", "pan": "***"}
+
+
 def test_redact_masks_secret_assignments_inside_text() -> None:
     text = "connect failed: host=db password=hunter2 user=app token: abc.def"
     assert redact(text) == "connect failed: host=db password=*** user=app token: ***"

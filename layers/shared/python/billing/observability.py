@@ -17,7 +17,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from billing import resource_names as names
 from billing.domain.execution import Execution, looks_like_card_number
 
-_SECRET_KEY = re.compile(r"(password|secret|token|authorization|signature|api[_-]?key|card_number|pan)", re.I)
+# "pan" only as a whole key segment: keys such as "company" or "expand" are not card numbers.
+_SECRET_KEY = re.compile(
+    r"password|secret|token|authorization|signature|api[_-]?key|card[_-]?number|(?:^|[_-])pan(?:$|[_-])", re.I
+)
 _DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # "password=..." inside free text, e.g. an exception message quoting a connection string.
 _SECRET_ASSIGNMENT = re.compile(r"(?i)\b(password|secret|token|api[_-]?key)(\s*[=:]\s*)[^\s,;&'\"]+")
