@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
+
 from billing.local.lambda_loader import load_handler
+from billing.resource_names import METRICS_NAMESPACE, FunctionName, service_name
 
 __all__ = [
     "EXECUTIONS_PATH",
@@ -19,6 +23,7 @@ __all__ = [
     "load_handler",
     "post_execution",
     "response_json",
+    "set_function_environment",
 ]
 
 
@@ -90,6 +95,20 @@ def header(response: dict[str, Any], name: str) -> str | None:
 
 
 EXECUTIONS_PATH = "/api/v1/billing/executions"
+
+
+def set_function_environment(
+    monkeypatch: pytest.MonkeyPatch, function: FunctionName, variables: Mapping[str, str]
+) -> None:
+    """The environment the CDK app gives `function` (Powertools settings) plus `variables`."""
+    for name, value in {
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": service_name(function),
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        **variables,
+    }.items():
+        monkeypatch.setenv(name, value)
 
 
 def call(handler: ModuleType, event: dict[str, Any]) -> dict[str, Any]:

@@ -10,21 +10,19 @@ import pytest
 from moto import mock_aws
 
 from billing.local.lambda_loader import load_handler
+from billing.resource_names import FunctionName
+from tests.lambda_harness import set_function_environment
 
 
 @pytest.fixture(scope="module")
 def aws(db_url: str) -> Iterator[dict[str, str]]:
     """moto for the module's tests, with the environment a deployed function would have."""
     with pytest.MonkeyPatch.context() as env, mock_aws():
-        env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        set_function_environment(env, FunctionName.EXECUTE, {"DATABASE_URL": db_url})
         queue_url = boto3.client("sqs").create_queue(QueueName="billing-retry")["QueueUrl"]
         env.setenv("RETRY_QUEUE_URL", queue_url)
-        env.setenv("DATABASE_URL", db_url)
-        env.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-        env.setenv("POWERTOOLS_METRICS_NAMESPACE", "Billing")
-        env.setenv("POWERTOOLS_SERVICE_NAME", "billing-execute")
         yield {"queue_url": queue_url}
 
 

@@ -31,7 +31,7 @@ from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest
 from billing.services.retry_worker import RetryOutcome, RetryWorker
 from tests.factories import QuietObserver, RecordingRetryScheduler, create_execution
-from tests.lambda_harness import FakeLambdaContext, load_handler
+from tests.lambda_harness import FakeLambdaContext, load_handler, set_function_environment
 
 REGION = "eu-west-1"
 OPERATOR = WorkflowWriteContext.user("ops-alice")
@@ -338,16 +338,11 @@ def test_cli_without_queue_urls_exits_2(monkeypatch: pytest.MonkeyPatch, capsys:
 
 @pytest.fixture
 def retry_function(db_url: str, queues: Queues, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    for name, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "DATABASE_URL": db_url,
-        names.ENV_RETRY_QUEUE_URL: queues.retry_url,
-        names.ENV_DLQ_URL: queues.dlq_url,
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": names.service_name(names.FunctionName.RETRY_DLQ),
-        "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-    }.items():
-        monkeypatch.setenv(name, value)
+    set_function_environment(
+        monkeypatch,
+        names.FunctionName.RETRY_DLQ,
+        {"DATABASE_URL": db_url, names.ENV_RETRY_QUEUE_URL: queues.retry_url, names.ENV_DLQ_URL: queues.dlq_url},
+    )
     return load_handler("retry_dlq")
 
 

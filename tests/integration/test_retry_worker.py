@@ -45,7 +45,7 @@ from billing.services.ports import RetryRequest, RetryScheduler
 from billing.services.retry_worker import RETRIES_EXHAUSTED, DeadLetterSink, RetryOutcome, RetryWorker
 from billing.worker_wiring import RetryRuntime, RetrySettings
 from tests.factories import QuietObserver, create_execution
-from tests.lambda_harness import FakeLambdaContext, load_handler
+from tests.lambda_harness import FakeLambdaContext, load_handler, set_function_environment
 
 REGION = "eu-west-1"
 CTX = WorkflowWriteContext.service_default()
@@ -488,16 +488,11 @@ def test_parking_failure_fails_the_message_and_its_next_delivery_parks_it_once(
 
 @pytest.fixture
 def retry_function(db_url: str, queues: Queues, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "DATABASE_URL": db_url,
-        names.ENV_RETRY_QUEUE_URL: queues.retry_url,
-        names.ENV_DLQ_URL: queues.dlq_url,
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": names.service_name(names.FunctionName.RETRY_DLQ),
-        "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-    }.items():
-        monkeypatch.setenv(name, value)
+    set_function_environment(
+        monkeypatch,
+        names.FunctionName.RETRY_DLQ,
+        {"DATABASE_URL": db_url, names.ENV_RETRY_QUEUE_URL: queues.retry_url, names.ENV_DLQ_URL: queues.dlq_url},
+    )
     module: ModuleType = load_handler("retry_dlq")
 
     def invoke(event: dict[str, Any], context: FakeLambdaContext | None = None) -> dict[str, Any]:
