@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from types import ModuleType
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
+from billing.db.connection import Connection
 from billing.observability import redact
 from billing.paths import REPO_ROOT
 from tests.factories import CARD_REQUEST as CARD
+from tests.factories import create_execution
 from tests.lambda_harness import EXECUTIONS_PATH as BASE
 from tests.lambda_harness import api_event, call, response_json
 from tests.lambda_harness import post_execution as post
@@ -67,7 +69,11 @@ def test_redact_masks_secret_assignments_inside_text() -> None:
     assert redact(text) == "connect failed: host=db password=*** user=app token: ***"
 
 
-def test_list_endpoint_does_not_accept_tenant_from_query(execute: ModuleType, tenant_id: UUID) -> None:
-    response = call(execute, api_event("GET", BASE, tenant_id=tenant_id, query={"tenant_id": str(tenant_id)}))
+def test_list_endpoint_does_not_accept_tenant_from_query(execute: ModuleType, conn: Connection) -> None:
+    victim, caller = uuid4(), uuid4()
+    create_execution(conn, victim)
+    response = call(execute, api_event("GET", BASE, tenant_id=caller, query={"tenant_id": str(victim)}))
     assert response["statusCode"] == 200  # unknown query parameters are ignored, never used as the tenant
     assert response_json(response)["items"] == []
+    own = call(execute, api_event("GET", BASE, tenant_id=victim))
+    assert len(response_json(own)["items"]) == 1  # the row exists: the empty answer above is the tenant wall
