@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench openapi db-url db-stop clean
+.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench mutants openapi db-url db-stop clean
 
 help:
 	@echo "make demo        boot everything locally and walk through real flows"
@@ -17,6 +17,7 @@ help:
 	@echo "make migrate     apply sql/ migrations to DATABASE_URL or the embedded database"
 	@echo "make compliance  run the workflow write compliance check"
 	@echo "make bench       run the benchmarks in bench/"
+	@echo "make mutants     remove guards one at a time and check the suite notices (ONLY=<text>)"
 	@echo "make openapi     regenerate docs/openapi.json from the code"
 	@echo "make synth       synthesize the CDK app offline (STAGE=prod, SKIP_LAYER_DEPS=1)"
 	@echo "make db-stop     stop the embedded PostgreSQL"
@@ -37,8 +38,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy layers/shared/python/billing functions infra bench scripts tests
 
+# In parallel, one worker per core: test ids are deterministic and every test brings its own tenant or database.
+# Modules stay whole on one worker (loadscope), so a module's stack or synthesized app is built once.
 test: check-node lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x tests/unit
@@ -61,6 +64,9 @@ compliance: migrate
 bench: $(STAMP)
 	$(PY) bench/lifecycle_throughput.py
 	$(PY) bench/cold_start_imports.py
+
+mutants: $(STAMP)
+	$(PY) scripts/mutants.py $(if $(ONLY),--only "$(ONLY)")
 
 openapi: $(STAMP)
 	$(PY) scripts/export_openapi.py

@@ -30,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from billing.db.connection import connect
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.migrations import apply_migrations
+from billing.db.roles import DatabaseRole, login_url
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.workflow import WorkflowWriteContext
 from billing.local.embedded_postgres import database_url
@@ -104,6 +105,8 @@ def capture_pgbench_script(url: str) -> str:
     with connect(url, cursor_factory=_RecordingCursor) as conn:
         lifecycle(ExecutionRepository(conn), uuid4())
     statements = [re.sub(r"^\s*--.*$", "", s, flags=re.MULTILINE).strip() for s in _RecordingCursor.statements]
+    # The transaction brackets are added back around each pair below, exactly as the pipeline sends them.
+    statements = [s for s in statements if s not in ("BEGIN", "COMMIT")]
     # Per-run values become pgbench variables: every uuid and the idempotency key. The first uuid is the
     # tenant: one per pgbench client, as the repository run has one per thread.
     uuids = list(dict.fromkeys(re.findall(r"'([0-9a-f]{32})'::uuid", "\n".join(statements))))
@@ -169,7 +172,8 @@ def bench_database(server: str) -> str:
     url = make_conninfo(server, dbname=name)
     with connect(url) as conn:
         apply_migrations(conn)
-    return url
+    # Both sides run as the execute function's role, so row-level security and every guard are in the figure.
+    return login_url(url, DatabaseRole.APP)
 
 
 def main() -> None:

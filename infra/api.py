@@ -1,9 +1,10 @@
-"""The REST API: routes from billing.resource_names.ROUTES, bearer-token authorizer, WAF body-size limit, logging."""
+"""The REST API: routes from billing.resource_names.ROUTES, bearer-token authorizer, WAF body-size limits, logging."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
 from aws_cdk import Duration
@@ -32,6 +33,43 @@ GATEWAY_PROBLEMS = (
     (apigateway.ResponseType.ACCESS_DENIED, 403, "forbidden", "the token does not allow this request"),
     (apigateway.ResponseType.THROTTLED, 429, "throttled", "too many requests; retry with backoff"),
 )
+
+# WAF forwards at most this much of a body to its rules (the web ACL's AssociationConfig, API_GATEWAY: KB_16,
+# the default included in WAF's price); a larger body cannot be measured, only flagged by oversize handling.
+WAF_BODY_INSPECTION_LIMIT = "KB_16"
+WAF_BODY_INSPECTION_BYTES = 16 * 1024
+# A path parameter's value in WAF's patterns: no slash, dot or percent sign, so no encoded or dot segment can make a
+# path look like a webhook path to WAF while API Gateway routes it elsewhere.
+_SEGMENT_PATTERN = "[A-Za-z0-9_-]+"
+
+
+def waf_path_pattern(templates: Iterable[str]) -> str:
+    """A regex (in WAF's PCRE subset) matching the URI paths that API Gateway routes to one of the templates.
+
+    WAF sees the request's path as sent: on the execute-api endpoint it starts with the stage (/dev/api/...), behind
+    a custom domain with the base path mapping's segment or nothing, so one optional leading segment is allowed.
+    Whatever that segment holds, a path that matches reaches one of these routes or none at all.
+    """
+    alternatives = [
+        "/".join(_SEGMENT_PATTERN if part.startswith("{") else re.escape(part) for part in template.split("/"))
+        for template in templates
+    ]
+    return f"^(?:/[^/]+)?(?:{'|'.join(alternatives)})/?$"
+
+
+def waf_number_greater_than(limit: int) -> str:
+    """A regex matching the decimal numbers (leading zeros allowed) greater than `limit`: WAF compares header
+    values as text, so "Content-Length over N" has to be spelt digit by digit."""
+    digits = str(limit)
+    alternatives = [f"[1-9][0-9]{{{len(digits)},}}"]  # more digits than the limit has
+    for position, digit in enumerate(digits):
+        if digit == "9":
+            continue  # no digit is greater than 9 in this position
+        greater = "9" if digit == "8" else f"[{int(digit) + 1}-9]"
+        rest = len(digits) - position - 1
+        tail = "" if rest == 0 else "[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"
+        alternatives.append(digits[:position] + greater + tail)
+    return f"^0*(?:{'|'.join(alternatives)})$"
 
 
 def _path_parameters(path: str) -> dict[str, bool]:
@@ -178,11 +216,123 @@ class BillingApi(Construct):
             )
 
     def _web_acl(self, config: StageConfig) -> wafv2.CfnWebACL:
-        """WAF on the stage: bodies over MAX_REQUEST_BODY_BYTES get 413 before any function runs."""
+        """WAF on the stage: per-route body limits from ROUTES, answered with 413 before any function runs.
+
+        Rule 0 refuses bodies over MAX_REQUEST_BODY_BYTES on every path except those of routes allowed more (the
+        webhook route), counting a body WAF cannot inspect whole as too large. WAF inspects at most 16 KB of a
+        body, so it cannot measure a larger limit; one rule per larger limit refuses the requests to its paths that
+        declare a longer Content-Length instead. A body sent without Content-Length (chunked) is bounded there
+        only by API Gateway's 10 MB. docs/infrastructure.md, "Request size limits", has the reasoning.
+        """
+        default_limit = names.MAX_REQUEST_BODY_BYTES
+        if default_limit > WAF_BODY_INSPECTION_BYTES:
+            raise ValueError("MAX_REQUEST_BODY_BYTES is over what WAF inspects: the default rule could not measure it")
+        if any(route.max_body_bytes < default_limit for route in names.ROUTES):
+            raise ValueError("a route limit below MAX_REQUEST_BODY_BYTES needs a WAF rule of its own")
+        larger: dict[int, list[str]] = {}
+        for route in names.ROUTES:
+            if route.max_body_bytes > default_limit:
+                larger.setdefault(route.max_body_bytes, []).append(route.path)
 
         def visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
             return wafv2.CfnWebACL.VisibilityConfigProperty(
                 cloud_watch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+            )
+
+        def too_large(limit: int) -> wafv2.CfnWebACL.CustomResponseBodyProperty:
+            # WAF offers application/json, not application/problem+json; the body has the problem shape and the
+            # detail the local gateway gives.
+            return wafv2.CfnWebACL.CustomResponseBodyProperty(
+                content_type="APPLICATION_JSON",
+                content=json.dumps(
+                    {
+                        "type": f"{PROBLEM_TYPE_BASE}payload_too_large",
+                        "title": HTTPStatus(413).phrase,
+                        "status": 413,
+                        "code": "payload_too_large",
+                        "detail": f"request bodies are limited to {limit} bytes on this path",
+                    }
+                ),
+            )
+
+        def block_413(body_key: str) -> wafv2.CfnWebACL.RuleActionProperty:
+            return wafv2.CfnWebACL.RuleActionProperty(
+                block=wafv2.CfnWebACL.BlockActionProperty(
+                    custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                        response_code=413, custom_response_body_key=body_key
+                    )
+                )
+            )
+
+        def regex(pattern: str, field: wafv2.CfnWebACL.FieldToMatchProperty) -> wafv2.CfnWebACL.StatementProperty:
+            return wafv2.CfnWebACL.StatementProperty(
+                regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
+                    field_to_match=field,
+                    regex_string=pattern,
+                    text_transformations=[wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")],
+                )
+            )
+
+        def on_paths(templates: Iterable[str]) -> wafv2.CfnWebACL.StatementProperty:
+            return regex(waf_path_pattern(templates), wafv2.CfnWebACL.FieldToMatchProperty(uri_path={}))
+
+        body_over_default = wafv2.CfnWebACL.StatementProperty(
+            size_constraint_statement=wafv2.CfnWebACL.SizeConstraintStatementProperty(
+                # A body beyond what WAF inspects is over the default limit too: it counts as a match.
+                field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                    body=wafv2.CfnWebACL.BodyProperty(oversize_handling="MATCH")
+                ),
+                comparison_operator="GT",
+                size=default_limit,
+                text_transformations=[wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")],
+            )
+        )
+        larger_paths = [path for paths in larger.values() for path in paths]
+        default_statement = (
+            wafv2.CfnWebACL.StatementProperty(
+                and_statement=wafv2.CfnWebACL.AndStatementProperty(
+                    statements=[
+                        body_over_default,
+                        wafv2.CfnWebACL.StatementProperty(
+                            not_statement=wafv2.CfnWebACL.NotStatementProperty(statement=on_paths(larger_paths))
+                        ),
+                    ]
+                )
+            )
+            if larger_paths
+            else body_over_default
+        )
+        rules = [
+            wafv2.CfnWebACL.RuleProperty(
+                name="request-body-size-limit",
+                priority=0,
+                action=block_413("payload-too-large"),
+                statement=default_statement,
+                visibility_config=visibility("request-body-size-limit"),
+            )
+        ]
+        bodies = {"payload-too-large": too_large(default_limit)}
+        for priority, (limit, paths) in enumerate(sorted(larger.items()), start=1):
+            name = f"request-body-size-limit-{limit}"
+            bodies[f"payload-too-large-{limit}"] = too_large(limit)
+            declared_over_limit = regex(
+                waf_number_greater_than(limit),
+                # single_header is untyped in the CDK: the CloudFormation shape is written out. WAF matches header
+                # names case-insensitively.
+                wafv2.CfnWebACL.FieldToMatchProperty(single_header={"Name": "content-length"}),
+            )
+            rules.append(
+                wafv2.CfnWebACL.RuleProperty(
+                    name=name,
+                    priority=priority,
+                    action=block_413(f"payload-too-large-{limit}"),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        and_statement=wafv2.CfnWebACL.AndStatementProperty(
+                            statements=[on_paths(paths), declared_over_limit]
+                        )
+                    ),
+                    visibility_config=visibility(name),
+                )
             )
 
         web_acl = wafv2.CfnWebACL(
@@ -191,54 +341,17 @@ class BillingApi(Construct):
             name=f"{names.APP_NAME}-{config.name}-api",
             scope="REGIONAL",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            custom_response_bodies={
-                "payload-too-large": wafv2.CfnWebACL.CustomResponseBodyProperty(
-                    # WAF offers application/json, not application/problem+json; the body has the problem shape.
-                    content_type="APPLICATION_JSON",
-                    content=json.dumps(
-                        {
-                            "type": f"{PROBLEM_TYPE_BASE}payload_too_large",
-                            "title": HTTPStatus(413).phrase,
-                            "status": 413,
-                            "code": "payload_too_large",
-                            "detail": f"request bodies are limited to {names.MAX_REQUEST_BODY_BYTES} bytes",
-                        }
-                    ),
-                )
-            },
+            custom_response_bodies=bodies,
             visibility_config=visibility(f"{names.APP_NAME}-{config.name}-api"),
-            # 16 KB is the inspection limit included in WAF's price; oversize bodies count as a match below.
+            # 16 KB is the inspection limit included in WAF's price; oversize bodies count as a match in rule 0.
             association_config=wafv2.CfnWebACL.AssociationConfigProperty(
                 request_body={
                     "API_GATEWAY": wafv2.CfnWebACL.RequestBodyAssociatedResourceTypeConfigProperty(
-                        default_size_inspection_limit="KB_16"
+                        default_size_inspection_limit=WAF_BODY_INSPECTION_LIMIT
                     )
                 }
             ),
-            rules=[
-                wafv2.CfnWebACL.RuleProperty(
-                    name="request-body-size-limit",
-                    priority=0,
-                    action=wafv2.CfnWebACL.RuleActionProperty(
-                        block=wafv2.CfnWebACL.BlockActionProperty(
-                            custom_response=wafv2.CfnWebACL.CustomResponseProperty(
-                                response_code=413, custom_response_body_key="payload-too-large"
-                            )
-                        )
-                    ),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        size_constraint_statement=wafv2.CfnWebACL.SizeConstraintStatementProperty(
-                            field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
-                                body=wafv2.CfnWebACL.BodyProperty(oversize_handling="MATCH")
-                            ),
-                            comparison_operator="GT",
-                            size=names.MAX_REQUEST_BODY_BYTES,
-                            text_transformations=[wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")],
-                        )
-                    ),
-                    visibility_config=visibility("request-body-size-limit"),
-                )
-            ],
+            rules=rules,
         )
         wafv2.CfnWebACLAssociation(
             self,

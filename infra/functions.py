@@ -1,7 +1,8 @@
 """What each Lambda function is given: size, timeout, network placement and the resources it may touch.
 
 This table is the least-privilege contract: the service stack grants a function exactly the accesses listed here
-and sets only the environment variables those accesses need.
+and sets only the environment variables those accesses need. Which database role a function connects as is not
+repeated here: billing.db.roles.FUNCTION_ROLES says it, for the local stack and the tests as much as for AWS.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from types import MappingProxyType
 
 from aws_cdk import Duration
 
+from billing.db.roles import FUNCTION_ROLES, DatabaseRole
 from billing.resource_names import FunctionName
 
 
 class Access(Enum):
     """A resource a function may use, beyond its own logs and traces."""
 
-    DATABASE = auto()  # DB secret + RDS Proxy
+    # RDS Proxy, as the function's own role (FUNCTION_ROLES): the secret of that role's login user and no other; for
+    # the owner (the migrations) the cluster admin's secret, since the admin is who SETs ROLE billing_owner.
+    DATABASE = auto()
+    # Every login user's secret: the migrations set each user's password from it on every run.
+    READ_DATABASE_LOGIN_SECRETS = auto()
     SEND_RETRY = auto()
     CONSUME_RETRY = auto()  # SQS event source on the retry queue
     SEND_DLQ = auto()  # parks a message whose retries are exhausted, without waiting for the redrive policy
@@ -42,6 +48,11 @@ class FunctionSpec:
     accesses: frozenset[Access]
     in_vpc: bool = True
 
+    @property
+    def database_role(self) -> DatabaseRole | None:
+        """The role whose secret the function reads to connect, or None if it never connects to the database."""
+        return FUNCTION_ROLES[self.name] if Access.DATABASE in self.accesses else None
+
 
 def _spec(
     name: FunctionName,
@@ -52,6 +63,9 @@ def _spec(
     accesses: tuple[Access, ...],
     in_vpc: bool = True,
 ) -> tuple[FunctionName, FunctionSpec]:
+    # Whoever reads the login users' passwords could log in as any of them: that is the owner's business only.
+    if Access.READ_DATABASE_LOGIN_SECRETS in accesses and FUNCTION_ROLES[name] is not DatabaseRole.OWNER:
+        raise ValueError(f"{name}: only the database owner (the migrations) may read the login users' secrets")
     return name, FunctionSpec(name, description, memory_mb, timeout, frozenset(accesses), in_vpc)
 
 
@@ -109,7 +123,7 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 "Applies sql/ migrations on deploy",
                 memory_mb=512,
                 timeout=Duration.minutes(5),
-                accesses=(_A.DATABASE,),
+                accesses=(_A.DATABASE, _A.READ_DATABASE_LOGIN_SECRETS),
             ),
             _spec(
                 FunctionName.AUTHORIZER,

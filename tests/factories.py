@@ -41,7 +41,8 @@ def execution_request(**overrides: Any) -> ExecutionRequest:
 def create_execution(
     conn: Connection, tenant_id: UUID, *, idempotency_key: str | None = None, **overrides: Any
 ) -> Execution:
-    """A committed execution in status created, written through the repository."""
+    """A committed execution in status created, written through the repository on billing_app's `conn` (workers
+    never create executions)."""
     repository = ExecutionRepository(conn)
     execution, created = repository.insert_idempotent(
         tenant_id,
@@ -86,8 +87,18 @@ def in_memory_execution(**overrides: Any) -> Execution:
     return Execution(**fields)
 
 
-def count_rows(conn: Connection, table: str, tenant_id: UUID) -> int:
-    row = conn.execute(f"select count(*) as n from billing.{table} where tenant_id = %s", [tenant_id]).fetchone()
+def count_rows(admin: Connection, table: str, tenant_id: UUID) -> int:
+    """Rows of `tenant_id` in billing.`table`, counted on the admin's inspection connection.
+
+    Refuses any other connection: under row-level security (or without the privilege) a run-time role would
+    count zero rows, and every "writes nothing" assertion would pass without looking.
+    """
+    role = admin.execute(
+        "select rolbypassrls or rolsuper as sees_all from pg_roles where rolname = current_user"
+    ).fetchone()
+    assert role is not None
+    assert role["sees_all"], "count_rows inspects as the admin (the `admin` fixtures)"
+    row = admin.execute(f"select count(*) as n from billing.{table} where tenant_id = %s", [tenant_id]).fetchone()
     assert row is not None
     return int(row["n"])
 

@@ -10,7 +10,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
+from billing.db.roles import FUNCTION_ROLES, LOGIN_USERS
 from billing.local.lambda_loader import load_handler
 from billing.resource_names import METRICS_NAMESPACE, FunctionName, service_name
 
@@ -100,7 +102,15 @@ EXECUTIONS_PATH = "/api/v1/billing/executions"
 def set_function_environment(
     monkeypatch: pytest.MonkeyPatch, function: FunctionName, variables: Mapping[str, str]
 ) -> None:
-    """The environment the CDK app gives `function` (Powertools settings) plus `variables`."""
+    """The environment the CDK app gives `function` (Powertools settings) plus `variables`.
+
+    A DATABASE_URL must log in as the function's own role (billing.db.roles.FUNCTION_ROLES): a handler test run
+    with another role's privileges would prove nothing about the deployed function.
+    """
+    login = LOGIN_USERS.get(FUNCTION_ROLES[function])  # none for migrate: the admin, acting as the owner
+    if "DATABASE_URL" in variables and login is not None:
+        user = conninfo_to_dict(variables["DATABASE_URL"]).get("user")
+        assert user == login.name, f"{function} connects as {login.name}, not {user}"
     for name, value in {
         "AWS_DEFAULT_REGION": "eu-west-1",
         "POWERTOOLS_TRACE_DISABLED": "true",

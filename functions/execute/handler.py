@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.api.cursor import decode_cursor, encode_cursor
 from billing.api.http import guard_request, problem_response, with_correlation_header
+from billing.api.parameters import Rfc3339DateTime
 from billing.api.request_context import RequestContext
 from billing.api.resources import (
     EventResource,
@@ -20,6 +22,7 @@ from billing.api.resources import (
     ExecutionPage,
     ExecutionResource,
     WorkflowPhaseResource,
+    documented_responses,
 )
 from billing.db.execution_repository import ExecutionListQuery
 from billing.domain.errors import BillingError, ExecutionNotFound
@@ -34,6 +37,7 @@ from billing.wiring import ExecuteRuntime, ExecuteSettings
 app = APIGatewayRestResolver(enable_validation=True)
 runtime = ExecuteRuntime(ExecuteSettings.from_environment())
 EXECUTIONS = f"{API_BASE_PATH}/executions"
+BEARER = "bearerAuth"
 
 
 def _request() -> RequestContext:
@@ -46,7 +50,10 @@ def _json(status: int, model: Any) -> Response[Any]:
     return Response(status, "application/json", model)
 
 
-@app.post(EXECUTIONS)
+@app.post(
+    EXECUTIONS,
+    responses=documented_responses({201: "Created and driven", 200: "Replay: the execution this key created"}, 400),
+)
 def create_execution(
     body: ExecutionRequest, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
 ) -> Response[ExecutionResource]:
@@ -62,14 +69,14 @@ def create_execution(
     return _json(201 if outcome.created else 200, ExecutionResource.of(outcome.execution))
 
 
-@app.get(EXECUTIONS)
+@app.get(EXECUTIONS, responses=documented_responses({200: "One page, newest first"}, 400))
 def list_executions(
     status: Annotated[ExecutionStatus | None, Query()] = None,
     payment_rail: Annotated[PaymentRail | None, Query()] = None,
     entity_contract_id: Annotated[str | None, Query(max_length=128)] = None,
     plan_contract_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_from: Annotated[datetime | None, Query()] = None,
-    created_to: Annotated[datetime | None, Query()] = None,
+    created_from: Annotated[Rfc3339DateTime | None, Query()] = None,
+    created_to: Annotated[Rfc3339DateTime | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response[ExecutionPage]:
@@ -82,7 +89,7 @@ def list_executions(
     return _json(200, ExecutionPage(items=[ExecutionResource.of(e) for e in items], next_cursor=next_cursor))
 
 
-@app.get(f"{EXECUTIONS}/<execution_id>")
+@app.get(f"{EXECUTIONS}/<execution_id>", responses=documented_responses({200: "The execution and its timeline"}, 404))
 def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     view = runtime.execution_service().view(_request().tenant_id, _uuid(execution_id))
     detail = ExecutionDetail(
@@ -93,7 +100,7 @@ def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     return _json(200, detail)
 
 
-@app.post(f"{EXECUTIONS}/<execution_id>/cancel")
+@app.post(f"{EXECUTIONS}/<execution_id>/cancel", responses=documented_responses({200: "Canceled"}, 404, 409))
 def cancel_execution(execution_id: str) -> Response[ExecutionResource]:
     request = _request()
     canceled = runtime.execution_service().cancel(
@@ -112,7 +119,12 @@ def openapi_document() -> Response[str]:
 
 def openapi_json() -> str:
     """The OpenAPI 3 document generated from the routes and models (docs/openapi.json is a committed copy)."""
-    return app.get_openapi_json_schema(title="Billing execution API", version="1.0.0")
+    return app.get_openapi_json_schema(
+        title="Billing execution API",
+        version="1.0.0",
+        security_schemes={BEARER: HTTPBearer(bearerFormat="JWT", description="A token the authorizer accepts")},
+        security=[{BEARER: []}],
+    )
 
 
 def _uuid(value: str) -> UUID:
@@ -122,13 +134,20 @@ def _uuid(value: str) -> UUID:
         raise ExecutionNotFound(f"execution {value[:64]} not found") from None
 
 
+@app.not_found
+def _no_route(_: NotFoundError) -> Response[str]:
+    # Every route here is an execution resource: a path none matches (an id with characters no id has) names an
+    # execution that cannot exist. Without this, Powertools' NotFoundError would reach _unexpected as a 500.
+    return problem_response(ExecutionNotFound("no execution under this path"), _request().correlation_id)
+
+
 @app.exception_handler(BillingError)
 def _domain_error(error: BillingError) -> Response[str]:
     return problem_response(error, _request().correlation_id)
 
 
-@app.exception_handler(RequestValidationError)
-def _invalid_request(error: RequestValidationError) -> Response[str]:
+@app.exception_handler([RequestValidationError, RequestUnsupportedContentType])
+def _invalid_request(error: Exception) -> Response[str]:
     return problem_response(error, _request().correlation_id)
 
 

@@ -1,20 +1,28 @@
-"""Applies the sql/ migrations bundled with this function through RDS Proxy; run by the deploy-time trigger."""
+"""Applies the sql/ migrations bundled with this function through RDS Proxy; run by the deploy-time trigger.
+
+It connects as the cluster admin (its DATABASE_SECRET_ARN) and sets every login user's password from that user's own
+secret, so the database holds exactly what RDS Proxy and the functions will present.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import psycopg
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
 from billing.db.connection import Connection, connect, session_options
 from billing.db.connection_provider import database_url_from_environment
 from billing.db.migrations import apply_migrations, discover
+from billing.db.roles import LOGIN_USERS, DatabaseRole
 
 logger = Logger()
 
@@ -24,6 +32,30 @@ MIGRATIONS_DIR: Final = Path(os.environ[names.ENV_MIGRATIONS_DIR])
 CONNECT_RETRY_SECONDS: Final = 10
 # Stop retrying early enough to apply the migrations (and report) within the function's timeout.
 RESERVED_FOR_MIGRATIONS_MS: Final = 120_000
+
+
+def _login_secret_arns(raw: str) -> Mapping[DatabaseRole, str]:
+    """{group role: secret ARN} of every login user; a user without one would keep its published dev password."""
+    arns = {DatabaseRole(role): arn for role, arn in json.loads(raw).items()}
+    if set(arns) != set(LOGIN_USERS):
+        raise RuntimeError(f"{names.ENV_DATABASE_LOGIN_SECRET_ARNS} must name exactly {sorted(LOGIN_USERS)}")
+    return arns
+
+
+LOGIN_SECRET_ARNS: Final = _login_secret_arns(os.environ[names.ENV_DATABASE_LOGIN_SECRET_ARNS])
+
+
+def _login_passwords() -> dict[DatabaseRole, str]:
+    """Each login user's current password, read from its own secret."""
+    passwords: dict[DatabaseRole, str] = {}
+    for role, arn in LOGIN_SECRET_ARNS.items():
+        # Never cached: a warm container must not write back a password rotated since it last looked. Rotation
+        # changes the password in the database and then the secret; this always writes the secret's current value.
+        secret: dict[str, Any] = parameters.get_secret(arn, transform="json", force_fetch=True)
+        if secret["username"] != LOGIN_USERS[role].name:
+            raise RuntimeError(f"the {role} secret is {secret['username']}'s, not {LOGIN_USERS[role].name}'s")
+        passwords[role] = secret["password"]
+    return passwords
 
 
 def _connect(context: LambdaContext) -> Connection:
@@ -44,7 +76,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, l
     migrations = discover(MIGRATIONS_DIR)
     if not migrations:
         raise RuntimeError(f"no migrations in {MIGRATIONS_DIR}: the function was deployed without sql/")
+    passwords = _login_passwords()
     with _connect(context) as conn:
-        applied = apply_migrations(conn, migrations)
+        applied = apply_migrations(conn, migrations, passwords=passwords)
     logger.info("migrations applied", extra={"applied": applied, "available": len(migrations)})
     return {"applied": applied}

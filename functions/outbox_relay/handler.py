@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing import resource_names as names
 from billing.db.connection_provider import ConnectionProvider
+from billing.db.roles import DatabaseRole
 from billing.outbox.eventbridge import EventBridgePublisher, build_event_publisher
 from billing.outbox.relay import OutboxRelay
 
@@ -34,7 +35,7 @@ class Settings(BaseModel):
 
 
 SETTINGS = Settings.model_validate(dict(os.environ))
-CONNECTIONS = ConnectionProvider()
+CONNECTIONS = ConnectionProvider(role=DatabaseRole.WORKER)
 
 
 @cache

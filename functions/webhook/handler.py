@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.api.http import problem_response, with_correlation_header
+from billing.api.http import guard_unverified_request, problem_response, with_correlation_header
+from billing.api.input_safety import require_storable_events
 from billing.api.request_context import correlation_id_of
-from billing.domain.errors import BillingError, SignatureInvalid, WebhookRetryLater
+from billing.domain.errors import BillingError, SignatureInvalid, UnknownWebhookProvider, WebhookRetryLater
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
 from billing.services.webhook_processing import DeliveryResult, verified_events
@@ -32,6 +34,7 @@ def _correlation_id() -> str:
 def receive_webhook(provider: str) -> Response[str]:
     raw = RawWebhook.from_api_gateway_event(app.current_event.raw_event, provider=provider, clock=runtime.clock)
     events = verified_events(raw, runtime.registry, runtime.secrets)
+    require_storable_events(events)
     delivery = runtime.processor().process(raw, events, correlation_id=_correlation_id())
     _observe(delivery)
     if delivery.retry_later:
@@ -60,6 +63,30 @@ def _observe(delivery: DeliveryResult) -> None:
                 "execution_id": str(execution.execution_id) if execution else None,
             },
         )
+        # Counted above as WebhookResult_amount_mismatch; this line is what the operator works from.
+        if r.amount_mismatch is not None and execution is not None:
+            expected, received = r.amount_mismatch.expected, r.amount_mismatch.received
+            logger.warning(
+                "billing.webhook.amount_mismatch",
+                extra={
+                    "event": "billing.webhook.amount_mismatch",
+                    "provider": r.provider,
+                    "provider_event_id": r.event_id,
+                    "tenant_id": str(execution.tenant_id),
+                    "execution_id": str(execution.execution_id),
+                    "expected_amount": expected.amount,
+                    "expected_currency": expected.currency,
+                    "received_amount": received.amount,
+                    "received_currency": received.currency,
+                },
+            )
+
+
+@app.not_found
+def _no_route(_: NotFoundError) -> Response[str]:
+    # A {provider} segment with characters no provider name has; Powertools' NotFoundError would otherwise be a 500.
+    provider = str((app.current_event.path_parameters or {}).get("provider", ""))
+    return problem_response(UnknownWebhookProvider(provider), _correlation_id())
 
 
 @app.exception_handler(SignatureInvalid)
@@ -89,4 +116,7 @@ def _unexpected(error: Exception) -> Response[str]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     correlation_id = correlation_id_of(event)
     logger.set_correlation_id(correlation_id)
+    refused = guard_unverified_request(event)
+    if refused is not None:
+        return refused
     return with_correlation_header(app.resolve(event, context), correlation_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jsii
@@ -24,6 +26,7 @@ from aws_cdk.interfaces import aws_events as events_refs
 from constructs import Construct
 
 from billing import resource_names as names
+from billing.db.roles import LOGIN_USERS, DatabaseRole
 from billing.domain.transitions import TRANSITIONS, TransitionMethod
 from infra.config import StageConfig
 from infra.functions import RETRY_QUEUE_VISIBILITY_TIMEOUT
@@ -33,6 +36,10 @@ from infra.stacks.network import NetworkStack
 ENGINE_VERSION = rds.AuroraPostgresEngineVersion.VER_16_13
 POSTGRES_PORT = 5432
 SECRET_ROTATION_INTERVAL = Duration.days(30)
+# Never in a generated database password: the CDK's own RDS default (characters that break connection strings, shells
+# and the rotation function's SQL). The login users' secrets and their rotations share it, so every rotated password
+# obeys the same rule as the first.
+PASSWORD_EXCLUDE_CHARACTERS = " %+~`#$&*()|[]{}:;<>?!'/@\"\\"  # noqa: S105 (a rule for passwords, not one)
 # Characters of the generated HS256 key: 64 alphanumerics is about 380 bits, above the 256 RFC 7518 asks for.
 JWT_KEY_LENGTH = 64
 # SQS keeps a message at most 14 days; alarm well before a parked message would be dropped.
@@ -141,9 +148,12 @@ class DataStack(Stack):
             automatically_after=SECRET_ROTATION_INTERVAL, vpc_subnets=network.function_subnets
         )
 
+        self._login_user_secrets(network)
+
         self.proxy = self.cluster.add_proxy(
             "Proxy",
-            secrets=[self.database_secret],
+            # The proxy logs in to Aurora as whoever its client names, with that user's secret: it needs every one.
+            secrets=list(self.database_secrets.values()),
             vpc=network.vpc,
             vpc_subnets=network.database_subnets,
             security_groups=[self.proxy_security_group],
@@ -159,6 +169,54 @@ class DataStack(Stack):
         self.proxy.connections.allow_from(
             network.functions_security_group, ec2.Port.tcp(POSTGRES_PORT), "Functions to RDS Proxy"
         )
+
+    def _login_user_secrets(self, network: NetworkStack) -> None:
+        """One rotated secret per login user, attached to the cluster (host, port, engine) like the admin's."""
+        self.login_secrets: Mapping[DatabaseRole, secretsmanager.ISecret] = MappingProxyType(
+            {role: self._login_user_secret(network, role) for role in LOGIN_USERS}
+        )
+        # Whose secret a function reads to connect as each role. The owner is no login user: the migrations connect
+        # as the cluster admin and SET ROLE billing_owner.
+        self.database_secrets: Mapping[DatabaseRole, secretsmanager.ISecret] = MappingProxyType(
+            {DatabaseRole.OWNER: self.database_secret, **self.login_secrets}
+        )
+        missing = set(DatabaseRole) - set(self.database_secrets)
+        if missing:
+            raise ValueError(
+                f"no secret to connect as {sorted(missing)}: give the role a login user (billing.db.roles)"
+            )
+
+    def _login_user_secret(self, network: NetworkStack, role: DatabaseRole) -> secretsmanager.ISecret:
+        user = LOGIN_USERS[role]
+        construct_id = f"{role.name.title()}UserSecret"
+        secret = rds.DatabaseSecret(
+            self,
+            construct_id,
+            username=user.name,
+            dbname=names.DATABASE_NAME,
+            secret_name=names.database_login_secret_name(user.name),
+            encryption_key=self.key,
+            exclude_characters=PASSWORD_EXCLUDE_CHARACTERS,
+        )
+        secret.apply_removal_policy(self.config.removal_policy)
+        attached = secret.attach(self.cluster)
+        # Single-user rotation, as the admin's: the rotation function logs in as the user and changes its own
+        # password, from the function subnets (Secrets Manager through the VPC endpoint's private DNS).
+        secretsmanager.SecretRotation(
+            self,
+            f"{construct_id}Rotation",
+            application=secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
+            secret=attached,
+            target=self.cluster,
+            vpc=network.vpc,
+            vpc_subnets=network.function_subnets,
+            automatically_after=SECRET_ROTATION_INTERVAL,
+            exclude_characters=PASSWORD_EXCLUDE_CHARACTERS,
+            # The user exists only once the migrate function (service stack, deployed after this one) has created it
+            # with this secret's password: a rotation at creation would find no user to log in as.
+            rotate_immediately_on_update=False,
+        )
+        return attached
 
     def _secrets(self) -> None:
         config = self.config

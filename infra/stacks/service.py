@@ -182,14 +182,23 @@ class ServiceStack(Stack):
             )
 
         accesses = spec.accesses
-        if Access.DATABASE in accesses:
-            read_secret(data.database_secret)
+        database_role = spec.database_role
+        if database_role is not None:
+            # The secret of the one role the function connects as (billing.db.roles.FUNCTION_ROLES), no other.
+            database_secret = data.database_secrets[database_role]
+            read_secret(database_secret)
             environment |= {
-                names.ENV_DATABASE_SECRET_ARN: data.database_secret.secret_arn,
+                names.ENV_DATABASE_SECRET_ARN: database_secret.secret_arn,
                 names.ENV_DATABASE_PROXY_ENDPOINT: data.proxy.endpoint,
                 names.ENV_DATABASE_NAME: names.DATABASE_NAME,
                 names.ENV_AUTHORITATIVE_WRITE_ENABLED: "true",
             }
+        if Access.READ_DATABASE_LOGIN_SECRETS in accesses:
+            for secret in data.login_secrets.values():
+                read_secret(secret)
+            environment[names.ENV_DATABASE_LOGIN_SECRET_ARNS] = self.to_json_string(
+                {role.value: secret.secret_arn for role, secret in data.login_secrets.items()}
+            )
         if accesses & {Access.SEND_RETRY, Access.CONSUME_RETRY}:
             environment[names.ENV_RETRY_QUEUE_URL] = data.retry_queue.queue_url
         for access, queue in ((Access.SEND_RETRY, data.retry_queue), (Access.SEND_DLQ, data.dead_letter_queue)):

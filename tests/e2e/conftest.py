@@ -92,7 +92,7 @@ class LocalApi:
 
 
 @pytest.fixture(scope="package")
-def local_stack(db_url: str) -> Iterator[LocalApi]:
+def local_stack(admin_db_url: str) -> Iterator[LocalApi]:
     """The whole local system on free ports, shared by the e2e tests (see the module docstring for the scope)."""
-    with LocalStack(port=0, moto_port=0, database_url=db_url) as stack:
+    with LocalStack(port=0, moto_port=0, database_url=admin_db_url) as stack:
         yield LocalApi(stack)

@@ -30,6 +30,8 @@ from billing.auth.tokens import (
     parse_token_settings,
     verify_token,
 )
+from billing.db.connection_provider import role_url_variable
+from billing.db.roles import RUNTIME_ROLES, login_url
 from billing.local.api_gateway import method_arn, policy_allows
 from billing.paths import REPO_ROOT
 from billing.resource_names import FunctionName
@@ -108,11 +110,15 @@ def test_unknown_route_is_404_and_wrong_method_is_405(local_stack: LocalApi) -> 
     assert response.headers["Allow"] == "GET, POST"
 
 
-def test_oversized_body_is_413(local_stack: LocalApi) -> None:
-    body = b"x" * (names.MAX_REQUEST_BODY_BYTES + 1)
+def test_oversized_body_is_413_by_the_routes_own_limit(local_stack: LocalApi) -> None:
+    small = b"x" * (names.MAX_REQUEST_BODY_BYTES + 1)
+    webhook = f"{names.API_BASE_PATH}/webhook/stripe"
 
-    _problem(local_stack.request("POST", EXECUTIONS, body=body, token=local_stack.token()), 413, "payload_too_large")
-    _problem(local_stack.request("POST", f"{names.API_BASE_PATH}/webhook/stripe", body=body), 413, "payload_too_large")
+    _problem(local_stack.request("POST", EXECUTIONS, body=small, token=local_stack.token()), 413, "payload_too_large")
+    # Webhooks take what providers send: over the API's limit the body still reaches verification.
+    _problem(local_stack.request("POST", webhook, body=small), 401, "signature_invalid")
+    large = b"x" * (names.MAX_WEBHOOK_BODY_BYTES + 1)
+    _problem(local_stack.request("POST", webhook, body=large), 413, "payload_too_large")
 
 
 def test_oversized_chunked_body_is_413(local_stack: LocalApi) -> None:
@@ -225,7 +231,10 @@ def test_functions_environment_names_the_created_resources(local_stack: LocalApi
     assert os.environ[names.ENV_REPORTS_BUCKET] == resources.reports_bucket
     assert os.environ[names.ENV_JWT_SECRET_ARN] == resources.jwt_secret_arn
     assert os.environ["AWS_ENDPOINT_URL"] == local_stack.stack.aws_endpoint_url
-    assert os.environ["DATABASE_URL"] == local_stack.stack.database_url
+    # Each function gets its own role's URL, never the admin's the stack migrated with.
+    assert "DATABASE_URL" not in os.environ
+    for role in RUNTIME_ROLES:
+        assert os.environ[role_url_variable(role)] == login_url(local_stack.stack.database_url, role)
     assert os.environ[names.ENV_POWERTOOLS_METRICS_NAMESPACE] == "Billing"
 
 
@@ -294,8 +303,8 @@ def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
         into.put(line.rstrip("\n"))
 
 
-def test_serve_script_prints_the_ready_line_serves_and_stops_on_ctrl_c(db_url: str) -> None:
-    env = {**ENVIRONMENT_BEFORE_STACK, "PORT": "0", "DATABASE_URL": db_url}
+def test_serve_script_prints_the_ready_line_serves_and_stops_on_ctrl_c(admin_db_url: str) -> None:
+    env = {**ENVIRONMENT_BEFORE_STACK, "PORT": "0", "DATABASE_URL": admin_db_url}
     server = subprocess.Popen(
         [sys.executable, "scripts/serve.py"],
         cwd=REPO_ROOT,

@@ -91,3 +91,13 @@ def api_path(template: Template, resource_id: str) -> str:
         parts.append(resource["Properties"]["PathPart"])
         current = resource["Properties"]["ParentId"]
     return "/" + "/".join(reversed(parts))
+
+
+def imported_logical_id(producer: Template, value: Any) -> str:
+    """The producer stack's logical id behind a consumer's Fn::ImportValue (a CDK export names one resource)."""
+    name = value["Fn::ImportValue"]
+    for output in producer.get("Outputs", {}).values():
+        if output.get("Export", {}).get("Name") == name:
+            (logical_id,) = references(output["Value"])
+            return logical_id
+    raise AssertionError(f"{name} is not exported by the producer stack")

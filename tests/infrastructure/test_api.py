@@ -1,15 +1,16 @@
-"""REST API: routes, authorizer, request validation, stage logging and throttling, WAF body limit."""
+"""REST API: routes, authorizer, request validation, stage logging and throttling, WAF body limits."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from billing import resource_names as names
 from billing.resource_names import FunctionName, Route
-from infra.api import AUTHORIZATION_HEADER_PATTERN, AUTHORIZER_CACHE_TTL
+from infra.api import AUTHORIZATION_HEADER_PATTERN, AUTHORIZER_CACHE_TTL, waf_number_greater_than, waf_path_pattern
 from tests.infrastructure import cfn
 from tests.infrastructure.conftest import Synthesized
 
@@ -102,23 +103,107 @@ def test_api_stage_logs_access_traces_and_throttles_per_stage_config(
     assert settings["DataTraceEnabled"] is False
 
 
-def test_waf_answers_413_to_bodies_over_the_shared_limit(dev: Synthesized) -> None:
-    ((acl_id, acl),) = cfn.of_type(dev.raw["service"], "AWS::WAFv2::WebACL").items()
-    props = acl["Properties"]
+def _web_acl(synth: Synthesized) -> tuple[str, dict[str, Any]]:
+    ((acl_id, acl),) = cfn.of_type(synth.raw["service"], "AWS::WAFv2::WebACL").items()
+    return acl_id, acl["Properties"]
+
+
+def _rules(synth: Synthesized) -> dict[str, dict[str, Any]]:
+    return {rule["Name"]: rule for rule in _web_acl(synth)[1]["Rules"]}
+
+
+def _refusal(synth: Synthesized, rule: dict[str, Any]) -> dict[str, Any]:
+    """The 413 problem document a rule answers with."""
+    response = rule["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 413
+    bodies = _web_acl(synth)[1]["CustomResponseBodies"]
+    document: dict[str, Any] = json.loads(bodies[response["CustomResponseBodyKey"]]["Content"])
+    return document
+
+
+def _webhook_path() -> str:
+    (webhook,) = (route for route in names.ROUTES if route.function is FunctionName.WEBHOOK)
+    return webhook.path
+
+
+def test_waf_is_regional_on_the_stage_with_one_size_rule_per_limit(dev: Synthesized) -> None:
+    acl_id, props = _web_acl(dev)
+
     assert props["Scope"] == "REGIONAL"
-    (rule,) = props["Rules"]
-    size = rule["Statement"]["SizeConstraintStatement"]
-    assert size["Size"] == names.MAX_REQUEST_BODY_BYTES
-    assert size["ComparisonOperator"] == "GT"
-    # Bodies beyond what WAF inspects count as too large instead of slipping through.
-    assert size["FieldToMatch"]["Body"]["OversizeHandling"] == "MATCH"
-    assert rule["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 413
-    body_key = rule["Action"]["Block"]["CustomResponse"]["CustomResponseBodyKey"]
-    assert json.loads(props["CustomResponseBodies"][body_key]["Content"])["code"] == "payload_too_large"
+    assert set(_rules(dev)) == {"request-body-size-limit", f"request-body-size-limit-{names.MAX_WEBHOOK_BODY_BYTES}"}
+    assert len({rule["Priority"] for rule in props["Rules"]}) == len(props["Rules"])
+    # The inspection limit included in WAF's price; the rules are written for it.
+    assert props["AssociationConfig"]["RequestBody"]["API_GATEWAY"]["DefaultSizeInspectionLimit"] == "KB_16"
     ((_, association),) = cfn.of_type(dev.raw["service"], "AWS::WAFv2::WebACLAssociation").items()
     assert acl_id in cfn.references(association["Properties"]["WebACLArn"])
     (stage_id,) = cfn.of_type(dev.raw["service"], "AWS::ApiGateway::Stage")
     assert stage_id in cfn.references(association["Properties"]["ResourceArn"])
+
+
+def test_waf_answers_413_to_bodies_over_16_kib_except_on_the_webhook_path(dev: Synthesized) -> None:
+    rule = _rules(dev)["request-body-size-limit"]
+    body_over, not_webhook = rule["Statement"]["AndStatement"]["Statements"]
+
+    size = body_over["SizeConstraintStatement"]
+    assert (size["ComparisonOperator"], size["Size"]) == ("GT", names.MAX_REQUEST_BODY_BYTES)
+    assert names.MAX_REQUEST_BODY_BYTES == 16 * 1024
+    # Bodies beyond what WAF inspects count as too large instead of slipping through.
+    assert size["FieldToMatch"]["Body"]["OversizeHandling"] == "MATCH"
+    exempt = not_webhook["NotStatement"]["Statement"]["RegexMatchStatement"]
+    assert exempt["FieldToMatch"] == {"UriPath": {}}
+    assert exempt["RegexString"] == waf_path_pattern([_webhook_path()])
+    document = _refusal(dev, rule)
+    assert document["code"] == "payload_too_large"
+    assert str(names.MAX_REQUEST_BODY_BYTES) in document["detail"]
+
+
+def test_waf_answers_413_to_webhooks_declaring_more_than_1_mib(dev: Synthesized) -> None:
+    rule = _rules(dev)[f"request-body-size-limit-{names.MAX_WEBHOOK_BODY_BYTES}"]
+    on_webhook, declared = (s["RegexMatchStatement"] for s in rule["Statement"]["AndStatement"]["Statements"])
+
+    assert on_webhook["FieldToMatch"] == {"UriPath": {}}
+    assert on_webhook["RegexString"] == waf_path_pattern([_webhook_path()])
+    # WAF cannot measure a body past 16 KB: the rule reads the length the request declares.
+    assert declared["FieldToMatch"] == {"SingleHeader": {"Name": "content-length"}}
+    assert declared["RegexString"] == waf_number_greater_than(names.MAX_WEBHOOK_BODY_BYTES)
+    assert not any("Body" in json.dumps(s["FieldToMatch"]) for s in (on_webhook, declared))
+    document = _refusal(dev, rule)
+    assert document["code"] == "payload_too_large"
+    assert str(names.MAX_WEBHOOK_BODY_BYTES) in document["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "webhook"),
+    [
+        ("/dev/api/v1/billing/webhook/stripe", True),  # execute-api endpoint: the stage comes first
+        ("/api/v1/billing/webhook/gocardless", True),  # custom domain with an empty base path
+        ("/dev/api/v1/billing/webhook/sandbox/", True),
+        ("/dev/api/v1/billing/executions", False),
+        ("/dev/api/v1/billing/executions/e-1/cancel", False),
+        ("/dev/api/v1/billing/webhook/", False),
+        ("/dev/api/v1/billing/webhook/stripe/extra", False),
+        ("/dev/api/v1/billing/webhook/../executions", False),
+        ("/dev/api/v1/billing/webhook/..%2Fexecutions", False),
+        ("/dev/api/v1/billing/webhook/..", False),
+        ("/dev/x/api/v1/billing/webhook/stripe", False),
+        ("/dev/api/v1/billing/webhooks/stripe", False),
+        ("/dev/api/v1/billing/executions/webhook/stripe", False),
+    ],
+)
+def test_waf_webhook_path_pattern_matches_only_paths_routed_to_the_webhook(path: str, webhook: bool) -> None:
+    assert bool(re.search(waf_path_pattern([_webhook_path()]), path)) is webhook
+
+
+@pytest.mark.parametrize("limit", [9, 10, 99, 1000, 16 * 1024, names.MAX_WEBHOOK_BODY_BYTES, 10 * 1024 * 1024])
+def test_waf_number_pattern_matches_exactly_the_numbers_over_the_limit(limit: int) -> None:
+    pattern = re.compile(waf_number_greater_than(limit))
+    numbers = {*range(max(0, limit - 1200), limit + 1200), 0, 1, limit * 10, limit * 10 - 1, 10**12}
+
+    for number in sorted(numbers):
+        assert bool(pattern.search(str(number))) is (number > limit), number
+        assert bool(pattern.search(f"00{number}")) is (number > limit), f"00{number}"
+    for text in ("", "abc", "-5", f"{limit + 1} ", f"1e{len(str(limit)) + 2}"):
+        assert not pattern.search(text), text
 
 
 def test_api_output_points_at_the_billing_base_path(dev: Synthesized) -> None:

@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from billing import resource_names as names
+from billing.db.roles import LOGIN_USERS
 from billing.domain.transitions import TRANSITIONS, TransitionMethod
 from billing.resource_names import FunctionName
 from infra.functions import FUNCTIONS
@@ -74,26 +75,31 @@ def test_aurora_protection_and_backups_follow_stage_config(stage: str, request: 
     assert cluster_id
 
 
-def test_database_secret_rotates_every_30_days(dev: Synthesized) -> None:
+def test_every_database_secret_rotates_every_30_days(dev: Synthesized) -> None:
     template = dev.template("data")
-    template.has_resource_properties(
-        "AWS::SecretsManager::RotationSchedule", {"RotationRules": {"ScheduleExpression": "rate(30 days)"}}
-    )
     template.has_resource_properties(
         "AWS::SecretsManager::Secret", {"Name": names.DATABASE_SECRET_NAME, "KmsKeyId": Match.any_value()}
     )
-    assert dev.raw["data"]["Transform"] == "AWS::Serverless-2016-10-31"  # the hosted rotation application
+    # The admin's and each login user's (test_database_roles_infra.py): every secret attached to the cluster.
+    attachments = cfn.of_type(dev.raw["data"], "AWS::SecretsManager::SecretTargetAttachment")
+    assert len(attachments) == 1 + len(LOGIN_USERS)
+    schedules = {
+        schedule["Properties"]["SecretId"]["Ref"]: schedule["Properties"]["RotationRules"]
+        for schedule in cfn.of_type(dev.raw["data"], "AWS::SecretsManager::RotationSchedule").values()
+    }
+    assert schedules == {attachment: {"ScheduleExpression": "rate(30 days)"} for attachment in attachments}
+    # The hosted rotation applications; each rotation adds the transform, the CDK lists it once.
+    assert dev.raw["data"]["Transform"] == ["AWS::Serverless-2016-10-31"]
 
 
-def test_rds_proxy_requires_tls_and_authenticates_with_the_database_secret(dev: Synthesized) -> None:
+def test_rds_proxy_requires_tls_and_authenticates_with_the_database_secrets(dev: Synthesized) -> None:
     _, proxy = _only(cfn.of_type(dev.raw["data"], "AWS::RDS::DBProxy"))
     props = proxy["Properties"]
     assert props["EngineFamily"] == "POSTGRESQL"
     assert props["RequireTLS"] is True
-    (auth,) = props["Auth"]
-    assert auth["AuthScheme"] == "SECRETS"
-    attachment_id, _ = _only(cfn.of_type(dev.raw["data"], "AWS::SecretsManager::SecretTargetAttachment"))
-    assert auth["SecretArn"] == {"Ref": attachment_id}
+    attachments = cfn.of_type(dev.raw["data"], "AWS::SecretsManager::SecretTargetAttachment")
+    assert {auth["AuthScheme"] for auth in props["Auth"]} == {"SECRETS"}
+    assert sorted(auth["SecretArn"]["Ref"] for auth in props["Auth"]) == sorted(attachments)
 
 
 def test_proxy_admits_postgres_from_the_functions_only(dev: Synthesized) -> None:
@@ -103,7 +109,7 @@ def test_proxy_admits_postgres_from_the_functions_only(dev: Synthesized) -> None
         if rule["Properties"]["FromPort"] == 5432
     ]
     sources = {json.dumps(rule["SourceSecurityGroupId"]) for rule in ingress}
-    # Proxy <- functions SG (imported from the network stack); cluster <- proxy SG and the rotation function.
+    # Proxy <- functions SG (imported from the network stack); cluster <- proxy SG and the rotation functions.
     assert any("FunctionsSecurityGroup" in source for source in sources)
     assert all("CidrIp" not in rule for rule in ingress)
 

@@ -21,6 +21,11 @@ DATABASE_FUNCTIONS = [name for name, spec in FUNCTIONS.items() if Access.DATABAS
 # What each access may add to a role, beyond logs, traces and (in the VPC) network interfaces.
 ACCESS_ACTIONS: dict[Access, set[str]] = {
     Access.DATABASE: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
+    Access.READ_DATABASE_LOGIN_SECRETS: {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+        "kms:Decrypt",
+    },
     Access.SEND_RETRY: {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt"},
     Access.SEND_DLQ: {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt"},
     Access.CONSUME_RETRY: {
@@ -99,6 +104,8 @@ def test_function_environment_carries_only_what_its_accesses_need(function: Func
             names.ENV_DATABASE_NAME,
             names.ENV_AUTHORITATIVE_WRITE_ENABLED,
         }
+    if Access.READ_DATABASE_LOGIN_SECRETS in accesses:
+        expected.add(names.ENV_DATABASE_LOGIN_SECRET_ARNS)
     if accesses & {Access.SEND_RETRY, Access.CONSUME_RETRY}:
         expected.add(names.ENV_RETRY_QUEUE_URL)
     if accesses & {Access.SEND_DLQ, Access.CONSUME_DLQ}:
@@ -210,7 +217,10 @@ def test_secrets_are_readable_only_by_the_functions_that_use_them(dev: Synthesiz
 
     assert secret_readers("WebhookSecret") == {FunctionName.WEBHOOK}
     assert secret_readers("JwtSecret") == {FunctionName.AUTHORIZER}
-    assert secret_readers("DatabaseSecretAttachment") == set(DATABASE_FUNCTIONS)
+    # The admin connects only to migrate; every other function reads its own login user's secret
+    # (test_database_roles_infra.py).
+    assert secret_readers("DatabaseSecretAttachment") == {FunctionName.MIGRATE}
+    assert secret_readers("UserSecretAttachment") == set(DATABASE_FUNCTIONS)
     # Secret decryption through the data key is only allowed via Secrets Manager.
     for f in ALL_FUNCTIONS:
         for statement in cfn.role_statements(dev.raw["service"], f):

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from billing.db.connection import Connection, connect
 from billing.local.lambda_loader import load_handler
 from billing.resource_names import FunctionName
 from tests.lambda_harness import set_function_environment
@@ -30,3 +31,11 @@ def aws(db_url: str) -> Iterator[dict[str, str]]:
 def execute(aws: dict[str, str]) -> ModuleType:
     """One warm container of the execute function."""
     return load_handler("execute")
+
+
+@pytest.fixture
+def worker(worker_db_url: str) -> Iterator[Connection]:
+    """billing_worker's connection to the shared database: what reconciliation and the retry consumer run as, for
+    tests that drive a shared-database execution the way a worker would."""
+    with connect(worker_db_url) as connection:
+        yield connection

@@ -5,7 +5,7 @@ from __future__ import annotations
 from billing.db.connection import Connection
 
 # Small global lookup tables, replicated to every node in Citus (create_reference_table), hence no tenant_id.
-REFERENCE_TABLES = {"execution_status_transitions"}
+REFERENCE_TABLES = {"execution_status_transitions", "execution_event_types", "execution_event_transitions"}
 
 _TABLES = """
 select c.oid, c.relname

@@ -62,13 +62,14 @@ def queues() -> Iterator[Queues]:
 
 
 @pytest.fixture
-def tool(queues: Queues, conn: Connection) -> DeadLetterTool:
+def tool(queues: Queues, worker: Connection) -> DeadLetterTool:
+    """The tooling as operators run it, on the retry function's role (billing_worker)."""
     # Short polling and one empty receive: moto answers at once, and long polling would wait for real.
     return DeadLetterTool(
         queues.client,
         queues.dlq_url,
         queues.retry_url,
-        AttemptLedger(conn),
+        AttemptLedger(worker),
         context=OPERATOR,
         wait_seconds=0,
         empty_receives=1,
@@ -88,7 +89,8 @@ def sandbox(db_url: str) -> SandboxProvider:
 
 @pytest.fixture
 def waiting_retry(conn: Connection, sandbox: SandboxProvider) -> Callable[[UUID], tuple[Execution, RetryRequest]]:
-    """Makes an execution whose first attempt failed transiently, and the request for its second attempt."""
+    """Makes an execution whose first attempt failed transiently, and the request for its second attempt (the
+    execute path's drive, on billing_app's `conn`)."""
 
     def make(tenant_id: UUID) -> tuple[Execution, RetryRequest]:
         execution = create_execution(
@@ -188,6 +190,7 @@ def test_redrive_all_moves_everything_and_the_worker_then_finishes_the_retries(
     tool: DeadLetterTool,
     queues: Queues,
     conn: Connection,
+    worker: Connection,
     sandbox: SandboxProvider,
     tenant_id: UUID,
     waiting_retry: Callable[[UUID], tuple[Execution, RetryRequest]],
@@ -210,18 +213,18 @@ def test_redrive_all_moves_everything_and_the_worker_then_finishes_the_retries(
     assert sorted(line["message_id"] for line in logged) == sorted(m.message_id for m in report.redriven)
     assert {line["actor"] for line in logged} == {"user:ops-alice"}
 
-    # And the retry worker completes the executions from the redriven messages
+    # And the retry worker (its own role) completes the executions from the redriven messages
     providers = {"sandbox": sandbox}
-    repository = ExecutionRepository(conn)
-    worker = RetryWorker(
+    repository = ExecutionRepository(worker)
+    retry_worker = RetryWorker(
         repository,
-        AttemptLedger(conn),
+        AttemptLedger(worker),
         ExecutionDriver(repository, providers, RecordingRetryScheduler(), QuietObserver()),
         providers,
         SqsRetryScheduler(queues.client, queues.retry_url),
         SqsDeadLetterSink(queues.client, queues.dlq_url),
     )
-    outcomes = [worker.handle(request, body=encode_retry(request)).outcome for _, request in waiting]
+    outcomes = [retry_worker.handle(request, body=encode_retry(request)).outcome for _, request in waiting]
     assert outcomes == [RetryOutcome.COMPLETED] * 3
     for execution, _ in waiting:
         final = ExecutionRepository(conn).get(tenant_id, execution.id)
@@ -269,11 +272,11 @@ def test_purge_refuses_without_confirmation_then_deletes_everything(
 
 
 @pytest.fixture
-def cli(tool: DeadLetterTool, queues: Queues, conn: Connection) -> Callable[..., int]:
+def cli(tool: DeadLetterTool, queues: Queues, worker: Connection) -> Callable[..., int]:
     def run(*argv: str) -> int:
         return main(
             ["--dlq-url", queues.dlq_url, "--queue-url", queues.retry_url, *argv],
-            tools=lambda args: (tool, ExecutionRepository(conn).get),
+            tools=lambda args: (tool, ExecutionRepository(worker).get),
         )
 
     return run
@@ -337,11 +340,16 @@ def test_cli_without_queue_urls_exits_2(monkeypatch: pytest.MonkeyPatch, capsys:
 
 
 @pytest.fixture
-def retry_function(db_url: str, queues: Queues, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+def retry_function(worker_db_url: str, queues: Queues, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The retry_dlq function as deployed, connecting as its role (billing_worker)."""
     set_function_environment(
         monkeypatch,
         names.FunctionName.RETRY_DLQ,
-        {"DATABASE_URL": db_url, names.ENV_RETRY_QUEUE_URL: queues.retry_url, names.ENV_DLQ_URL: queues.dlq_url},
+        {
+            "DATABASE_URL": worker_db_url,
+            names.ENV_RETRY_QUEUE_URL: queues.retry_url,
+            names.ENV_DLQ_URL: queues.dlq_url,
+        },
     )
     return load_handler("retry_dlq")
 

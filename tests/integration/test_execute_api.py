@@ -37,9 +37,10 @@ BASE = EXECUTIONS_PATH
 CARD = CARD_REQUEST
 
 
-def written(conn: Connection, tenant: UUID) -> int:
+def written(admin: Connection, tenant: UUID) -> int:
+    """Rows the tenant has in the tables a request writes, counted on the admin's inspection connection."""
     return sum(
-        count_rows(conn, t, tenant) for t in ("billing_executions", "billing_execution_events", "billing_outbox")
+        count_rows(admin, t, tenant) for t in ("billing_executions", "billing_execution_events", "billing_outbox")
     )
 
 
@@ -64,26 +65,26 @@ def test_card_payment_completes_with_timeline_and_correlation_header(execute: Mo
 
 
 def test_replay_with_same_key_returns_200_same_execution_and_writes_nothing(
-    execute: ModuleType, conn: Connection, tenant_id: UUID
+    execute: ModuleType, admin: Connection, tenant_id: UUID
 ) -> None:
     first = post_execution(execute, tenant_id, CARD, key="replay-1")
-    before = written(conn, tenant_id)
+    before = written(admin, tenant_id)
     again = post_execution(execute, tenant_id, CARD, key="replay-1")
     assert (first["statusCode"], again["statusCode"]) == (201, 200)
     assert response_json(again)["id"] == response_json(first)["id"]
-    assert written(conn, tenant_id) == before
+    assert written(admin, tenant_id) == before
 
 
 def test_same_key_with_other_parameters_is_422_and_writes_nothing(
-    execute: ModuleType, conn: Connection, tenant_id: UUID
+    execute: ModuleType, admin: Connection, tenant_id: UUID
 ) -> None:
     post_execution(execute, tenant_id, CARD, key="reuse-1")
-    before = written(conn, tenant_id)
+    before = written(admin, tenant_id)
     response = post_execution(execute, tenant_id, {**CARD, "amount": 2500}, key="reuse-1")
     assert response["statusCode"] == 422
     assert response_json(response)["code"] == "idempotency_key_reused"
     assert header(response, "Content-Type") == "application/problem+json"
-    assert written(conn, tenant_id) == before
+    assert written(admin, tenant_id) == before
 
 
 def test_declined_card_ends_failed_with_provider_code(execute: ModuleType, tenant_id: UUID) -> None:
@@ -135,7 +136,9 @@ def test_cancel_of_completed_execution_is_409(execute: ModuleType, tenant_id: UU
     assert response_json(response)["current_status"] == "completed"
 
 
-@pytest.mark.parametrize("path_id", ["other-tenant", str(uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize(
+    "path_id", ["other-tenant", str(uuid4()), "not-a-uuid"], ids=["other-tenant", "unknown-uuid", "not-a-uuid"]
+)  # fixed ids: a random one differs between pytest-xdist workers, which then refuse to run
 def test_get_unknown_or_other_tenants_execution_is_404(execute: ModuleType, conn: Connection, path_id: str) -> None:
     owner = uuid4()
     execution = create_execution(conn, owner)
@@ -151,10 +154,10 @@ def test_request_without_tenant_is_401_and_writes_nothing(execute: ModuleType, c
     assert response_json(response)["code"] == "unauthenticated"
 
 
-def test_tenant_in_body_is_refused_not_used(execute: ModuleType, conn: Connection, tenant_id: UUID) -> None:
+def test_tenant_in_body_is_refused_not_used(execute: ModuleType, admin: Connection, tenant_id: UUID) -> None:
     response = post_execution(execute, tenant_id, {**CARD, "tenant_id": str(uuid4())})
     assert response["statusCode"] == 422
-    assert written(conn, tenant_id) == 0
+    assert written(admin, tenant_id) == 0
 
 
 BAD_INPUT = [
@@ -181,7 +184,7 @@ BAD_INPUT = [
 def test_bad_input_gets_documented_4xx_and_writes_nothing(
     execute: ModuleType,
     aws: dict[str, str],
-    conn: Connection,
+    admin: Connection,
     tenant_id: UUID,
     case: str,
     body: Any,
@@ -195,18 +198,18 @@ def test_bad_input_gets_documented_4xx_and_writes_nothing(
     assert (problem["code"], problem["status"]) == (code, status)
     assert problem["correlation_id"]
     assert header(response, "Content-Type") == "application/problem+json"
-    assert written(conn, tenant_id) == 0
+    assert written(admin, tenant_id) == 0
     assert queue_depth(aws["queue_url"]) == queued
 
 
 @pytest.mark.parametrize("key", [None, "", "has space", "k" * 256])
 def test_missing_or_invalid_idempotency_key_is_400_and_writes_nothing(
-    execute: ModuleType, conn: Connection, tenant_id: UUID, key: str | None
+    execute: ModuleType, admin: Connection, tenant_id: UUID, key: str | None
 ) -> None:
     response = post_execution(execute, tenant_id, CARD, key=key)
     assert response["statusCode"] == 400
     assert response_json(response)["code"] == "idempotency_key_invalid"
-    assert written(conn, tenant_id) == 0
+    assert written(admin, tenant_id) == 0
 
 
 def test_list_pages_in_stable_order_without_duplicates(execute: ModuleType, conn: Connection, tenant_id: UUID) -> None:
@@ -239,7 +242,7 @@ def test_list_filters_by_status_and_rejects_oversized_page(
 
 
 def test_20_parallel_posts_with_one_key_make_one_execution_and_one_charge(
-    aws: dict[str, str], conn: Connection, tenant_id: UUID
+    aws: dict[str, str], admin: Connection, tenant_id: UUID
 ) -> None:
     # Twenty Lambda containers, each its own module instance and connection, hit by the same request at once.
     containers = [load_handler("execute", str(i)) for i in range(20)]
@@ -257,8 +260,8 @@ def test_20_parallel_posts_with_one_key_make_one_execution_and_one_charge(
             container.runtime.connections.discard()
     assert sorted(r["statusCode"] for r in responses) == [200] * 19 + [201]
     assert len({response_json(r)["id"] for r in responses}) == 1
-    assert count_rows(conn, "billing_executions", tenant_id) == 1
-    charges = conn.execute(
+    assert count_rows(admin, "billing_executions", tenant_id) == 1
+    charges = admin.execute(
         "select count(*) as n from sandbox_provider.charges where idempotency_key like %s", [f"{tenant_id}:%"]
     ).fetchone()
     assert charges == {"n": 1}
@@ -350,3 +353,122 @@ def test_drive_of_a_stale_pending_copy_after_submission_submits_nothing_again(
     charge = sandbox.find_charge(idempotency_key=provider_idempotency_key(settled))
     assert charge is not None
     assert charge.attempts == 1
+
+
+# --- hostile input: refused before any query runs, on every route --------------------------------------------------
+
+
+def nested_metadata(depth: int) -> dict[str, Any]:
+    document: dict[str, Any] = {"leaf": "x"}
+    for _ in range(depth - 2):  # the request object and metadata itself are two levels
+        document = {"n": document}
+    return {**CARD, "metadata": document}
+
+
+EXISTING = "<existing>"  # stands for the id of an execution the test creates first
+# (case, method, path, body, headers, query, path parameters, status, code)
+HOSTILE_INPUT: list[tuple[str, str, str, Any, dict[str, str], dict[str, str] | None, str | None, int, str]] = [
+    ("create_nul_in_metadata_value", "POST", BASE, {**CARD, "metadata": {"note": "a\x00b"}}, {}, None, None, 422,
+     "validation_failed"),
+    ("create_lone_surrogate_in_metadata_value", "POST", BASE, {**CARD, "metadata": {"note": "\ud800"}}, {}, None,
+     None, 422, "validation_failed"),
+    ("create_nul_in_metadata_key", "POST", BASE, {**CARD, "metadata": {"k\x00": "v"}}, {}, None, None, 422,
+     "validation_failed"),
+    ("create_nul_in_contract_id", "POST", BASE, {**CARD, "entity_contract_id": "c\x00"}, {}, None, None, 422,
+     "validation_failed"),
+    ("create_nul_in_idempotency_key", "POST", BASE, CARD, {"Idempotency-Key": "key\x00"}, None, None, 422,
+     "validation_failed"),
+    ("create_nul_in_correlation_id", "POST", BASE, CARD, {"X-Correlation-Id": "corr\x00"}, None, None, 422,
+     "validation_failed"),
+    ("create_nested_deeper_than_32", "POST", BASE, nested_metadata(33), {}, None, None, 422, "validation_failed"),
+    ("create_recursion_bomb", "POST", BASE, "[" * 16_000, {}, None, None, 422, "validation_failed"),
+    ("create_amount_beyond_2_53", "POST", BASE, {**CARD, "amount": 2**53}, {}, None, None, 422, "validation_failed"),
+    ("create_amount_of_5000_digits", "POST", BASE, '{"amount": ' + "9" * 5000 + "}", {}, None, None, 422,
+     "validation_failed"),
+    ("create_amount_nan", "POST", BASE, '{"amount": NaN}', {}, None, None, 422, "validation_failed"),
+    ("create_amount_infinity", "POST", BASE, '{"amount": 1e400}', {}, None, None, 422, "validation_failed"),
+    ("create_amount_float", "POST", BASE, {**CARD, "amount": 1999.0}, {}, None, None, 422, "validation_failed"),
+    ("create_metadata_int_value", "POST", BASE, {**CARD, "metadata": {"count": 3}}, {}, None, None, 422,
+     "validation_failed"),
+    ("create_metadata_null_value", "POST", BASE, {**CARD, "metadata": {"gone": None}}, {}, None, None, 422,
+     "validation_failed"),
+    ("create_metadata_51_keys", "POST", BASE, {**CARD, "metadata": {f"k{i}": "v" for i in range(51)}}, {}, None,
+     None, 422, "validation_failed"),
+    ("create_plain_text_body", "POST", BASE, CARD, {"Content-Type": "text/plain"}, None, None, 415,
+     "unsupported_media_type"),
+    ("create_form_body", "POST", BASE, "amount=1", {"Content-Type": "application/x-www-form-urlencoded"}, None,
+     None, 415, "unsupported_media_type"),
+    ("list_nul_in_contract_filter", "GET", BASE, None, {}, {"entity_contract_id": "c\x00"}, None, 422,
+     "validation_failed"),
+    ("list_lone_surrogate_in_contract_filter", "GET", BASE, None, {}, {"plan_contract_id": "\udfff"}, None, 422,
+     "validation_failed"),
+    ("list_nul_in_cursor", "GET", BASE, None, {}, {"cursor": "\x00"}, None, 422, "validation_failed"),
+    ("list_nul_in_parameter_name", "GET", BASE, None, {}, {"x\x00": "1"}, None, 422, "validation_failed"),
+    ("list_epoch_seconds_as_date", "GET", BASE, None, {}, {"created_from": "0.5"}, None, 422, "validation_failed"),
+    ("list_date_without_offset", "GET", BASE, None, {}, {"created_to": "2026-04-10T12:00:00"}, None, 422,
+     "validation_failed"),
+    ("get_nul_in_path", "GET", f"{BASE}/%00", None, {}, None, "\x00", 422, "validation_failed"),
+    ("get_nul_in_header", "GET", f"{BASE}/{EXISTING}", None, {"X-Correlation-Id": "\x00"}, None, EXISTING, 422,
+     "validation_failed"),
+    ("get_path_no_route_matches", "GET", f'{BASE}/a"b', None, {}, None, 'a"b', 404, "execution_not_found"),
+    ("cancel_nul_in_path", "POST", f"{BASE}/%00/cancel", None, {}, None, "\x00", 422, "validation_failed"),
+    ("cancel_nul_in_header", "POST", f"{BASE}/{EXISTING}/cancel", None, {"User-Agent": "\x00"}, None, EXISTING,
+     422, "validation_failed"),
+    ("cancel_path_no_route_matches", "POST", f"{BASE}/a#b/cancel", None, {}, None, "a#b", 404,
+     "execution_not_found"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "path", "body", "headers", "query", "path_id", "status", "code"),
+    HOSTILE_INPUT,
+    ids=[c[0] for c in HOSTILE_INPUT],
+)
+def test_hostile_input_on_every_route_is_refused_and_writes_nothing(
+    execute: ModuleType,
+    aws: dict[str, str],
+    conn: Connection,
+    admin: Connection,
+    tenant_id: UUID,
+    case: str,
+    method: str,
+    path: str,
+    body: Any,
+    headers: dict[str, str],
+    query: dict[str, str] | None,
+    path_id: str | None,
+    status: int,
+    code: str,
+) -> None:
+    # Given a tenant whose one execution is in status created (the target of the routes that take an id)
+    existing = create_execution(conn, tenant_id)
+    path = path.replace(EXISTING, str(existing.id))
+    before, queued = written(admin, tenant_id), queue_depth(aws["queue_url"])
+    if method == "POST" and path == BASE:
+        headers = {"Idempotency-Key": f"hostile-{case}", **headers}
+    event = api_event(method, path, tenant_id=tenant_id, body=body, headers=headers, query=query)
+    if path_id is not None:
+        event["pathParameters"] = {"execution_id": path_id.replace(EXISTING, str(existing.id))}
+
+    # When it sends hostile input
+    response = call(execute, event)
+
+    # Then it gets the documented problem, and nothing was written or queued
+    assert response["statusCode"] == status, response_json(response)
+    problem = response_json(response)
+    assert (problem["code"], problem["status"]) == (code, status)
+    assert problem["correlation_id"]
+    assert header(response, "Content-Type") == "application/problem+json"
+    assert written(admin, tenant_id) == before
+    assert queue_depth(aws["queue_url"]) == queued
+    untouched = ExecutionRepository(conn).get(tenant_id, existing.id)
+    assert untouched is not None
+    assert untouched.status is ExecutionStatus.CREATED
+
+
+def test_metadata_at_stripes_limits_is_stored_and_returned_as_sent(execute: ModuleType, tenant_id: UUID) -> None:
+    # 50 keys, a 40-character key, a 500-character value (all 50 at 500 would exceed the 16 KiB body limit).
+    metadata = {f"key_{i}": "v" * 250 for i in range(48)} | {"long": "v" * 500, "k" * 40: ""}
+    response = post_execution(execute, tenant_id, {**CARD, "metadata": metadata}, key="metadata-limits")
+    assert response["statusCode"] == 201, response_json(response)
+    assert response_json(response)["metadata"] == metadata

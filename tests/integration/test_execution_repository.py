@@ -9,6 +9,7 @@ import pytest
 
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.tenancy import tenant_transaction
 from billing.db.workflow_writer import record_workflow_event_transactional
 from billing.domain.errors import (
     ExecutionNotFound,
@@ -25,8 +26,8 @@ CTX = WorkflowWriteContext.service_default()
 WRITTEN_TABLES = ["billing_execution_events", "billing_outbox", "contract_term_datetimes"]
 
 
-def _counts(conn: Connection, tenant_id: UUID) -> dict[str, int]:
-    return {table: count_rows(conn, table, tenant_id) for table in WRITTEN_TABLES}
+def _counts(admin: Connection, tenant_id: UUID) -> dict[str, int]:
+    return {table: count_rows(admin, table, tenant_id) for table in WRITTEN_TABLES}
 
 
 def _processing(conn: Connection, tenant_id: UUID) -> UUID:
@@ -37,14 +38,16 @@ def _processing(conn: Connection, tenant_id: UUID) -> UUID:
     return execution.id
 
 
-def test_transition_from_wrong_status_raises_conflict_and_writes_nothing(conn: Connection, tenant_id: UUID) -> None:
+def test_transition_from_wrong_status_raises_conflict_and_writes_nothing(
+    conn: Connection, admin: Connection, tenant_id: UUID
+) -> None:
     repo = ExecutionRepository(conn)
     execution = create_execution(conn, tenant_id)
-    before = _counts(conn, tenant_id)
+    before = _counts(admin, tenant_id)
     with pytest.raises(TransitionConflict) as caught:
         repo.mark_processing(tenant_id, execution.id, CTX)
     assert (caught.value.expected, caught.value.actual) == (("pending",), "created")
-    assert _counts(conn, tenant_id) == before
+    assert _counts(admin, tenant_id) == before
     assert repo.get(tenant_id, execution.id) == execution
 
 
@@ -93,11 +96,11 @@ def test_cancel_guards_on_the_status_the_caller_saw(conn: Connection, tenant_id:
     assert canceled.status is ExecutionStatus.CANCELED
 
 
-def test_outbox_payload_is_built_from_committed_row(conn: Connection, tenant_id: UUID) -> None:
+def test_outbox_payload_is_built_from_committed_row(conn: Connection, admin: Connection, tenant_id: UUID) -> None:
     repo = ExecutionRepository(conn)
     execution_id = _processing(conn, tenant_id)
     repo.settle_from_processing(tenant_id, execution_id, CTX, provider_reference="sbx_77", correlation_id="corr-9")
-    row = conn.execute(
+    row = admin.execute(
         "select event_id, event_type, payload from billing.billing_outbox where tenant_id = %s order by id desc"
         " limit 1",
         [tenant_id],
@@ -118,34 +121,39 @@ def test_outbox_payload_is_built_from_committed_row(conn: Connection, tenant_id:
 
 @pytest.mark.parametrize("failing_table", WRITTEN_TABLES)
 def test_fault_after_state_update_before_commit_leaves_nothing(
-    conn: Connection, tenant_id: UUID, failing_table: str
+    conn: Connection, admin: Connection, tenant_id: UUID, failing_table: str
 ) -> None:
     repo = ExecutionRepository(conn)
     execution = create_execution(conn, tenant_id)
-    before = _counts(conn, tenant_id)
-    # The fault: one of the companion writes refuses this tenant's row after the state update already ran.
-    conn.execute(
+    before = _counts(admin, tenant_id)
+    # The fault: one of the companion writes refuses this tenant's row after the state update already ran. Only
+    # the admin may put a trigger on the table (the app role has no DDL); the repository still runs as billing_app.
+    fault = f"billing.injected_fault_{tenant_id.hex}"
+    admin.execute(
         f"""
-        create function pg_temp.fault() returns trigger language plpgsql as $$
+        create function {fault}() returns trigger language plpgsql as $$
         begin
             if new.tenant_id = '{tenant_id}' then raise exception 'injected fault'; end if;
             return new;
         end $$;
-        create trigger injected_fault before insert on billing.{failing_table}
-            for each row execute function pg_temp.fault();
+        create trigger injected_fault_{tenant_id.hex} before insert on billing.{failing_table}
+            for each row execute function {fault}();
         """
     )
     try:
         with pytest.raises(psycopg.Error, match="injected fault"):
             repo.mark_pending(tenant_id, execution.id, CTX)
     finally:
-        conn.execute(f"drop trigger injected_fault on billing.{failing_table}; drop function pg_temp.fault()")
+        admin.execute(
+            f"drop trigger injected_fault_{tenant_id.hex} on billing.{failing_table}; drop function {fault}()"
+        )
     assert repo.get(tenant_id, execution.id) == execution
-    assert _counts(conn, tenant_id) == before
+    assert _counts(admin, tenant_id) == before
 
 
 def _raw_mark_pending(conn: Connection, tenant_id: UUID, execution_id: UUID, event_id: UUID) -> None:
-    """A caller composing its own transaction: state change and event as separate statements."""
+    """A caller composing its own (tenant-scoped) transaction: state change, event and the event's outbox row as
+    separate statements (the database refuses to commit a change without its event, or an event unannounced)."""
     conn.execute(
         "update billing.billing_executions set status = 'pending' where tenant_id = %s and id = %s",
         [tenant_id, execution_id],
@@ -155,12 +163,19 @@ def _raw_mark_pending(conn: Connection, tenant_id: UUID, execution_id: UUID, eve
         " correlation_id) values (%s, %s, %s, 'billing.execution.pending', 'created', 'pending', 'corr-raw')",
         [tenant_id, event_id, execution_id],
     )
+    conn.execute(
+        "insert into billing.billing_outbox (tenant_id, event_id, aggregate_id, event_type, payload, correlation_id)"
+        " select e.tenant_id, %(event)s, e.id, 'billing.execution.pending',"
+        " billing.execution_event_payload(e, %(event)s, 'billing.execution.pending', 'created', 'corr-raw', now()),"
+        " 'corr-raw' from billing.billing_executions e where e.tenant_id = %(tenant)s and e.id = %(execution)s",
+        {"event": event_id, "tenant": tenant_id, "execution": execution_id},
+    )
 
 
 def test_record_workflow_event_in_caller_transaction_writes_row_from_event(conn: Connection, tenant_id: UUID) -> None:
     execution = create_execution(conn, tenant_id)
     event_id = uuid4()
-    with conn.transaction():
+    with tenant_transaction(conn, tenant_id):
         _raw_mark_pending(conn, tenant_id, execution.id, event_id)
         record_workflow_event_transactional(
             conn, tenant_id=tenant_id, event_id=event_id, phase=WorkflowPhase.PENDING, context=CTX
@@ -170,26 +185,26 @@ def test_record_workflow_event_in_caller_transaction_writes_row_from_event(conn:
 
 
 def test_fault_after_workflow_write_before_commit_rolls_back_caller_transaction(
-    conn: Connection, tenant_id: UUID
+    conn: Connection, admin: Connection, tenant_id: UUID
 ) -> None:
     repo = ExecutionRepository(conn)
     execution = create_execution(conn, tenant_id)
-    before = _counts(conn, tenant_id)
+    before = _counts(admin, tenant_id)
     event_id = uuid4()
-    with pytest.raises(RuntimeError, match="died"), conn.transaction():
+    with pytest.raises(RuntimeError, match="died"), tenant_transaction(conn, tenant_id):
         _raw_mark_pending(conn, tenant_id, execution.id, event_id)
         record_workflow_event_transactional(
             conn, tenant_id=tenant_id, event_id=event_id, phase=WorkflowPhase.PENDING, context=CTX
         )
         raise RuntimeError("process died before commit")
     assert repo.get(tenant_id, execution.id) == execution
-    assert _counts(conn, tenant_id) == before
+    assert _counts(admin, tenant_id) == before
 
 
 def test_record_workflow_event_for_missing_event_fails_closed(conn: Connection, tenant_id: UUID) -> None:
     repo = ExecutionRepository(conn)
     execution = create_execution(conn, tenant_id)
-    with pytest.raises(WorkflowWriteFailed), conn.transaction():
+    with pytest.raises(WorkflowWriteFailed), tenant_transaction(conn, tenant_id):
         _raw_mark_pending(conn, tenant_id, execution.id, uuid4())
         record_workflow_event_transactional(
             conn, tenant_id=tenant_id, event_id=uuid4(), phase=WorkflowPhase.PENDING, context=CTX
@@ -214,13 +229,13 @@ def test_workflow_row_carries_context_source_and_actor(conn: Connection, tenant_
 
 
 def test_authoritative_write_disabled_skips_workflow_row(
-    conn: Connection, tenant_id: UUID, monkeypatch: pytest.MonkeyPatch
+    conn: Connection, admin: Connection, tenant_id: UUID, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUTHORITATIVE_WRITE_ENABLED", "false")
     execution = create_execution(conn, tenant_id)
     ExecutionRepository(conn).mark_pending(tenant_id, execution.id, CTX)
-    assert count_rows(conn, "contract_term_datetimes", tenant_id) == 0
-    assert count_rows(conn, "billing_execution_events", tenant_id) == 2
+    assert count_rows(admin, "contract_term_datetimes", tenant_id) == 0
+    assert count_rows(admin, "billing_execution_events", tenant_id) == 2
 
 
 def test_transition_inside_a_long_transaction_is_dated_when_it_happens(conn: Connection, tenant_id: UUID) -> None:

@@ -1,8 +1,10 @@
 """The reconciliation worker on real PostgreSQL and the sandbox provider.
 
 The worker scans every tenant, so each test gets a private database cloned from a migrated template: in the shared
-test database it would settle other tests' executions. The worker's clock is moved forward instead of waiting for
-executions to age; nothing sleeps.
+test database it would settle other tests' executions. Roles as in production: the worker runs as billing_worker
+(`db`); executions are created and driven as the execute and webhook functions do, as billing_app (`app_db`); raw
+rows are read for assertions as the admin (`private_admin`). The worker's clock is moved forward instead of
+waiting for executions to age or leases to lapse; nothing sleeps, except fake providers playing a slow one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from psycopg import pq
 from pydantic import ValidationError
 
-from billing import resource_names as names
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
 from billing.domain.errors import ProviderUnavailable, TransitionConflict
@@ -31,6 +33,7 @@ from billing.rails.adapters import build_rail_adapter
 from billing.rails.ports import PaymentProvider, ProviderCharge, provider_idempotency_key
 from billing.rails.results import Decision, StatusCheck, SubmitOutcome, SubmitResult
 from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.resource_names import FunctionName
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.reconciliation import (
     CHARGE_NOT_FOUND_CODE,
@@ -41,11 +44,15 @@ from billing.services.reconciliation import (
     StopReason,
 )
 from tests.factories import QuietObserver, RecordingRetryScheduler, create_execution
-from tests.lambda_harness import FakeLambdaContext, load_handler
+from tests.lambda_harness import FakeLambdaContext, load_handler, set_function_environment
 
 CTX = WorkflowWriteContext.service_default()
 RECONCILED = "billing.execution.reconciled"
 CONFIRMED = "billing.execution.confirmed"
+DEFAULTS = ReconcileConfig()
+# Far below the slow provider's answer time: a provider call inside a transaction would end the worker's session.
+IDLE_LIMIT = timedelta(milliseconds=250)
+SLOW_ANSWER_SECONDS = 0.75
 
 
 def plenty_of_time() -> float:
@@ -55,6 +62,20 @@ def plenty_of_time() -> float:
 def an_hour_later() -> datetime:
     """Past the 5-minute pending threshold and the 10-minute stuck threshold of everything made just now."""
     return datetime.now(UTC) + timedelta(hours=1)
+
+
+class Clock:
+    """A worker clock that stands still until a test moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or an_hour_later()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> Clock:
+        self.now += delta
+        return self
 
 
 # -- databases and providers ---------------------------------------------------------------------------------------
@@ -91,40 +112,67 @@ class Delegating:
         return self.inner.decision_for(error_code)
 
 
+class Recording(Delegating):
+    """Keeps the reference (or key) of every check_status in call order; `on_call` may intercept one."""
+
+    def __init__(self, inner: PaymentProvider, on_call: Callable[[str], None] = lambda _looked_up: None) -> None:
+        super().__init__(inner)
+        self.calls: list[str] = []
+        self.on_call = on_call
+
+    def check_status(self, *, provider_reference: str | None = None, idempotency_key: str | None = None) -> StatusCheck:
+        looked_up = provider_reference or idempotency_key
+        assert looked_up is not None
+        self.calls.append(looked_up)
+        self.on_call(looked_up)
+        return super().check_status(provider_reference=provider_reference, idempotency_key=idempotency_key)
+
+
+class WorkerDied(BaseException):
+    """Ends a run the way a killed Lambda does: nothing after it runs, not even the worker's error handling."""
+
+
 def worker(
     conn: Connection,
     provider: PaymentProvider,
     *,
     clock: Callable[[], datetime] = an_hour_later,
+    idle_in_transaction_timeout: timedelta | None = None,
     **config: Any,
 ) -> ReconciliationWorker:
-    return ReconciliationWorker(conn, {"sandbox": provider}, config=ReconcileConfig(**config), clock=clock)
+    return ReconciliationWorker(
+        conn,
+        {"sandbox": provider},
+        config=ReconcileConfig(**config),
+        clock=clock,
+        idle_in_transaction_timeout=idle_in_transaction_timeout,
+    )
 
 
 def submitted(
-    conn: Connection, provider: PaymentProvider, tenant_id: UUID, *, rail: PaymentRail, instrument: str
+    app_db: Connection, provider: PaymentProvider, tenant_id: UUID, *, rail: PaymentRail, instrument: str
 ) -> Execution:
-    """An execution driven as the execute function drives it (attempt 1)."""
-    execution = create_execution(conn, tenant_id, payment_rail=rail, payment_instrument_id=instrument, metadata={})
+    """An execution driven as the execute function (billing_app) drives it (attempt 1)."""
+    execution = create_execution(app_db, tenant_id, payment_rail=rail, payment_instrument_id=instrument, metadata={})
     driver = ExecutionDriver(
-        ExecutionRepository(conn), {"sandbox": provider}, RecordingRetryScheduler(), QuietObserver()
+        ExecutionRepository(app_db), {"sandbox": provider}, RecordingRetryScheduler(), QuietObserver()
     )
     return driver.drive(execution, correlation_id=f"corr-{execution.id}", context=CTX)
 
 
-def pending_debit(conn: Connection, provider: PaymentProvider, tenant_id: UUID, instrument: str) -> Execution:
-    execution = submitted(conn, provider, tenant_id, rail=PaymentRail.SEPA_DEBIT, instrument=instrument)
+def pending_debit(app_db: Connection, provider: PaymentProvider, tenant_id: UUID, instrument: str) -> Execution:
+    execution = submitted(app_db, provider, tenant_id, rail=PaymentRail.SEPA_DEBIT, instrument=instrument)
     assert execution.awaiting_settlement, execution
     return execution
 
 
 def died_mid_submit(
-    conn: Connection, provider: PaymentProvider, tenant_id: UUID, instrument: str, **kw: Any
+    app_db: Connection, provider: PaymentProvider, tenant_id: UUID, instrument: str, **kw: Any
 ) -> Execution:
     """An execution whose driver marked it processing, sent the charge and died before recording any answer."""
     rail = kw.pop("rail", PaymentRail.CARD)
-    repository = ExecutionRepository(conn)
-    created = create_execution(conn, tenant_id, payment_rail=rail, payment_instrument_id=instrument, metadata={})
+    repository = ExecutionRepository(app_db)
+    created = create_execution(app_db, tenant_id, payment_rail=rail, payment_instrument_id=instrument, metadata={})
     repository.mark_pending(tenant_id, created.id, CTX)
     processing = repository.mark_processing(tenant_id, created.id, CTX)
     result = build_rail_adapter(rail, provider).submit(processing)
@@ -132,31 +180,44 @@ def died_mid_submit(
     return processing
 
 
-def current(conn: Connection, execution: Execution) -> Execution:
-    found = ExecutionRepository(conn).get(execution.tenant_id, execution.id)
+def current(app_db: Connection, execution: Execution) -> Execution:
+    found = ExecutionRepository(app_db).get(execution.tenant_id, execution.id)
     assert found is not None
     return found
 
 
-def event_types(conn: Connection, execution: Execution) -> list[str]:
-    return [e.type for e in ExecutionRepository(conn).events(execution.tenant_id, execution.id)]
+def event_types(app_db: Connection, execution: Execution) -> list[str]:
+    return [e.type for e in ExecutionRepository(app_db).events(execution.tenant_id, execution.id)]
 
 
-def snapshot(conn: Connection) -> dict[str, Any]:
-    """Everything the worker may write, across every tenant (the test role bypasses row-level security)."""
+def snapshot(admin: Connection, *, leases: bool = True) -> dict[str, Any]:
+    """What the worker may write, across every tenant (the admin bypasses row-level security)."""
+    tables = ["billing_execution_events", "billing_outbox", "contract_term_datetimes"]
     return {
-        "executions": conn.execute(
+        "executions": admin.execute(
             "select id, status, updated_at, last_error_code from billing.billing_executions order by id"
         ).fetchall(),
-        **{
-            table: conn.execute(f"select count(*) as n from billing.{table}").fetchone()
-            for table in ("billing_execution_events", "billing_outbox", "contract_term_datetimes")
-        },
+        **{table: admin.execute(f"select count(*) as n from billing.{table}").fetchone() for table in tables},
+        **(
+            {"leases": admin.execute("select * from billing.reconciliation_leases order by execution_id").fetchall()}
+            if leases
+            else {}
+        ),
     }
 
 
-def settlement_events(conn: Connection, execution_id: UUID) -> Counter[str]:
-    rows = conn.execute(
+def lease_of(admin: Connection, execution: Execution) -> dict[str, Any]:
+    row = admin.execute(
+        "select status, lease_owner, lease_expires_at, attempts, next_check_at, last_outcome"
+        " from billing.reconciliation_leases where tenant_id = %s and execution_id = %s",
+        [execution.tenant_id, execution.id],
+    ).fetchone()
+    assert row is not None, f"no lease row for {execution.id}"
+    return row
+
+
+def settlement_events(admin: Connection, execution_id: UUID) -> Counter[str]:
+    rows = admin.execute(
         "select type from billing.billing_execution_events where execution_id = %s and type = any(%s)",
         [execution_id, [RECONCILED, CONFIRMED]],
     ).fetchall()
@@ -167,26 +228,33 @@ def actions(report: ReconciliationReport) -> dict[UUID, Action]:
     return {finding.execution_id: finding.action for finding in report.findings}
 
 
+def session_state(admin: Connection, conn: Connection) -> str:
+    """What the server says `conn`'s session is doing: 'idle', or 'idle in transaction' when a transaction is open."""
+    row = admin.execute("select state from pg_stat_activity where pid = %s", [conn.info.backend_pid]).fetchone()
+    assert row is not None
+    return str(row["state"])
+
+
 # -- settlement of pending executions ------------------------------------------------------------------------------
 
 
 def test_pending_debits_are_reconciled_paid_to_completed_and_failed_with_the_provider_code(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    paid = pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
-    bounced = pending_debit(db, sandbox, tenant_id, "iban_settles_failed")
+    paid = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    bounced = pending_debit(app_db, sandbox, tenant_id, "iban_settles_failed")
 
     report = worker(db, sandbox).run(plenty_of_time)
 
     assert actions(report) == {paid.id: Action.COMPLETED, bounced.id: Action.FAILED}
-    assert current(db, paid).status is ExecutionStatus.COMPLETED
-    failed = current(db, bounced)
+    assert current(app_db, paid).status is ExecutionStatus.COMPLETED
+    failed = current(app_db, bounced)
     assert (failed.status, failed.last_error_code) == (ExecutionStatus.FAILED, "AM04")
     for execution in (paid, bounced):
-        assert event_types(db, execution)[-1] == RECONCILED
+        assert event_types(app_db, execution)[-1] == RECONCILED
         (phase,) = [
             w
-            for w in ExecutionRepository(db).workflow_phases(tenant_id, execution.id)
+            for w in ExecutionRepository(app_db).workflow_phases(tenant_id, execution.id)
             if w["phase_code"] == "reconciled"
         ]
         assert (phase["source"], phase["actor_id"]) == ("system", "billing-system")
@@ -194,9 +262,9 @@ def test_pending_debits_are_reconciled_paid_to_completed_and_failed_with_the_pro
 
 
 def test_pending_younger_than_the_threshold_is_not_asked_about(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
+    pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
 
     report = worker(db, sandbox, clock=lambda: datetime.now(UTC)).run(plenty_of_time)
 
@@ -204,10 +272,10 @@ def test_pending_younger_than_the_threshold_is_not_asked_about(
 
 
 def test_still_pending_is_left_as_is_and_flagged_once_older_than_the_maximum_age(
-    db: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, private_admin: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    execution = pending_debit(db, slow_sandbox, tenant_id, "iban_settles_paid")
-    before = snapshot(db)
+    execution = pending_debit(app_db, slow_sandbox, tenant_id, "iban_settles_paid")
+    before = snapshot(private_admin, leases=False)
 
     young = worker(db, slow_sandbox).run(plenty_of_time)
     old = worker(db, slow_sandbox, clock=lambda: datetime.now(UTC) + timedelta(days=8)).run(plenty_of_time)
@@ -215,56 +283,85 @@ def test_still_pending_is_left_as_is_and_flagged_once_older_than_the_maximum_age
     assert [(f.action, f.flagged) for f in young.findings] == [(Action.STILL_PENDING, False)]
     assert [(f.action, f.flagged, f.execution_id) for f in old.findings] == [(Action.STILL_PENDING, True, execution.id)]
     assert old.flagged[0].waited_seconds > timedelta(days=7).total_seconds()
-    assert snapshot(db) == before
+    assert snapshot(private_admin, leases=False) == before
+    lease = lease_of(private_admin, execution)
+    assert (lease["attempts"], lease["last_outcome"], lease["lease_owner"]) == (2, "still_pending", None)
+    assert lease["next_check_at"] == old.findings[0].next_check_at
 
 
-def test_provider_unavailable_leaves_the_execution_for_the_next_run(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+def test_provider_unavailable_backs_the_execution_off_and_it_is_asked_again_once_the_backoff_passed(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
     class Down(Delegating):
         def check_status(self, **lookup: Any) -> StatusCheck:
             raise ProviderUnavailable("sandbox unreachable", provider="sandbox")
 
-    execution = pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
-    before = snapshot(db)
+    execution = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    before = snapshot(private_admin, leases=False)
+    clock = Clock()
 
-    down = worker(db, Down(sandbox)).run(plenty_of_time)
-    assert [f.action for f in down.findings] == [Action.PROVIDER_UNAVAILABLE]
-    assert snapshot(db) == before
+    down = worker(db, Down(sandbox), clock=clock).run(plenty_of_time)
+    assert [(f.action, f.next_check_at) for f in down.findings] == [
+        (Action.PROVIDER_UNAVAILABLE, clock.now + DEFAULTS.recheck_after)
+    ]
+    assert snapshot(private_admin, leases=False) == before
 
-    back = worker(db, sandbox).run(plenty_of_time)
+    too_soon = worker(db, sandbox, clock=clock.advance(DEFAULTS.recheck_after / 2)).run(plenty_of_time)
+    assert too_soon.findings == ()
+
+    back = worker(db, sandbox, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
     assert actions(back) == {execution.id: Action.COMPLETED}
+    assert lease_of(private_admin, execution) | {"lease_expires_at": None} == {
+        "status": "pending",
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "attempts": 0,
+        "next_check_at": None,
+        "last_outcome": "completed",
+    }
 
 
-def test_run_again_after_settling_changes_nothing(db: Connection, sandbox: SandboxProvider, tenant_id: UUID) -> None:
+def test_run_again_after_settling_changes_nothing(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
     for instrument in ("iban_settles_paid", "iban_settles_failed"):
-        pending_debit(db, sandbox, tenant_id, instrument)
-    died_mid_submit(db, sandbox, tenant_id, "tok_timeout")
+        pending_debit(app_db, sandbox, tenant_id, instrument)
+    died_mid_submit(app_db, sandbox, tenant_id, "tok_timeout")
     first = worker(db, sandbox).run(plenty_of_time)
-    after_first = snapshot(db)
+    after_first = snapshot(private_admin)
 
     second = worker(db, sandbox).run(plenty_of_time)
 
     assert len(first.changes) == 3
     assert second.findings == ()
-    assert snapshot(db) == after_first
+    assert snapshot(private_admin) == after_first
+
+
+def test_run_inside_an_open_transaction_is_refused(db: Connection, sandbox: SandboxProvider) -> None:
+    with db.transaction(), pytest.raises(RuntimeError, match="outside any transaction"):
+        worker(db, sandbox).run(plenty_of_time)
 
 
 # -- dry run ---------------------------------------------------------------------------------------------------------
 
 
 def test_dry_run_reports_the_changes_a_run_would_make_and_writes_nothing(
-    db: Connection, sandbox: SandboxProvider, slow_sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection,
+    app_db: Connection,
+    private_admin: Connection,
+    sandbox: SandboxProvider,
+    slow_sandbox: SandboxProvider,
+    tenant_id: UUID,
 ) -> None:
     for instrument in ("iban_settles_paid", "iban_settles_failed"):
-        pending_debit(db, sandbox, tenant_id, instrument)
-    pending_debit(db, slow_sandbox, tenant_id, "iban_settles_paid")
-    died_mid_submit(db, sandbox, tenant_id, "tok_timeout_no_charge")
-    before = snapshot(db)
+        pending_debit(app_db, sandbox, tenant_id, instrument)
+    pending_debit(app_db, slow_sandbox, tenant_id, "iban_settles_paid")
+    died_mid_submit(app_db, sandbox, tenant_id, "tok_timeout_no_charge")
+    before = snapshot(private_admin)
 
     planned = worker(db, sandbox, batch_size=2).run(plenty_of_time, dry_run=True)
 
-    assert snapshot(db) == before
+    assert snapshot(private_admin) == before  # leases included: a dry run leases nothing
     assert planned.dry_run
     assert Counter(f.action for f in planned.findings) == {
         Action.COMPLETED: 1,
@@ -281,17 +378,266 @@ def test_dry_run_reports_the_changes_a_run_would_make_and_writes_nothing(
     assert len(applied.changes) == 3
 
 
+# -- no provider call inside a transaction -------------------------------------------------------------------------
+
+
+def test_provider_slower_than_the_idle_limit_costs_no_answer_and_no_session(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given three pending debits in one batch, and a provider that takes three idle limits to answer the second
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(3)]
+    slow = executions[1].provider_reference
+    states: list[tuple[pq.TransactionStatus, str]] = []
+
+    def answer(looked_up: str) -> None:
+        states.append((db.info.transaction_status, session_state(private_admin, db)))
+        if looked_up == slow:
+            time.sleep(SLOW_ANSWER_SECONDS)
+
+    provider = Recording(sandbox, on_call=answer)
+
+    # When a worker whose transactions may idle for a third of that runs
+    report = worker(db, provider, batch_size=3, idle_in_transaction_timeout=IDLE_LIMIT).run(plenty_of_time)
+
+    # Then no call was made inside a transaction, every answer was recorded, and the session survived
+    assert states == [(pq.TransactionStatus.IDLE, "idle")] * 3
+    assert (report.batches, report.stop_reason) == (1, StopReason.DRAINED)
+    assert actions(report) == {e.id: Action.COMPLETED for e in executions}
+    assert all(current(app_db, e).status is ExecutionStatus.COMPLETED for e in executions)
+    assert not db.broken
+    assert db.execute("select 1 as alive").fetchone() == {"alive": 1}
+
+
+def test_provider_timing_out_on_one_execution_settles_the_rest_of_the_batch_and_retries_it_later(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given a batch of four, where the provider hangs past the idle limit on the second, then the client gives up
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(4)]
+    stuck = executions[1]
+
+    def hang(looked_up: str) -> None:
+        if looked_up == stuck.provider_reference:
+            time.sleep(SLOW_ANSWER_SECONDS)
+            raise ProviderUnavailable("read timed out", provider="sandbox")
+
+    clock = Clock()
+
+    # When the worker runs
+    first = worker(db, Recording(sandbox, on_call=hang), clock=clock, idle_in_transaction_timeout=IDLE_LIMIT).run(
+        plenty_of_time
+    )
+
+    # Then the others are settled, and only the one that timed out waits for its next check
+    assert actions(first) == {e.id: Action.COMPLETED for e in executions} | {stuck.id: Action.PROVIDER_UNAVAILABLE}
+    assert [current(app_db, e).status for e in executions] == [
+        ExecutionStatus.COMPLETED,
+        ExecutionStatus.PENDING,
+        ExecutionStatus.COMPLETED,
+        ExecutionStatus.COMPLETED,
+    ]
+    lease = lease_of(private_admin, stuck)
+    assert (lease["attempts"], lease["next_check_at"], lease["lease_owner"]) == (
+        1,
+        clock.now + DEFAULTS.recheck_after,
+        None,
+    )
+    assert str(lease["last_outcome"]).startswith("provider_unavailable: read timed out")
+
+    # And a later run, once the provider answers again, settles it
+    later = worker(db, sandbox, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
+    assert actions(later) == {stuck.id: Action.COMPLETED}
+
+
+# -- leases ----------------------------------------------------------------------------------------------------------
+
+
+def test_two_workers_never_hold_the_same_execution_while_its_lease_is_live(
+    private_db_url: str, db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider
+) -> None:
+    # Given six pending debits and a worker that has leased the first three and is waiting on the provider
+    executions = [pending_debit(app_db, sandbox, uuid4(), "iban_settles_paid") for _ in range(6)]
+    asking, answer = threading.Event(), threading.Event()
+    first_state: list[str] = []
+
+    def hold_first(_looked_up: str) -> None:
+        if not asking.is_set():
+            asking.set()
+            assert answer.wait(timeout=10)
+
+    def run_first() -> ReconciliationReport:
+        return worker(db, Recording(sandbox, on_call=hold_first), batch_size=3).run(plenty_of_time)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first_run = pool.submit(run_first)
+        assert asking.wait(timeout=10)
+        first_state.append(session_state(private_admin, db))
+        leased = {
+            row["execution_id"]
+            for row in private_admin.execute(
+                "select execution_id from billing.reconciliation_leases where lease_owner is not null"
+            ).fetchall()
+        }
+
+        # When a second worker runs meanwhile
+        with connect(private_db_url) as other:
+            second = worker(other, sandbox, batch_size=3).run(plenty_of_time)
+        answer.set()
+        first = first_run.result(timeout=10)
+
+    # Then it took none of the leased executions, and each execution was settled once, by one of them
+    assert first_state == ["idle"], "the first worker waits on the provider with no transaction open"
+    assert leased == {e.id for e in executions[:3]}
+    assert set(actions(second)) == {e.id for e in executions[3:]}
+    assert set(actions(first)) == leased
+    for execution in executions:
+        assert settlement_events(private_admin, execution.id) == {RECONCILED: 1}
+
+
+def test_executions_leased_by_a_worker_that_died_are_claimed_again_once_the_lease_lapses(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given a worker that leased a batch and died while asking the provider about its first execution
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(3)]
+    clock = Clock()
+
+    def die(_looked_up: str) -> None:
+        raise WorkerDied
+
+    with pytest.raises(WorkerDied):
+        worker(db, Recording(sandbox, on_call=die), clock=clock).run(plenty_of_time)
+    leases = [lease_of(private_admin, e) for e in executions]
+    assert all(lease["lease_expires_at"] == clock.now + DEFAULTS.lease_duration for lease in leases)
+
+    # When another worker runs while the leases are live, then once they lapsed
+    while_live = worker(db, sandbox, clock=clock.advance(DEFAULTS.lease_duration / 2)).run(plenty_of_time)
+    after_lapse = worker(db, sandbox, clock=clock.advance(DEFAULTS.lease_duration)).run(plenty_of_time)
+
+    # Then the first finds nothing to do and the second settles them all
+    assert while_live.findings == ()
+    assert actions(after_lapse) == {e.id: Action.COMPLETED for e in executions}
+    assert all(lease_of(private_admin, e)["lease_owner"] is None for e in executions)
+
+
+def test_an_execution_left_as_it_was_backs_off_exponentially_and_waits_behind_fresh_ones(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given an execution the provider cannot answer for
+    failing = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+
+    def refuse(looked_up: str) -> None:
+        if looked_up == failing.provider_reference:
+            raise ProviderUnavailable("sandbox unreachable", provider="sandbox")
+
+    provider = Recording(sandbox, on_call=refuse)
+    clock = Clock()
+    worker(db, provider, clock=clock).run(plenty_of_time)
+    first_check = lease_of(private_admin, failing)
+
+    # When a fresh one arrives and the worker runs once the first backoff passed, then twice more
+    fresh = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    provider.calls.clear()
+    second = worker(db, provider, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
+    second_at, second_calls = clock.now, list(provider.calls)
+    second_check = lease_of(private_admin, failing)
+    provider.calls.clear()
+    within_doubled = worker(db, provider, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
+    after_doubled = worker(db, provider, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
+
+    # Then the fresh one is asked first, and the failing one's wait doubles with each check that fails
+    assert second_calls == [fresh.provider_reference, failing.provider_reference]
+    assert actions(second) == {fresh.id: Action.COMPLETED, failing.id: Action.PROVIDER_UNAVAILABLE}
+    assert (first_check["attempts"], second_check["attempts"]) == (1, 2)
+    assert second_check["next_check_at"] == second_at + 2 * DEFAULTS.recheck_after
+    assert within_doubled.findings == ()
+    assert actions(after_doubled) == {failing.id: Action.PROVIDER_UNAVAILABLE}
+    assert lease_of(private_admin, failing)["attempts"] == 3
+
+
+def test_backoff_stops_doubling_at_the_cap(
+    db: Connection, app_db: Connection, private_admin: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    execution = pending_debit(app_db, slow_sandbox, tenant_id, "iban_settles_paid")
+    clock = Clock()
+    waits: list[timedelta] = []
+
+    for _ in range(6):
+        report = worker(db, slow_sandbox, clock=clock).run(plenty_of_time)
+        (finding,) = report.findings
+        assert finding.next_check_at is not None
+        waits.append(finding.next_check_at - clock.now)
+        clock.advance(finding.next_check_at - clock.now)
+
+    assert waits == [timedelta(minutes=m) for m in (4, 8, 16, 32, 60, 60)]
+    assert lease_of(private_admin, execution)["attempts"] == 6
+
+
+def test_one_execution_whose_check_raises_unexpectedly_neither_stops_the_sweep_nor_blocks_the_others(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(3)]
+    broken = executions[0]
+
+    def crash(looked_up: str) -> None:
+        if looked_up == broken.provider_reference:
+            raise KeyError("settlement_date")
+
+    report = worker(db, Recording(sandbox, on_call=crash), batch_size=2).run(plenty_of_time)
+
+    assert report.stop_reason is StopReason.DRAINED
+    assert actions(report) == {e.id: Action.COMPLETED for e in executions} | {broken.id: Action.ERROR}
+    [error] = [f for f in report.findings if f.action is Action.ERROR]
+    assert (error.flagged, error.detail) == (True, "KeyError: 'settlement_date'")
+    assert lease_of(private_admin, broken)["attempts"] == 1
+
+
+def test_schedule_of_an_execution_a_webhook_settled_is_retired(
+    db: Connection, app_db: Connection, private_admin: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    execution = pending_debit(app_db, slow_sandbox, tenant_id, "iban_settles_paid")
+    clock = Clock()
+    worker(db, slow_sandbox, clock=clock).run(plenty_of_time)
+    assert lease_of(private_admin, execution)["next_check_at"] is not None
+    ExecutionRepository(app_db).confirm_from_pending(tenant_id, execution.id, WorkflowWriteContext.webhook("sandbox"))
+
+    report = worker(db, slow_sandbox, clock=clock.advance(timedelta(hours=2))).run(plenty_of_time)
+
+    assert report.findings == ()
+    lease = lease_of(private_admin, execution)
+    assert (lease["attempts"], lease["next_check_at"], lease["last_outcome"]) == (0, None, "left_pending")
+
+
+def test_execution_recovered_to_settlement_pending_starts_its_checks_afresh(
+    db: Connection, app_db: Connection, private_admin: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    execution = died_mid_submit(app_db, slow_sandbox, tenant_id, "tok_timeout", rail=PaymentRail.SEPA_DEBIT)
+    clock = Clock()
+
+    recovered = worker(db, slow_sandbox, clock=clock).run(plenty_of_time)
+    after_recovery = lease_of(private_admin, execution)
+    checked = worker(db, slow_sandbox, clock=clock.advance(timedelta(minutes=1))).run(plenty_of_time)
+
+    assert actions(recovered) == {execution.id: Action.SETTLEMENT_PENDING}
+    assert (after_recovery["status"], after_recovery["attempts"], after_recovery["next_check_at"]) == (
+        "processing",
+        0,
+        None,
+    )
+    assert actions(checked) == {execution.id: Action.STILL_PENDING}
+    after_check = lease_of(private_admin, execution)
+    assert (after_check["status"], after_check["attempts"]) == ("pending", 1)
+
+
 # -- parallel workers and webhooks -------------------------------------------------------------------------------
 
 
 def test_two_workers_in_parallel_reconcile_each_execution_exactly_once(
-    private_db_url: str, db: Connection, sandbox: SandboxProvider
+    private_db_url: str, db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider
 ) -> None:
     # Given 50 pending debits across five tenants
     tenants = [uuid4() for _ in range(5)]
-    executions = [pending_debit(db, sandbox, tenants[n % 5], "iban_settles_paid") for n in range(50)]
+    executions = [pending_debit(app_db, sandbox, tenants[n % 5], "iban_settles_paid") for n in range(50)]
 
-    # And two workers that each hold a claimed batch at the same time before asking the provider
+    # And two workers that each hold a leased batch at the same time before asking the provider
     class MeetFirst(Delegating):
         barrier = threading.Barrier(2, timeout=10)
         local = threading.local()
@@ -299,7 +645,7 @@ def test_two_workers_in_parallel_reconcile_each_execution_exactly_once(
         def check_status(self, **lookup: Any) -> StatusCheck:
             if not getattr(self.local, "met", False):
                 self.local.met = True
-                self.barrier.wait()  # breaks (and fails the run) if one worker waits for the other's locks
+                self.barrier.wait()  # breaks (and fails the run) if one worker waits for the other
             return super().check_status(**lookup)
 
     def run_worker(_: int) -> ReconciliationReport:
@@ -316,65 +662,65 @@ def test_two_workers_in_parallel_reconcile_each_execution_exactly_once(
     assert by_worker[0].isdisjoint(by_worker[1])
     assert by_worker[0] | by_worker[1] == {e.id for e in executions}
     for execution in executions:
-        assert settlement_events(db, execution.id) == {RECONCILED: 1}
-        assert current(db, execution).status is ExecutionStatus.COMPLETED
+        assert settlement_events(private_admin, execution.id) == {RECONCILED: 1}
+        assert current(app_db, execution).status is ExecutionStatus.COMPLETED
 
 
-def test_webhook_arriving_while_the_worker_holds_the_execution_changes_nothing(
-    private_db_url: str, db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+def test_webhook_arriving_while_the_worker_asks_the_provider_wins_and_the_worker_writes_nothing(
+    private_app_url: str,
+    db: Connection,
+    app_db: Connection,
+    private_admin: Connection,
+    sandbox: SandboxProvider,
+    tenant_id: UUID,
 ) -> None:
-    # Given a worker that has claimed the execution and is waiting for the provider's answer
-    execution = pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
+    # Given a worker that has leased the execution and is waiting for the provider's answer
+    execution = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
     asking, answer = threading.Event(), threading.Event()
 
-    class Held(Delegating):
-        def check_status(self, **lookup: Any) -> StatusCheck:
-            asking.set()
-            assert answer.wait(timeout=10)
-            return super().check_status(**lookup)
+    def held(_looked_up: str) -> None:
+        asking.set()
+        assert answer.wait(timeout=10)
 
-    def run_worker() -> ReconciliationReport:
-        with connect(private_db_url) as conn:
-            return worker(conn, Held(sandbox)).run(plenty_of_time)
-
-    def webhook() -> Execution:
-        with connect(private_db_url) as conn:
-            return ExecutionRepository(conn).confirm_from_pending(
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        worker_run = pool.submit(worker(db, Recording(sandbox, on_call=held)).run, plenty_of_time)
+        assert asking.wait(timeout=10)
+        # When the provider's webhook confirms the same execution: it does not wait for the worker
+        with connect(private_app_url) as webhook_conn:
+            ExecutionRepository(webhook_conn).confirm_from_pending(
                 tenant_id, execution.id, WorkflowWriteContext.webhook("sandbox")
             )
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        worker_run = pool.submit(run_worker)
-        assert asking.wait(timeout=10)
-        # When the provider's webhook confirms the same execution and blocks on the worker's row lock
-        webhook_call = pool.submit(webhook)
-        wait_until_blocked_on_a_lock(db)
         answer.set()
         report = worker_run.result(timeout=10)
-        with pytest.raises(TransitionConflict):
-            webhook_call.result(timeout=10)
 
-    # Then one transition happened: the worker's
-    assert actions(report) == {execution.id: Action.COMPLETED}
-    assert settlement_events(db, execution.id) == {RECONCILED: 1}
+    # Then one transition happened, the webhook's, and the worker's lease ended without a schedule
+    assert actions(report) == {execution.id: Action.CONFLICT}
+    assert settlement_events(private_admin, execution.id) == {CONFIRMED: 1}
+    lease = lease_of(private_admin, execution)
+    assert (lease["lease_owner"], lease["next_check_at"], lease["last_outcome"]) == (None, None, "conflict")
 
 
 def test_webhook_before_the_worker_leaves_the_worker_nothing_to_do(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    execution = pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
-    ExecutionRepository(db).confirm_from_pending(tenant_id, execution.id, WorkflowWriteContext.webhook("sandbox"))
+    execution = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    ExecutionRepository(app_db).confirm_from_pending(tenant_id, execution.id, WorkflowWriteContext.webhook("sandbox"))
 
     report = worker(db, sandbox).run(plenty_of_time)
 
     assert report.findings == ()
-    assert settlement_events(db, execution.id) == {CONFIRMED: 1}
+    assert settlement_events(private_admin, execution.id) == {CONFIRMED: 1}
 
 
 def test_worker_and_webhooks_racing_over_many_executions_settle_each_exactly_once(
-    private_db_url: str, db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    private_db_url: str,
+    private_app_url: str,
+    app_db: Connection,
+    private_admin: Connection,
+    sandbox: SandboxProvider,
+    tenant_id: UUID,
 ) -> None:
-    executions = [pending_debit(db, sandbox, tenant_id, "iban_settles_paid") for _ in range(20)]
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(20)]
     start = threading.Barrier(2, timeout=10)
 
     def run_worker() -> ReconciliationReport:
@@ -384,7 +730,7 @@ def test_worker_and_webhooks_racing_over_many_executions_settle_each_exactly_onc
 
     def webhooks() -> Counter[str]:
         outcomes: Counter[str] = Counter()
-        with connect(private_db_url) as conn:
+        with connect(private_app_url) as conn:
             repository = ExecutionRepository(conn)
             start.wait()
             for execution in reversed(executions):
@@ -402,52 +748,39 @@ def test_worker_and_webhooks_racing_over_many_executions_settle_each_exactly_onc
     reconciled = sum(1 for f in report.findings if f.action is Action.COMPLETED)
     assert reconciled + webhook_outcomes["confirmed"] == 20
     for execution in executions:
-        assert sum(settlement_events(db, execution.id).values()) == 1
-        assert current(db, execution).status is ExecutionStatus.COMPLETED
-
-
-def wait_until_blocked_on_a_lock(conn: Connection, *, within_seconds: float = 5.0) -> None:
-    """Return once another session of this database waits for a row lock (polls the server, never sleeps)."""
-    deadline = time.monotonic() + within_seconds
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "select count(*) as n from pg_stat_activity "
-            "where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()"
-        ).fetchone()
-        if row and row["n"]:
-            return
-    raise AssertionError("no session started waiting for the lock")
+        assert sum(settlement_events(private_admin, execution.id).values()) == 1
+        assert current(app_db, execution).status is ExecutionStatus.COMPLETED
 
 
 # -- recovery of executions stuck in processing ----------------------------------------------------------------
 
 
 def test_stuck_processing_that_was_charged_is_completed_without_a_second_charge(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
     # Given a card whose submit charged but whose answer was lost, and whose driver then died
-    execution = died_mid_submit(db, sandbox, tenant_id, "tok_timeout")
+    execution = died_mid_submit(app_db, sandbox, tenant_id, "tok_timeout")
 
     report = worker(db, sandbox).run(plenty_of_time)
 
     charge = sandbox.find_charge(idempotency_key=provider_idempotency_key(execution))
     assert charge is not None
     assert actions(report) == {execution.id: Action.COMPLETED}
-    final = current(db, execution)
+    final = current(app_db, execution)
     assert (final.status, final.provider_reference) == (ExecutionStatus.COMPLETED, charge.reference)
     assert (charge.attempts, charge.status.value) == (1, "succeeded")  # asked about, never resubmitted
-    assert event_types(db, execution)[-1] == "billing.execution.completed"
+    assert event_types(app_db, execution)[-1] == "billing.execution.completed"
 
 
 def test_stuck_processing_that_was_never_charged_fails_with_charge_not_found(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    execution = died_mid_submit(db, sandbox, tenant_id, "tok_timeout_no_charge")
+    execution = died_mid_submit(app_db, sandbox, tenant_id, "tok_timeout_no_charge")
 
     report = worker(db, sandbox).run(plenty_of_time)
 
     assert actions(report) == {execution.id: Action.FAILED}
-    final = current(db, execution)
+    final = current(app_db, execution)
     assert (final.status, final.last_error_code) == (ExecutionStatus.FAILED, CHARGE_NOT_FOUND_CODE)
     charge = sandbox.find_charge(idempotency_key=provider_idempotency_key(execution))
     assert charge is not None
@@ -455,26 +788,28 @@ def test_stuck_processing_that_was_never_charged_fails_with_charge_not_found(
 
 
 def test_stuck_debit_accepted_by_the_provider_moves_to_settlement_pending(
-    db: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    execution = died_mid_submit(db, slow_sandbox, tenant_id, "tok_timeout", rail=PaymentRail.SEPA_DEBIT)
+    execution = died_mid_submit(app_db, slow_sandbox, tenant_id, "tok_timeout", rail=PaymentRail.SEPA_DEBIT)
 
     report = worker(db, slow_sandbox).run(plenty_of_time)
 
     assert actions(report) == {execution.id: Action.SETTLEMENT_PENDING}
-    final = current(db, execution)
+    final = current(app_db, execution)
     assert final.awaiting_settlement
     assert final.provider_reference is not None
 
 
 def test_processing_with_a_retry_still_due_is_not_treated_as_stuck(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
     # Given an execution whose next retry is due in an hour
     scheduled = RecordingRetryScheduler()
-    execution = create_execution(db, tenant_id, payment_rail=PaymentRail.CARD, payment_instrument_id="tok_transient_1")
+    execution = create_execution(
+        app_db, tenant_id, payment_rail=PaymentRail.CARD, payment_instrument_id="tok_transient_1"
+    )
     driver = ExecutionDriver(
-        ExecutionRepository(db), {"sandbox": sandbox}, scheduled, QuietObserver(), jitter=lambda low, high: 3600.0
+        ExecutionRepository(app_db), {"sandbox": sandbox}, scheduled, QuietObserver(), jitter=lambda low, high: 3600.0
     )
     driver.drive(execution, correlation_id=None, context=CTX)
     (request,) = scheduled.requests
@@ -485,7 +820,7 @@ def test_processing_with_a_retry_still_due_is_not_treated_as_stuck(
 
     assert early.findings == ()
     assert actions(late) == {execution.id: Action.FAILED}
-    assert current(db, execution).last_error_code == CHARGE_NOT_FOUND_CODE
+    assert current(app_db, execution).last_error_code == CHARGE_NOT_FOUND_CODE
 
 
 # -- time budget -----------------------------------------------------------------------------------------------------
@@ -502,31 +837,36 @@ class Budget:
         return 1_000.0 if self.left >= 0 else 0.0
 
 
-def test_run_stops_when_the_time_budget_is_spent_and_keeps_what_it_did(
-    db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+def test_run_stops_when_the_time_budget_is_spent_keeps_what_it_did_and_releases_the_rest(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    executions = [pending_debit(db, sandbox, tenant_id, "iban_settles_paid") for _ in range(6)]
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(6)]
 
     # One check before the claim, then one per execution: time for the claim and three provider calls.
     cut_short = worker(db, sandbox, batch_size=5).run(Budget(4))
 
     assert cut_short.stop_reason is StopReason.TIME_BUDGET
     assert len(cut_short.changes) == 3
-    statuses = Counter(current(db, e).status for e in executions)
+    statuses = Counter(current(app_db, e).status for e in executions)
     assert statuses == {ExecutionStatus.COMPLETED: 3, ExecutionStatus.PENDING: 3}
+    leases = private_admin.execute("select lease_owner, attempts from billing.reconciliation_leases").fetchall()
+    assert leases == [{"lease_owner": None, "attempts": 0}] * 5, "claimed and not asked: released, not counted"
 
+    # The next run, on the same clock (a lease left behind would still be live), takes the rest at once.
     rest = worker(db, sandbox, batch_size=5).run(plenty_of_time)
     assert (rest.stop_reason, len(rest.changes)) == (StopReason.DRAINED, 3)
 
 
-def test_run_with_no_time_left_claims_nothing(db: Connection, sandbox: SandboxProvider, tenant_id: UUID) -> None:
-    pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
-    before = snapshot(db)
+def test_run_with_no_time_left_claims_nothing(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    before = snapshot(private_admin)
 
     report = worker(db, sandbox).run(lambda: 0.0)
 
     assert (report.stop_reason, report.findings, report.batches) == (StopReason.TIME_BUDGET, (), 0)
-    assert snapshot(db) == before
+    assert snapshot(private_admin) == before
 
 
 # -- the reconcile function ------------------------------------------------------------------------------------------
@@ -534,25 +874,27 @@ def test_run_with_no_time_left_claims_nothing(db: Connection, sandbox: SandboxPr
 
 @pytest.fixture
 def reconcile_function(private_db_url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    for name, value in {
-        "DATABASE_URL": private_db_url,
-        "RECONCILE_PENDING_AFTER_SECONDS": "0",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": names.service_name(names.FunctionName.RECONCILE),
-        "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-    }.items():
-        monkeypatch.setenv(name, value)
+    # A worker function: it connects as billing_worker.
+    set_function_environment(
+        monkeypatch,
+        FunctionName.RECONCILE,
+        {"DATABASE_URL": private_db_url, "RECONCILE_PENDING_AFTER_SECONDS": "0"},
+    )
     return load_handler("reconcile")
 
 
 def test_function_dry_run_returns_planned_changes_then_a_scheduled_run_applies_them(
-    reconcile_function: ModuleType, db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    reconcile_function: ModuleType,
+    app_db: Connection,
+    private_admin: Connection,
+    sandbox: SandboxProvider,
+    tenant_id: UUID,
 ) -> None:
-    execution = pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
-    before = snapshot(db)
+    execution = pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    before = snapshot(private_admin)
 
     planned = reconcile_function.lambda_handler({"dry_run": True}, FakeLambdaContext())
-    assert snapshot(db) == before
+    assert snapshot(private_admin) == before
     assert planned["dry_run"]
     assert [(c["execution_id"], c["to_status"]) for c in planned["planned_changes"]] == [
         (str(execution.id), "completed")
@@ -560,13 +902,13 @@ def test_function_dry_run_returns_planned_changes_then_a_scheduled_run_applies_t
 
     applied = reconcile_function.lambda_handler({}, FakeLambdaContext())
     assert (applied["dry_run"], applied["counts"]["completed"], applied["planned_changes"]) == (False, 1, None)
-    assert current(db, execution).status is ExecutionStatus.COMPLETED
+    assert current(app_db, execution).status is ExecutionStatus.COMPLETED
 
 
 def test_function_stops_before_the_lambda_timeout(
-    reconcile_function: ModuleType, db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+    reconcile_function: ModuleType, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
 ) -> None:
-    pending_debit(db, sandbox, tenant_id, "iban_settles_paid")
+    pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
 
     result = reconcile_function.lambda_handler({}, FakeLambdaContext(remaining_ms=10_000))
 

@@ -127,9 +127,13 @@ class Recorder:
 
 @dataclass
 class Rig:
-    """Builds the retry path the way worker_wiring does, with the test's clock, jitter and fakes."""
+    """Builds the retry path the way worker_wiring does, with the test's clock, jitter and fakes.
 
-    db_url: str
+    `worker_db_url` is the retry function's own database URL (billing_worker); the execute path's first drive runs
+    on the test's billing_app connection instead.
+    """
+
+    worker_db_url: str
     queues: Queues
     sandbox: SandboxProvider
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -146,7 +150,7 @@ class Rig:
                 "RETRY_BACKOFF_CAP_SECONDS": str(self.backoff.cap_seconds),
             }
         )
-        connections = ConnectionProvider(lambda *, refresh=False: self.db_url)
+        connections = ConnectionProvider(lambda *, refresh=False: self.worker_db_url)
         self.opened.append(connections.get())
         return RetryRuntime(
             settings,
@@ -180,7 +184,7 @@ class Rig:
         attempts: type[AttemptLedger] = AttemptLedger,
     ) -> RetryWorker:
         """A worker on its own connection, as each Lambda container has."""
-        conn = connect(self.db_url)
+        conn = connect(self.worker_db_url)
         self.opened.append(conn)
         return RetryWorker(
             ExecutionRepository(conn),
@@ -198,8 +202,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(db_url: str, queues: Queues) -> Iterator[Rig]:
-    made = Rig(db_url, queues, SandboxProvider(connections_to(db_url)))
+def rig(worker_db_url: str, queues: Queues) -> Iterator[Rig]:
+    made = Rig(worker_db_url, queues, SandboxProvider(connections_to(worker_db_url)))
     yield made
     for conn in made.opened:
         conn.close()
@@ -487,11 +491,18 @@ def test_parking_failure_fails_the_message_and_its_next_delivery_parks_it_once(
 
 
 @pytest.fixture
-def retry_function(db_url: str, queues: Queues, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+def retry_function(
+    worker_db_url: str, queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., dict[str, Any]]:
+    """The retry function as deployed, connecting as its role (billing_worker)."""
     set_function_environment(
         monkeypatch,
         names.FunctionName.RETRY_DLQ,
-        {"DATABASE_URL": db_url, names.ENV_RETRY_QUEUE_URL: queues.retry_url, names.ENV_DLQ_URL: queues.dlq_url},
+        {
+            "DATABASE_URL": worker_db_url,
+            names.ENV_RETRY_QUEUE_URL: queues.retry_url,
+            names.ENV_DLQ_URL: queues.dlq_url,
+        },
     )
     module: ModuleType = load_handler("retry_dlq")
 

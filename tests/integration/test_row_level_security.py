@@ -1,46 +1,21 @@
-"""Row-level security as a second wall: without the per-transaction tenant setting a query sees nothing.
-
-Superusers bypass row-level security, so these tests act as an ordinary application role, as the functions
-do in AWS.
+"""Row-level security as a second wall, keyed on roles: a transaction sees only the tenant it names, and only
+billing_worker may span tenants. Every test connects as the run-time roles production uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
 
-from billing.db.connection import Connection, connect
+from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.tenancy import system_transaction, tenant_transaction
 from billing.domain.workflow import WorkflowWriteContext
 from tests.factories import create_execution
 
-APP_ROLE = "billing_app_probe"
 CTX = WorkflowWriteContext.service_default()
-
-
-@pytest.fixture(scope="module")
-def app_role(db_url: str) -> str:
-    with connect(db_url) as admin:
-        admin.execute(
-            f"""
-            do $$ begin create role {APP_ROLE} nologin; exception when duplicate_object then null; end $$;
-            grant usage on schema billing to {APP_ROLE};
-            grant select, insert, update on all tables in schema billing to {APP_ROLE};
-            grant execute on all functions in schema billing to {APP_ROLE};
-            """
-        )
-    return APP_ROLE
-
-
-@pytest.fixture
-def app_conn(db_url: str, app_role: str) -> Iterator[Connection]:
-    with connect(db_url) as connection:
-        connection.execute(f"set role {app_role}")
-        yield connection
 
 
 def _count(conn: Connection, *tenants: UUID) -> int:
@@ -51,55 +26,59 @@ def _count(conn: Connection, *tenants: UUID) -> int:
     return int(row["n"])
 
 
-def test_query_without_tenant_setting_sees_no_rows(conn: Connection, app_conn: Connection) -> None:
+def test_query_without_tenant_setting_sees_no_rows(conn: Connection, admin: Connection) -> None:
     tenant = uuid4()
     create_execution(conn, tenant)
-    assert _count(conn, tenant) == 1  # the superuser sees it
-    assert _count(app_conn, tenant) == 0
-    with app_conn.transaction():
-        assert app_conn.execute("select count(*) as n from billing.billing_execution_events").fetchone() == {"n": 0}
+    assert _count(admin, tenant) == 1  # the admin (superuser) sees it
+    assert _count(conn, tenant) == 0
+    with conn.transaction():
+        assert conn.execute("select count(*) as n from billing.billing_execution_events").fetchone() == {"n": 0}
 
 
-def test_tenant_scope_sees_only_its_own_rows(conn: Connection, app_conn: Connection) -> None:
+def test_tenant_scope_sees_only_its_own_rows(conn: Connection) -> None:
     mine, theirs = uuid4(), uuid4()
     create_execution(conn, mine)
     create_execution(conn, theirs)
-    with tenant_transaction(app_conn, mine):
-        assert _count(app_conn, mine, theirs) == 1
-        assert _count(app_conn, theirs) == 0
+    with tenant_transaction(conn, mine):
+        assert _count(conn, mine, theirs) == 1
+        assert _count(conn, theirs) == 0
 
 
-def test_system_scope_sees_all_tenants(conn: Connection, app_conn: Connection) -> None:
+def test_system_scope_sees_all_tenants_only_for_the_worker_role(conn: Connection, worker_db_url: str) -> None:
+    from billing.db.connection import connect
+
     a, b = uuid4(), uuid4()
     create_execution(conn, a)
     create_execution(conn, b)
-    with system_transaction(app_conn):
-        assert _count(app_conn, a, b) == 2
+    with system_transaction(conn):
+        assert _count(conn, a, b) == 0
+    with connect(worker_db_url) as worker, system_transaction(worker):
+        assert _count(worker, a, b) == 2
 
 
-def test_tenant_scope_cannot_write_another_tenants_row(conn: Connection, app_conn: Connection) -> None:
+def test_tenant_scope_cannot_write_another_tenants_row(conn: Connection) -> None:
     mine, theirs = uuid4(), uuid4()
     execution = create_execution(conn, theirs)
-    with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction(app_conn, mine):
-        app_conn.execute(
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction(conn, mine):
+        conn.execute(
             "insert into billing.billing_execution_events (tenant_id, id, execution_id, type, new_status)"
             " values (%s, %s, %s, 'billing.execution.pending', 'pending')",
             [theirs, uuid4(), execution.id],
         )
 
 
-def test_setting_does_not_outlive_its_transaction(app_conn: Connection, conn: Connection) -> None:
+def test_setting_does_not_outlive_its_transaction(conn: Connection) -> None:
     tenant = uuid4()
     create_execution(conn, tenant)
-    with tenant_transaction(app_conn, tenant):
-        assert _count(app_conn, tenant) == 1
-    assert _count(app_conn, tenant) == 0
+    with tenant_transaction(conn, tenant):
+        assert _count(conn, tenant) == 1
+    assert _count(conn, tenant) == 0
 
 
-def test_repository_lifecycle_works_under_row_level_security(app_conn: Connection) -> None:
+def test_repository_lifecycle_works_under_row_level_security(conn: Connection) -> None:
     tenant = uuid4()
-    repo = ExecutionRepository(app_conn)
-    execution = create_execution(app_conn, tenant)
+    repo = ExecutionRepository(conn)
+    execution = create_execution(conn, tenant)
     repo.mark_pending(tenant, execution.id, CTX)
     repo.mark_processing(tenant, execution.id, CTX)
     repo.mark_completed(tenant, execution.id, CTX, provider_reference=f"ch_{execution.id.hex}")
@@ -133,24 +112,16 @@ def test_failed_scoped_statement_leaves_connection_idle_and_usable(conn: Connect
 
 
 def test_scoped_statement_inside_callers_transaction_is_undone_with_it(conn: Connection) -> None:
-    from billing.db.tenancy import run_in_tenant_scope
-
     tenant = uuid4()
     execution = create_execution(conn, tenant)
     with pytest.raises(RuntimeError), conn.transaction():
-        run_in_tenant_scope(
-            conn,
-            tenant,
-            "update billing.billing_executions set status = 'pending' where tenant_id = %s and id = %s",
-            [tenant, execution.id],
-        )
+        ExecutionRepository(conn).mark_pending(tenant, execution.id, CTX)
         raise RuntimeError("caller gives up")
     assert ExecutionRepository(conn).get(tenant, execution.id) == execution
 
 
 def test_nested_scope_restores_the_enclosing_scope_when_it_ends(conn: Connection) -> None:
-    from billing.db.tenancy import system_transaction as system
-
+    system = system_transaction
     scope = "select current_setting('billing.scope') as scope, current_setting('billing.tenant_id') as tenant"
     with system(conn):
         with tenant_transaction(conn, uuid4()):

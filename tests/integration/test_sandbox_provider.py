@@ -84,8 +84,9 @@ def new_key() -> str:
     return f"test:{uuid4()}"
 
 
-def charge_rows(conn: Connection, key: str) -> int:
-    row = conn.execute(
+def charge_rows(admin: Connection, key: str) -> int:
+    """Charges stored under `key`, counted on the admin's inspection connection."""
+    row = admin.execute(
         "select count(*) as n from sandbox_provider.charges where idempotency_key = %s", [key]
     ).fetchone()
     assert row is not None
@@ -95,7 +96,7 @@ def charge_rows(conn: Connection, key: str) -> int:
 # --- card: instrument tokens ------------------------------------------------------------------------------------
 
 
-def test_submit_tok_visa_on_card_succeeds_and_stores_one_charge(sandbox: SandboxProvider, conn: Connection) -> None:
+def test_submit_tok_visa_on_card_succeeds_and_stores_one_charge(sandbox: SandboxProvider, admin: Connection) -> None:
     key = new_key()
     request = charge("tok_visa", amount=10**15)
 
@@ -115,7 +116,7 @@ def test_submit_tok_visa_on_card_succeeds_and_stores_one_charge(sandbox: Sandbox
         1,
     )
     assert (stored.tenant_id, stored.execution_id) == (request.tenant_id, request.execution_id)
-    assert charge_rows(conn, key) == 1
+    assert charge_rows(admin, key) == 1
 
 
 @pytest.mark.parametrize("instrument", [None, "pm_not_magic"])
@@ -199,7 +200,7 @@ def test_submit_token_of_another_rail_fails_as_unsupported_with_400(
 # --- transient errors, counted per idempotency key ----------------------------------------------------------------
 
 
-def test_submit_tok_transient_2_fails_twice_then_succeeds_once(sandbox: SandboxProvider, conn: Connection) -> None:
+def test_submit_tok_transient_2_fails_twice_then_succeeds_once(sandbox: SandboxProvider, admin: Connection) -> None:
     key = new_key()
     request = charge("tok_transient_2")
 
@@ -222,7 +223,7 @@ def test_submit_tok_transient_2_fails_twice_then_succeeds_once(sandbox: SandboxP
     stored = sandbox.find_charge(idempotency_key=key)
     assert stored is not None
     assert stored.attempts == 3  # the replay in `fourth` is not an attempt
-    assert charge_rows(conn, key) == 1
+    assert charge_rows(admin, key) == 1
 
 
 def test_submit_transient_tokens_count_attempts_per_key_independently(sandbox: SandboxProvider) -> None:
@@ -267,7 +268,7 @@ def test_submit_tok_always_transient_never_charges(sandbox: SandboxProvider) -> 
 
 
 def test_submit_tok_timeout_is_unknown_but_check_status_by_key_finds_the_charge(
-    sandbox: SandboxProvider, conn: Connection
+    sandbox: SandboxProvider, admin: Connection
 ) -> None:
     key, request = new_key(), charge("tok_timeout")
 
@@ -284,7 +285,7 @@ def test_submit_tok_timeout_is_unknown_but_check_status_by_key_finds_the_charge(
     assert found.outcome is StatusOutcome.PAID
     assert found.provider_reference is not None
     assert (resubmitted.outcome, resubmitted.provider_reference) == (SubmitOutcome.SUCCEEDED, found.provider_reference)
-    assert charge_rows(conn, key) == 1
+    assert charge_rows(admin, key) == 1
 
 
 def test_submit_tok_timeout_on_debit_is_found_pending_by_key(make_sandbox: Callable[..., SandboxProvider]) -> None:
@@ -316,7 +317,7 @@ def test_submit_tok_timeout_no_charge_is_not_found_then_resubmission_charges(san
 
 
 def test_submit_same_key_twice_replays_original_answer_without_second_charge(
-    sandbox: SandboxProvider, conn: Connection
+    sandbox: SandboxProvider, admin: Connection
 ) -> None:
     key, request = new_key(), charge("tok_decline")
 
@@ -327,7 +328,7 @@ def test_submit_same_key_twice_replays_original_answer_without_second_charge(
         first.provider_reference,
         "card_declined",
     )
-    assert charge_rows(conn, key) == 1
+    assert charge_rows(admin, key) == 1
 
 
 def test_submit_same_key_with_other_amount_is_refused_and_original_kept(sandbox: SandboxProvider) -> None:
@@ -359,21 +360,23 @@ def submit_concurrently(sandbox: SandboxProvider, request: ProviderCharge, key: 
         return [future.result() for future in [pool.submit(one) for _ in range(n)]]
 
 
-def test_submit_same_key_from_20_threads_creates_exactly_one_charge(sandbox: SandboxProvider, conn: Connection) -> None:
+def test_submit_same_key_from_20_threads_creates_exactly_one_charge(
+    sandbox: SandboxProvider, admin: Connection
+) -> None:
     key = new_key()
 
     results = submit_concurrently(sandbox, charge("tok_visa"), key, 20)
 
     assert {r.outcome for r in results} == {SubmitOutcome.SUCCEEDED}
     assert len({r.provider_reference for r in results}) == 1
-    assert charge_rows(conn, key) == 1
+    assert charge_rows(admin, key) == 1
     stored = sandbox.find_charge(idempotency_key=key)
     assert stored is not None
     assert stored.attempts == 1
 
 
 def test_submit_transient_token_from_20_threads_fails_exactly_n_times(
-    sandbox: SandboxProvider, conn: Connection
+    sandbox: SandboxProvider, admin: Connection
 ) -> None:
     key = new_key()
 
@@ -383,7 +386,7 @@ def test_submit_transient_token_from_20_threads_fails_exactly_n_times(
     assert outcomes.count(SubmitOutcome.TRANSIENT_ERROR) == 2
     assert outcomes.count(SubmitOutcome.SUCCEEDED) == 18
     assert len({r.provider_reference for r in results if r.provider_reference}) == 1
-    assert charge_rows(conn, key) == 1
+    assert charge_rows(admin, key) == 1
 
 
 # --- asynchronous rails: pending, then settled ------------------------------------------------------------------
@@ -572,7 +575,7 @@ def test_submit_when_sandbox_unreachable_is_transient_and_check_status_raises() 
 
 
 def test_adapter_submit_card_execution_succeeds_and_retry_reuses_the_charge(
-    sandbox: SandboxProvider, conn: Connection, tenant_id: UUID
+    sandbox: SandboxProvider, conn: Connection, admin: Connection, tenant_id: UUID
 ) -> None:
     execution = create_execution(conn, tenant_id, payment_rail=PaymentRail.CARD, payment_instrument_id="tok_visa")
     adapter = build_rail_adapter(PaymentRail.CARD, sandbox)
@@ -582,7 +585,7 @@ def test_adapter_submit_card_execution_succeeds_and_retry_reuses_the_charge(
     assert (adapter.is_async, adapter.max_retries, adapter.provider_name) == (False, 3, "sandbox")
     assert first.outcome is SubmitOutcome.SUCCEEDED
     assert second.provider_reference == first.provider_reference
-    assert charge_rows(conn, provider_idempotency_key(execution)) == 1
+    assert charge_rows(admin, provider_idempotency_key(execution)) == 1
 
 
 def test_adapter_submit_sepa_execution_is_pending_then_check_status_by_key_and_reference_agree(
@@ -638,7 +641,7 @@ def test_adapter_same_client_key_in_two_tenants_makes_two_charges(sandbox: Sandb
 
 
 def test_adapter_given_execution_of_another_rail_raises_before_calling_provider(
-    sandbox: SandboxProvider, conn: Connection, tenant_id: UUID
+    sandbox: SandboxProvider, conn: Connection, admin: Connection, tenant_id: UUID
 ) -> None:
     execution = create_execution(conn, tenant_id, payment_rail=PaymentRail.SEPA_DEBIT)
     card = build_rail_adapter(PaymentRail.CARD, sandbox)
@@ -647,7 +650,7 @@ def test_adapter_given_execution_of_another_rail_raises_before_calling_provider(
         card.submit(execution)
     with pytest.raises(AdapterMismatch):
         card.check_status(execution)
-    assert charge_rows(conn, provider_idempotency_key(execution)) == 0
+    assert charge_rows(admin, provider_idempotency_key(execution)) == 0
 
 
 def test_adapter_for_execution_routes_by_provider_and_refuses_unknown_provider(

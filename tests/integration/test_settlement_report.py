@@ -1,6 +1,8 @@
 """Settlement reports on real PostgreSQL, the sandbox provider and moto S3.
 
 The service reads every tenant's executions, so each test gets a private database cloned from a migrated template.
+Each piece runs as the role production gives it: charges are made as the execute function makes them (billing_app,
+`app_db`), the report is built as the settlement function builds it (billing_worker, `db`).
 Charges are made now and reported on today's (UTC) period: nothing sleeps and no date is invented. A test that
 could straddle midnight UTC (its charges on two days) is skipped instead of failing for the wrong reason.
 """
@@ -26,6 +28,7 @@ from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.sandbox import SandboxProvider, Settlement, connections_to
+from billing.resource_names import FunctionName
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest
 from billing.settlement.files import FileError, SettlementStatus, settlement_file_key
@@ -36,7 +39,7 @@ from billing.settlement.s3 import S3ObjectStore
 from billing.settlement.sandbox_files import SandboxDiscrepancy, sandbox_settlement_lines, write_sandbox_settlement_file
 from billing.settlement.service import SettlementReportService
 from tests.factories import create_execution
-from tests.lambda_harness import FakeLambdaContext, load_handler
+from tests.lambda_harness import FakeLambdaContext, load_handler, set_function_environment
 
 CTX = WorkflowWriteContext.service_default()
 REGION: Final = "eu-west-1"
@@ -60,8 +63,9 @@ def not_just_before_midnight() -> None:
 
 
 @pytest.fixture
-def sandbox(private_db_url: str) -> SandboxProvider:
-    return SandboxProvider(connections_to(private_db_url))
+def sandbox(private_app_url: str) -> SandboxProvider:
+    """The sandbox provider as the execute function reaches it."""
+    return SandboxProvider(connections_to(private_app_url))
 
 
 @pytest.fixture
@@ -120,7 +124,7 @@ class NoRetries:
 
 
 def charge(
-    db: Connection,
+    app_db: Connection,
     sandbox: SandboxProvider,
     tenant_id: UUID,
     *,
@@ -129,11 +133,11 @@ def charge(
     rail: PaymentRail = PaymentRail.CARD,
     instrument: str = "tok_visa",
 ) -> Execution:
-    """An execution driven as the execute function drives it."""
+    """An execution driven as the execute function drives it (on billing_app's `app_db`)."""
     execution = create_execution(
-        db, tenant_id, amount=amount, currency=currency, payment_rail=rail, payment_instrument_id=instrument
+        app_db, tenant_id, amount=amount, currency=currency, payment_rail=rail, payment_instrument_id=instrument
     )
-    driver = ExecutionDriver(ExecutionRepository(db), {"sandbox": sandbox}, NoRetries(), QuietObserver())
+    driver = ExecutionDriver(ExecutionRepository(app_db), {"sandbox": sandbox}, NoRetries(), QuietObserver())
     return driver.drive(execution, correlation_id=f"corr-{execution.id}", context=CTX)
 
 
@@ -167,17 +171,20 @@ class Day:
     declined: Execution
 
 
-def a_day_of_charges(db: Connection, sandbox: SandboxProvider) -> Day:
+def a_day_of_charges(app_db: Connection, sandbox: SandboxProvider) -> Day:
+    """Charges made, and a debit's rejection delivered by webhook, as the app role makes them."""
     tenant_id, other_tenant = uuid4(), uuid4()
-    cards = [charge(db, sandbox, tenant_id, amount=amount) for amount in (1999, 2500, 1000)]
-    cards.append(charge(db, sandbox, other_tenant, amount=4200))
-    yen = charge(db, sandbox, other_tenant, amount=5000, currency="JPY")
-    debit = charge(db, sandbox, tenant_id, amount=3000, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_paid")
+    cards = [charge(app_db, sandbox, tenant_id, amount=amount) for amount in (1999, 2500, 1000)]
+    cards.append(charge(app_db, sandbox, other_tenant, amount=4200))
+    yen = charge(app_db, sandbox, other_tenant, amount=5000, currency="JPY")
+    debit = charge(app_db, sandbox, tenant_id, amount=3000, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_paid")
     sandbox.settle(reference(debit), Settlement.PAID)
-    failing = charge(db, sandbox, tenant_id, amount=1500, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_failed")
+    failing = charge(
+        app_db, sandbox, tenant_id, amount=1500, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_failed"
+    )
     sandbox.settle(reference(failing), Settlement.FAILED, failure_code="AM04")
-    failed = ExecutionRepository(db).reject_from_pending(tenant_id, failing.id, CTX, error_code="AM04")
-    declined = charge(db, sandbox, tenant_id, amount=999, instrument="tok_decline")
+    failed = ExecutionRepository(app_db).reject_from_pending(tenant_id, failing.id, CTX, error_code="AM04")
+    declined = charge(app_db, sandbox, tenant_id, amount=999, instrument="tok_decline")
     assert [c.status for c in cards] == [ExecutionStatus.COMPLETED] * 4
     assert (yen.status, debit.status, failed.status, declined.status) == (
         ExecutionStatus.COMPLETED,
@@ -192,9 +199,9 @@ def a_day_of_charges(db: Connection, sandbox: SandboxProvider) -> Day:
 
 
 def test_daily_report_classifies_matched_mismatched_and_missing_items_and_lands_in_the_reports_bucket(
-    db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
 ) -> None:
-    charges = a_day_of_charges(db, sandbox)
+    charges = a_day_of_charges(app_db, sandbox)
     day = today()
     paid_in_file_order = [
         ln.provider_reference for ln in sandbox_settlement_lines(db, day) if ln.status is SettlementStatus.PAID
@@ -264,16 +271,16 @@ def test_daily_report_classifies_matched_mismatched_and_missing_items_and_lands_
 
 
 def test_running_a_period_again_overwrites_its_report_with_what_is_true_now(
-    db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
 ) -> None:
-    charges = a_day_of_charges(db, sandbox)
+    charges = a_day_of_charges(app_db, sandbox)
     day = today()
     write_sandbox_settlement_file(db, s3, FILES_BUCKET, day, inject=[SandboxDiscrepancy.DUPLICATE])
     first = service(db, s3).run(SettlementPeriod.daily(day))
     # The provider corrects its file, and the settled debit's webhook arrives.
     write_sandbox_settlement_file(db, s3, FILES_BUCKET, day)
     pending = charges.settled_unknown_to_us
-    ExecutionRepository(db).confirm_from_pending(pending.tenant_id, pending.id, CTX)
+    ExecutionRepository(app_db).confirm_from_pending(pending.tenant_id, pending.id, CTX)
 
     second = service(db, s3).run(SettlementPeriod.daily(day))
 
@@ -290,9 +297,9 @@ def test_running_a_period_again_overwrites_its_report_with_what_is_true_now(
 
 
 def test_weekly_report_reads_the_seven_daily_files_of_the_iso_week(
-    db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
 ) -> None:
-    charges = a_day_of_charges(db, sandbox)
+    charges = a_day_of_charges(app_db, sandbox)
     period = SettlementPeriod.weekly(today())
     for day in period.days():
         write_sandbox_settlement_file(db, s3, FILES_BUCKET, day)
@@ -314,9 +321,9 @@ def test_weekly_report_reads_the_seven_daily_files_of_the_iso_week(
 
 
 def test_a_malformed_row_is_reported_with_its_line_and_the_rest_of_the_file_still_reconciled(
-    db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
 ) -> None:
-    card = charge(db, sandbox, uuid4(), amount=1999)
+    card = charge(app_db, sandbox, uuid4(), amount=1999)
     day = today()
     settled = datetime.now(UTC).isoformat()
     key = settlement_file_key("sandbox", day)
@@ -338,9 +345,9 @@ def test_a_malformed_row_is_reported_with_its_line_and_the_rest_of_the_file_stil
 
 
 def test_a_provider_we_charged_through_without_a_file_has_every_day_missing(
-    db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
 ) -> None:
-    card = charge(db, sandbox, uuid4(), amount=1999)
+    card = charge(app_db, sandbox, uuid4(), amount=1999)
 
     report = service(db, s3).run(SettlementPeriod.daily(today())).report
 
@@ -351,15 +358,15 @@ def test_a_provider_we_charged_through_without_a_file_has_every_day_missing(
 
 
 def test_a_debit_the_provider_settled_yesterday_and_we_completed_today_is_not_missing_from_todays_file(
-    db: Connection, sandbox: SandboxProvider, s3: Any, private_db_url: str
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any, private_db_url: str
 ) -> None:
     day = today()
-    debit = charge(db, sandbox, uuid4(), amount=3000, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_paid")
+    debit = charge(app_db, sandbox, uuid4(), amount=3000, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_paid")
     yesterday_noon = datetime.combine(day - timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=12)
     SandboxProvider(connections_to(private_db_url), clock=lambda: yesterday_noon).settle(
         reference(debit), Settlement.PAID
     )
-    ExecutionRepository(db).confirm_from_pending(debit.tenant_id, debit.id, CTX)
+    ExecutionRepository(app_db).confirm_from_pending(debit.tenant_id, debit.id, CTX)
     write_sandbox_settlement_file(db, s3, FILES_BUCKET, day - timedelta(days=1))
     write_sandbox_settlement_file(db, s3, FILES_BUCKET, day)
 
@@ -370,19 +377,21 @@ def test_a_debit_the_provider_settled_yesterday_and_we_completed_today_is_not_mi
     assert report.totals_for("EUR").internal_completed == 3000
 
 
-def completed_with_reference(db: Connection, provider_reference: str) -> Execution:
+def completed_with_reference(app_db: Connection, provider_reference: str) -> Execution:
     """An execution some other path completed at the provider under `provider_reference` (a new tenant's)."""
-    repository, tenant_id = ExecutionRepository(db), uuid4()
-    created = create_execution(db, tenant_id, amount=1999)
+    repository, tenant_id = ExecutionRepository(app_db), uuid4()
+    created = create_execution(app_db, tenant_id, amount=1999)
     repository.mark_pending(tenant_id, created.id, CTX)
     repository.mark_processing(tenant_id, created.id, CTX)
     return repository.mark_completed(tenant_id, created.id, CTX, provider_reference=provider_reference)
 
 
-def test_a_reference_two_tenants_carry_is_ambiguous_and_matched_to_neither(db: Connection, s3: Any) -> None:
+def test_a_reference_two_tenants_carry_is_ambiguous_and_matched_to_neither(
+    db: Connection, app_db: Connection, s3: Any
+) -> None:
     day = today()
     shared = "sbx_" + uuid4().hex[:24]
-    first, second = completed_with_reference(db, shared), completed_with_reference(db, shared)
+    first, second = completed_with_reference(app_db, shared), completed_with_reference(app_db, shared)
     assert first.tenant_id != second.tenant_id
     settled = datetime.now(UTC).isoformat()
     content = f"provider_reference,amount,currency,status,settled_at\n{shared},1999,EUR,paid,{settled}\n"
@@ -421,6 +430,7 @@ def emitted_metrics(output: str) -> dict[str, float]:
 
 def test_handler_reports_the_requested_day_and_by_default_yesterday(
     db: Connection,
+    app_db: Connection,
     sandbox: SandboxProvider,
     s3: Any,
     private_db_url: str,
@@ -428,17 +438,15 @@ def test_handler_reports_the_requested_day_and_by_default_yesterday(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    charge(db, sandbox, uuid4(), amount=1999)
+    charge(app_db, sandbox, uuid4(), amount=1999)
     day = today()
     write_sandbox_settlement_file(db, s3, FILES_BUCKET, day, inject=[SandboxDiscrepancy.AMOUNT])
-    for name, value in {
-        "DATABASE_URL": private_db_url,
-        "SETTLEMENT_BUCKET": FILES_BUCKET,
-        "REPORTS_BUCKET": REPORTS_BUCKET,
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "billing-settlement-report",
-    }.items():
-        monkeypatch.setenv(name, value)
+    # The function connects as its production role, billing_worker (private_db_url).
+    set_function_environment(
+        monkeypatch,
+        FunctionName.SETTLEMENT_REPORT,
+        {"DATABASE_URL": private_db_url, "SETTLEMENT_BUCKET": FILES_BUCKET, "REPORTS_BUCKET": REPORTS_BUCKET},
+    )
     handler = load_handler("settlement_report")
     capsys.readouterr()
 

@@ -9,7 +9,9 @@ from billing.domain.workflow import WorkflowWriteContext
 from tests.factories import count_rows, create_execution
 
 
-def test_full_card_lifecycle_writes_event_outbox_and_workflow_per_step(conn: Connection, tenant_id: UUID) -> None:
+def test_full_card_lifecycle_writes_event_outbox_and_workflow_per_step(
+    conn: Connection, admin: Connection, tenant_id: UUID
+) -> None:
     repo = ExecutionRepository(conn)
     ctx = WorkflowWriteContext.service_default()
     execution = create_execution(conn, tenant_id)
@@ -25,5 +27,5 @@ def test_full_card_lifecycle_writes_event_outbox_and_workflow_per_step(conn: Con
         ExecutionStatus.PROCESSING,
         ExecutionStatus.COMPLETED,
     ]
-    assert count_rows(conn, "billing_outbox", tenant_id) == 4
-    assert count_rows(conn, "contract_term_datetimes", tenant_id) == 4
+    assert count_rows(admin, "billing_outbox", tenant_id) == 4
+    assert count_rows(admin, "contract_term_datetimes", tenant_id) == 4

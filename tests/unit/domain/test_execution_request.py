@@ -43,8 +43,18 @@ def test_valid_request_parses_with_int_amount() -> None:
         ("metadata", {"note": "card 4242 4242 4242 4242"}),
         ("metadata", {"bad key!": "x"}),
         ("metadata", {"k": "v" * 501}),
-        ("metadata", {f"k{i}": i for i in range(21)}),
-        ("metadata", {"nested": {"a": 1}}),
+        ("metadata", {f"k{i}": "v" for i in range(51)}),
+        ("metadata", {"k" * 41: "v"}),
+        ("metadata", {"": "v"}),
+        ("metadata", {"nested": {"a": "b"}}),
+        ("metadata", {"count": 3}),
+        ("metadata", {"flag": True}),
+        ("metadata", {"gone": None}),
+        ("metadata", {"list": ["a"]}),
+        ("metadata", {"4111111111111111": "v"}),
+        ("metadata", {"note": "nul\x00inside"}),
+        ("metadata", {"note": "lone \ud800 surrogate"}),
+        ("metadata", ["not", "an", "object"]),
         ("payment_instrument_id", "4111111111111111"),
         ("entity_contract_id", "5555555555554444"),
     ],
@@ -88,3 +98,15 @@ def test_card_number_detector_uses_luhn(text: str, expected: bool) -> None:
 def test_invalid_idempotency_key_is_rejected(key: str | None) -> None:
     with pytest.raises(ValidationFailed):
         validate_idempotency_key(key)
+
+
+def test_metadata_at_the_documented_limits_is_accepted() -> None:
+    metadata = {f"k{i}": "v" * 500 for i in range(49)} | {"k" * 40: ""}
+    assert ExecutionRequest.parse({**VALID, "metadata": metadata}).metadata == metadata
+
+
+def test_metadata_key_that_is_a_card_number_is_not_echoed_in_the_error() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        ExecutionRequest.parse({**VALID, "metadata": {"4111 1111 1111 1111": "v"}})
+    assert all("4111" not in error.field + error.message for error in caught.value.errors)
+    assert any(error.field.startswith("metadata") for error in caught.value.errors)

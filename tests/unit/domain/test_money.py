@@ -28,3 +28,18 @@ def test_non_integer_amount_is_rejected(amount: object) -> None:
 
 def test_exponents_of_zero_and_three_decimal_currencies() -> None:
     assert (currency_exponent("JPY"), currency_exponent("EUR"), currency_exponent("BHD")) == (0, 2, 3)
+
+
+# Exponents from ISO 4217 List One (2026-01-01), the ones that are easy to get wrong or are new.
+@pytest.mark.parametrize(
+    ("currency", "exponent"),
+    [("KWD", 3), ("JPY", 0), ("CLP", 0), ("CLF", 4), ("UYW", 4), ("UYI", 0), ("VED", 2), ("ZWG", 2), ("XCG", 2)],
+)
+def test_exponent_of_a_current_currency(currency: str, exponent: int) -> None:
+    assert is_known_currency(currency)
+    assert currency_exponent(currency) == exponent
+
+
+@pytest.mark.parametrize("currency", ["ANG", "BGN", "ZWL", "HRK"])
+def test_withdrawn_currency_is_refused_for_a_new_charge(currency: str) -> None:
+    assert not is_known_currency(currency)

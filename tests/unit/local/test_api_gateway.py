@@ -7,6 +7,7 @@ functions/authorizer/handler.py with only its Secrets Manager lookup replaced by
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,10 +29,12 @@ from billing.local.api_gateway import (
     HttpResponse,
     LocalApiGateway,
     LocalFunctions,
+    LocalHttpServer,
     LocalLambdaContext,
     MethodNotAllowed,
     RouteNotFound,
     _read_chunked,
+    body_limit,
     build_proxy_event,
     match_route,
     policy_allows,
@@ -348,23 +352,91 @@ def test_known_path_with_another_method_is_405_with_allow(gateway: LocalApiGatew
     assert response.header("Allow") == "GET"
 
 
-def test_body_over_the_limit_is_413_without_invoking_the_function(
-    gateway: LocalApiGateway, functions_dir: Path
-) -> None:
-    body = b"x" * (names.MAX_REQUEST_BODY_BYTES + 1)
+ROUTE_LIMITS = [
+    pytest.param(EXECUTIONS, "execute", names.MAX_REQUEST_BODY_BYTES, id="execute"),
+    pytest.param(f"{WEBHOOK}/gocardless", "webhook", names.MAX_WEBHOOK_BODY_BYTES, id="webhook"),
+]
 
-    _assert_problem(gateway.handle(_request("POST", EXECUTIONS, body=body, token=_token())), 413, "payload_too_large")
-    _assert_problem(gateway.handle(_request("POST", f"{WEBHOOK}/stripe", body=body)), 413, "payload_too_large")
+
+@pytest.mark.parametrize(("path", "function", "limit"), ROUTE_LIMITS)
+def test_body_exactly_at_the_route_limit_reaches_the_function(
+    gateway: LocalApiGateway, path: str, function: str, limit: int
+) -> None:
+    event = _echo(gateway.handle(_request("POST", path, body=b"x" * limit, token=_token())))["event"]
+
+    assert len(event["body"]) == limit
+
+
+@pytest.mark.parametrize(("path", "function", "limit"), ROUTE_LIMITS)
+def test_body_one_byte_over_the_route_limit_is_413_without_invoking_the_function(
+    gateway: LocalApiGateway, functions_dir: Path, path: str, function: str, limit: int
+) -> None:
+    response = gateway.handle(_request("POST", path, body=b"x" * (limit + 1), token=_token()))
+
+    document = _assert_problem(response, 413, "payload_too_large")
+    assert str(limit) in document["detail"]
+    assert _invocations(functions_dir, function) == []
+
+
+def test_execute_body_of_17_kib_is_413(gateway: LocalApiGateway, functions_dir: Path) -> None:
+    response = gateway.handle(_request("POST", EXECUTIONS, body=b"{" + b" " * (17 * 1024) + b"}", token=_token()))
+
+    _assert_problem(response, 413, "payload_too_large")
     assert _invocations(functions_dir, "execute") == []
+
+
+def test_webhook_body_of_100_kib_reaches_the_function_unchanged(gateway: LocalApiGateway) -> None:
+    # A GoCardless-sized batch: far over the execute API's limit, well under the webhook route's.
+    body = json.dumps({"events": [{"id": f"EV{i:06d}", "action": "confirmed"} for i in range(2400)]}).encode()
+    assert 100 * 1024 < len(body) < 105 * 1024
+
+    event = _echo(gateway.handle(_request("POST", f"{WEBHOOK}/gocardless", body=body)))["event"]
+
+    assert event["body"] == body.decode()
+
+
+def test_webhook_body_of_2_mib_is_413(gateway: LocalApiGateway, functions_dir: Path) -> None:
+    response = gateway.handle(_request("POST", f"{WEBHOOK}/stripe", body=b"x" * (2 * 1024 * 1024)))
+
+    _assert_problem(response, 413, "payload_too_large")
     assert _invocations(functions_dir, "webhook") == []
 
 
-def test_body_exactly_at_the_limit_reaches_the_function(gateway: LocalApiGateway) -> None:
-    body = b"x" * names.MAX_REQUEST_BODY_BYTES
+def test_webhook_limit_follows_the_path_whatever_the_method(gateway: LocalApiGateway) -> None:
+    # WAF's rules see the path, not the route: a 100 KiB GET to the webhook path passes the size rule, then 405.
+    response = gateway.handle(_request("GET", f"{WEBHOOK}/stripe", body=b"x" * (100 * 1024)))
 
-    event = _echo(gateway.handle(_request("POST", EXECUTIONS, body=body, token=_token())))["event"]
+    _assert_problem(response, 405, "method_not_allowed")
 
-    assert len(event["body"]) == names.MAX_REQUEST_BODY_BYTES
+
+def test_unknown_path_gets_the_default_limit(gateway: LocalApiGateway) -> None:
+    body = b"x" * (names.MAX_REQUEST_BODY_BYTES + 1)
+
+    _assert_problem(gateway.handle(_request("POST", "/api/v1/billing/nope", body=body)), 413, "payload_too_large")
+
+
+def test_body_limit_of_a_path_is_its_most_specific_routes() -> None:
+    routes = (
+        Route("POST", "/things/{id}", FunctionName.WEBHOOK, authorized=False, max_body_bytes=1000),
+        Route("POST", "/things/latest", FunctionName.EXECUTE, authorized=False, max_body_bytes=10),
+    )
+
+    assert body_limit("/things/latest", routes) == 10
+    assert body_limit("/things/other", routes) == 1000
+    assert body_limit("/elsewhere", routes) == names.MAX_REQUEST_BODY_BYTES
+
+
+def test_every_webhook_route_accepts_more_than_the_execute_api() -> None:
+    limits = {route.function: route.max_body_bytes for route in names.ROUTES}
+
+    assert limits[FunctionName.WEBHOOK] == names.MAX_WEBHOOK_BODY_BYTES == 1024 * 1024
+    assert all(r.max_body_bytes == 16 * 1024 for r in names.ROUTES if r.function is FunctionName.EXECUTE)
+
+
+@pytest.mark.parametrize("limit", [0, names.API_GATEWAY_MAX_PAYLOAD_BYTES + 1])
+def test_route_limit_outside_what_api_gateway_accepts_is_refused(limit: int) -> None:
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        Route("POST", "/x", FunctionName.WEBHOOK, authorized=False, max_body_bytes=limit)
 
 
 def test_match_route_prefers_a_literal_segment_over_a_parameter() -> None:
@@ -554,3 +626,45 @@ def test_chunked_body_over_the_drain_limit_is_abandoned() -> None:
     body, complete = _read_chunked(_chunked(b"a" * 60, b"b" * 60), keep=10, drain_limit=100)
 
     assert (body, complete) == (b"a" * 10, False)
+
+
+# --- over HTTP --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_gateway(gateway: LocalApiGateway) -> Iterator[LocalHttpServer]:
+    server = LocalHttpServer(gateway, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+def _post(server: LocalHttpServer, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_server_reads_a_webhook_body_up_to_the_webhook_limit(
+    http_gateway: LocalHttpServer, functions_dir: Path
+) -> None:
+    status, echoed = _post(http_gateway, f"{WEBHOOK}/gocardless", b"x" * (100 * 1024))
+
+    assert status == 200
+    assert len(echoed["event"]["body"]) == 100 * 1024
+
+
+def test_server_answers_413_to_a_webhook_body_over_the_webhook_limit(
+    http_gateway: LocalHttpServer, functions_dir: Path
+) -> None:
+    status, problem = _post(http_gateway, f"{WEBHOOK}/stripe", b"x" * (2 * 1024 * 1024))
+
+    assert (status, problem["code"]) == (413, "payload_too_large")
+    assert _invocations(functions_dir, "webhook") == []

@@ -1,4 +1,5 @@
-"""Splitting events into PutEvents calls: the 10-entry and 256 KB limits, and one event per execution per call."""
+"""Splitting events into PutEvents calls: the 10-entry and 256 KB limits, one event per execution per call, and
+executions that failed before sent after the others."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from billing.outbox.chunking import MAX_CALL_BYTES, MAX_ENTRIES_PER_CALL, entry_size, next_chunk, too_large
+from billing.outbox.chunking import (
+    MAX_CALL_BYTES,
+    MAX_ENTRIES_PER_CALL,
+    entry_size,
+    next_chunk,
+    retried_last,
+    too_large,
+)
 from billing.outbox.events import OutboundEvent
 
 TENANT = uuid4()
@@ -128,3 +136,27 @@ def test_next_chunk_with_an_oversized_first_entry_raises() -> None:
 
 def test_next_chunk_of_nothing_returns_nothing() -> None:
     assert next_chunk([]) == ([], [])
+
+
+def test_retried_last_moves_executions_that_failed_before_behind_the_others_whole_and_in_order() -> None:
+    x, y = uuid4(), uuid4()
+    x1, y1, fresh, x2, y2 = event(x), event(y), event(), event(x), event(y)
+
+    ordered = retried_last([x2, fresh, y2, x1, y1], failed_before={x1.outbox_id: 3})
+
+    assert ordered == [y1, fresh, y2, x1, x2]
+    assert all_chunks(ordered) == [[y1, fresh, x1], [y2, x2]]
+
+
+def test_retried_last_looks_only_at_each_executions_oldest_event() -> None:
+    x = uuid4()
+    x1, x2, other = event(x), event(x), event()
+
+    # x1 never failed: x is not a retried execution, whatever its later rows say.
+    assert retried_last([x1, x2, other], failed_before={x2.outbox_id: 1}) == [x1, x2, other]
+
+
+def test_retried_last_of_events_that_never_failed_is_outbox_id_order() -> None:
+    events = [event() for _ in range(5)]
+
+    assert retried_last(list(reversed(events)), failed_before={}) == events

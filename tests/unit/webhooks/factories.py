@@ -52,13 +52,14 @@ def adyen_item(
     success: str = "true",
     original_reference: str | None = None,
     value: int = 1130,
+    currency: str = "EUR",
     reason: str = "",
 ) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pspReference": psp_reference,
         "merchantAccountCode": "TestMerchant",
         "merchantReference": "exec-1",
-        "amount": {"value": value, "currency": "EUR"},
+        "amount": {"value": value, "currency": currency},
         "eventCode": event_code,
         "eventDate": "2026-03-01T13:00:00+01:00",
         "success": success,
@@ -105,10 +106,17 @@ def sandbox_event(
     event_id: str = "evt_sbx_1",
     reference: str | None = "sbx_pay_1",
     failure_code: str | None = None,
+    amount: object = None,
+    currency: object = None,
 ) -> bytes:
+    """A sandbox event; `amount` and `currency` are sent only when given, as anything JSON holds (to test refusals)."""
     data: dict[str, Any] = {}
     if reference is not None:
         data["reference"] = reference
     if failure_code is not None:
         data["failure_code"] = failure_code
+    if amount is not None:
+        data["amount"] = amount
+    if currency is not None:
+        data["currency"] = currency
     return json.dumps({"id": event_id, "type": event_type, "created": NOW_UNIX, "data": data}).encode()

@@ -324,3 +324,51 @@ def test_parse_batch_returns_one_event_per_item_in_order() -> None:
 def test_parse_malformed_notification_raises_payload_invalid(body: bytes) -> None:
     with pytest.raises(WebhookPayloadInvalid):
         adyen.parse(body)
+
+
+# --- amounts ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("success", ["true", "false"])
+def test_parse_authorisation_reads_signed_amount_value_and_currency(success: str) -> None:
+    [event] = adyen.parse(adyen_notification([adyen_item(success=success, value=1130, currency="KWD")], KEY))
+
+    assert (event.amount, event.currency) == (1130, "KWD")
+
+
+@pytest.mark.parametrize("event_code", ["REFUND", "CHARGEBACK", "CAPTURE"])
+def test_parse_modification_carries_no_payment_amount(event_code: str) -> None:
+    # A refund's or chargeback's amount is the modification's (possibly partial), not the payment's.
+    [event] = adyen.parse(adyen_notification([adyen_item(event_code=event_code, original_reference="PSP1")]))
+
+    assert (event.amount, event.currency) == (None, None)
+
+
+def test_parse_authorisation_without_amount_carries_none() -> None:
+    item = adyen_item()
+    del item["amount"]
+
+    [event] = adyen.parse(adyen_notification([item]))
+
+    assert (event.amount, event.currency) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        {"value": 11.30, "currency": "EUR"},
+        {"value": "1130", "currency": "EUR"},
+        {"value": -5, "currency": "EUR"},
+        {"value": 1130},
+        {"currency": "EUR"},
+        {"value": 1130, "currency": "eur"},
+        {"value": 1130, "currency": "ZZZ"},
+        "1130 EUR",
+    ],
+    ids=["float", "string", "negative", "no_currency", "no_value", "lower_case", "unknown_code", "not_an_object"],
+)
+def test_parse_malformed_amount_of_authorisation_raises_payload_invalid(amount: object) -> None:
+    item = {**adyen_item(), "amount": amount}
+
+    with pytest.raises(WebhookPayloadInvalid, match=r"notificationItems\[0\]\.NotificationRequestItem\.amount"):
+        adyen.parse(adyen_notification([item]))

@@ -198,3 +198,12 @@ def test_parse_actionable_event_without_payment_link_raises_payload_invalid() ->
 def test_parse_malformed_batch_raises_payload_invalid(body: bytes) -> None:
     with pytest.raises(WebhookPayloadInvalid):
         gocardless.parse(body)
+
+
+@pytest.mark.parametrize("action", ["confirmed", "paid_out", "failed"])
+def test_parse_payment_event_carries_no_amount_because_gocardless_sends_none(action: str) -> None:
+    event = {**gocardless_event(action), "amount": 1999, "currency": "GBP"}
+
+    [parsed] = gocardless.parse(gocardless_batch(event))
+
+    assert (parsed.amount, parsed.currency) == (None, None)

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from uuid import uuid4
 
 import pytest
 
+from billing.db.webhook_inbox import ExecutionRef
+from billing.domain.money import Money
 from billing.domain.status import ExecutionStatus, is_terminal
 from billing.services.webhook_processing import (
     ACTING_OUTCOMES,
     ACTIONS,
     STORED_RESULTS,
+    AmountMismatch,
     WebhookAction,
     WebhookResult,
     action_for,
+    amount_mismatch,
+    decide,
 )
-from billing.webhooks.events import WebhookOutcome
+from billing.webhooks.events import WebhookEvent, WebhookOutcome
 
 _O = WebhookOutcome
 _S = ExecutionStatus
@@ -81,3 +87,59 @@ def test_ignored_events_have_no_action_because_they_are_never_looked_up() -> Non
 
 def test_retry_later_is_the_one_result_never_stored() -> None:
     assert set(WebhookResult) - STORED_RESULTS == {WebhookResult.RETRY_LATER}
+
+
+# --- the amount check on confirmations ----------------------------------------------------------------------------
+
+
+def _execution(status: ExecutionStatus = _S.PENDING, amount: int = 1999, currency: str = "EUR") -> ExecutionRef:
+    return ExecutionRef(uuid4(), uuid4(), status, amount, currency)
+
+
+def _event(outcome: WebhookOutcome, amount: int | None, currency: str | None) -> WebhookEvent:
+    return WebhookEvent("sandbox", "evt_1", "payment.x", "ref_1", outcome, amount=amount, currency=currency)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"), [(1000, "EUR"), (1999, "USD"), (0, "EUR")], ids=["amount", "currency", "zero"]
+)
+def test_confirmation_of_another_amount_or_currency_is_recorded_not_confirmed(amount: int, currency: str) -> None:
+    event = _event(_O.SUCCEEDED, amount, currency)
+
+    assert decide(event, _execution()) is _A.RECORD_AMOUNT_MISMATCH
+    assert amount_mismatch(event, _execution()) == AmountMismatch(Money(1999, "EUR"), Money(amount, currency))
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(1999, "EUR"), (None, None)], ids=["same", "not_reported"])
+def test_confirmation_of_the_same_amount_or_of_none_is_confirmed(amount: int | None, currency: str | None) -> None:
+    event = _event(_O.SUCCEEDED, amount, currency)
+
+    assert decide(event, _execution()) is _A.CONFIRM
+    assert amount_mismatch(event, _execution()) is None
+
+
+def test_failure_of_another_amount_still_rejects_because_no_money_moved() -> None:
+    assert decide(_event(_O.FAILED, 1000, "EUR"), _execution()) is _A.REJECT
+
+
+@pytest.mark.parametrize("status", [s for s in ExecutionStatus if s is not _S.PENDING])
+def test_only_a_confirmation_is_held_back_for_its_amount(status: ExecutionStatus) -> None:
+    event = _event(_O.SUCCEEDED, 1000, "EUR")
+
+    assert decide(event, _execution(status)) is action_for(_O.SUCCEEDED, status)
+
+
+def test_amounts_are_compared_only_with_an_execution_looked_up_with_its_amount() -> None:
+    stored = ExecutionRef(uuid4(), uuid4(), _S.PENDING)
+
+    with pytest.raises(ValueError, match="looked up"):
+        amount_mismatch(_event(_O.SUCCEEDED, 1999, "EUR"), stored)
+
+
+def test_event_with_an_amount_but_no_currency_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="together"):
+        _event(_O.SUCCEEDED, 1999, None)
+
+
+def test_amount_mismatch_is_a_stored_result() -> None:
+    assert WebhookResult.AMOUNT_MISMATCH in STORED_RESULTS

@@ -39,6 +39,14 @@ def test_signed_sandbox_delivery_verifies_and_parses_to_the_event_it_describes()
     assert headers["Content-Type"] == "application/json"
 
 
+def test_signed_sandbox_delivery_with_amount_parses_to_the_amount_it_describes() -> None:
+    headers, body = signed_sandbox_delivery("evt_demo_3", SUCCEEDED, "sbx_pay_9", now=NOW, amount=1999, currency="EUR")
+
+    [event] = verified_events(raw("sandbox", body, headers), REGISTRY, RecordingSecrets())
+
+    assert (event.outcome, event.amount, event.currency) == (WebhookOutcome.SUCCEEDED, 1999, "EUR")
+
+
 def test_signed_sandbox_delivery_by_default_verifies_against_the_secrets_the_local_stack_seeds() -> None:
     headers, body = signed_sandbox_delivery("evt_demo_2", SUCCEEDED, "sbx_pay_9", now=NOW)
 

@@ -140,3 +140,64 @@ def test_parse_ignored_event_without_data_is_recorded() -> None:
 def test_parse_malformed_event_raises_payload_invalid(body: bytes) -> None:
     with pytest.raises(WebhookPayloadInvalid):
         sandbox.parse(body)
+
+
+# --- amounts ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_type", ["payment.succeeded", "payment.failed"])
+def test_parse_payment_event_reads_amount_and_currency(event_type: str) -> None:
+    [event] = sandbox.parse(sandbox_event(event_type, amount=1999, currency="EUR"))
+
+    assert (event.amount, event.currency) == (1999, "EUR")
+
+
+def test_parse_event_without_amount_carries_none() -> None:
+    [event] = sandbox.parse(sandbox_event("payment.succeeded"))
+
+    assert (event.amount, event.currency) == (None, None)
+
+
+def test_parse_reversal_carries_no_payment_amount() -> None:
+    [event] = sandbox.parse(sandbox_event("payment.reversed", amount=500, currency="EUR"))
+
+    assert (event.amount, event.currency) == (None, None)
+
+
+def test_parse_amount_in_a_withdrawn_currency_is_read() -> None:
+    # Executions taken in BGN before the euro replaced it must still have their confirmations read, not refused.
+    [event] = sandbox.parse(sandbox_event("payment.succeeded", amount=1000, currency="BGN"))
+
+    assert (event.amount, event.currency) == (1000, "BGN")
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        (19.99, "EUR"),
+        ("1999", "EUR"),
+        (True, "EUR"),
+        (-1, "EUR"),
+        (1999, None),
+        (None, "EUR"),
+        (1999, "eur"),
+        (1999, "XXX"),
+        (1999, "E\u00dcR"),
+    ],
+    ids=[
+        "float",
+        "string",
+        "bool",
+        "negative",
+        "no_currency",
+        "no_amount",
+        "lower_case",
+        "no_currency_code",
+        "unicode",
+    ],
+)
+def test_parse_malformed_amount_raises_payload_invalid(amount: object, currency: object) -> None:
+    body = sandbox_event("payment.succeeded", amount=amount, currency=currency)
+
+    with pytest.raises(WebhookPayloadInvalid, match=r"data\.(amount|currency)"):
+        sandbox.parse(body)

@@ -359,3 +359,91 @@ def test_parse_malformed_payload_raises_payload_invalid(body: bytes) -> None:
     with pytest.raises(WebhookPayloadInvalid) as excinfo:
         stripe.parse(body)
     assert excinfo.value.code == "webhook_payload_invalid"
+
+
+# --- amounts ------------------------------------------------------------------------------------------------------
+
+
+def test_parse_succeeded_intent_reads_amount_received_and_upper_cases_currency() -> None:
+    # A partial capture: the intent asked for 2000 but collected 1500, and 1500 is what was paid.
+    obj = {"id": "pi_1", "object": "payment_intent", "amount": 2000, "amount_received": 1500, "currency": "eur"}
+
+    [event] = stripe.parse(stripe_event("payment_intent.succeeded", obj))
+
+    assert (event.amount, event.currency) == (1500, "EUR")
+
+
+def test_parse_succeeded_intent_without_amount_received_reads_amount() -> None:
+    obj = {"id": "pi_1", "object": "payment_intent", "amount": 2000, "currency": "usd"}
+
+    [event] = stripe.parse(stripe_event("payment_intent.succeeded", obj))
+
+    assert (event.amount, event.currency) == (2000, "USD")
+
+
+def test_parse_failed_intent_reads_the_amount_asked_not_the_zero_received() -> None:
+    obj = {"id": "pi_1", "object": "payment_intent", "amount": 2000, "amount_received": 0, "currency": "eur"}
+
+    [event] = stripe.parse(stripe_event("payment_intent.payment_failed", obj))
+
+    assert (event.amount, event.currency) == (2000, "EUR")
+
+
+@pytest.mark.parametrize("event_type", ["charge.succeeded", "charge.failed"])
+def test_parse_charge_reads_its_amount_in_minor_units(event_type: str) -> None:
+    obj = {"id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount": 500, "currency": "jpy"}
+
+    [event] = stripe.parse(stripe_event(event_type, obj))
+
+    assert (event.amount, event.currency) == (500, "JPY")
+
+
+@pytest.mark.parametrize("event_type", ["charge.refunded", "charge.dispute.created"])
+def test_parse_reversal_carries_no_payment_amount(event_type: str) -> None:
+    # A refund's or dispute's amount may be partial: it is not the payment's, so nothing compares it.
+    obj = {"id": "dp_1", "payment_intent": "pi_1", "amount": 300, "amount_refunded": 300, "currency": "eur"}
+
+    [event] = stripe.parse(stripe_event(event_type, obj))
+
+    assert (event.amount, event.currency) == (None, None)
+
+
+def test_parse_object_without_amount_or_currency_carries_none() -> None:
+    [event] = stripe.parse(stripe_event("payment_intent.succeeded", {"id": "pi_1"}))
+
+    assert (event.amount, event.currency) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "money",
+    [
+        {"amount_received": 1999.0, "currency": "eur"},
+        {"amount_received": "1999", "currency": "eur"},
+        {"amount_received": True, "currency": "eur"},
+        {"amount_received": -1, "currency": "eur"},
+        {"amount_received": 10**19, "currency": "eur"},
+        {"amount_received": 1999},
+        {"currency": "eur"},
+        {"amount_received": 1999, "currency": "euro"},
+        {"amount_received": 1999, "currency": "xyz"},
+        {"amount_received": 1999, "currency": 978},
+    ],
+    ids=[
+        "float",
+        "string",
+        "bool",
+        "negative",
+        "beyond_bigint",
+        "no_currency",
+        "no_amount",
+        "long_code",
+        "unknown_code",
+        "numeric_code",
+    ],
+)
+def test_parse_malformed_amount_raises_payload_invalid(money: dict[str, object]) -> None:
+    body = stripe_event("payment_intent.succeeded", {"id": "pi_1", **money})
+
+    with pytest.raises(WebhookPayloadInvalid) as excinfo:
+        stripe.parse(body)
+    assert excinfo.value.code == "webhook_payload_invalid"

@@ -1,7 +1,9 @@
-"""Worker settings read at cold start, the reconciliation report, and how a parked message describes itself."""
+"""Worker settings read at cold start, their schedules and leases, the reconciliation report, and how a parked
+message describes itself."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -13,6 +15,7 @@ from billing import resource_names as names
 from billing.aws.dead_letters import DeadLetter
 from billing.aws.retry_queue import encode_retry
 from billing.domain.status import ExecutionStatus
+from billing.outbox.relay import DEFAULT_LEASE_DURATION, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF
 from billing.services.ports import RetryRequest
 from billing.services.reconciliation import (
     Action,
@@ -71,10 +74,43 @@ def test_reconcile_settings_turn_seconds_into_the_worker_config() -> None:
     assert ReconcileSettings.model_validate({}).config() == ReconcileConfig()
 
 
-@pytest.mark.parametrize("fields", [{"batch_size": 0}, {"stuck_after": timedelta(seconds=-1)}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"batch_size": 0},
+        {"stuck_after": timedelta(seconds=-1)},
+        {"lease_duration": timedelta(0)},
+        {"recheck_after": timedelta(0)},
+        {"recheck_after": timedelta(hours=2), "recheck_cap": timedelta(hours=1)},
+    ],
+)
 def test_reconcile_config_refuses_nonsense(fields: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=r"must be positive|negative"):
+    with pytest.raises(ValueError, match=r"must be positive|negative|0 < base <= cap"):
         ReconcileConfig(**fields)
+
+
+def test_reconcile_recheck_doubles_from_just_under_the_schedule_up_to_an_hour() -> None:
+    policy = ReconcileConfig().recheck_policy()
+
+    waits = [timedelta(seconds=policy.ceiling(attempt)) for attempt in range(1, 8)]
+
+    assert waits[0] < timedelta(minutes=5), "asked again on the next 5-minute run"
+    assert waits == [timedelta(minutes=m) for m in (4, 8, 16, 32, 60, 60, 60)]
+
+
+def test_reconcile_lease_outlasts_a_whole_run_of_the_reconcile_function() -> None:
+    # The function stops after 4 minutes (infra/functions.py); a live worker's leases must not lapse under it.
+    assert ReconcileConfig().lease_duration > timedelta(minutes=4)
+
+
+def test_relay_backoff_and_lease_defaults() -> None:
+    waits = [DEFAULT_RETRY_BACKOFF.ceiling(attempt) for attempt in range(1, DEFAULT_MAX_ATTEMPTS + 1)]
+
+    assert waits[:6] == [30, 60, 120, 240, 300, 300]
+    # Parked after almost two hours of failures, as docs/events.md says.
+    assert timedelta(hours=1, minutes=45) < timedelta(seconds=sum(waits[:-1])) < timedelta(hours=2)
+    # The relay function stops after 50 s (infra/functions.py); a live relay's leases must not lapse under it.
+    assert timedelta(seconds=50) < DEFAULT_LEASE_DURATION
 
 
 def finding(action: Action, *, to_status: ExecutionStatus | None = None, flagged: bool = False) -> Finding:
@@ -117,9 +153,19 @@ def test_report_counts_every_action_and_separates_changes_from_flags() -> None:
         "provider_unavailable": 1,
         "conflict": 0,
         "error": 0,
+        "lease_lost": 0,
     }
     assert (summary["examined"], summary["changed"], summary["flagged"]) == (4, 2, 1)
     assert report.flagged[0].as_dict()["waited_seconds"] == 12.3
+
+
+def test_finding_of_an_execution_left_as_it_was_says_when_it_is_asked_again() -> None:
+    later = datetime(2026, 4, 10, 12, 4, tzinfo=UTC)
+
+    left = replace(finding(Action.PROVIDER_UNAVAILABLE), next_check_at=later)
+
+    assert left.as_dict()["next_check_at"] == "2026-04-10T12:04:00+00:00"
+    assert finding(Action.COMPLETED, to_status=ExecutionStatus.COMPLETED).as_dict()["next_check_at"] is None
 
 
 def test_parked_retry_message_describes_its_execution() -> None:

@@ -15,13 +15,12 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
 
 from billing import resource_names as names
-from billing.domain.execution import Execution, looks_like_card_number
+from billing.domain.execution import Execution, looks_like_card_number, mask_card_numbers
 
 # "pan" only as a whole key segment: keys such as "company" or "expand" are not card numbers.
 _SECRET_KEY = re.compile(
     r"password|secret|token|authorization|signature|api[_-]?key|card[_-]?number|(?:^|[_-])pan(?:$|[_-])", re.I
 )
-_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # "password=..." inside free text, e.g. an exception message quoting a connection string.
 _SECRET_ASSIGNMENT = re.compile(r"(?i)\b(password|secret|token|api[_-]?key)(\s*[=:]\s*)[^\s,;&'\"]+")
 _MASK = "***"
@@ -30,17 +29,22 @@ _MASK = "***"
 def redact(value: Any) -> Any:
     """A copy of value with secret-looking keys and card numbers masked."""
     if isinstance(value, dict):
-        return {k: _MASK if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+        return {_redact_key(k): _MASK if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if not isinstance(value, str | int | float | bool | type(None)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A card number passed as a JSON number is still a card number.
+        return _MASK if looks_like_card_number(str(value)) else value
+    if not isinstance(value, str | float | bool | type(None)):
         value = str(value)  # exceptions and other objects would be str()-ed by the serialiser, unredacted
     if isinstance(value, str):
-        masked = _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + _MASK, value)
-        if looks_like_card_number(masked):
-            masked = _DIGIT_RUN.sub(lambda m: _MASK if looks_like_card_number(m.group()) else m.group(), masked)
-        return masked
+        # The same detector that refuses card numbers in input masks them here, whatever separators they carry.
+        return mask_card_numbers(_SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + _MASK, value), _MASK)
     return value
+
+
+def _redact_key(key: Any) -> Any:
+    return mask_card_numbers(key, _MASK) if isinstance(key, str) else key
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):

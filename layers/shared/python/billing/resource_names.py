@@ -58,6 +58,18 @@ def webhook_secret_name(provider: str) -> str:
     return WEBHOOK_SECRET_PREFIX + provider
 
 
+# Each database login user (billing.db.roles.LOGIN_USERS) has a rotated RDS-format secret of its own, named
+# billing/database/<user>: the functions that connect as that user read it, and so does the migrate function, which
+# sets every login user's password in the database from it. The admin's secret (DATABASE_SECRET_NAME) is the
+# migrate function's alone.
+DATABASE_LOGIN_SECRET_PREFIX: Final = f"{DATABASE_SECRET_NAME}/"
+
+
+def database_login_secret_name(user: str) -> str:
+    """Secrets Manager name of a database login user's own secret."""
+    return DATABASE_LOGIN_SECRET_PREFIX + user
+
+
 # --- Functions and observability --------------------------------------------------------------------------------
 METRICS_NAMESPACE: Final = "Billing"
 
@@ -85,6 +97,8 @@ def service_name(function: FunctionName) -> str:
 ENV_DATABASE_SECRET_ARN: Final = "DATABASE_SECRET_ARN"  # JSON secret: username, password, port (RDS format)
 ENV_DATABASE_PROXY_ENDPOINT: Final = "DATABASE_PROXY_ENDPOINT"  # host the functions connect to (RDS Proxy)
 ENV_DATABASE_NAME: Final = "DATABASE_NAME"
+# The migrate function's only: JSON {group role: secret ARN} of every login user, whose passwords it sets.
+ENV_DATABASE_LOGIN_SECRET_ARNS: Final = "DATABASE_LOGIN_SECRET_ARNS"
 ENV_EVENT_BUS_NAME: Final = "EVENT_BUS_NAME"
 ENV_RETRY_QUEUE_URL: Final = "RETRY_QUEUE_URL"
 ENV_DLQ_URL: Final = "DLQ_URL"
@@ -106,18 +120,30 @@ ENV_RECONCILE_BATCH_SIZE: Final = "RECONCILE_BATCH_SIZE"
 
 # --- HTTP API ---------------------------------------------------------------------------------------------------
 API_BASE_PATH: Final = "/api/v1/billing"
-# Larger bodies are refused before they reach a function (WAF in AWS; the local server applies the same limit).
+# Request body limits, per route (Route.max_body_bytes): larger bodies get 413 payload_too_large. The local gateway
+# applies them exactly; in AWS, WAF and API Gateway apply them as docs/infrastructure.md ("Request size limits")
+# describes. The execute API's bodies are small JSON documents, so its routes keep a tight limit.
 MAX_REQUEST_BODY_BYTES: Final = 16 * 1024
+# Providers send what they send: GoCardless batches many events into one delivery and a Stripe event embeds the
+# whole object. A delivery refused for its size is never verified, and the provider retries it until it gives up.
+MAX_WEBHOOK_BODY_BYTES: Final = 1024 * 1024
+# API Gateway REST's own hard payload limit (not configurable); no route can accept more.
+API_GATEWAY_MAX_PAYLOAD_BYTES: Final = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One API route: which function serves it and whether the bearer-token authorizer guards it."""
+    """One API route: which function serves it, whether the bearer-token authorizer guards it, its body limit."""
 
     method: str
     path: str
     function: FunctionName
     authorized: bool
+    max_body_bytes: int = MAX_REQUEST_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_body_bytes <= API_GATEWAY_MAX_PAYLOAD_BYTES:
+            raise ValueError(f"{self.method} {self.path}: max_body_bytes must be in 1..{API_GATEWAY_MAX_PAYLOAD_BYTES}")
 
 
 ROUTES: Final = (
@@ -127,7 +153,13 @@ ROUTES: Final = (
     Route("POST", f"{API_BASE_PATH}/executions/{{id}}/cancel", FunctionName.EXECUTE, authorized=True),
     Route("GET", f"{API_BASE_PATH}/openapi.json", FunctionName.EXECUTE, authorized=True),
     # Providers cannot present our JWT: webhooks authenticate by the provider's signature, checked in the function.
-    Route("POST", f"{API_BASE_PATH}/webhook/{{provider}}", FunctionName.WEBHOOK, authorized=False),
+    Route(
+        "POST",
+        f"{API_BASE_PATH}/webhook/{{provider}}",
+        FunctionName.WEBHOOK,
+        authorized=False,
+        max_body_bytes=MAX_WEBHOOK_BODY_BYTES,
+    ),
 )
 
 # --- Schedules (EventBridge Scheduler expressions, UTC) ------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from billing.db.connection_provider import ConnectionProvider
+from billing.db.roles import DatabaseRole
 from billing.services.webhook_processing import WebhookProcessor
 from billing.webhooks.registry import WebhookProvider, build_registry
 from billing.webhooks.secrets import DEFAULT_MAX_AGE_SECONDS, WebhookSecretStore
@@ -26,7 +27,7 @@ class WebhookRuntime:
         secrets: WebhookSecretStore | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        self.connections = connections or ConnectionProvider()
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.APP)
         self.registry = registry if registry is not None else build_registry()
         self.clock = clock
         self._secrets = secrets

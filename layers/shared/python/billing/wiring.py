@@ -13,6 +13,7 @@ from billing import resource_names as names
 from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.roles import DatabaseRole
 from billing.domain.backoff import BackoffPolicy
 from billing.observability import PowertoolsExecutionObserver
 from billing.rails.ports import PaymentProvider
@@ -23,10 +24,10 @@ from billing.services.execution_service import ExecutionService
 _BACKOFF_DEFAULTS = BackoffPolicy()
 
 
-def sandbox_providers() -> Mapping[str, PaymentProvider]:
-    """The payment providers a function can reach, by name (payment_provider on the execution)."""
+def sandbox_providers(role: DatabaseRole) -> Mapping[str, PaymentProvider]:
+    """The payment providers a function connecting as `role` can reach, by name (payment_provider)."""
     # The sandbox is an external system: it gets its own connections, never the billing transaction.
-    return {"sandbox": SandboxProvider(connections_to(database_url_from_environment()))}
+    return {"sandbox": SandboxProvider(connections_to(database_url_from_environment(role=role)))}
 
 
 class BackoffSettings(BaseModel):
@@ -63,7 +64,7 @@ class ExecuteRuntime:
 
     def __init__(self, settings: ExecuteSettings, connections: ConnectionProvider | None = None) -> None:
         self.settings = settings
-        self.connections = connections or ConnectionProvider()
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.APP)
 
     @cached_property
     def _sqs(self) -> Any:
@@ -73,7 +74,7 @@ class ExecuteRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return sandbox_providers()
+        return sandbox_providers(DatabaseRole.APP)
 
     def execution_service(self) -> ExecutionService:
         repository = ExecutionRepository(self.connections.get())

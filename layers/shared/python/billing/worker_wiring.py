@@ -22,6 +22,7 @@ from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.attempts import AttemptLedger
 from billing.db.connection_provider import ConnectionProvider
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.roles import DatabaseRole
 from billing.domain.workflow import WorkflowWriteContext
 from billing.observability import PowertoolsExecutionObserver
 from billing.rails.ports import PaymentProvider
@@ -65,7 +66,7 @@ class RetryRuntime:
         jitter: Jitter = random.uniform,
     ) -> None:
         self.settings = settings
-        self.connections = connections or ConnectionProvider()
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.WORKER)
         self._sqs_client = sqs
         self._providers = providers
         self._clock = clock
@@ -81,7 +82,7 @@ class RetryRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return self._providers if self._providers is not None else sandbox_providers()
+        return self._providers if self._providers is not None else sandbox_providers(DatabaseRole.WORKER)
 
     def retry_worker(self) -> RetryWorker:
         conn = self.connections.get()
@@ -163,13 +164,13 @@ class ReconcileRuntime:
         clock: Clock = _utc_now,
     ) -> None:
         self.settings = settings
-        self.connections = connections or ConnectionProvider()
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.WORKER)
         self._providers = providers
         self._clock = clock
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return self._providers if self._providers is not None else sandbox_providers()
+        return self._providers if self._providers is not None else sandbox_providers(DatabaseRole.WORKER)
 
     def worker(self) -> ReconciliationWorker:
         return ReconciliationWorker(

@@ -16,6 +16,8 @@ from uuid import UUID, uuid4
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.roles import DatabaseRole, login_url
+from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.transitions import TRANSITIONS, TransitionMethod
@@ -120,11 +122,15 @@ class BillingWorkflowCompliance:
         context = WorkflowWriteContext.user(f"compliance-{method.value}")
         try:
             _call(repository, method, tenant_id, execution.id, context, arguments)
+            # The database checks at commit that each event, outbox and workflow row records a change of its own
+            # transaction; this transaction never commits, so run those checks now.
+            self._conn.execute("set constraints all immediate")
         except Exception as exc:
             return MethodResult(method, f"raised {type(exc).__name__}: {exc}")
-        rows = self._conn.execute(
-            _WORKFLOW_ROW_OF_EVENT, [tenant_id, execution.id, TRANSITIONS[method].event_type]
-        ).fetchall()
+        with tenant_transaction(self._conn, tenant_id):
+            rows = self._conn.execute(
+                _WORKFLOW_ROW_OF_EVENT, [tenant_id, execution.id, TRANSITIONS[method].event_type]
+            ).fetchall()
         if len(rows) != 1:
             return MethodResult(method, f"wrote {len(rows)} lifecycle events of its type, expected 1")
         row = rows[0]
@@ -156,9 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     from billing.local.embedded_postgres import database_url
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=None, help="defaults to DATABASE_URL or the embedded server")
+    parser.add_argument(
+        "--database-url", default=None, help="defaults to billing_app on DATABASE_URL's server or the embedded one"
+    )
     args = parser.parse_args(argv)
-    with connect(args.database_url or database_url(), application_name="billing-compliance") as conn:
+    # As the role the functions that make these transitions connect as, so the grants and guards are checked too.
+    url = args.database_url or login_url(database_url(), DatabaseRole.APP)
+    with connect(url, application_name="billing-compliance") as conn:
         report = BillingWorkflowCompliance(conn).run()
     print(report.render())
     return 0 if report.passed else 1

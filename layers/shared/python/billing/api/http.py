@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 
+from billing.api.input_safety import refusal_of
 from billing.api.problems import PROBLEM_CONTENT_TYPE, internal_problem, problem_for, proxy_response
 from billing.api.request_context import RequestContext, correlation_id_of, request_context_of
 from billing.domain.errors import (
@@ -16,8 +17,10 @@ from billing.domain.errors import (
     FieldError,
     MalformedRequest,
     PayloadTooLarge,
+    UnsupportedMediaType,
     ValidationFailed,
 )
+from billing.domain.execution import mask_card_numbers
 from billing.resource_names import MAX_REQUEST_BODY_BYTES
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -31,22 +34,52 @@ def body_size(event: dict[str, Any]) -> int:
 
 
 def guard_request(event: dict[str, Any]) -> RequestContext | dict[str, Any]:
-    """The caller's context, or the proxy response refusing what API Gateway would refuse before routing:
-    an oversized body (413) or no authenticated tenant (401)."""
+    """The caller's context, or the proxy response refusing the request before routing: what API Gateway would
+    refuse (an oversized body, 413; no authenticated tenant, 401), then hostile input anywhere in it (422; 415 for a
+    body that is not JSON, 400 for one that is not even UTF-8)."""
     correlation_id = correlation_id_of(event)
     if body_size(event) > MAX_REQUEST_BODY_BYTES:
         error: BillingError = PayloadTooLarge(f"request body exceeds {MAX_REQUEST_BODY_BYTES} bytes")
         return proxy_response(*problem_for(error, correlation_id), correlation_id)
     try:
-        return request_context_of(event)
+        context = request_context_of(event)
     except AuthenticationFailed as refused:
         return proxy_response(*problem_for(refused, correlation_id), correlation_id)
+    hostile = refusal_of(event)
+    if hostile is not None:
+        return proxy_response(*problem_for(hostile, correlation_id), correlation_id)
+    return context
+
+
+def guard_unverified_request(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The proxy response refusing hostile headers, query or path parameters of a request whose body must reach
+    signature verification untouched (webhooks); None when nothing is refused. The body is never read here."""
+    hostile = refusal_of(event, body=False) or _unencodable_body(event)
+    if hostile is None:
+        return None
+    correlation_id = correlation_id_of(event)
+    return proxy_response(*problem_for(hostile, correlation_id), correlation_id)
+
+
+def _unencodable_body(event: dict[str, Any]) -> BillingError | None:
+    # A text body holding a lone surrogate has no UTF-8 bytes a sender could have signed (or we could verify).
+    body = event.get("body")
+    if event.get("isBase64Encoded") or not isinstance(body, str):
+        return None
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError:
+        return MalformedRequest("request body is not UTF-8 text")
+    return None
 
 
 def as_domain_error(error: Exception) -> BillingError | None:
     """Powertools' request validation errors in our vocabulary; None for anything unexpected."""
     if isinstance(error, BillingError):
         return error
+    if isinstance(error, RequestUnsupportedContentType):
+        # guard_request refuses these first; kept so a route can never turn one into a 500.
+        return UnsupportedMediaType("request bodies must be application/json")
     if isinstance(error, RequestValidationError):
         details = list(error.errors())
         if any(d.get("type") == "json_invalid" for d in details):
@@ -59,6 +92,8 @@ def _field_error(detail: dict[str, Any]) -> FieldError:
     location = [str(part) for part in detail.get("loc", ())]
     # ("body", "amount") -> "amount"; ("header", "idempotency-key") -> "header.idempotency-key"
     field = ".".join(location[1:]) if location[:1] == ["body"] else ".".join(location)
+    # A metadata key is part of the location, and it may itself be a card number.
+    field = mask_card_numbers(field, "***")
     return FieldError(field or "body", str(detail.get("type", "invalid")), str(detail.get("msg", "invalid value")))
 
 

@@ -27,6 +27,7 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.ImmutableExecution: 409,
     e.WebhookRetryLater: 409,
     e.PayloadTooLarge: 413,
+    e.UnsupportedMediaType: 415,
     e.ValidationFailed: 422,
     e.IdempotencyKeyReused: 422,
 }

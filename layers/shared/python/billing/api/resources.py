@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, Field
 
+from billing.api.input_safety import MAX_JSON_DEPTH
+from billing.api.problems import PROBLEM_CONTENT_TYPE
 from billing.domain.execution import Execution, ExecutionEvent
 from billing.domain.status import ExecutionStatus
+from billing.resource_names import MAX_REQUEST_BODY_BYTES
 
 
 class ExecutionResource(BaseModel):
@@ -104,3 +108,48 @@ class ExecutionDetail(ExecutionResource):
 class ExecutionPage(BaseModel):
     items: list[ExecutionResource]
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page")
+
+
+class FieldErrorResource(BaseModel):
+    field: str = Field(description="Dotted path of the offending input, e.g. `metadata.note` or `query.cursor`")
+    code: str = Field(description="Why it was refused, e.g. `string_type`, `unstorable_character`, `too_deep`")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: the body of every error response, served as application/problem+json."""
+
+    type: str = Field(description="A URI naming the error code")
+    title: str
+    status: int
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Stable machine-readable code; branch on this")
+    detail: str
+    correlation_id: str | None = Field(None, description="Quote it when reporting a problem; it finds the logs")
+    errors: list[FieldErrorResource] | None = Field(None, description="validation_failed: the offending fields")
+    current_status: ExecutionStatus | None = Field(None, description="transition_conflict: the status found")
+    execution_id: UUID | None = Field(None, description="idempotency_key_reused: the execution holding the key")
+
+
+# Why each status can be answered; the routes list the ones that apply to them.
+_PROBLEMS: Final[dict[int, str]] = {
+    400: "malformed_request (body not JSON, cursor not issued by this API) or idempotency_key_invalid",
+    401: "unauthenticated: no valid bearer token",
+    404: "execution_not_found: no such execution for the caller's tenant",
+    409: "transition_conflict: the execution's status does not allow it",
+    413: f"payload_too_large: the body exceeds {MAX_REQUEST_BODY_BYTES} bytes",
+    415: "unsupported_media_type: a body that is not application/json",
+    422: (
+        "validation_failed (the fields in `errors`; NUL characters and lone surrogates anywhere, JSON nested deeper "
+        f"than {MAX_JSON_DEPTH} levels and integers beyond ±(2**53-1) included) or idempotency_key_reused"
+    ),
+}
+# Answered on every route: by the gateway and authorizer (401, 413) or by the guard before routing (415, 422).
+_EVERY_ROUTE: Final = (401, 413, 415, 422)
+
+
+def documented_responses(success: dict[int, str], *problems: int) -> dict[int, OpenAPIResponse]:
+    """The OpenAPI responses of a route: its success statuses (the route's return model) and its problems."""
+    responses: dict[int, OpenAPIResponse] = {status: {"description": text} for status, text in success.items()}
+    for status in sorted({*problems, *_EVERY_ROUTE}):
+        responses[status] = {"description": _PROBLEMS[status], "content": {PROBLEM_CONTENT_TYPE: {"model": Problem}}}
+    return responses

@@ -2,7 +2,8 @@
 
 Each write is one statement that records its lifecycle event and outbox row beside it (the repository's
 `companion_ctes`), in a tenant-scoped transaction, exactly like ExecutionRepository's transitions. None
-of them changes the status, so none writes a workflow row.
+of them changes the status, so none writes a workflow row. `annotate` is the one way to record an operational
+event on an execution; the webhook path uses it too (billing.db.webhook_inbox.AmountMismatches).
 """
 
 from __future__ import annotations
@@ -144,20 +145,40 @@ class AttemptLedger:
         context: WorkflowWriteContext,
         correlation_id: str | None,
     ) -> Execution | None:
-        params = {
-            "tenant_id": tenant_id,
-            "execution_id": execution_id,
-            "event_id": uuid4(),
-            "event_type": event_type,
-            "event_metadata": Jsonb(metadata),
-            "actor": context.actor,
-            "correlation_id": correlation_id,
-        }
-        return self._write(ANNOTATION_STATEMENT, params)
+        return annotate(
+            self._conn, tenant_id, execution_id, event_type, metadata, context=context, correlation_id=correlation_id
+        )
 
     def _write(self, statement: str, params: dict[str, Any]) -> Execution | None:
-        conn = self._conn
-        with conn.pipeline(), tenant_transaction(conn, params["tenant_id"]):
-            cursor = conn.execute(statement, params)
-        row = cursor.fetchone()
-        return execution_from_row(row) if row else None
+        return _write(self._conn, statement, params)
+
+
+def annotate(
+    conn: Connection,
+    tenant_id: UUID,
+    execution_id: UUID,
+    event_type: str,
+    metadata: dict[str, Any],
+    *,
+    context: WorkflowWriteContext,
+    correlation_id: str | None,
+) -> Execution | None:
+    """Record an annotation event (kind 'annotation': old = new = the current status) and its outbox row, in one
+    statement that locks the unchanged execution; the execution as it stands, or None if there is none."""
+    params = {
+        "tenant_id": tenant_id,
+        "execution_id": execution_id,
+        "event_id": uuid4(),
+        "event_type": event_type,
+        "event_metadata": Jsonb(metadata),
+        "actor": context.actor,
+        "correlation_id": correlation_id,
+    }
+    return _write(conn, ANNOTATION_STATEMENT, params)
+
+
+def _write(conn: Connection, statement: str, params: dict[str, Any]) -> Execution | None:
+    with conn.pipeline(), tenant_transaction(conn, params["tenant_id"]):
+        cursor = conn.execute(statement, params)
+    row = cursor.fetchone()
+    return execution_from_row(row) if row else None

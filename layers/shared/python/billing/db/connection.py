@@ -29,14 +29,23 @@ def session_options(
 def connect(url: str, *, application_name: str = "billing", **overrides: Any) -> Connection:
     """Open an autocommit connection; every unit of work runs inside `with conn.transaction():`.
 
-    No session settings: behind RDS Proxy they would pin the connection. Timeouts are set per transaction by
-    billing.db.tenancy; long-running tools (migrations) pass their own `options`.
+    No session state: behind RDS Proxy it would pin the connection. Timeouts are set per transaction by
+    billing.db.tenancy; long-running tools (migrations) pass their own `options`. Statements are never prepared
+    on the server (prepare_threshold=None), for the same reason.
     """
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "row_factory": dict_row,
         "application_name": application_name,
         "connect_timeout": 5,
+        # psycopg prepares a statement server-side once it has run prepare_threshold (5) times on a connection. A
+        # prepared statement is session state, so RDS Proxy pins the client to one database connection for the
+        # rest of the session, which defeats its multiplexing: every warm Lambda would hold a database connection
+        # of its own ("Avoiding pinning an RDS Proxy", PostgreSQL conditions:
+        # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-pinning.html#rds-proxy-pinning.postgres).
+        # Every run-time connection goes through the proxy, so none prepares; parsing and planning each statement
+        # again costs far less than a pinned connection.
+        "prepare_threshold": None,
     }
     kwargs.update(overrides)
     return psycopg.connect(url, **kwargs)

@@ -14,14 +14,20 @@ from billing import resource_names as names
 from billing.db.connection import Connection, connect
 
 
+def role_url_variable(role: str) -> str:
+    """The variable naming one role's URL when several functions share one process (the local stack)."""
+    return f"DATABASE_URL_{role.upper()}"
+
+
 def database_url_from_environment(
-    get_secret: Callable[[str], dict[str, Any]] | None = None, *, refresh: bool = False
+    get_secret: Callable[[str], dict[str, Any]] | None = None, *, refresh: bool = False, role: str | None = None
 ) -> str:
-    """DATABASE_URL when set (local runs, tests); otherwise RDS Proxy host + the RDS-format secret (AWS).
+    """The role's own URL (DATABASE_URL_<ROLE>) or DATABASE_URL when set (local runs, tests); otherwise RDS Proxy
+    host + the function's RDS-format secret (AWS, where each function is given the secret of its own login user).
 
     A missing setting is an error, never a silent default: a function must not guess which database to use.
     """
-    url = os.environ.get("DATABASE_URL")
+    url = (os.environ.get(role_url_variable(role)) if role else None) or os.environ.get("DATABASE_URL")
     if url:
         return url
     try:
@@ -53,15 +59,23 @@ class UrlFactory(Protocol):
     def __call__(self, *, refresh: bool = False) -> str: ...
 
 
-def _environment_url(*, refresh: bool = False) -> str:
-    return database_url_from_environment(refresh=refresh)
+class _EnvironmentUrl:
+    def __init__(self, role: str | None) -> None:
+        self._role = role
+
+    def __call__(self, *, refresh: bool = False) -> str:
+        return database_url_from_environment(refresh=refresh, role=self._role)
 
 
 class ConnectionProvider:
-    """Hands out the container's connection, reconnecting if the previous one died (failover, idle timeout)."""
+    """Hands out the container's connection, reconnecting if the previous one died (failover, idle timeout).
 
-    def __init__(self, url_factory: UrlFactory = _environment_url, **connect_kwargs: Any):
-        self._url_factory = url_factory
+    `role` names the database role the function connects as (billing.db.roles.FUNCTION_ROLES): locally, where
+    every function shares one process, it picks that role's URL from the environment.
+    """
+
+    def __init__(self, url_factory: UrlFactory | None = None, *, role: str | None = None, **connect_kwargs: Any):
+        self._url_factory = url_factory or _EnvironmentUrl(role)
         self._connect_kwargs = connect_kwargs
         self._conn: Connection | None = None
         self._lock = threading.Lock()

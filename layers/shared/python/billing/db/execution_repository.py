@@ -9,25 +9,19 @@ scope, the statement and COMMIT travel in one pipeline: one network round trip p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 from uuid import UUID, uuid4
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
+from billing.db.sqlstates import translated_guard_errors
 from billing.db.tenancy import run_in_tenant_scope
 from billing.db.workflow_writer import authoritative_write_enabled, workflow_cte, workflow_params
-from billing.domain.errors import (
-    ExecutionNotFound,
-    ImmutableExecution,
-    InvalidTransition,
-    TransitionConflict,
-)
+from billing.domain.errors import ExecutionNotFound, InvalidTransition, TransitionConflict
 from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus, is_terminal
 from billing.domain.transitions import (
@@ -168,15 +162,6 @@ class ExecutionListQuery:
     limit: int = 20
 
 
-# SQLSTATEs raised by the immutability trigger (sql/20260402_billing_immutability_trigger.sql).
-_TRIGGER_ERRORS: Mapping[str, type[ImmutableExecution | InvalidTransition]] = {
-    "BE001": ImmutableExecution,
-    "BE002": InvalidTransition,
-    "BE003": ImmutableExecution,
-    "BE004": ImmutableExecution,
-}
-
-
 def execution_from_row(row: Mapping[str, Any]) -> Execution:
     """Map a billing_executions row to the domain type."""
     return Execution(
@@ -218,17 +203,6 @@ def _event_from_row(row: Mapping[str, Any]) -> ExecutionEvent:
         correlation_id=row["correlation_id"],
         occurred_at=row["occurred_at"],
     )
-
-
-@contextmanager
-def _translated_trigger_errors() -> Iterator[None]:
-    try:
-        yield
-    except psycopg.Error as exc:
-        error_type = _TRIGGER_ERRORS.get(exc.sqlstate or "")
-        if error_type is None:
-            raise
-        raise error_type(exc.diag.message_primary or str(exc)) from exc
 
 
 class ExecutionRepository:
@@ -525,7 +499,7 @@ class ExecutionRepository:
     ) -> Execution | None:
         """Run one state-change statement (with its workflow row when enabled); the written row or None."""
         params.update(workflow_params(event_id, phase, context))
-        with _translated_trigger_errors():
+        with translated_guard_errors():
             rows = run_in_tenant_scope(self._conn, params["tenant_id"], statements[self._authoritative_write], params)
         return execution_from_row(rows[0]) if rows else None
 

@@ -2,6 +2,10 @@
 
 Re-running is a no-op. An applied file whose content changed is refused: production and the repository would
 otherwise disagree about what the schema is. Concurrent runners (two deploys) serialise on an advisory lock.
+
+The runner connects as the cluster's admin, ensures the roles (billing.db.roles), hands anything of ours the admin
+still owns to billing_owner, and applies every file as billing_owner (SET ROLE): the owner owns everything, and
+the run-time roles get only what the files grant them.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ import argparse
 import hashlib
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from billing.db.connection import Connection, connect, session_options
+from billing.db.roles import DatabaseRole, ensure_roles, hand_over_ownership
 from billing.domain.errors import MigrationChecksumMismatch
 from billing.paths import migrations_dir
 
@@ -62,13 +69,24 @@ def applied_versions(conn: Connection) -> dict[str, str]:
 
 
 def apply_migrations(
-    conn: Connection, migrations: Iterable[Migration] | None = None, *, target: str | None = None
+    conn: Connection,
+    migrations: Iterable[Migration] | None = None,
+    *,
+    target: str | None = None,
+    passwords: Mapping[DatabaseRole, str] | None = None,
 ) -> list[str]:
-    """Apply pending migrations up to and including `target` (all if None); return the versions applied."""
+    """Apply pending migrations up to and including `target` (all if None); return the versions applied.
+
+    `conn` is the cluster admin's; `passwords` are the login users' (see billing.db.roles.ensure_roles).
+    """
     pending = list(discover() if migrations is None else migrations)
     applied_now: list[str] = []
     conn.execute("select pg_advisory_lock(%s)", [_ADVISORY_LOCK_KEY])
     try:
+        with conn.transaction():
+            ensure_roles(conn, passwords)
+            hand_over_ownership(conn)
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(DatabaseRole.OWNER)))
         with conn.transaction():
             conn.execute(_BOOKKEEPING)
         done = applied_versions(conn)
@@ -94,7 +112,9 @@ def apply_migrations(
                 )
             applied_now.append(migration.version)
     finally:
-        conn.execute("select pg_advisory_unlock(%s)", [_ADVISORY_LOCK_KEY])
+        if not conn.broken:
+            conn.execute("reset role")
+            conn.execute("select pg_advisory_unlock(%s)", [_ADVISORY_LOCK_KEY])
     return applied_now
 
 

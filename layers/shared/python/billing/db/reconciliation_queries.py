@@ -1,17 +1,33 @@
-"""SQL of the reconciliation worker: claiming batches of executions that wait on a provider, across tenants.
+"""SQL of the reconciliation worker: claiming executions that wait on a provider, across tenants, under leases.
 
-Both claims run inside billing.db.tenancy.system_transaction (they span tenants by design) and lock what they
-return with FOR UPDATE SKIP LOCKED: a parallel worker skips rows another one holds instead of waiting for them, so
-no execution is asked about, or settled, twice at once. The locks last until the batch's transaction ends; a
-webhook settling the same execution meanwhile waits for it, then finds the row moved on and changes nothing.
+The worker (billing.services.reconciliation) works in three phases: claim a batch and lease it in one short
+transaction; ask the provider with no transaction open; record each answer in a short transaction of its own,
+which ends that execution's lease. A lease is a row of billing.reconciliation_leases naming the worker run and
+when the lease lapses (sql/20261202_billing_work_leases.sql). While it is live no other worker claims the
+execution; once it lapses (the worker died) the execution can be claimed again.
 
-Each claim walks a keyset cursor (timestamp, tenant_id, id) from where the previous batch of the same run stopped:
-rows left as they were (still pending at the provider, provider unavailable) are not claimed again in the run, so
-a run always ends, and a dry run, which changes nothing, walks the backlog once.
+Each sweep claims in two walks, fresh executions before those waiting for a next check:
+
+* fresh: in the swept status, old enough, and without a schedule in that status (never asked, or the last worker
+  died before it recorded anything), oldest first, from billing_executions' own partial indexes. FOR UPDATE SKIP
+  LOCKED on the execution row keeps concurrent claims apart; the lease upsert's condition, evaluated on the
+  committed lease row, is what guarantees one live lease per execution.
+* due: asked before and left as they were (still pending, provider unavailable, an error), whose backoff has
+  passed, earliest due first, from reconciliation_leases_due; FOR UPDATE SKIP LOCKED on the lease row.
+
+So an execution that keeps failing waits behind the ones nobody has asked about yet, and backs off further each time.
+Each walk follows a keyset cursor from where the previous batch of the same run stopped: a run visits an
+execution at most once per walk, and a dry run, which leases and writes nothing, walks the backlog once. The fresh
+walk passes over executions that already have a schedule (one primary-key probe of the lease table each), so it
+reads the sweep's partial index once per run, as the single walk before the leases did.
+
+A webhook that settles an execution while a worker asks the provider about it no longer waits for the worker: it
+wins, and the worker's transition then finds the execution settled and writes nothing (the status guard).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -19,36 +35,187 @@ from uuid import UUID
 
 from billing.db.connection import Connection
 
-# Uses billing_executions_awaiting_settlement (submitted_at) where status = 'pending' and submitted_at is not null.
-# The plain `submitted_at >= after_at` repeats the row comparison's first column so the index can bound the scan.
-_CLAIM_AWAITING_SETTLEMENT: Final = """
-select e.*
-  from billing.billing_executions e
- where e.status = 'pending'
-   and e.submitted_at is not null
-   and e.submitted_at < %(cutoff)s
-   and e.submitted_at >= %(after_at)s
-   and (e.submitted_at, e.tenant_id, e.id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
- order by e.submitted_at, e.tenant_id, e.id
- limit %(limit)s
-   for update skip locked
-"""
 
+@dataclass(frozen=True, slots=True)
+class SweepSql:
+    """What one sweep selects: the execution status, the column its age runs from, and when one is old enough."""
+
+    status: str
+    since: str
+    # Conditions on `e` (billing_executions) beyond the status; %(cutoff)s is the age limit.
+    old_enough: str
+
+
+# Uses billing_executions_awaiting_settlement (submitted_at) where status = 'pending' and submitted_at is not null.
+AWAITING_SETTLEMENT: Final = SweepSql(
+    status="pending",
+    since="submitted_at",
+    old_enough="e.submitted_at is not null and e.submitted_at < %(cutoff)s",
+)
 # Uses billing_executions_processing_since (updated_at) where status = 'processing'. A processing execution with
 # a retry on the queue is not stuck until that retry is overdue by as long as an ordinary one may take.
-_CLAIM_STUCK_PROCESSING: Final = """
+STUCK_PROCESSING: Final = SweepSql(
+    status="processing",
+    since="updated_at",
+    old_enough="e.updated_at < %(cutoff)s and (e.next_attempt_at is null or e.next_attempt_at < %(cutoff)s)",
+)
+
+# "Fresh": no schedule in the current status and no live lease. The plain `>= after_at` repeats the row
+# comparison's first column so the index can bound the scan.
+_FRESH_CANDIDATES = """
 select e.*
   from billing.billing_executions e
- where e.status = 'processing'
-   and e.updated_at < %(cutoff)s
-   and (e.next_attempt_at is null or e.next_attempt_at < %(cutoff)s)
-   and e.updated_at >= %(after_at)s
-   and (e.updated_at, e.tenant_id, e.id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
- order by e.updated_at, e.tenant_id, e.id
+ where e.status = '{status}'
+   and {old_enough}
+   and e.{since} >= %(after_at)s
+   and (e.{since}, e.tenant_id, e.id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
+   and not exists (
+       select 1
+         from billing.reconciliation_leases l
+        where l.tenant_id = e.tenant_id and l.execution_id = e.id and l.status = e.status
+          and (l.next_check_at is not null or l.lease_expires_at > %(now)s)
+   )
+ order by e.{since}, e.tenant_id, e.id
  limit %(limit)s
-   for update skip locked
 """
 
+# The upsert decides: a lease row committed by another worker since this statement's snapshot (a live lease, or a
+# schedule in this status) fails the WHERE, and the execution is not returned. A row about another status (the
+# execution moved on) starts afresh.
+_CLAIM_FRESH = """
+with candidates as materialized (
+{candidates}
+   for update of e skip locked
+), leased as (
+    insert into billing.reconciliation_leases as l (tenant_id, execution_id, status, lease_owner, lease_expires_at)
+    select c.tenant_id, c.id, c.status, %(owner)s, %(lease_until)s from candidates c
+    on conflict (tenant_id, execution_id) do update
+       set status = excluded.status,
+           lease_owner = excluded.lease_owner,
+           lease_expires_at = excluded.lease_expires_at,
+           attempts = 0,
+           next_check_at = null,
+           updated_at = clock_timestamp()
+     where (l.lease_expires_at is null or l.lease_expires_at <= %(now)s)
+       and (l.status <> excluded.status or l.next_check_at is null)
+    returning l.tenant_id, l.execution_id
+)
+select c.*, 0 as lease_attempts, c.{since} as walk_at
+  from candidates c
+  join leased on leased.tenant_id = c.tenant_id and leased.execution_id = c.id
+ order by c.{since}, c.tenant_id, c.id
+"""
+
+_PEEK_FRESH = """
+select c.*, 0 as lease_attempts, c.{since} as walk_at
+  from ({candidates}) c
+ order by c.{since}, c.tenant_id, c.id
+"""
+
+# "Due": scheduled in this status, the schedule passed, no live lease, and still old enough to be swept (a stuck
+# execution whose retry started meanwhile is not, until it is stuck again).
+_DUE_CANDIDATES = """
+select l.tenant_id, l.execution_id, l.attempts, l.next_check_at
+  from billing.reconciliation_leases l
+  join billing.billing_executions e on e.tenant_id = l.tenant_id and e.id = l.execution_id
+ where l.status = '{status}'
+   and l.next_check_at <= %(now)s
+   and (l.lease_expires_at is null or l.lease_expires_at <= %(now)s)
+   and l.next_check_at >= %(after_at)s
+   and (l.next_check_at, l.tenant_id, l.execution_id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
+   and e.status = l.status
+   and {old_enough}
+ order by l.next_check_at, l.tenant_id, l.execution_id
+ limit %(limit)s
+"""
+
+_CLAIM_DUE = """
+with candidates as materialized (
+{candidates}
+   for update of l skip locked
+), leased as (
+    update billing.reconciliation_leases l
+       set lease_owner = %(owner)s, lease_expires_at = %(lease_until)s, updated_at = clock_timestamp()
+      from candidates c
+     where l.tenant_id = c.tenant_id and l.execution_id = c.execution_id
+    returning l.tenant_id
+)
+select e.*, c.attempts as lease_attempts, c.next_check_at as walk_at
+  from candidates c
+  join billing.billing_executions e on e.tenant_id = c.tenant_id and e.id = c.execution_id
+ order by c.next_check_at, c.tenant_id, c.execution_id
+"""
+
+_PEEK_DUE = """
+select e.*, c.attempts as lease_attempts, c.next_check_at as walk_at
+  from ({candidates}) c
+  join billing.billing_executions e on e.tenant_id = c.tenant_id and e.id = c.execution_id
+ order by c.next_check_at, c.tenant_id, c.execution_id
+"""
+
+
+def _statements(sweep: SweepSql) -> dict[tuple[bool, bool], str]:
+    """(due walk?, dry run?) -> the claim (or, for a dry run, the read-only peek) of one sweep."""
+    parts = {"status": sweep.status, "since": sweep.since, "old_enough": sweep.old_enough}
+    fresh = _FRESH_CANDIDATES.format(**parts)
+    due = _DUE_CANDIDATES.format(**parts)
+    return {
+        (False, False): _CLAIM_FRESH.format(candidates=fresh, **parts),
+        (False, True): _PEEK_FRESH.format(candidates=fresh, **parts),
+        (True, False): _CLAIM_DUE.format(candidates=due, **parts),
+        (True, True): _PEEK_DUE.format(candidates=due, **parts),
+    }
+
+
+_STATEMENTS: Final = {sweep.status: _statements(sweep) for sweep in (AWAITING_SETTLEMENT, STUCK_PROCESSING)}
+
+# The caller's lease, locked for the recording transaction; none when it lapsed and another worker took over.
+_HOLD = """
+select attempts
+  from billing.reconciliation_leases
+ where tenant_id = %(tenant_id)s and execution_id = %(execution_id)s and lease_owner = %(owner)s
+   for update
+"""
+
+# The worker changed the execution, or found it changed: nothing more to ask in this status.
+_FINISH = """
+update billing.reconciliation_leases
+   set lease_owner = null, lease_expires_at = null, attempts = 0, next_check_at = null,
+       last_outcome = %(outcome)s, updated_at = clock_timestamp()
+ where tenant_id = %(tenant_id)s and execution_id = %(execution_id)s and lease_owner = %(owner)s
+"""
+
+# Left as it was: ask again at next_check_at.
+_BACK_OFF = """
+update billing.reconciliation_leases
+   set lease_owner = null, lease_expires_at = null, attempts = attempts + 1, next_check_at = %(next_check_at)s,
+       last_outcome = %(outcome)s, updated_at = clock_timestamp()
+ where tenant_id = %(tenant_id)s and execution_id = %(execution_id)s and lease_owner = %(owner)s
+"""
+
+# Claimed but not asked about (the run ran out of time): free at once, schedule and attempts unchanged.
+_RELEASE = """
+update billing.reconciliation_leases l
+   set lease_owner = null, lease_expires_at = null, updated_at = clock_timestamp()
+  from unnest(%(tenant_ids)s::uuid[], %(execution_ids)s::uuid[]) as r(tenant_id, execution_id)
+ where l.tenant_id = r.tenant_id and l.execution_id = r.execution_id and l.lease_owner = %(owner)s
+"""
+
+# Schedules of executions that left the status without the worker (a webhook settled them): they would otherwise
+# stay in reconciliation_leases_due for ever. Once per run and sweep, through that index.
+_RETIRE_STALE = """
+update billing.reconciliation_leases l
+   set attempts = 0, next_check_at = null, last_outcome = 'left_' || l.status, updated_at = clock_timestamp()
+  from billing.billing_executions e
+ where e.tenant_id = l.tenant_id and e.id = l.execution_id
+   and l.status = %(status)s
+   and l.next_check_at is not null
+   and e.status <> l.status
+   and (l.lease_expires_at is null or l.lease_expires_at <= %(now)s)
+"""
+
+# last_outcome keeps the start of the text: exception messages can be long.
+_MAX_OUTCOME_CHARS = 1_000
 _NIL = UUID(int=0)
 # Earlier than any row: executions are created by this system, which did not exist before this date.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,11 +237,101 @@ class Cursor:
         return {"after_at": self.at, "after_tenant": self.tenant_id, "after_id": self.execution_id}
 
 
-def claim_awaiting_settlement(conn: Connection, *, cutoff: datetime, after: Cursor, limit: int) -> list[dict[str, Any]]:
-    """Lock up to `limit` executions pending at the provider since before `cutoff`, oldest submission first."""
-    return conn.execute(_CLAIM_AWAITING_SETTLEMENT, {"cutoff": cutoff, "limit": limit, **after.params()}).fetchall()
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One execution of a claimed batch: its row, its earlier checks in this status, and the walk's position."""
+
+    row: dict[str, Any]
+    attempts: int
+    position: Cursor
 
 
-def claim_stuck_processing(conn: Connection, *, cutoff: datetime, after: Cursor, limit: int) -> list[dict[str, Any]]:
-    """Lock up to `limit` executions in processing, untouched since before `cutoff`, oldest first."""
-    return conn.execute(_CLAIM_STUCK_PROCESSING, {"cutoff": cutoff, "limit": limit, **after.params()}).fetchall()
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease this worker run holds, or would hold (until is None in a dry run, which leases nothing)."""
+
+    owner: str
+    until: datetime | None
+
+
+def claim(
+    conn: Connection,
+    sweep: SweepSql,
+    *,
+    due: bool,
+    now: datetime,
+    cutoff: datetime,
+    after: Cursor,
+    limit: int,
+    lease: Lease,
+) -> list[Claimed]:
+    """Lease up to `limit` executions of the sweep (fresh ones, or those `due` for a next check), in walk order.
+
+    With lease.until None (a dry run) the same executions are only read: nothing is locked past the statement
+    and nothing written. Runs inside the caller's system-scoped transaction, which must commit before the
+    provider is asked.
+    """
+    statement = _STATEMENTS[sweep.status][(due, lease.until is None)]
+    params = {
+        "now": now,
+        "cutoff": cutoff,
+        "limit": limit,
+        "owner": lease.owner,
+        "lease_until": lease.until,
+        **after.params(),
+    }
+    rows = conn.execute(statement, params).fetchall()
+    return [
+        Claimed(
+            row=row,
+            attempts=int(row["lease_attempts"]),
+            position=Cursor(row["walk_at"], row["tenant_id"], row["id"]),
+        )
+        for row in rows
+    ]
+
+
+def hold(conn: Connection, tenant_id: UUID, execution_id: UUID, owner: str) -> bool:
+    """Lock the caller's lease on the execution for the open transaction; False if it is no longer the caller's."""
+    params = {"tenant_id": tenant_id, "execution_id": execution_id, "owner": owner}
+    return conn.execute(_HOLD, params).fetchone() is not None
+
+
+def finish(conn: Connection, tenant_id: UUID, execution_id: UUID, owner: str, *, outcome: str) -> None:
+    """End the caller's lease and the execution's schedule in this status (it was settled, or moved on)."""
+    conn.execute(_FINISH, _bookkeeping(tenant_id, execution_id, owner, outcome))
+
+
+def back_off(
+    conn: Connection, tenant_id: UUID, execution_id: UUID, owner: str, *, outcome: str, next_check_at: datetime
+) -> bool:
+    """End the caller's lease, count the check, and schedule the next one; False if the lease was not the caller's."""
+    params = {**_bookkeeping(tenant_id, execution_id, owner, outcome), "next_check_at": next_check_at}
+    return conn.execute(_BACK_OFF, params).rowcount == 1
+
+
+def release(conn: Connection, claimed: Sequence[Claimed], owner: str) -> None:
+    """Free the caller's leases on executions it claimed and did not ask about, leaving their schedules."""
+    if claimed:
+        conn.execute(
+            _RELEASE,
+            {
+                "tenant_ids": [c.row["tenant_id"] for c in claimed],
+                "execution_ids": [c.row["id"] for c in claimed],
+                "owner": owner,
+            },
+        )
+
+
+def retire_stale_schedules(conn: Connection, sweep: SweepSql, *, now: datetime) -> int:
+    """Clear the schedules of the sweep's executions that left its status without the worker; how many."""
+    return conn.execute(_RETIRE_STALE, {"status": sweep.status, "now": now}).rowcount
+
+
+def _bookkeeping(tenant_id: UUID, execution_id: UUID, owner: str, outcome: str) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "execution_id": execution_id,
+        "owner": owner,
+        "outcome": outcome[:_MAX_OUTCOME_CHARS],
+    }

@@ -1,5 +1,5 @@
 """PostgreSQL side of webhook processing: the inbox (claim, resolve, read back), the cross-tenant lookup by provider
-reference, and reversals of completed executions.
+reference, reversals of completed executions, and confirmations of another amount held back for an operator.
 
 Every method runs inside the caller's open transaction (see billing.services.webhook_processing): the claim, the
 effect and the resolution of one provider event commit together or not at all.
@@ -15,8 +15,11 @@ from uuid import UUID, uuid4
 
 from psycopg.types.json import Jsonb
 
+from billing.db.attempts import annotate
 from billing.db.connection import Connection
-from billing.db.tenancy import system_transaction, tenant_transaction
+from billing.db.tenancy import tenant_transaction
+from billing.domain.execution import Execution
+from billing.domain.money import Money
 from billing.domain.status import ExecutionStatus
 from billing.domain.transitions import EVENT_PREFIX
 from billing.domain.workflow import WorkflowWriteContext
@@ -25,16 +28,19 @@ from billing.webhooks.events import WebhookEvent
 # Lifecycle event of a reversal. Not a phase change (the execution stays completed), so it has no workflow row,
 # like retry_scheduled.
 REVERSED_EVENT_TYPE = EVENT_PREFIX + "reversed"
+# Annotation of a pending execution whose provider reported a success of another amount or currency: the
+# execution stays as it was, the event says what was expected and what was received.
+AMOUNT_MISMATCH_EVENT_TYPE = EVENT_PREFIX + "amount_mismatch"
 
 # The claim: the primary key decides which of several concurrent deliveries of one event goes ahead. A loser's
 # insert waits for the winner's transaction and then inserts nothing (or, if the winner rolled back, claims it).
 _CLAIM = """
 insert into billing_inbox.webhook_events (
     provider, provider_event_id, event_type, outcome, provider_reference, failure_code, occurred_at,
-    payload_sha256, received_at
+    payload_sha256, received_at, amount, currency
 ) values (
     %(provider)s, %(provider_event_id)s, %(event_type)s, %(outcome)s, %(provider_reference)s, %(failure_code)s,
-    %(occurred_at)s, %(payload_sha256)s, %(received_at)s
+    %(occurred_at)s, %(payload_sha256)s, %(received_at)s, %(amount)s, %(currency)s
 )
 on conflict (provider, provider_event_id) do nothing
 returning provider_event_id
@@ -49,14 +55,10 @@ update billing_inbox.webhook_events
 
 _SELECT = "select * from billing_inbox.webhook_events where provider = %s and provider_event_id = %s"
 
-# Cross-tenant by design (the provider does not know our tenants); served by the index
-# billing_executions_provider_reference_lookup. Two rows are enough to tell "unique" from "ambiguous".
-_BY_REFERENCE = """
-select tenant_id, id, status from billing.billing_executions
- where payment_provider = %s and provider_reference = %s
- order by tenant_id, id
- limit 2
-"""
+# Cross-tenant by design (the provider does not know our tenants): a SECURITY DEFINER function answers who owns
+# the reference (sql/20261201_billing_least_privilege.sql), so the app role needs no scope that sees other tenants'
+# rows. Two rows are enough to tell "unique" from "ambiguous".
+_BY_REFERENCE = "select tenant_id, id, status, amount, currency from billing.executions_with_provider_reference(%s, %s)"
 
 # One statement: the reversal, its lifecycle event and its outbox row, for a completed execution only. A second
 # reversal by the same provider event inserts nothing, and then neither do the event and the outbox row.
@@ -101,11 +103,17 @@ select * from reversal
 
 @dataclass(frozen=True, slots=True)
 class ExecutionRef:
-    """Which execution a provider reference belongs to, and its status when looked up."""
+    """Which execution a provider reference belongs to, its status when looked up, and what it charges.
+
+    `amount` and `currency` come with every lookup (they never change: BE003); a ref rebuilt from a stored inbox
+    row, for a redelivery, has neither.
+    """
 
     tenant_id: UUID
     execution_id: UUID
     status: ExecutionStatus
+    amount: int | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +160,8 @@ class WebhookInbox:
             "occurred_at": event.occurred_at,
             "payload_sha256": payload_sha256,
             "received_at": received_at,
+            "amount": event.amount,
+            "currency": event.currency,
         }
         return self._conn.execute(_CLAIM, params).fetchone() is not None
 
@@ -175,9 +185,11 @@ class WebhookInbox:
 
     def executions_with_reference(self, provider: str, provider_reference: str) -> list[ExecutionRef]:
         """Executions of any tenant carrying this provider reference (at most two: one, or proof of ambiguity)."""
-        with system_transaction(self._conn):
-            rows = self._conn.execute(_BY_REFERENCE, [provider, provider_reference]).fetchall()
-        return [ExecutionRef(row["tenant_id"], row["id"], ExecutionStatus(row["status"])) for row in rows]
+        rows = self._conn.execute(_BY_REFERENCE, [provider, provider_reference]).fetchall()
+        return [
+            ExecutionRef(row["tenant_id"], row["id"], ExecutionStatus(row["status"]), row["amount"], row["currency"])
+            for row in rows
+        ]
 
 
 class ExecutionReversals:
@@ -223,3 +235,45 @@ class ExecutionReversals:
         with tenant_transaction(self._conn, execution.tenant_id):
             row = self._conn.execute(_REVERSAL, params).fetchone()
         return UUID(str(row["id"])) if row else None
+
+
+class AmountMismatches:
+    """Records that a provider reported another amount or currency than its execution's (the row never changes)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def record(
+        self,
+        execution: ExecutionRef,
+        event: WebhookEvent,
+        *,
+        expected: Money,
+        received: Money,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+    ) -> Execution:
+        """Write the amount_mismatch event and its outbox row; the execution as it stands, locked until commit."""
+        # Flat keys, so an operator's query reads metadata ->> 'received_amount' without unpacking.
+        metadata = {
+            "provider": event.provider,
+            "provider_event_id": event.event_id,
+            "provider_event_type": event.event_type,
+            "expected_amount": expected.amount,
+            "expected_currency": expected.currency,
+            "received_amount": received.amount,
+            "received_currency": received.currency,
+        }
+        written = annotate(
+            self._conn,
+            execution.tenant_id,
+            execution.execution_id,
+            AMOUNT_MISMATCH_EVENT_TYPE,
+            metadata,
+            context=context,
+            correlation_id=correlation_id,
+        )
+        if written is None:
+            # Executions are never deleted (BE004), and this one was just looked up.
+            raise RuntimeError(f"execution {execution.execution_id} vanished while its webhook was processed")
+        return written

@@ -50,6 +50,12 @@ class MalformedRequest(BillingError):
     code = "malformed_request"
 
 
+class UnsupportedMediaType(MalformedRequest):
+    """A request body sent as something other than JSON (form data, plain text, ...): never guessed at."""
+
+    code = "unsupported_media_type"
+
+
 class PayloadTooLarge(BillingError):
     code = "payload_too_large"
 
@@ -91,6 +97,25 @@ class ImmutableExecution(BillingError):
     """A terminal execution or an immutable column was about to change; the database refused it."""
 
     code = "execution_immutable"
+
+
+class LifecycleRuleViolated(BillingError):
+    """A lifecycle column was about to move the wrong way (born non-created, submitted_at unset, attempt_count
+    shrinking, completed without the provider's charge); the database refused it."""
+
+    code = "lifecycle_rule_violated"
+
+
+class UnrecordedChange(BillingError):
+    """A lifecycle event, outbox row or workflow row without the execution change it claims to record."""
+
+    code = "unrecorded_change"
+
+
+class OutboxPublicationRefused(BillingError):
+    """Publication bookkeeping moved backwards or was written by a role other than the relay's."""
+
+    code = "outbox_publication_refused"
 
 
 class WorkflowWriteFailed(BillingError):

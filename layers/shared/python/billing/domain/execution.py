@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
@@ -29,27 +30,98 @@ class PaymentRail(StrEnum):
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Contract and instrument references are identifiers from other systems, never free text.
 _IDENTIFIER = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-_MAX_METADATA_KEYS = 20
-_MAX_METADATA_VALUE = 500
-# 13-19 digits, optionally separated by spaces or dashes: the shape of a primary account number.
-_PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 
-MetadataValue = str | int | bool | None
+# Metadata has the shape payment providers give it (Stripe's limits): a flat object of at most 50 string keys of
+# up to 40 characters to string values of up to 500. Strings only, so every provider can take it as it is.
+MAX_METADATA_KEYS: Final = 50
+MAX_METADATA_KEY_LENGTH: Final = 40
+MAX_METADATA_VALUE_LENGTH: Final = 500
+METADATA_KEY_PATTERN: Final = rf"^[A-Za-z0-9_.-]{{1,{MAX_METADATA_KEY_LENGTH}}}$"
+MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_PATTERN)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
+
+# Characters no text column can take: PostgreSQL text cannot hold NUL, and UTF-8 cannot encode a lone surrogate
+# (which JSON can carry as an escaped "\ud800"). Refused at the edge, so the database never sees them.
+UNSTORABLE_CHARACTER: Final = re.compile("[\x00\ud800-\udfff]")
+
+# --- Card numbers ---------------------------------------------------------------------------------------------
+# A primary account number has 13-19 digits (ISO/IEC 7812) and a Luhn check digit. People type it with any mix of
+# these between the digits: spaces (any run of them), tabs, no-break spaces, "-", ".", "/" and "_".
+PAN_MIN_DIGITS: Final = 13
+PAN_MAX_DIGITS: Final = 19
+CARD_NUMBER_SEPARATORS: Final = " \t\u00a0-./_"
+_DIGIT_GROUP = re.compile(rf"\d+(?:[{re.escape(CARD_NUMBER_SEPARATORS)}]+\d+)*")
+_DIGIT_CHUNK = re.compile(r"\d+")
+# Luhn doubles every second digit from the right and subtracts 9 from a two-digit result.
+_LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def card_number_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every Luhn-valid 13-19 digit number in text, the separators typed inside it included.
+
+    The one detector behind input refusal and log masking. Candidates start and end at a chunk of digits between
+    separators: "4111 1111 1111 1111 12/27" yields its first 16 digits, while one unbroken run of 20 digits (an
+    order number, a timestamp in microseconds) is never cut into a card number.
+    """
+    spans: list[tuple[int, int]] = []
+    for group in _DIGIT_GROUP.finditer(text):
+        chunks = list(_DIGIT_CHUNK.finditer(text, group.start(), group.end()))
+        digits = [int(c) for chunk in chunks for c in chunk.group()]
+        if len(digits) < PAN_MIN_DIGITS:
+            continue
+        # bounds[i]: index in `digits` where chunk i starts (bounds[-1] is the end).
+        bounds = [0]
+        for chunk in chunks:
+            bounds.append(bounds[-1] + chunk.end() - chunk.start())
+        even_last, odd_last = _luhn_prefix_sums(digits)
+        for first in range(len(chunks)):
+            start = bounds[first]
+            lo = bisect_left(bounds, start + PAN_MIN_DIGITS, first + 1)
+            hi = bisect_right(bounds, start + PAN_MAX_DIGITS, first + 1)
+            for end_bound in range(lo, hi):
+                end = bounds[end_bound]
+                sums = even_last if (end - 1) % 2 == 0 else odd_last
+                if (sums[end] - sums[start]) % 10 == 0:
+                    spans.append((chunks[first].start(), chunks[end_bound - 1].end()))
+    return spans
+
+
+def _luhn_prefix_sums(digits: list[int]) -> tuple[list[int], list[int]]:
+    """Prefix sums of the Luhn terms for a window whose last digit has an even / an odd index.
+
+    Which digits Luhn doubles depends only on the parity of the window's last index, so the checksum of any window
+    is a difference of two prefix sums: every candidate window of a group is checked in constant time.
+    """
+    even_last, odd_last = [0], [0]
+    for index, digit in enumerate(digits):
+        plain, doubled = digit, _LUHN_DOUBLED[digit]
+        even_last.append(even_last[-1] + (plain if index % 2 == 0 else doubled))
+        odd_last.append(odd_last[-1] + (doubled if index % 2 == 0 else plain))
+    return even_last, odd_last
 
 
 def looks_like_card_number(text: str) -> bool:
-    """True if text holds a Luhn-valid 13-19 digit sequence: card data must never be stored or logged."""
-    for match in _PAN_CANDIDATE.finditer(text):
-        digits = [int(c) for c in match.group() if c.isdigit()]
-        checksum = 0
-        for index, digit in enumerate(reversed(digits)):
-            if index % 2 == 1:
-                digit = digit * 2 - 9 if digit > 4 else digit * 2
-            checksum += digit
-        if checksum % 10 == 0:
-            return True
-    return False
+    """True if text holds a Luhn-valid 13-19 digit number: card data must never be stored or logged."""
+    return bool(card_number_spans(text))
+
+
+def mask_card_numbers(text: str, mask: str) -> str:
+    """text with every card number (as card_number_spans finds them, separators included) replaced by mask."""
+    spans = card_number_spans(text)
+    if not spans:
+        return text
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    pieces, position = [], 0
+    for start, end in merged:
+        pieces += [text[position:start], mask]
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def validate_idempotency_key(key: str | None) -> str:
@@ -82,10 +154,24 @@ class ExecutionRequest(BaseModel):
     entity_contract_id: _IDENTIFIER
     plan_contract_id: _IDENTIFIER
     amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR, description="Integer minor units")]
-    currency: Annotated[str, Field(description="ISO 4217 code, upper case", examples=["EUR"])]
+    currency: Annotated[
+        str, Field(pattern=r"^[A-Z]{3}$", description="Active ISO 4217 code, upper case", examples=["EUR"])
+    ]
     payment_rail: PaymentRail
     payment_instrument_id: _IDENTIFIER | None = None
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    metadata: Annotated[
+        dict[MetadataKey, MetadataValue],
+        Field(
+            max_length=MAX_METADATA_KEYS,
+            description=(
+                f"Flat string-to-string map: at most {MAX_METADATA_KEYS} keys of 1-{MAX_METADATA_KEY_LENGTH} "
+                f"characters [A-Za-z0-9_.-], values of at most {MAX_METADATA_VALUE_LENGTH} characters; "
+                "never card data"
+            ),
+            # Keys outside the pattern are refused, which patternProperties alone does not say.
+            json_schema_extra={"additionalProperties": False},
+        ),
+    ] = Field(default_factory=dict)
 
     @field_validator("entity_contract_id", "plan_contract_id", "payment_instrument_id")
     @classmethod
@@ -112,16 +198,14 @@ class ExecutionRequest(BaseModel):
 
     @field_validator("metadata")
     @classmethod
-    def _bounded_metadata(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
-        if len(value) > _MAX_METADATA_KEYS:
-            raise ValueError(f"at most {_MAX_METADATA_KEYS} keys")
+    def _no_card_data_in_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        # Shape and bounds are checked by the annotations; what they cannot say is checked here.
         for key, item in value.items():
-            if not _METADATA_KEY.fullmatch(key):
-                raise ValueError(f"key {key[:40]!r} must be 1-40 of [A-Za-z0-9_.-]")
-            text = str(item)
-            if len(text) > _MAX_METADATA_VALUE:
-                raise ValueError(f"value of {key!r} exceeds {_MAX_METADATA_VALUE} characters")
-            if looks_like_card_number(text):
+            if looks_like_card_number(key):
+                raise ValueError("a key looks like a card number; card data is never accepted")
+            if UNSTORABLE_CHARACTER.search(item):
+                raise ValueError(f"value of {key!r} holds a NUL character or a lone surrogate")
+            if looks_like_card_number(item):
                 raise ValueError(f"value of {key!r} looks like a card number; card data is never accepted")
         return value
 
@@ -133,7 +217,12 @@ class ExecutionRequest(BaseModel):
         except PydanticValidationError as exc:
             raise ValidationFailed(
                 [
-                    FieldError(".".join(str(p) for p in err["loc"]) or "body", err["type"], err["msg"])
+                    # A metadata key is part of the location: masked, as it may itself be a card number.
+                    FieldError(
+                        mask_card_numbers(".".join(str(p) for p in err["loc"]), "***") or "body",
+                        err["type"],
+                        err["msg"],
+                    )
                     for err in exc.errors(include_url=False, include_input=False)
                 ]
             ) from None

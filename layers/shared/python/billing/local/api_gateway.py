@@ -2,7 +2,8 @@
 
 What API Gateway and WAF do in AWS happens here, in the same order:
 
-1. WAF refuses bodies larger than resource_names.MAX_REQUEST_BODY_BYTES (413, the function never runs).
+1. WAF refuses a body larger than the limit of the route its path names (Route.max_body_bytes in
+   resource_names.ROUTES; MAX_REQUEST_BODY_BYTES where no route matches) with 413, and the function never runs.
 2. The route table resource_names.ROUTES picks the resource (404 unknown path, 405 known path with another method).
 3. On authorized routes the real authorizer function (functions/authorizer) is invoked with a TOKEN event; an
    `Unauthorized` error gives 401, a policy that does not allow the call gives 403. No Authorization header at all
@@ -45,7 +46,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
 from billing.api.problems import PROBLEM_CONTENT_TYPE, problem_body
-from billing.local.lambda_loader import load_module
+from billing.local.lambda_loader import load_module, running_function
 from billing.paths import REPO_ROOT
 from billing.resource_names import FunctionName, Route
 
@@ -64,7 +65,7 @@ DEFAULT_MEMORY_MB: Final = 512
 DEFAULT_MAX_CONTAINERS: Final = 10
 # Oversized bodies are read and thrown away up to API Gateway's own payload limit, so the client gets the 413
 # instead of a connection reset; anything larger is cut off by closing the connection.
-_DRAIN_LIMIT_BYTES: Final = 10 * 1024 * 1024
+_DRAIN_LIMIT_BYTES: Final = names.API_GATEWAY_MAX_PAYLOAD_BYTES
 CORRELATION_ID_HEADER: Final = "X-Correlation-Id"
 # Echoed into logs and events, so only a bounded, plain token is taken from the caller (as billing.api does).
 _CORRELATION_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -176,6 +177,16 @@ def _match_path(template: str, path: str) -> dict[str, str] | None:
 def _specificity(template: str) -> tuple[int, ...]:
     # API Gateway prefers a literal segment over a {parameter} at the same position.
     return tuple(1 if _PARAMETER.match(segment) else 0 for segment in template.split("/"))
+
+
+def body_limit(path: str, routes: Iterable[Route] = names.ROUTES) -> int:
+    """Largest body accepted on `path`: its route's limit, whatever the method (WAF's rules see the path, not the
+    route), or MAX_REQUEST_BODY_BYTES when no route has this path."""
+    candidates = [route for route in routes if _match_path(route.path, path) is not None]
+    if not candidates:
+        return names.MAX_REQUEST_BODY_BYTES
+    template = min((route.path for route in candidates), key=_specificity)
+    return max(route.max_body_bytes for route in candidates if route.path == template)
 
 
 def match_route(method: str, path: str, routes: Iterable[Route] = names.ROUTES) -> RouteMatch:
@@ -428,7 +439,7 @@ class LocalFunctions:
             # Unique per container across the process: pydantic may look a model's module up again later.
             module_name = f"_billing_local_{function.value}_{next(_container_numbers)}"
             started = time.perf_counter()
-            with _temporary_environment(self._environment(function)):
+            with _temporary_environment(self._environment(function)), running_function():
                 module = load_module(path, module_name)
             log.info("%s cold start: %s loaded in %.0f ms", function.value, path.name, _ms_since(started))
         handler = getattr(module, "lambda_handler", None)
@@ -471,7 +482,8 @@ class LocalFunctions:
         )
         started = time.perf_counter()
         try:
-            return handler(event, context)
+            with running_function():
+                return handler(event, context)
         finally:
             self._release(function, handler)
             elapsed = _ms_since(started)
@@ -564,7 +576,6 @@ class LocalApiGateway:
         functions: LocalFunctions,
         *,
         routes: Sequence[Route] = names.ROUTES,
-        max_body_bytes: int = names.MAX_REQUEST_BODY_BYTES,
         region: str = LOCAL_REGION,
         account_id: str = LOCAL_ACCOUNT_ID,
         api_id: str = LOCAL_API_ID,
@@ -572,11 +583,14 @@ class LocalApiGateway:
     ) -> None:
         self.functions = functions
         self.routes = tuple(routes)
-        self.max_body_bytes = max_body_bytes
         self._region = region
         self._account_id = account_id
         self._api_id = api_id
         self._stage = stage
+
+    def body_limit(self, path: str) -> int:
+        """Largest body accepted on `path` (see body_limit)."""
+        return body_limit(path, self.routes)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Answer one request; logs one line: method path -> status, duration, correlation id."""
@@ -601,8 +615,9 @@ class LocalApiGateway:
         return response
 
     def _respond(self, request: HttpRequest, request_id: str) -> HttpResponse:
-        if len(request.body) > self.max_body_bytes:
-            raise GatewayRefusal(413, "payload_too_large", f"request bodies are limited to {self.max_body_bytes} bytes")
+        limit = self.body_limit(request.path)
+        if len(request.body) > limit:
+            raise GatewayRefusal(413, "payload_too_large", f"request bodies are limited to {limit} bytes on this path")
         try:
             match = match_route(request.method, request.path, self.routes)
         except RouteNotFound:
@@ -711,7 +726,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
-        body, complete = self._read_body()
+        # One byte over the path's limit is enough for the gateway to refuse the request.
+        body, complete = self._read_body(self.server.gateway.body_limit(path) + 1)
         if not complete:
             self.close_connection = True  # unread bytes are still on the wire
         request = HttpRequest(
@@ -734,9 +750,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    def _read_body(self) -> tuple[bytes, bool]:
-        # One byte over the limit is enough for the gateway to refuse the request.
-        limit = self.server.gateway.max_body_bytes + 1
+    def _read_body(self, limit: int) -> tuple[bytes, bool]:
+        """At most `limit` bytes of the body, the rest drained; the flag says whether the body was consumed."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return _read_chunked(self.rfile, limit, _DRAIN_LIMIT_BYTES)
         try:
@@ -756,7 +771,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             rest -= len(chunk)
         return body, True
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch  # noqa: N815
+    def __getattr__(self, name: str) -> Any:
+        # http.server looks up do_<METHOD> and answers a method without one with a 501 HTML page of its own. Every
+        # method goes to the gateway instead, which answers one no route has (TRACE, QUERY, ...) with 405
+        # problem+json, as it does for the other methods.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the gateway logs one line per request itself

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 import warnings
@@ -24,7 +25,19 @@ def _data_dir() -> str:
 
 
 def embedded_database_url() -> str:
-    """Start the embedded server if it is not running (reuse it if it is) and return its URL."""
+    """Start the embedded server if it is not running (reuse it if it is) and return its URL.
+
+    Serialised across processes (the test suite runs in parallel workers): the first boot of a data directory
+    restarts the server once, which another process must not race.
+    """
+    state = local_state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "embedded-postgres.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _start_embedded()
+
+
+def _start_embedded() -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
         import pgserver  # type: ignore[import-untyped,unused-ignore]

@@ -6,7 +6,8 @@
 
 Every AWS resource the functions use is created in moto under its name from billing.resource_names, and the
 environment variables the CDK app sets in AWS are set here in os.environ, so the real handlers run unchanged.
-The environment is restored when the stack stops.
+The environment is restored when the stack stops. While it runs, warnings raised by function code go to the
+functions' output (stdout) with their logs, not to the terminal's stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import boto3
 from billing import resource_names as names
 from billing.auth.tokens import LOCAL_TOKEN_SETTINGS, token_settings_secret_value
 from billing.db.connection import connect
+from billing.db.connection_provider import role_url_variable
 from billing.db.migrations import apply_migrations
+from billing.db.roles import RUNTIME_ROLES, login_url
 from billing.local.api_gateway import (
     FUNCTIONS_DIR,
     LOCAL_ACCOUNT_ID,
@@ -39,6 +42,7 @@ from billing.local.api_gateway import (
     LocalHttpServer,
 )
 from billing.local.event_sources import SqsEventSource
+from billing.local.lambda_loader import function_warnings_to_function_output
 from billing.resource_names import FunctionName
 from billing.webhooks.secrets import seed_webhook_secrets, webhook_secrets_from_env
 
@@ -201,6 +205,7 @@ class LocalStack:
             raise RuntimeError("the local stack is already running")
         started = time.perf_counter()
         try:
+            self._exit.enter_context(function_warnings_to_function_output())
             self._bind_http()
             self._set_environment(
                 {**_DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region},
@@ -251,7 +256,12 @@ class LocalStack:
         with connect(self.database_url, application_name="billing-local-stack") as conn:
             applied = apply_migrations(conn)
         log.info("database ready (%s)", f"applied {', '.join(applied)}" if applied else "migrations up to date")
-        self._set_environment({"DATABASE_URL": self.database_url})
+        # Each function connects as its own role (billing.db.roles.FUNCTION_ROLES), as in AWS; the admin URL above
+        # is only for migrations and the demo's look at the tables.
+        self._set_environment(
+            {role_url_variable(role): login_url(self.database_url, role) for role in RUNTIME_ROLES},
+            unset=("DATABASE_URL",),
+        )
 
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer

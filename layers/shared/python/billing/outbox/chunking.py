@@ -7,7 +7,7 @@ first was refused, and be published before it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from billing.outbox.events import OutboundEvent
@@ -57,3 +57,20 @@ def next_chunk(pending: Sequence[OutboundEvent]) -> tuple[list[OutboundEvent], l
     if pending and not chunk:
         raise ValueError(f"outbox row {pending[0].outbox_id} is larger than one PutEvents call allows")
     return chunk, rest
+
+
+def retried_last(events: Sequence[OutboundEvent], failed_before: Mapping[int, int]) -> list[OutboundEvent]:
+    """Events in the order to send them: executions whose oldest event here failed before go after the others.
+
+    `failed_before` maps an outbox id to its earlier failed attempts. Each execution's events stay together in
+    outbox id order, so what next_chunk builds from the result still keeps per-execution order; only whole
+    executions move, and an execution that keeps failing can no longer head every call.
+    """
+    ordered = sorted(events, key=lambda event: event.outbox_id)
+    retried: set[tuple[UUID, UUID]] = set()
+    seen: set[tuple[UUID, UUID]] = set()
+    for event in ordered:
+        if event.ordering_key not in seen and failed_before.get(event.outbox_id, 0) > 0:
+            retried.add(event.ordering_key)
+        seen.add(event.ordering_key)
+    return sorted(ordered, key=lambda event: (event.ordering_key in retried, event.outbox_id))

@@ -63,9 +63,9 @@ class EventBridgePublisher:
 def build_event_publisher(bus_name: str) -> EventBridgePublisher:
     """Publisher over a boto3 client with tight timeouts (AWS_ENDPOINT_URL points it at moto locally).
 
-    The relay calls PutEvents inside an open database transaction, and the session's
-    idle_in_transaction_session_timeout (10 s) ends a transaction left waiting longer; one call including its
-    retry must finish well inside that, or the rows it published are rolled back and published again.
+    The relay holds no transaction during a call (billing.outbox.relay), so the bound is the run's: no call starts
+    within 10 s of the Lambda's timeout, and one call including its retry must fit in that. A call that times out
+    costs only its own rows, which are retried after their backoff.
     """
     import boto3
     from botocore.config import Config

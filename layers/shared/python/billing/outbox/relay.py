@@ -1,113 +1,168 @@
 """The outbox relay: publishes committed billing_outbox rows to the event bus, at least once, in order per execution.
 
-Each batch is one transaction: claim rows (FOR UPDATE SKIP LOCKED), publish them with PutEvents, record which
-were accepted and which failed, commit. A relay that dies mid-batch rolls back its bookkeeping, so rows it had
-already published are published again by the next run: delivery is at least once and consumers de-duplicate on
-event_id (docs/events.md).
+No PutEvents call is made inside a database transaction. Each batch goes through three phases:
+
+1. Claim, one short transaction: lock up to batch_size publishable rows (unpublished, not parked, no live lease,
+   backoff passed) with FOR UPDATE SKIP LOCKED, write this run's lease (lease_owner, lease_expires_at) on the ones
+   it may send, commit. Rows that never failed are claimed before rows that did.
+2. Publish with PutEvents, no transaction open: a slow or failing call costs its own rows and nothing else. No
+   lock waits on it and no session limit ends it (idle_in_transaction_session_timeout would end the session and
+   roll back what earlier calls had recorded).
+3. Record each call's answers in a short transaction of their own: accepted rows get published_at; refused rows,
+   and every row of a call that failed as a whole, count a failure and get next_attempt_at (exponential backoff),
+   so a failing row waits instead of heading the next batches; their leases end. Rows the batch claimed and did
+   not send are released at its end.
+
+A relay that dies between a PutEvents call and its record leaves those rows leased; once the lease lapses another
+run publishes them again. Delivery is at least once and consumers de-duplicate on event_id (docs/events.md).
 
 Per-execution order ("an event is never published before an earlier unpublished event of the same execution")
 rests on three rules:
 
-1. Claim: a claimed row is held back (locked, but neither published nor counted as an attempt) when an earlier
-   unpublished row of its execution is not in this relay's claimed set: another relay holds it, it is parked,
-   or this run already failed it. So a relay only ever sends an execution's oldest unpublished events.
-   The check reads the claim statement's snapshot, and can only err on the safe side. An earlier row that
-   another relay published after the snapshot still looks unpublished: held back needlessly, sent next time.
-   And no earlier row can be invisible to the snapshot while a later one is visible: every write to an
-   execution after the insert that creates it (ExecutionRepository) updates, so locks, the execution row
+1. Claim: a claimed row is held back (not leased, neither published nor counted as an attempt) when an earlier
+   unpublished row of its execution is not in this claim: another relay leases it or is claiming it, it waits for
+   its backoff, it is parked, or this run already passed it. So a relay only ever sends an execution's oldest
+   unpublished events. The check reads the claim statement's snapshot, and can only err on the safe side. An
+   earlier row that another relay published after the snapshot still looks unpublished: held back needlessly,
+   sent next time. And no earlier row can be invisible to the snapshot while a later one is visible: every write
+   to an execution after the insert that creates it (ExecutionRepository) updates, so locks, the execution row
    before taking an outbox id, hence an execution's outbox rows commit in id order.
 2. Calls: one PutEvents call carries at most one event per execution (billing.outbox.chunking), because
    EventBridge accepts or refuses each entry on its own and a call's second event of an execution could be
-   accepted while its first was refused.
+   accepted while its first was refused. An execution whose oldest claimed row failed before goes after the
+   executions that never failed, all its rows together and in id order.
 3. Failure: once an event of an execution fails, that execution's later events are not sent in this batch and
-   not counted as attempts; the rows they and the failed one came from are not claimed again in this run.
+   not counted as attempts; they are released, and neither they nor the failed one is claimed again in this run.
 
-Two relays never publish the same row: a row is claimed under its lock, stays locked until its published_at
-commits, and a relay claiming after that re-checks `published_at is null` on the committed row and skips it.
+While its lease is live no other relay claims a row, so two relays do not publish it both. The lease outlasts a
+run (lease_duration is longer than the function's timeout); if it lapses anyway while its relay is still
+publishing, a second relay may publish the same rows too (at least once), and order still holds: each relay sends
+an execution's later event only after its own send of the earlier one was accepted, or once the earlier one is
+recorded published. published_at is set once, by whichever relay records it first; a failure is recorded only by
+the relay that still holds the row's lease.
 
-A row that failed max_attempts times is parked: no longer claimed (so an oversized or otherwise unpublishable
-event is not retried forever) and, by rule 1, still holding back its execution's later events. The run reports
-parked rows so an operator can act (docs/events.md).
+A row that failed max_attempts times (failed_attempts) is parked: no longer claimed (so an oversized or otherwise
+unpublishable event is not retried forever) and, by rule 1, still holding back its execution's later events. The
+run reports parked rows so an operator can act (docs/events.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
-from uuid import UUID
+from typing import Any, Final
+from uuid import UUID, uuid4
+
+from psycopg import pq
 
 from billing.db.connection import Connection
 from billing.db.tenancy import system_transaction
-from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_chunk, too_large
+from billing.domain.backoff import BackoffPolicy
+from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_chunk, retried_last, too_large
 from billing.outbox.events import OutboundEvent, event_from_outbox_row
 from billing.outbox.ports import EventPublisher, PublishUnavailable
 
 # Milliseconds of run time left; the relay starts no claim and no PutEvents call once it is zero or less.
 TimeBudget = Callable[[], float]
+Clock = Callable[[], datetime]
 
-# 100 rows is at least 10 PutEvents calls: large enough to amortise the claim and the commit, small enough that
-# the transaction (which spans the calls) stays short.
+# 100 rows is at least 10 PutEvents calls: large enough to amortise the claim, small enough that a run which stops
+# leaves little leased and unsent.
 DEFAULT_BATCH_SIZE = 100
-# At one run a minute, 25 attempts ride out an EventBridge incident of about 25 minutes before a row is parked.
+# With the backoff below, 25 failed attempts ride out an EventBridge incident of almost two hours before a row is
+# parked (30 s, 1, 2, 4 minutes, then every 5 minutes).
 DEFAULT_MAX_ATTEMPTS = 25
+DEFAULT_RETRY_BACKOFF: Final = BackoffPolicy(base_seconds=30.0, cap_seconds=300.0)
+# Longer than a run (the function stops after 50 s), so a live relay's leases never lapse under it; a dead relay's
+# rows wait this long before another run publishes them.
+DEFAULT_LEASE_DURATION: Final = timedelta(minutes=2)
+# One whole failed call may be that call (a timeout, a throttled burst): the run goes on. Two in a row mean the
+# bus is unavailable, and further calls would only add attempts.
+_MAX_FAILED_CALLS_IN_A_ROW = 2
 # last_error keeps the start of the message; EventBridge messages are short, exception texts need not be.
 _MAX_ERROR_CHARS = 1_000
 
 _CLAIM = """
-with claimed as materialized (
-    select o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type, o.payload, o.occurred_at
+with candidates as materialized (
+    select o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type, o.payload, o.occurred_at, o.failed_attempts
       from billing.billing_outbox o
      where o.published_at is null
-       and o.publish_attempts < %(max_attempts)s
+       and o.failed_attempts < %(max_attempts)s
+       and (o.lease_expires_at is null or o.lease_expires_at <= %(now)s)
+       and (o.next_attempt_at is null or o.next_attempt_at <= %(now)s)
        -- rows this run already failed or held back: they wait for the next run
        and o.id <> all(%(passed)s::bigint[])
-     order by o.id
+     -- billing_outbox_claim_order: rows that never failed first
+     order by (o.failed_attempts > 0), o.id
      limit %(limit)s
        for update skip locked
+), marked as materialized (
+    select c.*,
+           -- rule 1 of the module docstring: an earlier unpublished row of the execution that this claim lacks
+           exists (
+               select 1
+                 from billing.billing_outbox earlier
+                where earlier.aggregate_id = c.aggregate_id
+                  and earlier.tenant_id = c.tenant_id
+                  and earlier.id < c.id
+                  and earlier.published_at is null
+                  and earlier.id not in (select id from candidates)
+           ) as held_back
+      from candidates c
+), leased as (
+    update billing.billing_outbox o
+       set lease_owner = %(owner)s, lease_expires_at = %(lease_until)s
+      from marked m
+     where o.tenant_id = m.tenant_id and o.id = m.id and not m.held_back
 )
-select c.*,
-       -- rule 1 of the module docstring: an earlier unpublished row of the execution that this relay does not hold
-       exists (
-           select 1
-             from billing.billing_outbox earlier
-            where earlier.aggregate_id = c.aggregate_id
-              and earlier.tenant_id = c.tenant_id
-              and earlier.id < c.id
-              and earlier.published_at is null
-              and earlier.id not in (select id from claimed)
-       ) as held_back
-  from claimed c
- order by c.id
+select * from marked order by id
 """
 
-# clock_timestamp(), not now(): now() is the claim time, before the PutEvents calls of this transaction.
+# `published_at is null`: a relay whose lease lapsed may record after another one did; published_at is set once.
 _MARK_PUBLISHED = """
 update billing.billing_outbox o
    set published_at = clock_timestamp(),
-       publish_attempts = o.publish_attempts + 1
+       publish_attempts = o.publish_attempts + 1,
+       lease_owner = null, lease_expires_at = null, next_attempt_at = null
   from unnest(%(tenant_ids)s::uuid[], %(ids)s::bigint[]) as p(tenant_id, id)
  where o.tenant_id = p.tenant_id and o.id = p.id
+   and o.published_at is null
 """
 
+# Only under this run's lease: once it lapsed, the outcome of whoever holds the row now counts.
 _MARK_FAILED = """
 update billing.billing_outbox o
    set publish_attempts = o.publish_attempts + 1,
-       last_error = f.error
-  from unnest(%(tenant_ids)s::uuid[], %(ids)s::bigint[], %(errors)s::text[]) as f(tenant_id, id, error)
+       failed_attempts = o.failed_attempts + 1,
+       last_error = f.error,
+       next_attempt_at = f.next_attempt_at,
+       lease_owner = null, lease_expires_at = null
+  from unnest(%(tenant_ids)s::uuid[], %(ids)s::bigint[], %(errors)s::text[], %(next_attempts)s::timestamptz[])
+       as f(tenant_id, id, error, next_attempt_at)
  where o.tenant_id = f.tenant_id and o.id = f.id
+   and o.published_at is null and o.lease_owner = %(owner)s
+"""
+
+_RELEASE = """
+update billing.billing_outbox o
+   set lease_owner = null, lease_expires_at = null
+  from unnest(%(tenant_ids)s::uuid[], %(ids)s::bigint[]) as r(tenant_id, id)
+ where o.tenant_id = r.tenant_id and o.id = r.id and o.lease_owner = %(owner)s
 """
 
 # Reads every unpublished row through the partial index: a handful when the relay keeps up, and once per run.
 _BACKLOG = """
 select count(*) as unpublished,
-       count(*) filter (where publish_attempts >= %(max_attempts)s) as parked,
+       count(*) filter (where failed_attempts >= %(max_attempts)s) as parked,
        min(occurred_at) as oldest
   from billing.billing_outbox
  where published_at is null
 """
+
+_SET_IDLE_LIMIT: Final = "select set_config('idle_in_transaction_session_timeout', %s, true)"
 
 
 class StopReason(StrEnum):
@@ -115,7 +170,7 @@ class StopReason(StrEnum):
 
     DRAINED = "drained"  # nothing left that this run may publish
     TIME_BUDGET = "time_budget"  # the Lambda's time is nearly spent
-    PUBLISHER_UNAVAILABLE = "publisher_unavailable"  # a whole PutEvents call failed; the next run tries again
+    PUBLISHER_UNAVAILABLE = "publisher_unavailable"  # PutEvents calls failed as a whole twice in a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +197,14 @@ class RelayReport:
 
 
 @dataclass(slots=True)
-class _BatchOutcome:
+class _Run:
+    lease_owner: str
+    time_budget: TimeBudget
+    # Rows this run claimed and did not publish. Excluding them ends the run (every batch shrinks what is left to
+    # claim), and leaves rows held back behind another relay's lease for the next run instead of polling for it.
+    passed: list[int] = field(default_factory=list)
+    failed_calls_in_a_row: int = 0
+    batches: int = 0
     claimed: int = 0
     published: int = 0
     failed: int = 0
@@ -150,8 +212,18 @@ class _BatchOutcome:
     stop_reason: StopReason | None = None
 
 
+@dataclass(slots=True)
+class _Batch:
+    """A claimed batch: the rows leased to this run, and what became of them so far."""
+
+    leased: dict[int, OutboundEvent]
+    failed_before: dict[int, int]
+    published: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+
+
 class OutboxRelay:
-    """Drains billing_outbox to an EventPublisher in batches, one transaction each, until nothing is left."""
+    """Drains billing_outbox to an EventPublisher, batch by batch, until nothing is left."""
 
     def __init__(
         self,
@@ -160,135 +232,186 @@ class OutboxRelay:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_backoff: BackoffPolicy = DEFAULT_RETRY_BACKOFF,
+        lease_duration: timedelta = DEFAULT_LEASE_DURATION,
+        clock: Clock = lambda: datetime.now(UTC),
+        idle_in_transaction_timeout: timedelta | None = None,
     ) -> None:
+        """`idle_in_transaction_timeout` bounds the idle time inside the relay's own transactions (None keeps the
+        10 s every scope sets). Nothing waits inside them, so a tight bound costs nothing; tests set one far below
+        a slow PutEvents call to prove that no call happens inside a transaction."""
         if batch_size < 1 or max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be positive")
+        if lease_duration <= timedelta(0):
+            raise ValueError("lease_duration must be positive")
         self._conn = conn
         self._publisher = publisher
         self._batch_size = batch_size
         self._max_attempts = max_attempts
+        self._retry_backoff = retry_backoff
+        self._lease_duration = lease_duration
         self._clock = clock
+        self._idle_limit_ms = (
+            None
+            if idle_in_transaction_timeout is None
+            else max(1, idle_in_transaction_timeout // timedelta(milliseconds=1))
+        )
 
     def run(self, time_budget: TimeBudget) -> RelayReport:
         """Publish batches until drained, out of time, or the bus is unavailable; then measure the backlog."""
-        # Rows this run claimed and did not publish. Excluding them ends the run (every batch shrinks what is
-        # left to claim), leaves failed rows for the next run instead of retrying them at once, and leaves rows
-        # held back behind another relay's batch for the next run instead of polling until that batch commits.
-        passed: list[int] = []
-        totals = _BatchOutcome()
-        batches = 0
-        stop_reason = StopReason.DRAINED
-        while True:
+        if self._conn.info.transaction_status is not pq.TransactionStatus.IDLE:
+            # Inside a caller's transaction every phase would be a savepoint of it, PutEvents calls included.
+            raise RuntimeError("the outbox relay commits phase by phase; run it outside any transaction")
+        state = _Run(lease_owner=f"relay:{uuid4()}", time_budget=time_budget)
+        while state.stop_reason is None:
             if time_budget() <= 0:
-                stop_reason = StopReason.TIME_BUDGET
+                state.stop_reason = StopReason.TIME_BUDGET
                 break
-            outcome = self._batch(time_budget, passed)
-            if outcome.claimed == 0:
-                break
-            batches += 1
-            totals.claimed += outcome.claimed
-            totals.published += outcome.published
-            totals.failed += outcome.failed
-            totals.held_back += outcome.held_back
-            if outcome.stop_reason is not None:
-                stop_reason = outcome.stop_reason
-                break
-        with system_transaction(self._conn):
+            if not self._batch(state):
+                state.stop_reason = StopReason.DRAINED
+        with self._transaction():
             backlog = self._conn.execute(_BACKLOG, {"max_attempts": self._max_attempts}).fetchone()
         assert backlog is not None, "an aggregate without group by returns one row"
         oldest: datetime | None = backlog["oldest"]
         return RelayReport(
-            batches=batches,
-            claimed=totals.claimed,
-            published=totals.published,
-            failed=totals.failed,
-            held_back=totals.held_back,
+            batches=state.batches,
+            claimed=state.claimed,
+            published=state.published,
+            failed=state.failed,
+            held_back=state.held_back,
             unpublished=int(backlog["unpublished"]),
             parked=int(backlog["parked"]),
             oldest_unpublished_age_seconds=(
                 None if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
             ),
-            stop_reason=stop_reason,
+            stop_reason=state.stop_reason,
         )
 
-    def _batch(self, time_budget: TimeBudget, passed: list[int]) -> _BatchOutcome:
-        outcome = _BatchOutcome()
-        published: list[OutboundEvent] = []
-        failures: dict[int, tuple[OutboundEvent, str]] = {}
-        # The relay serves every tenant: a system scope under row-level security.
-        with system_transaction(self._conn):
-            rows = self._conn.execute(
-                _CLAIM, {"max_attempts": self._max_attempts, "passed": passed, "limit": self._batch_size}
-            ).fetchall()
-            outcome.claimed = len(rows)
-            pending = self._eligible(rows, failures)
-            failed_keys = {event.ordering_key for event, _ in failures.values()}
-            while pending:
-                if time_budget() <= 0:
-                    outcome.stop_reason = StopReason.TIME_BUDGET
-                    break
-                chunk, pending = next_chunk(pending)
-                try:
-                    results = self._publisher.publish(chunk)
-                except PublishUnavailable as unavailable:
-                    failures.update((event.outbox_id, (event, str(unavailable))) for event in chunk)
-                    outcome.stop_reason = StopReason.PUBLISHER_UNAVAILABLE
-                    break
-                for event, result in zip(chunk, results, strict=True):
-                    if result.accepted:
-                        published.append(event)
-                    else:
-                        failures[event.outbox_id] = (event, result.error)
-                        failed_keys.add(event.ordering_key)
-                # Rule 3: an execution with a failed event sends nothing more in this batch.
-                pending = [event for event in pending if event.ordering_key not in failed_keys]
-            self._record(published, failures)
-        published_ids = {event.outbox_id for event in published}
-        passed.extend(int(row["id"]) for row in rows if int(row["id"]) not in published_ids)
-        outcome.published = len(published)
-        outcome.failed = len(failures)
-        outcome.held_back = outcome.claimed - outcome.published - outcome.failed
-        return outcome
-
-    @staticmethod
-    def _eligible(
-        rows: Sequence[Mapping[str, Any]], failures: dict[int, tuple[OutboundEvent, str]]
-    ) -> list[OutboundEvent]:
-        """Events that may be sent in this batch, in id order; entries too large for any call fail at once."""
-        eligible: list[OutboundEvent] = []
+    def _batch(self, state: _Run) -> bool:
+        """Claim, publish and record one batch; False when there was nothing to claim."""
+        rows = self._claim(state)
+        if not rows:
+            return False
+        state.batches += 1
+        batch = _Batch(
+            leased={int(row["id"]): event_from_outbox_row(row) for row in rows if not row["held_back"]},
+            failed_before={int(row["id"]): int(row["failed_attempts"]) for row in rows},
+        )
+        pending = self._sendable(state, batch)
+        # Executions with an event refused in this batch. Oversized entries are not among them: _sendable already
+        # left out what follows one, and the events before it may still be sent.
         failed_keys: set[tuple[UUID, UUID]] = set()
-        for row in rows:
-            if row["held_back"]:
-                continue
-            event = event_from_outbox_row(row)
+        while pending:
+            if state.time_budget() <= 0:
+                state.stop_reason = StopReason.TIME_BUDGET
+                break
+            chunk, pending = next_chunk(pending)
+            # Phase 2: no transaction is open here, however long the call takes.
+            try:
+                results = self._publisher.publish(chunk)
+            except PublishUnavailable as unavailable:
+                self._record(state, batch, [], [(event, str(unavailable)) for event in chunk])
+                failed_keys.update(event.ordering_key for event in chunk)
+                state.failed_calls_in_a_row += 1
+                if state.failed_calls_in_a_row >= _MAX_FAILED_CALLS_IN_A_ROW:
+                    state.stop_reason = StopReason.PUBLISHER_UNAVAILABLE
+                    break
+            else:
+                state.failed_calls_in_a_row = 0
+                accepted = [event for event, result in zip(chunk, results, strict=True) if result.accepted]
+                refused = [(e, r.error) for e, r in zip(chunk, results, strict=True) if not r.accepted]
+                self._record(state, batch, accepted, refused)
+                failed_keys.update(event.ordering_key for event, _ in refused)
+            # Rule 3: an execution with a failed event sends nothing more in this batch.
+            pending = [event for event in pending if event.ordering_key not in failed_keys]
+        unsent = [e for oid, e in batch.leased.items() if oid not in batch.published and oid not in batch.failed]
+        if unsent:
+            with self._transaction():
+                self._conn.execute(_RELEASE, {**_keys(unsent), "owner": state.lease_owner})
+        state.passed.extend(int(row["id"]) for row in rows if int(row["id"]) not in batch.published)
+        state.claimed += len(rows)
+        state.published += len(batch.published)
+        state.failed += len(batch.failed)
+        state.held_back += len(rows) - len(batch.published) - len(batch.failed)
+        return True
+
+    def _claim(self, state: _Run) -> list[dict[str, Any]]:
+        """Phase 1: lock and lease a batch, and commit, so that nothing stays locked while the bus is called."""
+        now = self._clock()
+        with self._transaction():
+            return self._conn.execute(
+                _CLAIM,
+                {
+                    "max_attempts": self._max_attempts,
+                    "now": now,
+                    "passed": state.passed,
+                    "limit": self._batch_size,
+                    "owner": state.lease_owner,
+                    "lease_until": now + self._lease_duration,
+                },
+            ).fetchall()
+
+    def _sendable(self, state: _Run, batch: _Batch) -> list[OutboundEvent]:
+        """The leased events to send, in sending order (chunking.retried_last); entries too large for any call fail
+        now.
+
+        An oversized entry is never sent: EventBridge would refuse it, and the payload cannot change. It fails on
+        every run until it is parked, holding back its execution's later events as any failure does.
+        """
+        sendable: list[OutboundEvent] = []
+        failed_keys: set[tuple[UUID, UUID]] = set()
+        oversized: list[tuple[OutboundEvent, str]] = []
+        for _, event in sorted(batch.leased.items()):
             if event.ordering_key in failed_keys:
                 continue
             if too_large(event):
-                # Never sent: EventBridge would refuse it, and the payload cannot change. It fails on every run
-                # until it is parked, holding back its execution's later events as any failure does.
-                failures[event.outbox_id] = (
-                    event,
-                    f"EntryTooLarge: {entry_size(event)} bytes; PutEvents accepts at most {MAX_CALL_BYTES}",
-                )
+                error = f"EntryTooLarge: {entry_size(event)} bytes; PutEvents accepts at most {MAX_CALL_BYTES}"
+                oversized.append((event, error))
                 failed_keys.add(event.ordering_key)
                 continue
-            eligible.append(event)
-        return eligible
+            sendable.append(event)
+        if oversized:
+            self._record(state, batch, [], oversized)
+        return retried_last(sendable, batch.failed_before)
 
-    def _record(self, published: Sequence[OutboundEvent], failures: Mapping[int, tuple[OutboundEvent, str]]) -> None:
-        if published:
-            self._conn.execute(
-                _MARK_PUBLISHED,
-                {"tenant_ids": [e.tenant_id for e in published], "ids": [e.outbox_id for e in published]},
-            )
-        if failures:
-            failed = list(failures.values())
-            self._conn.execute(
-                _MARK_FAILED,
-                {
-                    "tenant_ids": [event.tenant_id for event, _ in failed],
-                    "ids": [event.outbox_id for event, _ in failed],
-                    "errors": [error[:_MAX_ERROR_CHARS] for _, error in failed],
-                },
-            )
+    def _record(
+        self,
+        state: _Run,
+        batch: _Batch,
+        accepted: Sequence[OutboundEvent],
+        refused: Sequence[tuple[OutboundEvent, str]],
+    ) -> None:
+        """Phase 3: one call's answers, in a transaction of their own."""
+        batch.published.update(event.outbox_id for event in accepted)
+        batch.failed.update(event.outbox_id for event, _ in refused)
+        with self._transaction():
+            if accepted:
+                self._conn.execute(_MARK_PUBLISHED, _keys(accepted))
+            if refused:
+                self._conn.execute(_MARK_FAILED, self._failure_params(batch, refused, state.lease_owner))
+
+    def _failure_params(
+        self, batch: _Batch, failures: Sequence[tuple[OutboundEvent, str]], owner: str
+    ) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            **_keys([event for event, _ in failures]),
+            "errors": [error[:_MAX_ERROR_CHARS] for _, error in failures],
+            "next_attempts": [
+                now + timedelta(seconds=self._retry_backoff.ceiling(batch.failed_before[event.outbox_id] + 1))
+                for event, _ in failures
+            ],
+            "owner": owner,
+        }
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # The relay serves every tenant: a system scope under row-level security.
+        with system_transaction(self._conn):
+            if self._idle_limit_ms is not None:
+                self._conn.execute(_SET_IDLE_LIMIT, [str(self._idle_limit_ms)])
+            yield
+
+
+def _keys(events: Sequence[OutboundEvent]) -> dict[str, list[Any]]:
+    return {"tenant_ids": [event.tenant_id for event in events], "ids": [event.outbox_id for event in events]}

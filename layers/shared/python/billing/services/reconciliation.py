@@ -1,11 +1,10 @@
 """The reconciliation worker: follows executions that wait on a provider to a final state by asking the provider.
 
-Two sweeps per run, each in batches, each batch one transaction that claims its rows with FOR UPDATE SKIP LOCKED
-(db.reconciliation_queries), so parallel workers never take the same execution:
+Two sweeps per run:
 
 * Settlement: executions pending at the provider (submitted, awaiting settlement) for longer than `pending_after`.
   check_status PAID or FAILED applies `reconcile` (pending -> completed | failed); STILL_PENDING and REQUIRES_ACTION
-  leave it for a later run, flagged as overdue once it has waited longer than `max_pending_age`.
+  leave it for a later check, flagged as overdue once it has waited longer than `max_pending_age`.
 * Recovery: executions stuck in processing for longer than `stuck_after`: the Lambda that submitted died
   mid-call, or the last attempt's outcome was unknown. The provider is asked by idempotency key (the reference
   never came back) and its answer is applied: PAID completes, FAILED fails, STILL_PENDING / REQUIRES_ACTION move
@@ -14,29 +13,60 @@ Two sweeps per run, each in batches, each batch one transaction that claims its 
   NOT_FOUND, when they cannot look), so the execution fails with `charge_not_found`: nothing moved, the caller
   learns it, and no money moves later behind the customer's back. A charge needs a new execution.
 
-A run is idempotent: what it settled is no longer pending or processing, and a re-run finds nothing to do for it.
-A dry run does the same work inside transactions that are rolled back, so the report lists exactly the changes a
-real run would make and nothing is written. The run checks its time budget before every claim and every provider
-call, and stops cleanly (committing what it did) when it is spent.
+No provider call is made inside a database transaction. Each batch goes through three phases (the SQL is in
+db.reconciliation_queries):
 
-While a batch holds its rows, a webhook for one of them waits for the lock (up to the session's lock_timeout), then
-finds the execution settled and changes nothing; `batch_size` keeps that wait short.
+1. Claim, one short transaction: lease up to `batch_size` executions no live lease holds (FOR UPDATE SKIP LOCKED),
+   commit. While a lease is live no other worker asks about its execution; the executions of a worker that died
+   are claimed again once its leases lapse (`lease_duration`).
+2. Ask check_status, execution by execution, with no transaction open: a slow provider costs time and nothing
+   else. No lock waits on it and no session limit ends it (idle_in_transaction_session_timeout would end the
+   session, roll back every answer already received, and leave the same batch to block the next run).
+3. Record each answer in its own short transaction: the transition, through the repository's status guard (a
+   webhook that settled the execution meanwhile wins; the worker then writes nothing), and the end of the lease.
+   An execution left as it was (still pending, provider unavailable, an error) gets its next check scheduled
+   with exponential backoff (`recheck_after`, doubling up to `recheck_cap`); it is claimed after the executions
+   nobody has asked about yet, so one slow or failing reference never holds up the rest.
+
+A run is idempotent: what it settled is no longer pending or processing, and a re-run finds nothing to do for it.
+A dry run reads the executions a run would claim without leasing them, asks the provider, and makes each change
+in a transaction that is rolled back, so the report lists exactly the changes a real run would make and nothing
+is written. The run checks its time budget before every claim and every provider call; executions it claimed and
+had no time to ask about are released at once.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, assert_never
-from uuid import UUID
+from typing import Any, Final, assert_never
+from uuid import UUID, uuid4
+
+from psycopg import pq
 
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository, execution_from_row
-from billing.db.reconciliation_queries import Cursor, claim_awaiting_settlement, claim_stuck_processing
-from billing.db.tenancy import system_transaction
+from billing.db.reconciliation_queries import (
+    AWAITING_SETTLEMENT,
+    STUCK_PROCESSING,
+    Claimed,
+    Cursor,
+    Lease,
+    SweepSql,
+    back_off,
+    claim,
+    finish,
+    hold,
+    release,
+    retire_stale_schedules,
+)
+from billing.db.sqlstates import translated_guard_errors
+from billing.db.tenancy import system_transaction, tenant_transaction
+from billing.domain.backoff import BackoffPolicy
 from billing.domain.errors import BillingError, ProviderUnavailable, TransitionConflict
 from billing.domain.execution import Execution
 from billing.domain.status import ExecutionStatus
@@ -52,10 +82,12 @@ Clock = Callable[[], datetime]
 # last_error_code of an execution recovered from processing that the provider says it never charged.
 CHARGE_NOT_FOUND_CODE = "charge_not_found"
 
+_SET_IDLE_LIMIT: Final = "select set_config('idle_in_transaction_session_timeout', %s, true)"
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileConfig:
-    """How old an execution must be before it is looked at, and how much one batch holds."""
+    """How old an execution must be before it is looked at, how much one batch holds, and when to ask again."""
 
     # Webhooks usually report a settlement within seconds; polling younger executions would mostly ask in vain.
     pending_after: timedelta = timedelta(minutes=5)
@@ -64,14 +96,28 @@ class ReconcileConfig:
     # Far beyond the longest a live submit can take (the execute function stops at 25 s, the retry consumer at
     # 60 s), so a drive still in flight is never mistaken for a dead one.
     stuck_after: timedelta = timedelta(minutes=10)
-    # Rows stay locked while their batch asks the provider; small batches keep a racing webhook's wait short.
+    # Executions of one batch are leased together and asked about one after another; a small batch leaves less
+    # leased and unasked when a run stops or dies.
     batch_size: int = 20
+    # Longer than a whole run (the reconcile function stops after 4 minutes), so a live worker's leases never lapse
+    # under it; a dead worker's executions wait this long before another worker takes them.
+    lease_duration: timedelta = timedelta(minutes=10)
+    # A little under the 5-minute schedule, so an execution left as it was is asked again on the next run, then
+    # half as often each time: a debit that takes days to settle is asked about hourly, not 288 times a day.
+    recheck_after: timedelta = timedelta(minutes=4)
+    recheck_cap: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be positive")
         if min(self.pending_after, self.max_pending_age, self.stuck_after) < timedelta(0):
             raise ValueError("ages cannot be negative")
+        if self.lease_duration <= timedelta(0):
+            raise ValueError("lease_duration must be positive")
+        self.recheck_policy()  # raises ValueError unless 0 < recheck_after <= recheck_cap
+
+    def recheck_policy(self) -> BackoffPolicy:
+        return BackoffPolicy(self.recheck_after.total_seconds(), self.recheck_cap.total_seconds())
 
 
 class Sweep(StrEnum):
@@ -85,11 +131,12 @@ class Action(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SETTLEMENT_PENDING = "settlement_pending"  # recovered from processing; now awaits settlement
-    STILL_PENDING = "still_pending"  # the provider has no final answer yet: left for a later run
+    STILL_PENDING = "still_pending"  # the provider has no final answer yet: left for a later check
     MISSING_AT_PROVIDER = "missing_at_provider"  # pending with a reference the provider does not know: left, flagged
-    PROVIDER_UNAVAILABLE = "provider_unavailable"  # could not ask: left for a later run
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # could not ask: left for a later check
     CONFLICT = "conflict"  # someone else moved it first: nothing written
-    ERROR = "error"  # a domain error (misconfigured provider, refused transition): left, logged
+    ERROR = "error"  # a domain error (misconfigured provider, refused transition) or a failed call: left, logged
+    LEASE_LOST = "lease_lost"  # the lease lapsed and another worker took the execution over: nothing written
 
 
 class StopReason(StrEnum):
@@ -112,9 +159,11 @@ class Finding:
     provider_reference: str | None
     error_code: str | None
     waited_seconds: float
-    # Waiting longer than max_pending_age, or unknown to the provider: a human should look.
+    # Waiting longer than max_pending_age, unknown to the provider, or a call that failed unexpectedly.
     flagged: bool = False
     detail: str | None = None
+    # When an execution left as it was will be asked about again (None if settled, and in a dry run).
+    next_check_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +179,7 @@ class Finding:
             "waited_seconds": round(self.waited_seconds, 1),
             "flagged": self.flagged,
             "detail": self.detail,
+            "next_check_at": self.next_check_at.isoformat() if self.next_check_at else None,
         }
 
 
@@ -171,6 +221,69 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Per sweep, the fresh walk first, then the executions due for a next check.
+_WALKS: Final = ((Sweep.SETTLEMENT, False), (Sweep.SETTLEMENT, True), (Sweep.RECOVERY, False), (Sweep.RECOVERY, True))
+
+
+def _sweep_sql(sweep: Sweep) -> SweepSql:
+    match sweep:
+        case Sweep.SETTLEMENT:
+            return AWAITING_SETTLEMENT
+        case Sweep.RECOVERY:
+            return STUCK_PROCESSING
+        case _:
+            assert_never(sweep)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run's lease owner and what it found so far."""
+
+    lease_owner: str
+    dry_run: bool
+    time_budget: TimeBudget
+    findings: list[Finding] = field(default_factory=list)
+    batches: int = 0
+
+    def report(self, stop_reason: StopReason) -> ReconciliationReport:
+        return ReconciliationReport(self.dry_run, self.batches, stop_reason, tuple(self.findings))
+
+
+@dataclass(frozen=True, slots=True)
+class _Examined:
+    """An execution being examined, and how to describe what happened to it."""
+
+    sweep: Sweep
+    claimed: Claimed
+    execution: Execution
+    waited: float
+
+    def finding(
+        self,
+        action: Action,
+        check: StatusCheck | None = None,
+        *,
+        written: Execution | None = None,
+        flagged: bool = False,
+        detail: str | None = None,
+    ) -> Finding:
+        execution = self.execution
+        return Finding(
+            sweep=self.sweep,
+            tenant_id=execution.tenant_id,
+            execution_id=execution.id,
+            action=action,
+            from_status=execution.status,
+            to_status=written.status if written else None,
+            provider_outcome=check.outcome if check else None,
+            provider_reference=(check.provider_reference if check else None) or execution.provider_reference,
+            error_code=check.error_code if check else None,
+            waited_seconds=self.waited,
+            flagged=flagged,
+            detail=detail,
+        )
+
+
 class ReconciliationWorker:
     """Runs on one connection; run several (each with its own connection) in parallel if the backlog needs it."""
 
@@ -182,111 +295,177 @@ class ReconciliationWorker:
         config: ReconcileConfig | None = None,
         clock: Clock = _utc_now,
         repository: ExecutionRepository | None = None,
+        idle_in_transaction_timeout: timedelta | None = None,
     ) -> None:
+        """`idle_in_transaction_timeout` bounds the idle time inside the worker's own transactions (None keeps the
+        10 s every scope sets). Nothing waits inside them, so a tight bound costs nothing; tests set one far below
+        a slow provider's answer time to prove that no provider call happens inside a transaction."""
         self._conn = conn
         self._providers = providers
         self._config = config or ReconcileConfig()
+        self._recheck = self._config.recheck_policy()
         self._clock = clock
-        # The repository must share the connection: its transitions nest inside the batch's transaction.
+        # The repository must share the connection: its transitions nest inside the recording transaction.
         self._repository = repository or ExecutionRepository(conn)
         self._context = WorkflowWriteContext.system()
+        self._idle_limit_ms = (
+            None
+            if idle_in_transaction_timeout is None
+            else max(1, idle_in_transaction_timeout // timedelta(milliseconds=1))
+        )
 
     def run(self, time_budget: TimeBudget, *, dry_run: bool = False) -> ReconciliationReport:
         """Both sweeps, batch by batch, until nothing is left or the time budget is spent."""
-        now = self._clock()
-        findings: list[Finding] = []
-        batches = 0
-        for sweep in (Sweep.SETTLEMENT, Sweep.RECOVERY):
+        if self._conn.info.transaction_status is not pq.TransactionStatus.IDLE:
+            # Inside a caller's transaction every phase would be a savepoint of it, provider calls included.
+            raise RuntimeError("the reconciliation worker commits phase by phase; run it outside any transaction")
+        state = _Run(lease_owner=f"reconcile:{uuid4()}", dry_run=dry_run, time_budget=time_budget)
+        for sweep, due in _WALKS:
             cursor: Cursor | None = Cursor.start()
             while cursor is not None:
                 if time_budget() <= 0:
-                    return ReconciliationReport(dry_run, batches, StopReason.TIME_BUDGET, tuple(findings))
-                cursor, examined, claimed, out_of_time = self._batch(sweep, now, cursor, time_budget, dry_run=dry_run)
-                batches += 1 if claimed else 0
-                findings.extend(examined)
+                    return state.report(StopReason.TIME_BUDGET)
+                cursor, out_of_time = self._batch(state, sweep, due, cursor)
                 if out_of_time:
-                    return ReconciliationReport(dry_run, batches, StopReason.TIME_BUDGET, tuple(findings))
-        return ReconciliationReport(dry_run, batches, StopReason.DRAINED, tuple(findings))
+                    return state.report(StopReason.TIME_BUDGET)
+        return state.report(StopReason.DRAINED)
 
-    def _batch(
-        self, sweep: Sweep, now: datetime, after: Cursor, time_budget: TimeBudget, *, dry_run: bool
-    ) -> tuple[Cursor | None, list[Finding], int, bool]:
-        """Claim and settle one batch: (cursor of the next batch or None, findings, rows claimed, out of time)."""
-        config = self._config
-        findings: list[Finding] = []
-        # A dry run's batch is rolled back whole: the changes it reports were made and undone, never committed.
-        with self._conn.transaction(force_rollback=dry_run), system_transaction(self._conn):
-            match sweep:
-                case Sweep.SETTLEMENT:
-                    rows = claim_awaiting_settlement(
-                        self._conn, cutoff=now - config.pending_after, after=after, limit=config.batch_size
-                    )
-                case Sweep.RECOVERY:
-                    rows = claim_stuck_processing(
-                        self._conn, cutoff=now - config.stuck_after, after=after, limit=config.batch_size
-                    )
-                case _:
-                    assert_never(sweep)
-            if not rows:
-                return None, findings, 0, False
-            for row in rows:
-                if time_budget() <= 0:
-                    # The rest stay as they are; their locks go with this transaction.
-                    return None, findings, len(rows), True
-                findings.append(self._examine(sweep, execution_from_row(row), now))
-            last = rows[-1]
-            key = "submitted_at" if sweep is Sweep.SETTLEMENT else "updated_at"
-            return Cursor(last[key], last["tenant_id"], last["id"]), findings, len(rows), False
-
-    def _examine(self, sweep: Sweep, execution: Execution, now: datetime) -> Finding:
-        since = execution.submitted_at if sweep is Sweep.SETTLEMENT else execution.updated_at
-        waited = (now - (since or execution.created_at)).total_seconds()
-
-        def finding(
-            action: Action,
-            check: StatusCheck | None = None,
-            *,
-            written: Execution | None = None,
-            flagged: bool = False,
-            detail: str | None = None,
-        ) -> Finding:
-            return Finding(
-                sweep=sweep,
-                tenant_id=execution.tenant_id,
-                execution_id=execution.id,
-                action=action,
-                from_status=execution.status,
-                to_status=written.status if written else None,
-                provider_outcome=check.outcome if check else None,
-                provider_reference=(check.provider_reference if check else None) or execution.provider_reference,
-                error_code=check.error_code if check else None,
-                waited_seconds=waited,
-                flagged=flagged,
-                detail=detail,
+    def _batch(self, state: _Run, sweep: Sweep, due: bool, after: Cursor) -> tuple[Cursor | None, bool]:
+        """Claim one batch and examine it: (cursor of the next batch or None, out of time)."""
+        config, queries = self._config, _sweep_sql(sweep)
+        now = self._clock()
+        age = config.pending_after if sweep is Sweep.SETTLEMENT else config.stuck_after
+        # A dry run leases nothing: it only reads what a run would claim.
+        lease = Lease(state.lease_owner, None if state.dry_run else now + config.lease_duration)
+        # Phase 1: claim and commit, so the leases hold (and nothing stays locked) while the provider is asked.
+        with self._transaction():
+            if due and not state.dry_run and after == Cursor.start():
+                retire_stale_schedules(self._conn, queries, now=now)
+            batch = claim(
+                self._conn,
+                queries,
+                due=due,
+                now=now,
+                cutoff=now - age,
+                after=after,
+                limit=config.batch_size,
+                lease=lease,
             )
+        if not batch:
+            return None, False
+        state.batches += 1
+        for index, claimed in enumerate(batch):
+            if state.time_budget() <= 0:
+                if not state.dry_run:
+                    # Free at once rather than when the leases lapse: the next run may ask about them straight away.
+                    with self._transaction():
+                        release(self._conn, batch[index:], state.lease_owner)
+                return None, True
+            state.findings.append(self._examine(state, sweep, claimed, now))
+        return batch[-1].position, False
 
+    def _examine(self, state: _Run, sweep: Sweep, claimed: Claimed, now: datetime) -> Finding:
+        execution = execution_from_row(claimed.row)
+        since = execution.submitted_at if sweep is Sweep.SETTLEMENT else execution.updated_at
+        examined = _Examined(sweep, claimed, execution, (now - (since or execution.created_at)).total_seconds())
+        # Phase 2: no transaction is open here, however long the provider takes.
         try:
             check = adapter_for(execution, self._providers).check_status(execution)
         except ProviderUnavailable as exc:
-            return finding(Action.PROVIDER_UNAVAILABLE, detail=exc.detail)
+            return self._left(state, examined, examined.finding(Action.PROVIDER_UNAVAILABLE, detail=exc.detail))
         except BillingError as exc:
-            return finding(Action.ERROR, detail=f"{exc.code}: {exc.detail}")
+            return self._left(state, examined, examined.finding(Action.ERROR, detail=f"{exc.code}: {exc.detail}"))
+        except Exception as exc:
+            # One execution whose check fails unexpectedly must not end the sweep, nor (claimed first again on every
+            # run) keep the executions behind it waiting: it is backed off like any other failure, and flagged.
+            detail = f"{type(exc).__name__}: {exc}"
+            return self._left(state, examined, examined.finding(Action.ERROR, detail=detail, flagged=True))
+        return self._record(state, examined, check)
+
+    def _record(self, state: _Run, examined: _Examined, check: StatusCheck) -> Finding:
+        """Phase 3: the provider's answer and the end of the lease, in one short transaction (rolled back if dry)."""
+        execution, owner = examined.execution, state.lease_owner
         try:
-            match sweep:
-                case Sweep.SETTLEMENT:
-                    action, written = self._settle(execution, check, waited)
-                case Sweep.RECOVERY:
-                    action, written = self._recover(execution, check)
-                case _:
-                    assert_never(sweep)
-        except TransitionConflict as exc:
-            return finding(Action.CONFLICT, check, detail=exc.detail)
+            with translated_guard_errors(), self._transaction(execution.tenant_id, rollback=state.dry_run):
+                if not state.dry_run and not hold(self._conn, execution.tenant_id, execution.id, owner):
+                    return examined.finding(
+                        Action.LEASE_LOST, check, detail="the lease lapsed; another worker owns the execution"
+                    )
+                try:
+                    action, written = self._apply(examined, check)
+                except TransitionConflict as exc:
+                    # Moved on without this worker (a webhook, the retry consumer): nothing more to ask in this status.
+                    found = examined.finding(Action.CONFLICT, check, detail=exc.detail)
+                else:
+                    flagged = action is Action.MISSING_AT_PROVIDER or (
+                        action is Action.STILL_PENDING
+                        and examined.waited > self._config.max_pending_age.total_seconds()
+                    )
+                    found = examined.finding(action, check, written=written, flagged=flagged)
+                if state.dry_run:
+                    return found
+                if found.to_status is not None or found.action is Action.CONFLICT:
+                    finish(self._conn, execution.tenant_id, execution.id, owner, outcome=found.action.value)
+                    return found
+                next_check_at = self._next_check_at(examined.claimed)
+                back_off(
+                    self._conn,
+                    execution.tenant_id,
+                    execution.id,
+                    owner,
+                    outcome=found.action.value,
+                    next_check_at=next_check_at,
+                )
+                return replace(found, next_check_at=next_check_at)
         except BillingError as exc:
-            return finding(Action.ERROR, check, detail=f"{exc.code}: {exc.detail}")
-        flagged = action is Action.MISSING_AT_PROVIDER or (
-            action is Action.STILL_PENDING and waited > self._config.max_pending_age.total_seconds()
-        )
-        return finding(action, check, written=written, flagged=flagged)
+            # A guard refused the change, in its statement or at commit: all of it rolled back; ask again later.
+            failed = examined.finding(Action.ERROR, check, detail=f"{exc.code}: {exc.detail}")
+            return self._left(state, examined, failed)
+
+    def _left(self, state: _Run, examined: _Examined, found: Finding) -> Finding:
+        """The execution stays as it was: end the lease and schedule the next check, in a transaction of its own."""
+        if state.dry_run:
+            return found
+        execution = examined.execution
+        next_check_at = self._next_check_at(examined.claimed)
+        outcome = found.action.value if found.detail is None else f"{found.action.value}: {found.detail}"
+        with self._transaction(execution.tenant_id):
+            backed_off = back_off(
+                self._conn,
+                execution.tenant_id,
+                execution.id,
+                state.lease_owner,
+                outcome=outcome,
+                next_check_at=next_check_at,
+            )
+        if not backed_off:
+            return replace(found, action=Action.LEASE_LOST, detail=f"lease lapsed before {outcome} was recorded")
+        return replace(found, next_check_at=next_check_at)
+
+    def _next_check_at(self, claimed: Claimed) -> datetime:
+        delay = self._recheck.ceiling(claimed.attempts + 1)
+        return self._clock() + timedelta(seconds=delay)
+
+    @contextmanager
+    def _transaction(self, tenant_id: UUID | None = None, *, rollback: bool = False) -> Iterator[None]:
+        """One short unit of work: system-scoped for a claim, scoped to the tenant for one execution's answer."""
+        with ExitStack() as stack:
+            if rollback:
+                stack.enter_context(self._conn.transaction(force_rollback=True))
+            scope = system_transaction(self._conn) if tenant_id is None else tenant_transaction(self._conn, tenant_id)
+            stack.enter_context(scope)
+            if self._idle_limit_ms is not None:
+                self._conn.execute(_SET_IDLE_LIMIT, [str(self._idle_limit_ms)])
+            yield
+
+    def _apply(self, examined: _Examined, check: StatusCheck) -> tuple[Action, Execution | None]:
+        match examined.sweep:
+            case Sweep.SETTLEMENT:
+                return self._settle(examined.execution, check, examined.waited)
+            case Sweep.RECOVERY:
+                return self._recover(examined.execution, check)
+            case _:
+                assert_never(examined.sweep)
 
     def _settle(self, execution: Execution, check: StatusCheck, waited: float) -> tuple[Action, Execution | None]:
         """A pending execution: apply a final answer, leave it otherwise."""

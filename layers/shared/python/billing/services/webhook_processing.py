@@ -6,7 +6,9 @@ Each event is one transaction (one atomic phase):
    back with no second effect; concurrent deliveries of one event queue on the row's primary key;
 2. find the execution by (provider, provider reference) across tenants;
 3. decide with ACTIONS (reported outcome x current status) and apply through the repository's status-guarded
-   transitions, or record a reversal beside the unchanged row;
+   transitions, or record a reversal beside the unchanged row. A success reporting another amount or currency than
+   the execution's is never applied: it is recorded as an amount_mismatch event beside the unchanged row, for an
+   operator;
 4. resolve the inbox row with the result.
 
 Out-of-order deliveries are settled by the status guard, never by last-write-wins: whichever writer (this event,
@@ -29,8 +31,9 @@ import psycopg
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.tenancy import apply_timeouts
-from billing.db.webhook_inbox import ExecutionRef, ExecutionReversals, WebhookInbox
+from billing.db.webhook_inbox import AmountMismatches, ExecutionRef, ExecutionReversals, WebhookInbox
 from billing.domain.errors import TransitionConflict
+from billing.domain.money import Money
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.webhooks.events import WebhookEvent, WebhookOutcome
@@ -47,6 +50,8 @@ class WebhookAction(StrEnum):
     ACKNOWLEDGE = "acknowledge"  # the execution already ended the way the event reports
     RECORD_OUT_OF_ORDER = "record_out_of_order"  # the event contradicts a final status reached earlier
     RETRY_LATER = "retry_later"  # the execution cannot take the event yet: 409, the provider redelivers
+    # Instead of CONFIRM when the event reports another amount or currency: recorded, the execution stays pending.
+    RECORD_AMOUNT_MISMATCH = "record_amount_mismatch"
 
 
 class WebhookResult(StrEnum):
@@ -61,6 +66,8 @@ class WebhookResult(StrEnum):
     ORPHAN = "orphan"
     # Executions of several tenants carry the reference: nothing is guessed, the event is kept for investigation.
     AMBIGUOUS = "ambiguous"
+    # A success of another amount or currency than the execution's: not applied, flagged and left for an operator.
+    AMOUNT_MISMATCH = "amount_mismatch"
     RETRY_LATER = "retry_later"
 
 
@@ -129,6 +136,38 @@ def action_for(outcome: WebhookOutcome, status: ExecutionStatus) -> WebhookActio
     return ACTIONS[(outcome, status)]
 
 
+@dataclass(frozen=True, slots=True)
+class AmountMismatch:
+    """What the execution charges against what the provider reports as paid."""
+
+    expected: Money
+    received: Money
+
+
+def amount_mismatch(event: WebhookEvent, execution: ExecutionRef) -> AmountMismatch | None:
+    """The difference between the event's amount and the execution's; None if the event names none, or the same."""
+    if event.amount is None or event.currency is None:
+        return None  # the provider does not say (GoCardless): nothing to compare
+    if execution.amount is None or execution.currency is None:
+        raise ValueError("compare amounts only with an execution looked up by its provider reference")
+    expected, received = Money(execution.amount, execution.currency), Money(event.amount, event.currency)
+    return None if received == expected else AmountMismatch(expected, received)
+
+
+def decide(event: WebhookEvent, execution: ExecutionRef) -> WebhookAction:
+    """ACTIONS for the event's outcome and the execution's status, with the one check the table cannot make.
+
+    A confirmation of another amount or currency is held back: money moved, but not the money this execution
+    charges, so completing it would book what was not paid (a partial capture, a currency conversion, a reference
+    reused for another payment). Only a confirmation is checked. A failure reporting another amount still fails
+    the execution: no money moved either way, so there is nothing an operator could book differently.
+    """
+    action = action_for(event.outcome, execution.status)
+    if action is _A.CONFIRM and amount_mismatch(event, execution) is not None:
+        return _A.RECORD_AMOUNT_MISMATCH
+    return action
+
+
 class WebhookSecrets(Protocol):
     """Where the currently valid signing secrets of a provider come from (WebhookSecretStore in AWS)."""
 
@@ -149,7 +188,10 @@ def verified_events(
 
 @dataclass(frozen=True, slots=True)
 class EventResult:
-    """One event's result; `duplicate` when an earlier delivery already processed it (the stored result)."""
+    """One event's result; `duplicate` when an earlier delivery already processed it (the stored result).
+
+    `amount_mismatch` says what differed when this delivery recorded an AMOUNT_MISMATCH (not on a redelivery).
+    """
 
     provider: str
     event_id: str
@@ -157,6 +199,7 @@ class EventResult:
     result: WebhookResult
     duplicate: bool = False
     execution: ExecutionRef | None = None
+    amount_mismatch: AmountMismatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +222,7 @@ class WebhookProcessor:
         self._conn = conn
         self._inbox = WebhookInbox(conn)
         self._reversals = ExecutionReversals(conn)
+        self._mismatches = AmountMismatches(conn)
         self._repository = repository or ExecutionRepository(conn)
 
     def process(self, raw: RawWebhook, events: Sequence[WebhookEvent], *, correlation_id: str | None) -> DeliveryResult:
@@ -207,7 +251,14 @@ class WebhookProcessor:
             # The execution stayed locked beyond lock_timeout, typically by a reconciliation batch that is asking the
             # provider about it. Everything was rolled back; the redelivery will find the row settled or free.
             result, execution = WebhookResult.RETRY_LATER, None
-        return EventResult(event.provider, event.event_id, event.event_type, result, execution=execution)
+        mismatch = (
+            amount_mismatch(event, execution)
+            if result is WebhookResult.AMOUNT_MISMATCH and execution is not None
+            else None
+        )
+        return EventResult(
+            event.provider, event.event_id, event.event_type, result, execution=execution, amount_mismatch=mismatch
+        )
 
     def _redelivered(self, event: WebhookEvent) -> EventResult:
         # The claim waited for the earlier delivery's transaction, so its row is committed and resolved.
@@ -241,7 +292,7 @@ class WebhookProcessor:
         self, event: WebhookEvent, execution: ExecutionRef, raw: RawWebhook, correlation_id: str | None
     ) -> tuple[WebhookResult, ExecutionRef]:
         for _ in range(_DECISIONS_PER_EVENT):
-            action = action_for(event.outcome, execution.status)
+            action = decide(event, execution)
             try:
                 return self._perform(action, event, execution, raw, correlation_id)
             except TransitionConflict as lost:
@@ -291,6 +342,20 @@ class WebhookProcessor:
                     correlation_id=correlation_id,
                 )
                 return WebhookResult.REVERSAL, execution
+            case _A.RECORD_AMOUNT_MISMATCH:
+                mismatch = amount_mismatch(event, execution)
+                assert mismatch is not None, "decide() chose this action for this event and execution"
+                # Locks the row, changes nothing: the execution stays as it is (pending, unless another writer
+                # settled it since the lookup) and the provider's redelivery gets this result back.
+                standing = self._mismatches.record(
+                    execution,
+                    event,
+                    expected=mismatch.expected,
+                    received=mismatch.received,
+                    context=context,
+                    correlation_id=correlation_id,
+                )
+                return WebhookResult.AMOUNT_MISMATCH, replace(execution, status=standing.status)
             case _A.ACKNOWLEDGE | _A.RECORD_OUT_OF_ORDER | _A.RETRY_LATER:
                 return _RESULT_WITHOUT_WRITE[action], execution
             case _:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from billing import resource_names as names
 from billing.db.connection_provider import ConnectionProvider
+from billing.db.roles import DatabaseRole
 from billing.domain.errors import SettlementPeriodInvalid
 from billing.resource_names import ReportPeriod
 from billing.settlement.observability import PowertoolsSettlementObserver
@@ -87,7 +88,7 @@ class SettlementReportRuntime:
         config: SettlementReportConfig | None = None,
     ) -> None:
         self.settings = settings
-        self.connections = connections or ConnectionProvider()
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.WORKER)
         self._s3_client = s3
         self._observer = observer or PowertoolsSettlementObserver()
         self._clock = clock

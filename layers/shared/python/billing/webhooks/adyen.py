@@ -25,10 +25,11 @@ from billing.webhooks._payload import (
     load_object,
     object_list,
     optional_iso_datetime,
+    optional_money,
     optional_str,
     required_str,
 )
-from billing.webhooks.events import WebhookEvent, WebhookOutcome
+from billing.webhooks.events import REPORTS_PAYMENT_AMOUNT, WebhookEvent, WebhookOutcome
 from billing.webhooks.verification import RawWebhook, SignatureFailure, constant_time_equals, require_secrets
 
 PROVIDER: Final = "adyen"
@@ -158,6 +159,7 @@ def _event(item: JsonObject, index: int) -> WebhookEvent:
     original_reference = optional_str(PROVIDER, item, "originalReference", f"{path}.originalReference")
     # `reason` and `eventDate` are outside the signed fields: informative only, never used to pick a transition.
     reason = optional_str(PROVIDER, item, "reason", f"{path}.reason")
+    amount, currency = _paid(item, outcome, path) or (None, None)
     return WebhookEvent(
         provider=PROVIDER,
         # Adyen has no event id; pspReference + eventCode + success is what identifies a notification (retries
@@ -168,4 +170,15 @@ def _event(item: JsonObject, index: int) -> WebhookEvent:
         outcome=outcome,
         failure_code=reason if outcome in (WebhookOutcome.FAILED, WebhookOutcome.REVERSED) else None,
         occurred_at=optional_iso_datetime(PROVIDER, item, "eventDate", f"{path}.eventDate"),
+        amount=amount,
+        currency=currency,
+    )
+
+
+def _paid(item: JsonObject, outcome: WebhookOutcome, path: str) -> tuple[int, str] | None:
+    """amount.value (minor units) and amount.currency of an authorisation: signed fields, unlike reason and date."""
+    if outcome not in REPORTS_PAYMENT_AMOUNT or item.get("amount") is None:
+        return None
+    return optional_money(
+        PROVIDER, child_object(PROVIDER, item, "amount", f"{path}.amount"), "value", "currency", f"{path}.amount"
     )

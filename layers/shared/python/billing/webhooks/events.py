@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 
 class WebhookOutcome(StrEnum):
@@ -19,9 +20,19 @@ class WebhookOutcome(StrEnum):
     IGNORED = "ignored"
 
 
+# Outcomes whose event reports the payment itself, so an amount it carries is the payment's. A refund or chargeback
+# carries the amount of the refund or dispute instead (possibly partial), which is not compared with anything.
+REPORTS_PAYMENT_AMOUNT: Final = frozenset({WebhookOutcome.SUCCEEDED, WebhookOutcome.FAILED})
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookEvent:
-    """One provider event. `event_id` is the provider's id (or a derived one) and is the deduplication key."""
+    """One provider event. `event_id` is the provider's id (or a derived one) and is the deduplication key.
+
+    `amount` (integer minor units) and `currency` (ISO 4217, upper case) are what the provider reports the payment
+    to be, both or neither: set only for outcomes in REPORTS_PAYMENT_AMOUNT and only when the provider says
+    (GoCardless events never do).
+    """
 
     provider: str
     event_id: str
@@ -30,6 +41,13 @@ class WebhookEvent:
     outcome: WebhookOutcome
     failure_code: str | None = None
     occurred_at: datetime | None = None
+    amount: int | None = None
+    currency: str | None = None
+
+    def __post_init__(self) -> None:
+        # Parsers guarantee both; the inbox row's CHECK would refuse one without the other at commit.
+        if (self.amount is None) != (self.currency is None):
+            raise ValueError("a webhook event carries an amount together with its currency, or neither")
 
 
 WebhookParser = Callable[[bytes], list[WebhookEvent]]

@@ -1,7 +1,10 @@
 """The local demo's provider: Stripe's signature scheme under `Sandbox-Signature`, with its own secret.
 
 Body: {"id": "evt_...", "type": "payment.succeeded" | "payment.failed" | "payment.reversed" | other,
-       "created": <unix seconds, optional>, "data": {"reference": "...", "failure_code": "..."}}
+       "created": <unix seconds, optional>,
+       "data": {"reference": "...", "failure_code": "...", "amount": <minor units>, "currency": "EUR"}}
+`amount` and `currency` are optional, together: what the sandbox says the payment was (read on succeeded and
+failed events only).
 """
 
 from __future__ import annotations
@@ -10,8 +13,15 @@ from datetime import timedelta
 from typing import Final
 
 from billing.webhooks import stripe
-from billing.webhooks._payload import child_object, load_object, optional_str, optional_unix_datetime, required_str
-from billing.webhooks.events import WebhookEvent, WebhookOutcome
+from billing.webhooks._payload import (
+    child_object,
+    load_object,
+    optional_money,
+    optional_str,
+    optional_unix_datetime,
+    required_str,
+)
+from billing.webhooks.events import REPORTS_PAYMENT_AMOUNT, WebhookEvent, WebhookOutcome
 from billing.webhooks.stripe import TimestampedHmacVerifier
 from billing.webhooks.verification import DEFAULT_TOLERANCE
 
@@ -47,6 +57,8 @@ def parse(body: bytes) -> list[WebhookEvent]:
     # An event we would act on must say which payment it is about; an ignored one may not.
     read_reference = optional_str if outcome is WebhookOutcome.IGNORED else required_str
     reference = read_reference(PROVIDER, data, "reference", "data.reference")
+    paid = optional_money(PROVIDER, data, "amount", "currency", "data") if outcome in REPORTS_PAYMENT_AMOUNT else None
+    amount, currency = paid or (None, None)
     return [
         WebhookEvent(
             provider=PROVIDER,
@@ -56,5 +68,7 @@ def parse(body: bytes) -> list[WebhookEvent]:
             outcome=outcome,
             failure_code=optional_str(PROVIDER, data, "failure_code", "data.failure_code"),
             occurred_at=occurred_at,
+            amount=amount,
+            currency=currency,
         )
     ]

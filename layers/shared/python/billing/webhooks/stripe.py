@@ -19,11 +19,12 @@ from billing.webhooks._payload import (
     JsonObject,
     child_object,
     load_object,
+    optional_money,
     optional_str,
     optional_unix_datetime,
     required_str,
 )
-from billing.webhooks.events import WebhookEvent, WebhookOutcome
+from billing.webhooks.events import REPORTS_PAYMENT_AMOUNT, WebhookEvent, WebhookOutcome
 from billing.webhooks.verification import (
     DEFAULT_TOLERANCE,
     RawWebhook,
@@ -125,6 +126,7 @@ def parse(body: bytes) -> list[WebhookEvent]:
         # Recorded for the audit trail only; its data.object may be any of Stripe's hundreds of shapes.
         return [WebhookEvent(PROVIDER, event_id, event_type, None, outcome, None, occurred_at)]
     obj = child_object(PROVIDER, child_object(PROVIDER, event, "data", "data"), "object", "data.object")
+    amount, currency = _paid(event_type, outcome, obj) or (None, None)
     return [
         WebhookEvent(
             provider=PROVIDER,
@@ -134,8 +136,24 @@ def parse(body: bytes) -> list[WebhookEvent]:
             outcome=outcome,
             failure_code=_failure_code(event_type, obj),
             occurred_at=occurred_at,
+            amount=amount,
+            currency=currency,
         )
     ]
+
+
+def _paid(event_type: str, outcome: WebhookOutcome, obj: JsonObject) -> tuple[int, str] | None:
+    """The payment's amount (Stripe's integer minor units) and currency (sent in lower case, returned upper)."""
+    if outcome not in REPORTS_PAYMENT_AMOUNT:
+        return None
+    # A succeeded intent's amount_received is what was actually collected (less than `amount` after a partial
+    # capture); a failed one received nothing, so its `amount` is what was asked. A charge's `amount` is the charge.
+    amount_key = (
+        "amount_received"
+        if event_type == "payment_intent.succeeded" and obj.get("amount_received") is not None
+        else "amount"
+    )
+    return optional_money(PROVIDER, obj, amount_key, "currency", "data.object", lower_case_currency=True)
 
 
 def _payment_reference(obj: JsonObject) -> str:

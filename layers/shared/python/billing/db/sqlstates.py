@@ -1,0 +1,63 @@
+"""The SQLSTATEs the database's guards raise, and the domain error each one means.
+
+The triggers in sql/ raise their own class-BE codes so that the application maps a refusal by its code, never
+by reading the message. One table here, used wherever a guarded statement runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from enum import StrEnum
+from types import MappingProxyType
+
+import psycopg
+
+from billing.domain.errors import (
+    BillingError,
+    ImmutableExecution,
+    InvalidTransition,
+    LifecycleRuleViolated,
+    OutboxPublicationRefused,
+    UnrecordedChange,
+)
+
+
+class GuardState(StrEnum):
+    TERMINAL_IMMUTABLE = "BE001"
+    TRANSITION_NOT_ALLOWED = "BE002"
+    IMMUTABLE_COLUMN = "BE003"
+    EXECUTION_NOT_DELETABLE = "BE004"
+    APPEND_ONLY = "BE005"
+    WEBHOOK_EVENT_UNRESOLVED = "BE006"
+    NOT_BORN_CREATED = "BE007"
+    LIFECYCLE_RULE = "BE008"
+    UNRECORDED_CHANGE = "BE009"
+    OUTBOX_PUBLICATION = "BE010"
+
+
+GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
+    {
+        GuardState.TERMINAL_IMMUTABLE: ImmutableExecution,
+        GuardState.TRANSITION_NOT_ALLOWED: InvalidTransition,
+        GuardState.IMMUTABLE_COLUMN: ImmutableExecution,
+        GuardState.EXECUTION_NOT_DELETABLE: ImmutableExecution,
+        GuardState.APPEND_ONLY: ImmutableExecution,
+        GuardState.NOT_BORN_CREATED: LifecycleRuleViolated,
+        GuardState.LIFECYCLE_RULE: LifecycleRuleViolated,
+        GuardState.UNRECORDED_CHANGE: UnrecordedChange,
+        GuardState.OUTBOX_PUBLICATION: OutboxPublicationRefused,
+    }
+)
+
+
+@contextmanager
+def translated_guard_errors() -> Iterator[None]:
+    """Raise the domain error of a guard's refusal (by SQLSTATE); any other database error passes through."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        error_type = GUARD_ERRORS.get(exc.sqlstate or "")
+        if error_type is None:
+            raise
+        raise error_type(exc.diag.message_primary or str(exc)) from exc
