@@ -38,6 +38,11 @@ select e.tenant_id, %(event_id)s, e.id, %(type)s,
        billing.execution_event_payload(e, %(event_id)s, %(type)s, %(old)s, null, now())
   from billing.billing_executions e where e.tenant_id = %(tenant)s and e.id = %(id)s
 """
+# A pending execution canceled by hand: the raw change the companion-row tests build on.
+_CANCEL = (
+    "update billing.billing_executions set status = 'canceled', finished_at = now()"
+    " where tenant_id = %(tenant)s and id = %(id)s"
+)
 _WORKFLOW = """
 insert into billing.contract_term_datetimes (tenant_id, transition_id, workflow_key, contract_id, subject_type,
     subject_id, event_id, phase_code, term_at, source, actor_id)
@@ -82,12 +87,8 @@ def test_event_naming_a_change_other_than_its_transactions_is_refused(
     role_conn: Connection, conn: Connection, tenant_id: UUID
 ) -> None:
     execution = execution_in(conn, tenant_id, S.PENDING)
-    move = (
-        "update billing.billing_executions set status = 'canceled', finished_at = now()"
-        " where tenant_id = %(tenant)s and id = %(id)s"
-    )
     params = _forged(execution, "billing.execution.processing", "pending", "processing")
-    refused = _one_transaction(role_conn, tenant_id, (move, params), (_EVENT, params), (_OUTBOX, params))
+    refused = _one_transaction(role_conn, tenant_id, (_CANCEL, params), (_EVENT, params), (_OUTBOX, params))
     assert refused == GuardState.UNRECORDED_CHANGE
 
 
@@ -96,36 +97,24 @@ def test_raw_change_with_its_event_and_outbox_row_commits(
 ) -> None:
     # The guards refuse forgeries, not raw SQL as such: a complete write is accepted from either role.
     execution = execution_in(conn, tenant_id, S.PENDING)
-    move = (
-        "update billing.billing_executions set status = 'canceled', finished_at = now()"
-        " where tenant_id = %(tenant)s and id = %(id)s"
-    )
     params = _forged(execution, "billing.execution.canceled", "pending", "canceled")
-    assert _one_transaction(role_conn, tenant_id, (move, params), (_EVENT, params), (_OUTBOX, params)) is None
+    assert _one_transaction(role_conn, tenant_id, (_CANCEL, params), (_EVENT, params), (_OUTBOX, params)) is None
     row = admin.execute("select status from billing.billing_executions where id = %s", [execution.id]).fetchone()
     assert row == {"status": "canceled"}
 
 
 def test_second_event_for_one_change_is_refused(role_conn: Connection, conn: Connection, tenant_id: UUID) -> None:
     execution = execution_in(conn, tenant_id, S.PENDING)
-    move = (
-        "update billing.billing_executions set status = 'canceled', finished_at = now()"
-        " where tenant_id = %(tenant)s and id = %(id)s"
-    )
     first = _forged(execution, "billing.execution.canceled", "pending", "canceled")
     second = _forged(execution, "billing.execution.canceled", "pending", "canceled")
-    statements = [(move, first), (_EVENT, first), (_OUTBOX, first), (_EVENT, second), (_OUTBOX, second)]
+    statements = [(_CANCEL, first), (_EVENT, first), (_OUTBOX, first), (_EVENT, second), (_OUTBOX, second)]
     assert _one_transaction(role_conn, tenant_id, *statements) == GuardState.UNRECORDED_CHANGE
 
 
 def test_event_without_outbox_row_is_refused(role_conn: Connection, conn: Connection, tenant_id: UUID) -> None:
     execution = execution_in(conn, tenant_id, S.PENDING)
-    move = (
-        "update billing.billing_executions set status = 'canceled', finished_at = now()"
-        " where tenant_id = %(tenant)s and id = %(id)s"
-    )
     params = _forged(execution, "billing.execution.canceled", "pending", "canceled")
-    assert _one_transaction(role_conn, tenant_id, (move, params), (_EVENT, params)) == GuardState.UNRECORDED_CHANGE
+    assert _one_transaction(role_conn, tenant_id, (_CANCEL, params), (_EVENT, params)) == GuardState.UNRECORDED_CHANGE
 
 
 def test_outbox_row_without_an_event_of_its_transaction_is_refused(
@@ -140,10 +129,6 @@ def test_outbox_payload_disagreeing_with_its_event_is_refused(
     role_conn: Connection, conn: Connection, tenant_id: UUID
 ) -> None:
     execution = execution_in(conn, tenant_id, S.PENDING)
-    move = (
-        "update billing.billing_executions set status = 'canceled', finished_at = now()"
-        " where tenant_id = %(tenant)s and id = %(id)s"
-    )
     params = _forged(execution, "billing.execution.canceled", "pending", "canceled")
     lying = (
         "insert into billing.billing_outbox (tenant_id, event_id, aggregate_id, event_type, payload)"
@@ -157,7 +142,7 @@ def test_outbox_payload_disagreeing_with_its_event_is_refused(
         "old_status": "processing",
         "new_status": "completed",
     }
-    statements = [(move, params), (_EVENT, params), (lying, {**params, "payload": Jsonb(payload)})]
+    statements = [(_CANCEL, params), (_EVENT, params), (lying, {**params, "payload": Jsonb(payload)})]
     assert _one_transaction(role_conn, tenant_id, *statements) == GuardState.UNRECORDED_CHANGE
 
 

@@ -63,9 +63,15 @@ def webhook(webhook_secrets: None) -> ModuleType:
 
 
 def awaiting_settlement(
-    conn: Connection, tenant_id: UUID, *, provider: str = "sandbox", processing: bool = False
+    conn: Connection,
+    tenant_id: UUID,
+    *,
+    provider: str = "sandbox",
+    processing: bool = False,
+    reference: str | None = None,
 ) -> tuple[Execution, str]:
-    """A SEPA execution the provider accepted (pending settlement) under a fresh reference, or still processing."""
+    """A SEPA execution the provider accepted (pending settlement) under a fresh reference (or the one given), or
+    still processing."""
     repository = ExecutionRepository(conn)
     execution, _ = repository.insert_idempotent(
         tenant_id,
@@ -76,7 +82,7 @@ def awaiting_settlement(
         context=SETUP,
     )
     # References are global per provider (the webhook looks them up across tenants), so every test gets its own.
-    reference = f"ref_{uuid4().hex}"
+    reference = reference or f"ref_{uuid4().hex}"
     repository.mark_pending(tenant_id, execution.id, SETUP)
     if processing:
         # Submitted, the provider's reference known, but our attempt has not recorded its answer yet.
@@ -847,20 +853,7 @@ def test_reference_carried_by_two_tenants_is_ambiguous_and_changes_neither(
     # Tenants share the provider account, so one provider reference could in principle name executions of two
     # tenants; the webhook must then apply the event to neither and say why.
     reference = f"ref_{uuid4().hex}"
-    repository = ExecutionRepository(conn)
-    executions = []
-    for tenant in (uuid4(), uuid4()):
-        execution, _ = repository.insert_idempotent(
-            tenant,
-            execution_request(payment_rail="sepa_debit"),
-            idempotency_key=f"key-{uuid4()}",
-            payment_provider="sandbox",
-            correlation_id="corr-test",
-            context=SETUP,
-        )
-        repository.mark_pending(tenant, execution.id, SETUP)
-        repository.mark_processing(tenant, execution.id, SETUP)
-        executions.append(repository.settle_from_processing(tenant, execution.id, SETUP, provider_reference=reference))
+    executions = [awaiting_settlement(conn, uuid4(), reference=reference)[0] for _ in range(2)]
     before = [history(admin, e.tenant_id) for e in executions]
 
     event_id, response = sandbox(webhook, SUCCEEDED, reference)

@@ -7,16 +7,9 @@ from typing import Any
 import pytest
 
 from billing.domain.execution import ExecutionRequest
+from tests.factories import CARD_REQUEST
 
-BASE: dict[str, Any] = {
-    "entity_contract_id": "contract-1",
-    "plan_contract_id": "plan-monthly",
-    "amount": 1999,
-    "currency": "EUR",
-    "payment_rail": "card",
-    "payment_instrument_id": "tok_visa",
-    "metadata": {"invoice": "INV-1"},
-}
+BASE: dict[str, Any] = {**CARD_REQUEST, "metadata": {"invoice": "INV-1"}}
 # Another valid value for each field of ExecutionRequest.
 CHANGED: dict[str, Any] = {
     "entity_contract_id": "contract-2",

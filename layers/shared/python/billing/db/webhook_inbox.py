@@ -192,6 +192,11 @@ class WebhookInbox:
         ]
 
 
+def _provider_event(event: WebhookEvent) -> dict[str, str]:
+    """Which provider event a record on an execution came from, as its lifecycle event's metadata names it."""
+    return {"provider": event.provider, "provider_event_id": event.event_id, "provider_event_type": event.event_type}
+
+
 class ExecutionReversals:
     """Records reversals of completed executions (the execution row itself never changes)."""
 
@@ -211,12 +216,7 @@ class ExecutionReversals:
 
         Also None if the execution is not completed: the statement's own guard, behind the caller's decision.
         """
-        metadata = {
-            "provider": event.provider,
-            "provider_event_id": event.event_id,
-            "provider_event_type": event.event_type,
-            "reason": event.failure_code,
-        }
+        metadata = {**_provider_event(event), "reason": event.failure_code}
         params = {
             "tenant_id": execution.tenant_id,
             "execution_id": execution.execution_id,
@@ -256,9 +256,7 @@ class AmountMismatches:
         """Write the amount_mismatch event and its outbox row; the execution as it stands, locked until commit."""
         # Flat keys, so an operator's query reads metadata ->> 'received_amount' without unpacking.
         metadata = {
-            "provider": event.provider,
-            "provider_event_id": event.event_id,
-            "provider_event_type": event.event_type,
+            **_provider_event(event),
             "expected_amount": expected.amount,
             "expected_currency": expected.currency,
             "received_amount": received.amount,
