@@ -28,10 +28,15 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
     FunctionName.RETRY_DLQ: frozenset({"worker"}),
     FunctionName.SETTLEMENT_REPORT: frozenset({"worker"}),
     FunctionName.OUTBOX_RELAY: frozenset({"worker"}),
-    FunctionName.MIGRATE: frozenset({"admin", "app", "worker"}),
+    # The admin to connect, and every login user's secret to set its password.
+    FunctionName.MIGRATE: frozenset(
+        {"admin", "app", "worker", *(r.value for r in LOGIN_USERS if r.value not in ("billing_app", "billing_worker"))}
+    ),
     FunctionName.AUTHORIZER: frozenset({"jwt"}),
 }
-ROLE_SECRET = {DatabaseRole.OWNER: "admin", DatabaseRole.APP: "app", DatabaseRole.WORKER: "worker"}
+ROLE_SECRET = {DatabaseRole.OWNER: "admin", DatabaseRole.APP: "app", DatabaseRole.WORKER: "worker"} | {
+    role: role.value for role in LOGIN_USERS if role not in (DatabaseRole.APP, DatabaseRole.WORKER)
+}
 
 
 def _logical_id(synth: Synthesized, secret: secretsmanager.ISecret) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.roles import RUNTIME_ROLES, DatabaseRole, login_url
+from billing.db.roles import EXECUTION_WRITERS, DatabaseRole, login_url
 from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
@@ -28,7 +28,7 @@ CTX = WorkflowWriteContext.service_default()
 S = ExecutionStatus
 
 
-@pytest.fixture(params=RUNTIME_ROLES, ids=[role.value for role in RUNTIME_ROLES])
+@pytest.fixture(params=EXECUTION_WRITERS, ids=[role.value for role in EXECUTION_WRITERS])
 def role_conn(request: pytest.FixtureRequest, admin_db_url: str) -> Iterator[Connection]:
     """A connection as each run-time role in turn (the test runs once per role)."""
     with connect(login_url(admin_db_url, request.param)) as connection:

@@ -3,6 +3,7 @@ their tenant. Each rule is read from the catalog over every object, so a new tab
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -18,6 +19,13 @@ from billing.webhooks.events import WebhookEvent, WebhookOutcome
 from tests.integration.raw_sql import CTX, S, execution_in, role_conn
 
 __all__ = ["role_conn"]  # a fixture, imported for the tests below
+
+@pytest.fixture(params=RUNTIME_ROLES, ids=[role.value for role in RUNTIME_ROLES])
+def runtime_conn(request: pytest.FixtureRequest, admin_db_url: str) -> Iterator[Connection]:
+    """A connection as every run-time role in turn."""
+    with connect(login_url(admin_db_url, request.param)) as connection:
+        yield connection
+
 
 OUR_ROLES = [role.value for role in DatabaseRole] + [user.name for user in LOGIN_USERS.values()]
 RUNTIME_NAMES = [role.value for role in RUNTIME_ROLES] + [user.name for user in LOGIN_USERS.values()]
@@ -169,12 +177,13 @@ def test_runtime_roles_cannot_run_the_owners_maintenance_functions(admin: Connec
         "set role billing_owner",
         "set session authorization billing_owner",
         "alter role billing_app_user bypassrls",
+        "alter role current_user bypassrls",
         "grant billing_worker to current_user",
     ],
 )
-def test_runtime_roles_cannot_alter_disable_or_escape_the_guards(role_conn: Connection, statement: str) -> None:
-    with pytest.raises(psycopg.Error) as caught, role_conn.transaction():
-        role_conn.execute(statement)
+def test_runtime_roles_cannot_alter_disable_or_escape_the_guards(runtime_conn: Connection, statement: str) -> None:
+    with pytest.raises(psycopg.Error) as caught, runtime_conn.transaction():
+        runtime_conn.execute(statement)
     assert caught.value.sqlstate == DENIED
 
 

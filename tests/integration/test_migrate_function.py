@@ -98,10 +98,7 @@ def test_migrate_sets_each_login_users_password_from_its_own_secret(
     recorded: Callable[[ModuleType], _RecordedMigrations],
 ) -> None:
     # Given each login user's secret holding a password of its own
-    arns = {
-        DatabaseRole.APP: _login_secret(secrets, DatabaseRole.APP, "app-password-from-its-secret"),
-        DatabaseRole.WORKER: _login_secret(secrets, DatabaseRole.WORKER, "worker-password-from-its-secret"),
-    }
+    arns = {role: _login_secret(secrets, role, f"{role}-password-from-its-secret") for role in LOGIN_USERS}
     handler = _migrate_function(monkeypatch, database_factory(), arns)
     migrations = recorded(handler)
 
@@ -109,9 +106,7 @@ def test_migrate_sets_each_login_users_password_from_its_own_secret(
     call(handler, {})
 
     # Then each user is given the password its own secret holds, none a development default
-    assert migrations.passwords == [
-        {DatabaseRole.APP: "app-password-from-its-secret", DatabaseRole.WORKER: "worker-password-from-its-secret"}
-    ]
+    assert migrations.passwords == [{role: f"{role}-password-from-its-secret" for role in LOGIN_USERS}]
 
 
 def test_migrate_in_a_warm_container_writes_the_password_a_rotation_left_in_the_secret(
@@ -130,7 +125,8 @@ def test_migrate_in_a_warm_container_writes_the_password_a_rotation_left_in_the_
     secrets.put_secret_value(SecretId=arns[DatabaseRole.WORKER], SecretString=json.dumps(rotated | {"password": "new"}))
     call(handler, {})
 
-    assert migrations.passwords[-1] == {DatabaseRole.APP: "billing_app-before-rotation", DatabaseRole.WORKER: "new"}
+    expected = {role: f"{role}-before-rotation" for role in LOGIN_USERS} | {DatabaseRole.WORKER: "new"}
+    assert migrations.passwords[-1] == expected
 
 
 def test_migrate_refuses_a_secret_that_belongs_to_another_user_before_touching_the_database(
@@ -140,10 +136,8 @@ def test_migrate_refuses_a_secret_that_belongs_to_another_user_before_touching_t
     recorded: Callable[[ModuleType], _RecordedMigrations],
 ) -> None:
     # The worker's ARN given as the app's: the app user would get the worker's password.
-    worker_arn = _login_secret(secrets, DatabaseRole.WORKER, "worker-password")
-    handler = _migrate_function(
-        monkeypatch, database_factory(), {DatabaseRole.APP: worker_arn, DatabaseRole.WORKER: worker_arn}
-    )
+    arns = {role: _login_secret(secrets, role, f"{role}-password") for role in LOGIN_USERS}
+    handler = _migrate_function(monkeypatch, database_factory(), arns | {DatabaseRole.APP: arns[DatabaseRole.WORKER]})
     migrations = recorded(handler)
 
     with pytest.raises(RuntimeError, match="billing_worker_user's, not billing_app_user's"):

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.roles import RUNTIME_ROLES, DatabaseRole, login_url
+from billing.db.roles import EXECUTION_WRITERS, DatabaseRole, login_url
 from billing.db.tenancy import tenant_transaction
 from billing.domain.errors import BillingError
 from billing.domain.execution import PaymentRail
@@ -84,7 +84,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         method=st.sampled_from(list(TransitionMethod)),
         outcome=st.sampled_from(list(ExecutionStatus)),
         with_reference=st.booleans(),
-        role=st.sampled_from(RUNTIME_ROLES),
+        role=st.sampled_from(EXECUTION_WRITERS),
     )
     def repository_transition(
         self, method: TransitionMethod, outcome: ExecutionStatus, with_reference: bool, role: DatabaseRole
@@ -118,7 +118,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         assert expected, f"{method} accepted from {old}"
         self._moved(new, submitted=method in _SUBMITS, reference=reference)
 
-    @rule(new=st.sampled_from(list(ExecutionStatus)), role=st.sampled_from(RUNTIME_ROLES), complete=st.booleans())
+    @rule(new=st.sampled_from(list(ExecutionStatus)), role=st.sampled_from(EXECUTION_WRITERS), complete=st.booleans())
     def raw_sql_change(self, new: ExecutionStatus, role: DatabaseRole, complete: bool) -> None:
         """An UPDATE as the role would send it: bare, or with its event and outbox row (a complete write)."""
         old = self.model.status

@@ -11,6 +11,8 @@ can rotate (Secrets Manager, one secret per login user) without touching a singl
 - `billing_worker` is the outbox relay, retry consumer, reconciliation and settlement functions. They work across
   tenants by design, which a row-level security policy grants to this role alone (not a variable any session can
   set).
+- `billing_vault` is the card vault function, the only role that can read the encrypted card numbers.
+- `billing_auditor` is the auditors' read-only view of the audit trail.
 
 The grants themselves live in the migrations (sql/), next to the tables they are about.
 """
@@ -36,9 +38,15 @@ class DatabaseRole(StrEnum):
     OWNER = "billing_owner"
     APP = "billing_app"
     WORKER = "billing_worker"
+    # The card vault: the only role that reads encrypted card numbers (and the only code that sees a PAN).
+    VAULT = "billing_vault"
+    # Auditors' read-only view of the audit trail.
+    AUDITOR = "billing_auditor"
 
 
-RUNTIME_ROLES: Final = (DatabaseRole.APP, DatabaseRole.WORKER)
+RUNTIME_ROLES: Final = (DatabaseRole.APP, DatabaseRole.WORKER, DatabaseRole.VAULT, DatabaseRole.AUDITOR)
+# The roles whose functions change executions (the raw-SQL guard tests run as each).
+EXECUTION_WRITERS: Final = (DatabaseRole.APP, DatabaseRole.WORKER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,10 @@ class LoginUser:
 LOGIN_USERS: Final = {
     DatabaseRole.APP: LoginUser("billing_app_user", DatabaseRole.APP, "billing_app_dev_NOT_FOR_PRODUCTION"),
     DatabaseRole.WORKER: LoginUser("billing_worker_user", DatabaseRole.WORKER, "billing_worker_dev_NOT_FOR_PRODUCTION"),
+    DatabaseRole.VAULT: LoginUser("billing_vault_user", DatabaseRole.VAULT, "billing_vault_dev_NOT_FOR_PRODUCTION"),
+    DatabaseRole.AUDITOR: LoginUser(
+        "billing_auditor_user", DatabaseRole.AUDITOR, "billing_auditor_dev_NOT_FOR_PRODUCTION"
+    ),
 }
 
 # The schemas the owner owns; anything created in them by another role is handed over on every migration run.
