@@ -1,4 +1,5 @@
-"""Scheduled every 5 minutes: settles executions waiting on a provider and recovers those stuck in processing."""
+"""Scheduled every 5 minutes: settles executions waiting on a provider, ends customer actions (3-D Secure) that
+expired, and recovers executions stuck in processing."""
 
 from __future__ import annotations
 

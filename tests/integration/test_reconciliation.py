@@ -30,12 +30,21 @@ from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.adapters import build_rail_adapter
-from billing.rails.ports import PaymentProvider, ProviderCharge, provider_idempotency_key
-from billing.rails.results import Decision, StatusCheck, SubmitOutcome, SubmitResult
-from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.rails.ports import PaymentProvider, ProviderCharge, provider_cancel_key, provider_idempotency_key
+from billing.rails.results import Decision, StatusCheck, StatusOutcome, SubmitOutcome, SubmitResult
+from billing.rails.sandbox import (
+    CANCELED_CODE,
+    ChargeStatus,
+    SandboxCharge,
+    SandboxProvider,
+    Settlement,
+    connections_to,
+)
 from billing.resource_names import FunctionName
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.reconciliation import (
+    AUTHENTICATION_EXPIRED_CODE,
+    CANCELED_AT_PROVIDER_CODE,
     CHARGE_NOT_FOUND_CODE,
     Action,
     ReconcileConfig,
@@ -107,6 +116,9 @@ class Delegating:
 
     def check_status(self, *, provider_reference: str | None = None, idempotency_key: str | None = None) -> StatusCheck:
         return self.inner.check_status(provider_reference=provider_reference, idempotency_key=idempotency_key)
+
+    def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+        return self.inner.cancel(reference, idempotency_key)
 
     def decision_for(self, error_code: str) -> Decision:
         return self.inner.decision_for(error_code)
@@ -918,3 +930,319 @@ def test_function_stops_before_the_lambda_timeout(
 def test_function_refuses_an_unknown_command(reconcile_function: ModuleType) -> None:
     with pytest.raises(ValidationError):
         reconcile_function.lambda_handler({"dryrun": True}, FakeLambdaContext())
+
+
+# -- a pending reference the provider does not know ------------------------------------------------------------------
+
+
+def test_pending_execution_whose_reference_the_provider_does_not_know_is_flagged_and_never_failed(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given an execution pending at the provider under a reference the sandbox holds no charge for
+    repository = ExecutionRepository(app_db)
+    created = create_execution(app_db, tenant_id, payment_rail=PaymentRail.SEPA_DEBIT, metadata={})
+    repository.mark_pending(tenant_id, created.id, CTX)
+    repository.mark_processing(tenant_id, created.id, CTX)
+    unknown = f"sbx_{uuid4().hex[:24]}"
+    execution = repository.settle_from_processing(tenant_id, created.id, CTX, provider_reference=unknown)
+    assert sandbox.check_status(provider_reference=unknown).outcome is StatusOutcome.NOT_FOUND
+    before = snapshot(private_admin, leases=False)
+    clock = Clock()
+
+    # When the worker runs, and again once the backoff passed
+    first = worker(db, sandbox, clock=clock).run(plenty_of_time)
+    again = worker(db, sandbox, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
+
+    # Then each run flags it for a human and leaves it pending, writing nothing but its own bookkeeping
+    for report in (first, again):
+        (finding,) = report.findings
+        assert (finding.action, finding.flagged, finding.to_status, finding.error_code) == (
+            Action.MISSING_AT_PROVIDER,
+            True,
+            None,
+            None,
+        )
+        assert (finding.provider_outcome, finding.provider_reference) == (StatusOutcome.NOT_FOUND, unknown)
+        assert report.flagged == (finding,)
+        assert report.changes == ()
+    assert snapshot(private_admin, leases=False) == before
+    final = current(app_db, execution)
+    assert (final.status, final.last_error_code, final.finished_at) == (ExecutionStatus.PENDING, None, None)
+    lease = lease_of(private_admin, execution)
+    assert (lease["attempts"], lease["last_outcome"], lease["lease_owner"]) == (2, "missing_at_provider", None)
+
+
+# -- customer actions that expire (3-D Secure) ---------------------------------------------------------------------
+
+TIMEOUT = DEFAULTS.customer_action_timeout
+
+
+class Canceling(Delegating):
+    """Records each cancel with the worker connection's transaction status; `before` acts just before it arrives."""
+
+    def __init__(
+        self, inner: PaymentProvider, worker_conn: Connection, before: Callable[[str], object] = lambda _ref: None
+    ) -> None:
+        super().__init__(inner)
+        self.worker_conn = worker_conn
+        self.before = before
+        self.cancels: list[tuple[str, str, pq.TransactionStatus]] = []
+
+    def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+        self.cancels.append((reference, idempotency_key, self.worker_conn.info.transaction_status))
+        self.before(reference)
+        return super().cancel(reference, idempotency_key)
+
+
+def awaiting_customer(app_db: Connection, provider: PaymentProvider, tenant_id: UUID) -> Execution:
+    """A card charge waiting for 3-D Secure, as the execute function leaves it: pending at the provider."""
+    execution = submitted(app_db, provider, tenant_id, rail=PaymentRail.CARD, instrument="tok_3ds")
+    assert execution.awaiting_settlement, execution
+    return execution
+
+
+def deadline_of(execution: Execution) -> datetime:
+    assert execution.submitted_at is not None
+    return execution.submitted_at + TIMEOUT
+
+
+def charge_of(sandbox: SandboxProvider, execution: Execution) -> SandboxCharge:
+    found = sandbox.find_charge(idempotency_key=provider_idempotency_key(execution))
+    assert found is not None
+    return found
+
+
+def test_customer_action_younger_than_the_timeout_is_left_then_expires_when_its_time_is_up(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given a 3-D Secure charge whose customer still has two minutes
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    provider = Canceling(sandbox, db)
+    clock = Clock(deadline_of(execution) - timedelta(minutes=2))
+    before = snapshot(private_admin, leases=False)
+
+    # When the worker runs
+    young = worker(db, provider, clock=clock).run(plenty_of_time)
+
+    # Then it is left as it was, nothing is canceled, and it is asked again when its time is up, not after the backoff
+    (finding,) = young.findings
+    assert (finding.action, finding.provider_outcome, finding.to_status, finding.flagged) == (
+        Action.STILL_PENDING,
+        StatusOutcome.REQUIRES_ACTION,
+        None,
+        False,
+    )
+    assert finding.next_check_at == deadline_of(execution) < clock.now + DEFAULTS.recheck_after
+    assert provider.cancels == []
+    assert snapshot(private_admin, leases=False) == before
+    assert charge_of(sandbox, execution).status is ChargeStatus.REQUIRES_ACTION
+
+    # And the run at that moment cancels it and ends it
+    due = worker(db, provider, clock=clock.advance(timedelta(minutes=2))).run(plenty_of_time)
+    assert actions(due) == {execution.id: Action.EXPIRED}
+    assert current(app_db, execution).last_error_code == AUTHENTICATION_EXPIRED_CODE
+
+
+def test_customer_action_older_than_the_timeout_is_canceled_at_the_provider_and_ends_failed(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given a 3-D Secure charge the customer did not complete within the hour
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    provider = Canceling(sandbox, db)
+    clock = Clock(deadline_of(execution) + timedelta(seconds=1))
+
+    # When the worker runs
+    report = worker(db, provider, clock=clock, idle_in_transaction_timeout=IDLE_LIMIT).run(plenty_of_time)
+
+    # Then the charge was canceled at the provider, with no transaction open, under the cancel's own key
+    assert provider.cancels == [
+        (execution.provider_reference, provider_cancel_key(execution), pq.TransactionStatus.IDLE)
+    ]
+    charge = charge_of(sandbox, execution)
+    assert (charge.status, charge.failure_code) == (ChargeStatus.FAILED, CANCELED_CODE)
+    # And the execution ended failed with authentication_expired through the reconcile transition
+    (finding,) = report.findings
+    assert (finding.action, finding.to_status, finding.error_code, finding.provider_outcome) == (
+        Action.EXPIRED,
+        ExecutionStatus.FAILED,
+        AUTHENTICATION_EXPIRED_CODE,
+        StatusOutcome.CANCELED,
+    )
+    assert (report.counts()["expired"], report.changes) == (1, (finding,))
+    final = current(app_db, execution)
+    assert (final.status, final.last_error_code) == (ExecutionStatus.FAILED, AUTHENTICATION_EXPIRED_CODE)
+    assert final.finished_at is not None
+    # And its timeline, outbox and workflow show the reconciled event
+    event = ExecutionRepository(app_db).events(tenant_id, execution.id)[-1]
+    assert (event.type, event.old_status, event.new_status) == (RECONCILED, ExecutionStatus.PENDING, final.status)
+    assert {key: event.metadata.get(key) for key in ("error_code", "provider_outcome", "cancel_requested")} == {
+        "error_code": AUTHENTICATION_EXPIRED_CODE,
+        "provider_outcome": "canceled",
+        "cancel_requested": True,
+    }
+    assert event.metadata["customer_action_timeout_seconds"] == TIMEOUT.total_seconds()
+    announced = private_admin.execute(
+        "select payload from billing.billing_outbox where tenant_id = %s and event_id = %s", [tenant_id, event.id]
+    ).fetchall()
+    assert [(row["payload"]["new_status"], row["payload"]["error_code"]) for row in announced] == [
+        ("failed", AUTHENTICATION_EXPIRED_CODE)
+    ]
+    assert ExecutionRepository(app_db).workflow_phases(tenant_id, execution.id)[-1]["event_id"] == event.id
+    lease = lease_of(private_admin, execution)
+    assert (lease["lease_owner"], lease["next_check_at"], lease["last_outcome"]) == (None, None, "expired")
+    # And a later run finds nothing left to do
+    assert worker(db, provider, clock=clock.advance(timedelta(hours=1))).run(plenty_of_time).findings == ()
+
+
+def test_customer_completing_the_action_just_before_the_cancel_wins_and_the_execution_completes(
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given a customer who finishes 3-D Secure at the last second, while the worker's cancel is on its way
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    provider = Canceling(sandbox, db, before=lambda reference: sandbox.settle(reference, Settlement.PAID))
+
+    # When the worker, past the timeout, cancels
+    report = worker(db, provider, clock=Clock(deadline_of(execution) + timedelta(minutes=1))).run(plenty_of_time)
+
+    # Then the provider's answer wins: the payment stands and the execution completes
+    assert len(provider.cancels) == 1
+    (finding,) = report.findings
+    assert (finding.action, finding.to_status, finding.provider_outcome, finding.detail) == (
+        Action.COMPLETED,
+        ExecutionStatus.COMPLETED,
+        StatusOutcome.PAID,
+        "the customer completed the action before the cancel",
+    )
+    assert charge_of(sandbox, execution).status is ChargeStatus.SUCCEEDED
+    final = current(app_db, execution)
+    assert (final.status, final.last_error_code) == (ExecutionStatus.COMPLETED, None)
+    event = ExecutionRepository(app_db).events(tenant_id, execution.id)[-1]
+    assert (event.type, event.new_status, event.metadata["cancel_requested"]) == (
+        RECONCILED,
+        ExecutionStatus.COMPLETED,
+        True,
+    )
+
+
+def test_dry_run_reports_the_expiry_and_neither_writes_nor_cancels(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    provider = Canceling(sandbox, db)
+    clock = Clock(deadline_of(execution) + timedelta(minutes=1))
+    before = snapshot(private_admin)
+
+    planned = worker(db, provider, clock=clock).run(plenty_of_time, dry_run=True)
+
+    assert snapshot(private_admin) == before  # leases included
+    assert provider.cancels == []
+    assert charge_of(sandbox, execution).status is ChargeStatus.REQUIRES_ACTION
+    expected = [(execution.id, Action.EXPIRED, ExecutionStatus.FAILED, AUTHENTICATION_EXPIRED_CODE)]
+    assert [(f.execution_id, f.action, f.to_status, f.error_code) for f in planned.changes] == expected
+    assert planned.changes[0].detail == "a run cancels the charge at the provider first"
+
+    applied = worker(db, provider, clock=clock).run(plenty_of_time)
+
+    assert [(f.execution_id, f.action, f.to_status, f.error_code) for f in applied.changes] == expected
+    assert len(provider.cancels) == 1
+
+
+def test_cancel_that_cannot_reach_the_provider_fails_nothing_and_a_later_run_expires_the_execution(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    class CancelUnreachable(Delegating):
+        def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+            raise ProviderUnavailable("sandbox unreachable", provider="sandbox")
+
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    clock = Clock(deadline_of(execution) + timedelta(minutes=1))
+    before = snapshot(private_admin, leases=False)
+
+    down = worker(db, CancelUnreachable(sandbox), clock=clock).run(plenty_of_time)
+
+    # Its time is up but the charge could still succeed: left as it was, asked again after the plain backoff
+    assert [(f.action, f.next_check_at) for f in down.findings] == [
+        (Action.PROVIDER_UNAVAILABLE, clock.now + DEFAULTS.recheck_after)
+    ]
+    assert snapshot(private_admin, leases=False) == before
+    assert charge_of(sandbox, execution).status is ChargeStatus.REQUIRES_ACTION
+
+    back = worker(db, sandbox, clock=clock.advance(DEFAULTS.recheck_after)).run(plenty_of_time)
+
+    assert actions(back) == {execution.id: Action.EXPIRED}
+    assert charge_of(sandbox, execution).failure_code == CANCELED_CODE
+
+
+def test_run_out_of_time_between_the_check_and_the_cancel_releases_the_execution_for_the_next_run(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    provider = Canceling(sandbox, db)
+    clock = Clock(deadline_of(execution) + timedelta(minutes=1))
+
+    # Time for the claim and the check; none left for the cancel
+    cut_short = worker(db, provider, clock=clock).run(Budget(2))
+
+    assert cut_short.stop_reason is StopReason.TIME_BUDGET
+    assert [f.action for f in cut_short.findings] == [Action.STILL_PENDING]
+    assert provider.cancels == []
+    assert current(app_db, execution).status is ExecutionStatus.PENDING
+    lease = lease_of(private_admin, execution)
+    assert (lease["lease_owner"], lease["attempts"], lease["next_check_at"]) == (None, 0, None)
+
+    # The next run, on the same clock, cancels and ends it at once
+    rest = worker(db, provider, clock=clock).run(plenty_of_time)
+    assert actions(rest) == {execution.id: Action.EXPIRED}
+    assert len(provider.cancels) == 1
+
+
+def test_charge_canceled_by_a_run_that_died_before_recording_it_ends_failed_on_a_later_run(
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    class DiesAfterCancel(Delegating):
+        def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+            super().cancel(reference, idempotency_key)
+            raise WorkerDied
+
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    clock = Clock(deadline_of(execution) + timedelta(minutes=1))
+    with pytest.raises(WorkerDied):
+        worker(db, DiesAfterCancel(sandbox), clock=clock).run(plenty_of_time)
+    assert current(app_db, execution).status is ExecutionStatus.PENDING
+
+    # Once the dead run's lease lapsed, the next run finds the charge canceled and ends the execution
+    report = worker(db, sandbox, clock=clock.advance(DEFAULTS.lease_duration)).run(plenty_of_time)
+
+    (finding,) = report.findings
+    assert (finding.action, finding.provider_outcome, finding.error_code) == (
+        Action.FAILED,
+        StatusOutcome.CANCELED,
+        CANCELED_AT_PROVIDER_CODE,
+    )
+    final = current(app_db, execution)
+    assert (final.status, final.last_error_code) == (ExecutionStatus.FAILED, CANCELED_AT_PROVIDER_CODE)
+
+
+def test_provider_that_does_not_cancel_leaves_the_execution_flagged_and_backs_off(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    class IgnoresCancel(Delegating):
+        def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+            return self.inner.check_status(provider_reference=reference)
+
+    execution = awaiting_customer(app_db, sandbox, tenant_id)
+    clock = Clock(deadline_of(execution) + timedelta(minutes=1))
+    before = snapshot(private_admin, leases=False)
+
+    report = worker(db, IgnoresCancel(sandbox), clock=clock).run(plenty_of_time)
+
+    # The charge could still succeed: nothing is failed; a human is told, and the cancel is tried after the backoff
+    (finding,) = report.findings
+    assert (finding.action, finding.flagged, finding.provider_outcome, finding.next_check_at) == (
+        Action.ERROR,
+        True,
+        StatusOutcome.REQUIRES_ACTION,
+        clock.now + DEFAULTS.recheck_after,
+    )
+    assert snapshot(private_admin, leases=False) == before
+    assert str(lease_of(private_admin, execution)["last_outcome"]).startswith("error: the provider still waits")

@@ -33,7 +33,14 @@ from billing.rails.results import (
     SubmitOutcome,
     SubmitResult,
 )
-from billing.rails.sandbox import ChargeStatus, SandboxProvider, Settlement, connections_to
+from billing.rails.sandbox import (
+    CANCELED_CODE,
+    ChargeStatus,
+    SandboxCharge,
+    SandboxProvider,
+    Settlement,
+    connections_to,
+)
 from tests.factories import create_execution
 
 START = datetime(2026, 4, 10, 9, 0, tzinfo=UTC)
@@ -663,3 +670,125 @@ def test_adapter_for_execution_routes_by_provider_and_refuses_unknown_provider(
     assert (adapter.rail, adapter.provider_name) == (PaymentRail.ACH_DEBIT, "sandbox")
     with pytest.raises(UnknownPaymentProvider):
         adapter_for(execution, {})
+
+
+# --- cancel -------------------------------------------------------------------------------------------------------
+
+
+def stored(sandbox: SandboxProvider, reference: str) -> SandboxCharge:
+    found = sandbox.find_charge(provider_reference=reference)
+    assert found is not None
+    return found
+
+
+def three_ds_charge(sandbox: SandboxProvider) -> str:
+    reference = sandbox.submit(charge("tok_3ds"), new_key()).provider_reference
+    assert reference is not None
+    return reference
+
+
+def test_cancel_requires_action_charge_fails_it_with_canceled_for_good(
+    sandbox: SandboxProvider, clock: ManualClock
+) -> None:
+    reference = three_ds_charge(sandbox)
+    clock.advance(timedelta(hours=1))
+
+    canceled = sandbox.cancel(reference, new_key())
+
+    assert (canceled.outcome, canceled.provider_reference, canceled.settled_at, canceled.error) == (
+        StatusOutcome.CANCELED,
+        reference,
+        clock.now,
+        None,
+    )
+    row = stored(sandbox, reference)
+    assert (row.status, row.failure_code, row.settled_at) == (ChargeStatus.FAILED, CANCELED_CODE, clock.now)
+    assert sandbox.check_status(provider_reference=reference).outcome is StatusOutcome.CANCELED
+    # The customer finishing 3-D Secure afterwards cannot make it succeed.
+    with pytest.raises(ProviderChargeAlreadySettled):
+        sandbox.settle(reference, Settlement.PAID)
+    assert stored(sandbox, reference).status is ChargeStatus.FAILED
+
+
+def test_cancel_sent_again_answers_canceled_and_changes_nothing(sandbox: SandboxProvider, clock: ManualClock) -> None:
+    reference = three_ds_charge(sandbox)
+    key = new_key()
+    first = sandbox.cancel(reference, key)
+    after_first = stored(sandbox, reference)
+    clock.advance(timedelta(minutes=5))
+
+    again, other_key = sandbox.cancel(reference, key), sandbox.cancel(reference, new_key())
+
+    assert (again.outcome, again.settled_at) == (first.outcome, first.settled_at)
+    assert (other_key.outcome, other_key.settled_at) == (first.outcome, first.settled_at)
+    assert stored(sandbox, reference) == after_first
+
+
+def test_cancel_after_the_customer_completed_the_action_leaves_the_payment_standing(sandbox: SandboxProvider) -> None:
+    reference = three_ds_charge(sandbox)
+    sandbox.settle(reference, Settlement.PAID)
+    before = stored(sandbox, reference)
+
+    answer = sandbox.cancel(reference, new_key())
+
+    assert (answer.outcome, answer.provider_reference) == (StatusOutcome.PAID, reference)
+    assert stored(sandbox, reference) == before
+
+
+def test_cancel_after_the_customer_failed_the_action_reports_the_failure(sandbox: SandboxProvider) -> None:
+    reference = three_ds_charge(sandbox)
+    sandbox.settle(reference, Settlement.FAILED)
+
+    answer = sandbox.cancel(reference, new_key())
+
+    assert (answer.outcome, answer.error_code) == (StatusOutcome.FAILED, "authentication_failed")
+
+
+def test_cancel_of_a_pending_debit_leaves_it_on_its_way(make_sandbox: Callable[..., SandboxProvider]) -> None:
+    sandbox = make_sandbox(settle_delay=timedelta(days=2))
+    reference = sandbox.submit(charge("iban_settles_paid", PaymentRail.SEPA_DEBIT), new_key()).provider_reference
+    assert reference is not None
+
+    answer = sandbox.cancel(reference, new_key())
+
+    assert answer.outcome is StatusOutcome.STILL_PENDING
+    assert stored(sandbox, reference).status is ChargeStatus.PENDING_SETTLEMENT
+
+
+def test_cancel_of_an_unknown_reference_is_not_found(sandbox: SandboxProvider) -> None:
+    assert sandbox.cancel("sbx_eeeeeeeeeeeeeeeeeeeeeeee", new_key()).outcome is StatusOutcome.NOT_FOUND
+
+
+def test_cancel_without_a_key_is_refused_and_cancels_nothing(sandbox: SandboxProvider) -> None:
+    reference = three_ds_charge(sandbox)
+
+    with pytest.raises(ValueError, match="idempotency key"):
+        sandbox.cancel(reference, "")
+
+    assert stored(sandbox, reference).status is ChargeStatus.REQUIRES_ACTION
+
+
+def test_cancel_when_sandbox_unreachable_raises_provider_unavailable() -> None:
+    unreachable = SandboxProvider(connections_to("postgresql://127.0.0.1:1/none?connect_timeout=2"))
+
+    with pytest.raises(ProviderUnavailable):
+        unreachable.cancel("sbx_eeeeeeeeeeeeeeeeeeeeeeee", new_key())
+
+
+def test_cancel_takes_the_simulated_latency(make_sandbox: Callable[..., SandboxProvider], sleeps: list[float]) -> None:
+    sandbox = make_sandbox(latency=timedelta(milliseconds=100))
+    reference = three_ds_charge(sandbox)
+    sleeps.clear()
+
+    sandbox.cancel(reference, new_key())
+
+    assert sleeps == [0.1]
+
+
+def test_settle_with_the_cancel_code_is_refused(sandbox: SandboxProvider) -> None:
+    reference = three_ds_charge(sandbox)
+
+    with pytest.raises(ValueError, match="cancel"):
+        sandbox.settle(reference, Settlement.FAILED, failure_code=CANCELED_CODE)
+
+    assert stored(sandbox, reference).status is ChargeStatus.REQUIRES_ACTION

@@ -54,6 +54,7 @@ def test_status_predicates_give_every_outcome_its_expected_meaning() -> None:
         StatusOutcome.FAILED: (True, True),
         StatusOutcome.STILL_PENDING: (True, False),
         StatusOutcome.REQUIRES_ACTION: (True, False),
+        StatusOutcome.CANCELED: (True, True),
         StatusOutcome.NOT_FOUND: (False, False),
     }
     assert set(expected) == set(StatusOutcome)
@@ -137,6 +138,8 @@ def test_requires_action_result_carries_reference_and_action_url() -> None:
         (lambda: StatusCheck(StatusOutcome.NOT_FOUND, "sbx_1"), "cannot carry a reference"),
         (lambda: StatusCheck(StatusOutcome.FAILED, "sbx_1"), "carries the provider error"),
         (lambda: StatusCheck(StatusOutcome.PAID, "sbx_1", error=DECLINE), "carries the provider error"),
+        (lambda: StatusCheck(StatusOutcome.CANCELED), "needs a reference"),
+        (lambda: StatusCheck(StatusOutcome.CANCELED, "sbx_1", error=DECLINE), "carries the provider error"),
         (
             lambda: StatusCheck(StatusOutcome.STILL_PENDING, "sbx_1", settled_at=datetime(2026, 4, 10, tzinfo=UTC)),
             "has not settled",
@@ -151,6 +154,19 @@ def test_status_check_with_impossible_fields_is_refused(build: Callable[[], Stat
 def test_failed_status_check_exposes_the_provider_code() -> None:
     check = StatusCheck.failed("sbx_1", ProviderError("R01", "returned"), settled_at=datetime(2026, 4, 10, tzinfo=UTC))
     assert (check.outcome, check.error_code) == (StatusOutcome.FAILED, "R01")
+
+
+def test_canceled_status_check_names_the_charge_and_when_it_ended_without_an_error() -> None:
+    ended = datetime(2026, 4, 10, tzinfo=UTC)
+
+    check = StatusCheck.canceled("sbx_1", settled_at=ended)
+
+    assert (check.outcome, check.provider_reference, check.settled_at, check.error_code) == (
+        StatusOutcome.CANCELED,
+        "sbx_1",
+        ended,
+        None,
+    )
 
 
 def test_provider_error_without_code_is_refused() -> None:

@@ -7,6 +7,7 @@ import pytest
 from billing.domain.execution import PaymentRail
 from billing.rails.results import OUTCOME_UNKNOWN_CODE, Decision
 from billing.rails.sandbox import (
+    CANCELED_CODE,
     SANDBOX_DECISIONS,
     Behaviour,
     ChargePlan,
@@ -155,6 +156,8 @@ def test_step_for_attempt_zero_is_refused() -> None:
         ("card_declined", Decision.FAIL),
         ("insufficient_funds", Decision.FAIL),
         ("expired_card", Decision.FAIL),
+        ("authentication_failed", Decision.FAIL),
+        (CANCELED_CODE, Decision.FAIL),
         ("AM04", Decision.FAIL),
         ("AC04", Decision.FAIL),
         ("R01", Decision.FAIL),
@@ -174,7 +177,7 @@ def test_sandbox_decision_for_code_follows_documented_table(code: str, decision:
 
 
 def test_sandbox_decisions_cover_every_code_the_sandbox_can_produce() -> None:
-    produced: set[str | None] = {"idempotency_key_reused", "provider_unavailable", OUTCOME_UNKNOWN_CODE}
+    produced: set[str | None] = {"idempotency_key_reused", "provider_unavailable", OUTCOME_UNKNOWN_CODE, CANCELED_CODE}
     produced |= {forced_failure_code(rail) for rail in PaymentRail}
     for rail in PaymentRail:
         for token in (

@@ -62,6 +62,7 @@ def test_reconcile_settings_turn_seconds_into_the_worker_config() -> None:
             "RECONCILE_MAX_PENDING_AGE_SECONDS": "86400",
             "RECONCILE_STUCK_AFTER_SECONDS": "900",
             "RECONCILE_BATCH_SIZE": "50",
+            "RECONCILE_CUSTOMER_ACTION_TIMEOUT_SECONDS": "1800",
         }
     )
 
@@ -70,6 +71,7 @@ def test_reconcile_settings_turn_seconds_into_the_worker_config() -> None:
         max_pending_age=timedelta(days=1),
         stuck_after=timedelta(minutes=15),
         batch_size=50,
+        customer_action_timeout=timedelta(minutes=30),
     )
     assert ReconcileSettings.model_validate({}).config() == ReconcileConfig()
 
@@ -82,11 +84,23 @@ def test_reconcile_settings_turn_seconds_into_the_worker_config() -> None:
         {"lease_duration": timedelta(0)},
         {"recheck_after": timedelta(0)},
         {"recheck_after": timedelta(hours=2), "recheck_cap": timedelta(hours=1)},
+        {"customer_action_timeout": timedelta(0)},
     ],
 )
 def test_reconcile_config_refuses_nonsense(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"must be positive|negative|0 < base <= cap"):
         ReconcileConfig(**fields)
+
+
+@pytest.mark.parametrize("seconds", ["0", "-60", "an hour"])
+def test_reconcile_settings_with_an_impossible_customer_action_timeout_fail(seconds: str) -> None:
+    with pytest.raises(ValidationError, match=names.ENV_RECONCILE_CUSTOMER_ACTION_TIMEOUT_SECONDS):
+        ReconcileSettings.model_validate({names.ENV_RECONCILE_CUSTOMER_ACTION_TIMEOUT_SECONDS: seconds})
+
+
+def test_reconcile_customer_action_timeout_defaults_to_an_hour() -> None:
+    assert ReconcileConfig().customer_action_timeout == timedelta(hours=1)
+    assert ReconcileSettings.model_validate({}).config().customer_action_timeout == timedelta(hours=1)
 
 
 def test_reconcile_recheck_doubles_from_just_under_the_schedule_up_to_an_hour() -> None:
@@ -147,6 +161,7 @@ def test_report_counts_every_action_and_separates_changes_from_flags() -> None:
     assert summary["counts"] == {
         "completed": 2,
         "failed": 0,
+        "expired": 0,
         "settlement_pending": 0,
         "still_pending": 1,
         "missing_at_provider": 0,

@@ -138,6 +138,11 @@ class ReconcileSettings(BaseModel):
         _RECONCILE_DEFAULTS.stuck_after.total_seconds(), alias=names.ENV_RECONCILE_STUCK_AFTER_SECONDS, ge=0
     )
     batch_size: int = Field(_RECONCILE_DEFAULTS.batch_size, alias=names.ENV_RECONCILE_BATCH_SIZE, ge=1, le=500)
+    customer_action_timeout_seconds: float = Field(
+        _RECONCILE_DEFAULTS.customer_action_timeout.total_seconds(),
+        alias=names.ENV_RECONCILE_CUSTOMER_ACTION_TIMEOUT_SECONDS,
+        gt=0,
+    )
 
     @classmethod
     def from_environment(cls) -> ReconcileSettings:
@@ -149,6 +154,7 @@ class ReconcileSettings(BaseModel):
             max_pending_age=timedelta(seconds=self.max_pending_age_seconds),
             stuck_after=timedelta(seconds=self.stuck_after_seconds),
             batch_size=self.batch_size,
+            customer_action_timeout=timedelta(seconds=self.customer_action_timeout_seconds),
         )
 
 

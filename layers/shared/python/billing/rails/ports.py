@@ -57,11 +57,21 @@ def provider_idempotency_key(execution: Execution) -> str:
     return f"{execution.tenant_id}:{execution.id}"
 
 
+def provider_cancel_key(execution: Execution) -> str:
+    """The idempotency key of the request cancelling this execution's charge, the same on every attempt.
+
+    Not the charge's own key: providers key requests, not charges, and refuse (or replay the charge's answer to) a
+    key sent again with another request. Derived from the execution like the charge's key, so a cancel sent again
+    after a worker died is de-duplicated by the provider.
+    """
+    return f"{provider_idempotency_key(execution)}:cancel"
+
+
 class PaymentProvider(Protocol):
     """A payment service provider.
 
-    submit reports provider trouble as a result (TRANSIENT_ERROR, UNKNOWN), never by raising. check_status raises
-    ProviderUnavailable when it could not ask, and never turns "no answer" into NOT_FOUND.
+    submit reports provider trouble as a result (TRANSIENT_ERROR, UNKNOWN), never by raising. check_status and cancel
+    raise ProviderUnavailable when they could not ask, and never turn "no answer" into NOT_FOUND.
     """
 
     @property
@@ -77,6 +87,17 @@ class PaymentProvider(Protocol):
         """The charge's current state, found by exactly one of reference or key.
 
         Lookup by key recovers a charge whose submit timed out before the reference came back.
+        """
+        ...
+
+    def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+        """Cancel a charge still waiting for the customer (3-D Secure, a redirect); the charge's state afterwards.
+
+        CANCELED: canceled, by this request or an earlier one; no money moves, ever. A charge that reached its
+        outcome first is left as it is and reported as it stands: PAID when the customer finished at the last second
+        (the cancel lost and the payment stands), FAILED, or STILL_PENDING when it is on its way and can no longer
+        be canceled. NOT_FOUND for a reference the provider does not know. Raises ProviderUnavailable when it could
+        not ask: then nobody knows whether the cancel took effect, and the next check_status tells.
         """
         ...
 

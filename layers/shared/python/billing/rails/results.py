@@ -42,6 +42,9 @@ class StatusOutcome(StrEnum):
     STILL_PENDING = "still_pending"
     # Waiting for the customer (3-D Secure): ask again later or give up after a deadline.
     REQUIRES_ACTION = "requires_action"
+    # Canceled before any money moved (our cancel once the customer's time was up, or someone at the provider):
+    # final, and it can never succeed afterwards.
+    CANCELED = "canceled"
     # The provider holds no charge for this reference or key: nothing was charged.
     NOT_FOUND = "not_found"
 
@@ -150,7 +153,13 @@ def outcome_for_decision(decision: Decision) -> SubmitOutcome:
 def status_requires_reference(outcome: StatusOutcome) -> bool:
     """True if the provider found a charge, so the check must name it."""
     match outcome:
-        case StatusOutcome.PAID | StatusOutcome.FAILED | StatusOutcome.STILL_PENDING | StatusOutcome.REQUIRES_ACTION:
+        case (
+            StatusOutcome.PAID
+            | StatusOutcome.FAILED
+            | StatusOutcome.STILL_PENDING
+            | StatusOutcome.REQUIRES_ACTION
+            | StatusOutcome.CANCELED
+        ):
             return True
         case StatusOutcome.NOT_FOUND:
             return False
@@ -159,9 +168,9 @@ def status_requires_reference(outcome: StatusOutcome) -> bool:
 
 
 def status_is_final(outcome: StatusOutcome) -> bool:
-    """True if the charge's fate is decided (paid or failed) and the execution can be finished."""
+    """True if the charge's fate is decided (paid, failed or canceled) and the execution can be finished."""
     match outcome:
-        case StatusOutcome.PAID | StatusOutcome.FAILED:
+        case StatusOutcome.PAID | StatusOutcome.FAILED | StatusOutcome.CANCELED:
             return True
         case StatusOutcome.STILL_PENDING | StatusOutcome.REQUIRES_ACTION | StatusOutcome.NOT_FOUND:
             return False
@@ -253,7 +262,7 @@ class StatusCheck:
     outcome: StatusOutcome
     provider_reference: str | None = None
     error: ProviderError | None = None
-    # When the provider says the charge reached its final outcome (PAID or FAILED only).
+    # When the provider says the charge reached its final outcome (PAID, FAILED or CANCELED only).
     settled_at: datetime | None = None
     request_id: str | None = None
 
@@ -294,6 +303,12 @@ class StatusCheck:
     @classmethod
     def requires_action(cls, provider_reference: str, *, request_id: str | None = None) -> StatusCheck:
         return cls(StatusOutcome.REQUIRES_ACTION, provider_reference, request_id=request_id)
+
+    @classmethod
+    def canceled(
+        cls, provider_reference: str, *, settled_at: datetime | None = None, request_id: str | None = None
+    ) -> StatusCheck:
+        return cls(StatusOutcome.CANCELED, provider_reference, settled_at=settled_at, request_id=request_id)
 
     @classmethod
     def not_found(cls, *, request_id: str | None = None) -> StatusCheck:

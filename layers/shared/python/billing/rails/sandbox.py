@@ -39,6 +39,9 @@ FAILED idempotency_key_reused. Transient errors and lost answers are not replaye
 
 Settlement: pending charges settle at charged_at + settle_delay (default 0: the next check_status settles them).
 check_status and settle_due() apply due settlements; settle() forces an outcome (demo webhooks, 3-D Secure).
+
+Cancel: cancel() ends a requires-action charge for good (stored as failed with code `canceled`, reported CANCELED);
+it can never succeed afterwards. A charge that reached its outcome first is left as it is and reported as it stands.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ from billing.rails.results import (
 )
 
 PROVIDER_NAME: Final = "sandbox"
+# failure_code of a charge cancel() ended; check_status reports such a charge CANCELED, not FAILED.
+CANCELED_CODE: Final = "canceled"
 
 Clock = Callable[[], datetime]
 Sleeper = Callable[[float], None]
@@ -85,6 +90,8 @@ SANDBOX_DECISIONS: Final[Mapping[str, Decision]] = MappingProxyType(
         "insufficient_funds": Decision.FAIL,
         "expired_card": Decision.FAIL,
         "authentication_failed": Decision.FAIL,
+        # Canceled before the customer acted: that charge can never succeed.
+        CANCELED_CODE: Decision.FAIL,
         # Debit returns: SEPA reason codes (AM04 insufficient funds, AC04 account closed) and NACHA return codes
         # (R01 insufficient funds, R02 account closed).
         "AM04": Decision.FAIL,
@@ -416,6 +423,14 @@ _FIND = "select * from sandbox_provider.charges where reference = %(reference)s 
 
 _LOCK_BY_REFERENCE = "select * from sandbox_provider.charges where reference = %(reference)s for update"
 
+# Only a charge still waiting for the customer can be canceled; anything else keeps its outcome.
+_CANCEL = """
+update sandbox_provider.charges
+   set status = 'failed', failure_code = %(code)s, settled_at = %(now)s, updated_at = %(now)s
+ where reference = %(reference)s and status = 'requires_action'
+returning *
+"""
+
 _FORCE_SETTLE = """
 update sandbox_provider.charges
    set status = %(status)s, failure_code = %(failure_code)s, settled_at = %(now)s, updated_at = %(now)s
@@ -507,6 +522,34 @@ class SandboxProvider:
             return StatusCheck.not_found(request_id=request_id)
         return _status_of(charge_from_row(row), request_id)
 
+    def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
+        """Cancel a requires-action charge for good; any other charge is left as it is. The charge's state after.
+
+        Idempotent by the charge's state: a repeated cancel finds the charge canceled and says so, so the sandbox
+        keeps no memory of the key (a real PSP de-duplicates on it). A pending debit is already on its way to the
+        bank and answers STILL_PENDING; a charge the customer finished first answers PAID (or FAILED).
+        """
+        if not idempotency_key:
+            raise ValueError("cancel needs the idempotency key of the cancel request")
+        self._simulate_latency()
+        request_id = _new_id("req_", 8)
+        params = {"reference": reference, "key": None, "now": self._clock(), "code": CANCELED_CODE}
+        try:
+            with self._connections() as conn, conn.transaction():
+                cursor = conn.cursor(row_factory=dict_row)
+                cursor.execute(_SETTLE_DUE_ONE, params)
+                row = cursor.execute(_LOCK_BY_REFERENCE, params).fetchone()
+                if row is not None:
+                    row = cursor.execute(_CANCEL, params).fetchone() or row
+        except psycopg.OperationalError as exc:
+            # The cancel may have committed before the connection failed: only a later check_status can tell.
+            raise ProviderUnavailable(
+                f"sandbox unreachable: {type(exc).__name__}", provider=PROVIDER_NAME, request_id=request_id
+            ) from exc
+        if row is None:
+            return StatusCheck.not_found(request_id=request_id)
+        return _status_of(charge_from_row(row), request_id)
+
     def settle_due(self) -> list[StatusCheck]:
         """Settle every pending charge whose settle_at has passed; return what each settled as, earliest first."""
         with self._connections() as conn, conn.transaction():
@@ -522,6 +565,9 @@ class SandboxProvider:
         """
         if outcome is Settlement.PAID and failure_code is not None:
             raise ValueError("a paid settlement has no failure code")
+        if failure_code == CANCELED_CODE:
+            # The code marks a charge cancel() ended (reported CANCELED): a bank or a customer cannot cancel.
+            raise ValueError(f"{CANCELED_CODE!r} is the code of cancel(), not of a settlement")
         target = ChargeStatus.SUCCEEDED if outcome is Settlement.PAID else ChargeStatus.FAILED
         with self._connections() as conn, conn.transaction():
             cursor = conn.cursor(row_factory=dict_row)
@@ -684,8 +730,10 @@ def _status_of(stored: SandboxCharge, request_id: str | None) -> StatusCheck:
         case ChargeStatus.FAILED:
             reference = stored.charge_reference
             code = stored.charge_failure_code
-            error = ProviderError(code, f"charge {reference} failed: {code}", None, request_id)
             settled_at = stored.settled_at or stored.charged_at
+            if code == CANCELED_CODE:
+                return StatusCheck.canceled(reference, settled_at=settled_at, request_id=request_id)
+            error = ProviderError(code, f"charge {reference} failed: {code}", None, request_id)
             return StatusCheck.failed(reference, error, settled_at=settled_at, request_id=request_id)
         case ChargeStatus.PENDING_SETTLEMENT:
             return StatusCheck.still_pending(stored.charge_reference, request_id=request_id)

@@ -3,8 +3,15 @@
 Two sweeps per run:
 
 * Settlement: executions pending at the provider (submitted, awaiting settlement) for longer than `pending_after`.
-  check_status PAID or FAILED applies `reconcile` (pending -> completed | failed); STILL_PENDING and REQUIRES_ACTION
-  leave it for a later check, flagged as overdue once it has waited longer than `max_pending_age`.
+  check_status PAID or FAILED applies `reconcile` (pending -> completed | failed); STILL_PENDING leaves it for a
+  later check, flagged as overdue once it has waited longer than `max_pending_age`. NOT_FOUND for a reference the
+  provider gave us leaves it too, flagged: only a human can find out why. REQUIRES_ACTION (3-D Secure, a redirect)
+  leaves it until `customer_action_timeout` after submission (measured like every age here: the worker's clock
+  minus submitted_at), its next check never later than that; then the worker cancels the charge at the provider
+  and applies the answer: CANCELED ends the execution failed with `authentication_expired`; PAID (the customer
+  finished at the last second) completes it, the payment stands.
+  An execution is failed only once the provider says the charge can no longer succeed, so money never moves behind
+  a failed execution.
 * Recovery: executions stuck in processing for longer than `stuck_after`: the Lambda that submitted died
   mid-call, or the last attempt's outcome was unknown. The provider is asked by idempotency key (the reference
   never came back) and its answer is applied: PAID completes, FAILED fails, STILL_PENDING / REQUIRES_ACTION move
@@ -19,9 +26,10 @@ db.reconciliation_queries):
 1. Claim, one short transaction: lease up to `batch_size` executions no live lease holds (FOR UPDATE SKIP LOCKED),
    commit. While a lease is live no other worker asks about its execution; the executions of a worker that died
    are claimed again once its leases lapse (`lease_duration`).
-2. Ask check_status, execution by execution, with no transaction open: a slow provider costs time and nothing
-   else. No lock waits on it and no session limit ends it (idle_in_transaction_session_timeout would end the
-   session, roll back every answer already received, and leave the same batch to block the next run).
+2. Ask check_status, execution by execution, with no transaction open (and cancel, when the customer's time is
+   up): a slow provider costs time and nothing else. No lock waits on it and no session limit ends it
+   (idle_in_transaction_session_timeout would end the session, roll back every answer already received, and leave
+   the same batch to block the next run).
 3. Record each answer in its own short transaction: the transition, through the repository's status guard (a
    webhook that settled the execution meanwhile wins; the worker then writes nothing), and the end of the lease.
    An execution left as it was (still pending, provider unavailable, an error) gets its next check scheduled
@@ -31,8 +39,9 @@ db.reconciliation_queries):
 A run is idempotent: what it settled is no longer pending or processing, and a re-run finds nothing to do for it.
 A dry run reads the executions a run would claim without leasing them, asks the provider, and makes each change
 in a transaction that is rolled back, so the report lists exactly the changes a real run would make and nothing
-is written. The run checks its time budget before every claim and every provider call; executions it claimed and
-had no time to ask about are released at once.
+is written. It cancels nothing: an expired customer action is reported as the expiry a run would record if the
+provider accepted the cancel. The run checks its time budget before every claim and every provider call; executions
+it claimed and had no time to ask about are released at once.
 """
 
 from __future__ import annotations
@@ -72,7 +81,7 @@ from billing.domain.execution import Execution
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.adapters import adapter_for
-from billing.rails.ports import PaymentProvider
+from billing.rails.ports import PaymentProvider, provider_cancel_key
 from billing.rails.results import StatusCheck, StatusOutcome
 
 # Milliseconds of run time left; no claim and no provider call starts once it is zero or less.
@@ -81,6 +90,11 @@ Clock = Callable[[], datetime]
 
 # last_error_code of an execution recovered from processing that the provider says it never charged.
 CHARGE_NOT_FOUND_CODE = "charge_not_found"
+# last_error_code of an execution whose customer did not act in time; its charge was canceled at the provider.
+AUTHENTICATION_EXPIRED_CODE = "authentication_expired"
+# last_error_code of an execution whose charge was found canceled at the provider without this run's cancel (an
+# operator at the provider, or a run that died between its cancel and its record).
+CANCELED_AT_PROVIDER_CODE = "canceled_at_provider"
 
 _SET_IDLE_LIMIT: Final = "select set_config('idle_in_transaction_session_timeout', %s, true)"
 
@@ -96,6 +110,10 @@ class ReconcileConfig:
     # Far beyond the longest a live submit can take (the execute function stops at 25 s, the retry consumer at
     # 60 s), so a drive still in flight is never mistaken for a dead one.
     stuck_after: timedelta = timedelta(minutes=10)
+    # How long a customer has for 3-D Secure or a redirect after submission; after it the charge is canceled and the
+    # execution fails. Challenge screens time out within minutes, so after an hour the customer has left the
+    # checkout, and an hour cuts off nobody still authenticating.
+    customer_action_timeout: timedelta = timedelta(hours=1)
     # Executions of one batch are leased together and asked about one after another; a small batch leaves less
     # leased and unasked when a run stops or dies.
     batch_size: int = 20
@@ -112,6 +130,8 @@ class ReconcileConfig:
             raise ValueError("batch_size must be positive")
         if min(self.pending_after, self.max_pending_age, self.stuck_after) < timedelta(0):
             raise ValueError("ages cannot be negative")
+        if self.customer_action_timeout <= timedelta(0):
+            raise ValueError("customer_action_timeout must be positive")
         if self.lease_duration <= timedelta(0):
             raise ValueError("lease_duration must be positive")
         self.recheck_policy()  # raises ValueError unless 0 < recheck_after <= recheck_cap
@@ -130,6 +150,7 @@ class Action(StrEnum):
 
     COMPLETED = "completed"
     FAILED = "failed"
+    EXPIRED = "expired"  # the customer did not act in time: canceled at the provider, failed authentication_expired
     SETTLEMENT_PENDING = "settlement_pending"  # recovered from processing; now awaits settlement
     STILL_PENDING = "still_pending"  # the provider has no final answer yet: left for a later check
     MISSING_AT_PROVIDER = "missing_at_provider"  # pending with a reference the provider does not know: left, flagged
@@ -142,6 +163,50 @@ class Action(StrEnum):
 class StopReason(StrEnum):
     DRAINED = "drained"
     TIME_BUDGET = "time_budget"
+
+
+class SettlementStep(StrEnum):
+    """What the settlement sweep does with an execution pending at the provider, given the provider's answer."""
+
+    COMPLETE = "complete"  # reconcile -> completed
+    FAIL = "fail"  # reconcile -> failed with the provider's code
+    EXPIRE = "expire"  # our cancel took: reconcile -> failed authentication_expired
+    FAIL_CANCELED = "fail_canceled"  # canceled at the provider without our cancel: reconcile -> failed
+    CANCEL = "cancel"  # the customer's time is up and the charge still waits: cancel it, then decide on the answer
+    LEAVE = "leave"  # no final answer yet: ask again later
+    CANCEL_REFUSED = "cancel_refused"  # still waiting for the customer after our cancel: left, flagged
+    FLAG_MISSING = "flag_missing"  # the provider does not know the reference it gave us: left, flagged
+
+
+def settlement_step(outcome: StatusOutcome, *, customer_action_expired: bool, cancel_sent: bool) -> SettlementStep:
+    """The settlement sweep's decision: `outcome` is the provider's latest answer (the cancel's, once one was sent).
+
+    The execution is failed only on an answer that says the charge can no longer succeed (FAILED, CANCELED), never
+    because time ran out: a charge still waiting for the customer is canceled first, and if the customer finished
+    before the cancel arrived the payment stands.
+    """
+    match outcome:
+        case StatusOutcome.PAID:
+            # After a cancel too: the customer completed the action first, the money moved.
+            return SettlementStep.COMPLETE
+        case StatusOutcome.FAILED:
+            return SettlementStep.FAIL
+        case StatusOutcome.CANCELED:
+            # Without our cancel in this run it is not ours to call expired (an operator at the provider, or a run
+            # that died before it recorded its cancel); either way the charge can never succeed.
+            return SettlementStep.EXPIRE if cancel_sent else SettlementStep.FAIL_CANCELED
+        case StatusOutcome.STILL_PENDING:
+            return SettlementStep.LEAVE
+        case StatusOutcome.REQUIRES_ACTION:
+            if not customer_action_expired:
+                return SettlementStep.LEAVE
+            return SettlementStep.CANCEL_REFUSED if cancel_sent else SettlementStep.CANCEL
+        case StatusOutcome.NOT_FOUND:
+            # We hold a reference the provider gave us and it no longer knows it: failing the execution would be a
+            # guess (the charge may exist under another account or region); a human must find out why.
+            return SettlementStep.FLAG_MISSING
+        case _:
+            assert_never(outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +224,8 @@ class Finding:
     provider_reference: str | None
     error_code: str | None
     waited_seconds: float
-    # Waiting longer than max_pending_age, unknown to the provider, or a call that failed unexpectedly.
+    # Waiting longer than max_pending_age, unknown to the provider, a cancel the provider did not carry out, or a
+    # call that failed unexpectedly.
     flagged: bool = False
     detail: str | None = None
     # When an execution left as it was will be asked about again (None if settled, and in a dry run).
@@ -277,7 +343,10 @@ class _Examined:
             to_status=written.status if written else None,
             provider_outcome=check.outcome if check else None,
             provider_reference=(check.provider_reference if check else None) or execution.provider_reference,
-            error_code=check.error_code if check else None,
+            # What a failure recorded (authentication_expired, charge_not_found), else the provider's code.
+            error_code=written.last_error_code
+            if written and written.status is ExecutionStatus.FAILED
+            else (check.error_code if check else None),
             waited_seconds=self.waited,
             flagged=flagged,
             detail=detail,
@@ -368,9 +437,16 @@ class ReconciliationWorker:
         execution = execution_from_row(claimed.row)
         since = execution.submitted_at if sweep is Sweep.SETTLEMENT else execution.updated_at
         examined = _Examined(sweep, claimed, execution, (now - (since or execution.created_at)).total_seconds())
+        cancel_sent = False
         # Phase 2: no transaction is open here, however long the provider takes.
         try:
             check = adapter_for(execution, self._providers).check_status(execution)
+            if not state.dry_run and self._step(examined, check, cancel_sent=False) is SettlementStep.CANCEL:
+                if state.time_budget() <= 0:
+                    # No time for a second provider call: released as if not asked, so the next run cancels it.
+                    detail = "the customer's time is up; no time left in this run to cancel the charge"
+                    return self._released(state, examined, examined.finding(Action.STILL_PENDING, check, detail=detail))
+                check, cancel_sent = self._cancel(execution, check), True
         except ProviderUnavailable as exc:
             return self._left(state, examined, examined.finding(Action.PROVIDER_UNAVAILABLE, detail=exc.detail))
         except BillingError as exc:
@@ -380,9 +456,17 @@ class ReconciliationWorker:
             # run) keep the executions behind it waiting: it is backed off like any other failure, and flagged.
             detail = f"{type(exc).__name__}: {exc}"
             return self._left(state, examined, examined.finding(Action.ERROR, detail=detail, flagged=True))
-        return self._record(state, examined, check)
+        return self._record(state, examined, check, cancel_sent=cancel_sent)
 
-    def _record(self, state: _Run, examined: _Examined, check: StatusCheck) -> Finding:
+    def _cancel(self, execution: Execution, check: StatusCheck) -> StatusCheck:
+        """Cancel the charge of an execution whose customer did not act in time; the provider's answer."""
+        # check_status went through adapter_for, so the provider is configured; the check named the charge.
+        provider = self._providers[execution.payment_provider]
+        reference = execution.provider_reference or check.provider_reference
+        assert reference is not None, "a charge waiting for the customer has a reference"
+        return provider.cancel(reference, provider_cancel_key(execution))
+
+    def _record(self, state: _Run, examined: _Examined, check: StatusCheck, *, cancel_sent: bool) -> Finding:
         """Phase 3: the provider's answer and the end of the lease, in one short transaction (rolled back if dry)."""
         execution, owner = examined.execution, state.lease_owner
         try:
@@ -392,28 +476,31 @@ class ReconciliationWorker:
                         Action.LEASE_LOST, check, detail="the lease lapsed; another worker owns the execution"
                     )
                 try:
-                    action, written = self._apply(examined, check)
+                    action, written, detail = self._apply(
+                        examined, check, cancel_sent=cancel_sent, dry_run=state.dry_run
+                    )
                 except TransitionConflict as exc:
                     # Moved on without this worker (a webhook, the retry consumer): nothing more to ask in this status.
                     found = examined.finding(Action.CONFLICT, check, detail=exc.detail)
                 else:
-                    flagged = action is Action.MISSING_AT_PROVIDER or (
+                    flagged = action in (Action.MISSING_AT_PROVIDER, Action.ERROR) or (
                         action is Action.STILL_PENDING
                         and examined.waited > self._config.max_pending_age.total_seconds()
                     )
-                    found = examined.finding(action, check, written=written, flagged=flagged)
+                    found = examined.finding(action, check, written=written, flagged=flagged, detail=detail)
                 if state.dry_run:
                     return found
                 if found.to_status is not None or found.action is Action.CONFLICT:
                     finish(self._conn, execution.tenant_id, execution.id, owner, outcome=found.action.value)
                     return found
-                next_check_at = self._next_check_at(examined.claimed)
+                next_check_at = self._next_check_at(examined, check.outcome)
+                outcome = found.action.value if found.detail is None else f"{found.action.value}: {found.detail}"
                 back_off(
                     self._conn,
                     execution.tenant_id,
                     execution.id,
                     owner,
-                    outcome=found.action.value,
+                    outcome=outcome,
                     next_check_at=next_check_at,
                 )
                 return replace(found, next_check_at=next_check_at)
@@ -427,7 +514,7 @@ class ReconciliationWorker:
         if state.dry_run:
             return found
         execution = examined.execution
-        next_check_at = self._next_check_at(examined.claimed)
+        next_check_at = self._next_check_at(examined, found.provider_outcome)
         outcome = found.action.value if found.detail is None else f"{found.action.value}: {found.detail}"
         with self._transaction(execution.tenant_id):
             backed_off = back_off(
@@ -442,9 +529,33 @@ class ReconciliationWorker:
             return replace(found, action=Action.LEASE_LOST, detail=f"lease lapsed before {outcome} was recorded")
         return replace(found, next_check_at=next_check_at)
 
-    def _next_check_at(self, claimed: Claimed) -> datetime:
-        delay = self._recheck.ceiling(claimed.attempts + 1)
-        return self._clock() + timedelta(seconds=delay)
+    def _released(self, state: _Run, examined: _Examined, found: Finding) -> Finding:
+        """End the lease, schedule and attempts unchanged: the execution is due again as if it had not been asked."""
+        with self._transaction():
+            release(self._conn, [examined.claimed], state.lease_owner)
+        return found
+
+    def _next_check_at(self, examined: _Examined, outcome: StatusOutcome | None) -> datetime:
+        """The backoff's next check; for a charge waiting for the customer, no later than when its time is up."""
+        now = self._clock()
+        backoff = now + timedelta(seconds=self._recheck.ceiling(examined.claimed.attempts + 1))
+        deadline = self._customer_action_deadline(examined, outcome)
+        # Once the time is up (a provider that would not cancel), the plain backoff: no cancel every run for ever.
+        return min(backoff, deadline) if deadline is not None and deadline > now else backoff
+
+    def _customer_action_deadline(self, examined: _Examined, outcome: StatusOutcome | None) -> datetime | None:
+        submitted_at = examined.execution.submitted_at
+        if examined.sweep is not Sweep.SETTLEMENT or outcome is not StatusOutcome.REQUIRES_ACTION or not submitted_at:
+            return None
+        return submitted_at + self._config.customer_action_timeout
+
+    def _step(self, examined: _Examined, check: StatusCheck, *, cancel_sent: bool) -> SettlementStep | None:
+        """The settlement sweep's decision for this answer; None in the recovery sweep."""
+        if examined.sweep is not Sweep.SETTLEMENT:
+            return None
+        # The same clock and the same start as every age of the sweep: the batch's `now` minus submitted_at.
+        expired = examined.waited >= self._config.customer_action_timeout.total_seconds()
+        return settlement_step(check.outcome, customer_action_expired=expired, cancel_sent=cancel_sent)
 
     @contextmanager
     def _transaction(self, tenant_id: UUID | None = None, *, rollback: bool = False) -> Iterator[None]:
@@ -458,45 +569,68 @@ class ReconciliationWorker:
                 self._conn.execute(_SET_IDLE_LIMIT, [str(self._idle_limit_ms)])
             yield
 
-    def _apply(self, examined: _Examined, check: StatusCheck) -> tuple[Action, Execution | None]:
+    def _apply(
+        self, examined: _Examined, check: StatusCheck, *, cancel_sent: bool, dry_run: bool
+    ) -> tuple[Action, Execution | None, str | None]:
+        """The transition the answer calls for (through the repository's status guard): what was done, the
+        execution as written (None if left as it was), and a note for the report."""
         match examined.sweep:
             case Sweep.SETTLEMENT:
-                return self._settle(examined.execution, check, examined.waited)
+                step = self._step(examined, check, cancel_sent=cancel_sent)
+                assert step is not None
+                return self._settle(examined, check, step, cancel_sent=cancel_sent, dry_run=dry_run)
             case Sweep.RECOVERY:
-                return self._recover(examined.execution, check)
+                action, written = self._recover(examined.execution, check)
+                return action, written, None
             case _:
                 assert_never(examined.sweep)
 
-    def _settle(self, execution: Execution, check: StatusCheck, waited: float) -> tuple[Action, Execution | None]:
+    def _settle(
+        self, examined: _Examined, check: StatusCheck, step: SettlementStep, *, cancel_sent: bool, dry_run: bool
+    ) -> tuple[Action, Execution | None, str | None]:
         """A pending execution: apply a final answer, leave it otherwise."""
-        repo, tenant, eid, ctx = self._repository, execution.tenant_id, execution.id, self._context
-        details = {"correlation_id": execution.correlation_id}
-        match check.outcome:
-            case StatusOutcome.PAID:
-                metadata = _settlement_metadata(check, waited)
+        execution, repo, ctx = examined.execution, self._repository, self._context
+        tenant, eid = execution.tenant_id, execution.id
+        metadata = _settlement_metadata(check, examined.waited)
+        if cancel_sent:
+            metadata["cancel_requested"] = True
+        details: dict[str, Any] = {"correlation_id": execution.correlation_id, "metadata": metadata}
+        timeout = self._config.customer_action_timeout
+        match step:
+            case SettlementStep.COMPLETE:
+                written = repo.reconcile(tenant, eid, ctx, outcome=ExecutionStatus.COMPLETED, **details)
+                note = "the customer completed the action before the cancel" if cancel_sent else None
+                return Action.COMPLETED, written, note
+            case SettlementStep.FAIL:
                 written = repo.reconcile(
-                    tenant, eid, ctx, outcome=ExecutionStatus.COMPLETED, metadata=metadata, **details
+                    tenant, eid, ctx, outcome=ExecutionStatus.FAILED, error_code=check.error_code, **details
                 )
-                return Action.COMPLETED, written
-            case StatusOutcome.FAILED:
-                metadata = _settlement_metadata(check, waited)
+                return Action.FAILED, written, None
+            case SettlementStep.FAIL_CANCELED:
                 written = repo.reconcile(
-                    tenant,
-                    eid,
-                    ctx,
-                    outcome=ExecutionStatus.FAILED,
-                    error_code=check.error_code,
-                    metadata=metadata,
-                    **details,
+                    tenant, eid, ctx, outcome=ExecutionStatus.FAILED, error_code=CANCELED_AT_PROVIDER_CODE, **details
                 )
-                return Action.FAILED, written
-            case StatusOutcome.STILL_PENDING | StatusOutcome.REQUIRES_ACTION:
-                return Action.STILL_PENDING, None
-            case StatusOutcome.NOT_FOUND:
-                # We hold a reference the provider gave us and it no longer knows it: a human must find out why.
-                return Action.MISSING_AT_PROVIDER, None
+                return Action.FAILED, written, "canceled at the provider"
+            case SettlementStep.EXPIRE | SettlementStep.CANCEL:
+                if step is SettlementStep.CANCEL and not dry_run:
+                    # A run decides on the cancel's answer (sent in phase 2); failing a charge that may still
+                    # succeed would let money move behind a failed execution.
+                    raise RuntimeError(f"execution {eid}: expiry recorded without a cancel at the provider")
+                # A dry run cancels nothing: it reports the expiry a run would record once the cancel took.
+                metadata["customer_action_timeout_seconds"] = timeout.total_seconds()
+                written = repo.reconcile(
+                    tenant, eid, ctx, outcome=ExecutionStatus.FAILED, error_code=AUTHENTICATION_EXPIRED_CODE, **details
+                )
+                note = "a run cancels the charge at the provider first" if step is SettlementStep.CANCEL else None
+                return Action.EXPIRED, written, note
+            case SettlementStep.LEAVE:
+                return Action.STILL_PENDING, None, None
+            case SettlementStep.CANCEL_REFUSED:
+                return Action.ERROR, None, "the provider still waits for the customer after the cancel"
+            case SettlementStep.FLAG_MISSING:
+                return Action.MISSING_AT_PROVIDER, None, None
             case _:
-                assert_never(check.outcome)
+                assert_never(step)
 
     def _recover(self, execution: Execution, check: StatusCheck) -> tuple[Action, Execution]:
         """An execution stuck in processing: apply whatever the provider knows, never submit again."""
@@ -517,6 +651,16 @@ class ReconciliationWorker:
                     eid,
                     ctx,
                     error_code=check.error_code,
+                    provider_reference=check.provider_reference,
+                    **details,
+                )
+            case StatusOutcome.CANCELED:
+                # Nothing in the engine cancels a charge it has not seen waiting; someone did at the provider.
+                return Action.FAILED, repo.mark_failed(
+                    tenant,
+                    eid,
+                    ctx,
+                    error_code=CANCELED_AT_PROVIDER_CODE,
                     provider_reference=check.provider_reference,
                     **details,
                 )
