@@ -85,8 +85,6 @@ class FunctionName(StrEnum):
     OUTBOX_RELAY = "outbox_relay"
     MIGRATE = "migrate"
     AUTHORIZER = "authorizer"
-    # The card vault: the only function that ever sees a card number (payment instruments API).
-    VAULT = "vault"
 
 
 def service_name(function: FunctionName) -> str:
@@ -163,12 +161,6 @@ ROUTES: Final = (
         authorized=False,
         max_body_bytes=MAX_WEBHOOK_BODY_BYTES,
     ),
-    # The whole payment instrument family goes to the vault: one function handles instruments, and the execute
-    # function only reads them when it charges one.
-    Route("POST", f"{API_BASE_PATH}/payment-instruments", FunctionName.VAULT, authorized=True),
-    Route("GET", f"{API_BASE_PATH}/payment-instruments", FunctionName.VAULT, authorized=True),
-    Route("GET", f"{API_BASE_PATH}/payment-instruments/{{id}}", FunctionName.VAULT, authorized=True),
-    Route("DELETE", f"{API_BASE_PATH}/payment-instruments/{{id}}", FunctionName.VAULT, authorized=True),
 )
 
 # --- Schedules (EventBridge Scheduler expressions, UTC) ------------------------------------------------------
@@ -183,13 +175,3 @@ class ReportPeriod(StrEnum):
 
     DAILY = "daily"
     WEEKLY = "weekly"
-
-
-# --- Card vault ---------------------------------------------------------------------------------------------------
-# The KMS key that wraps the vault's data keys (one data key per stored card, bound to its tenant and token by the
-# encryption context), and the Secrets Manager secret holding the fingerprint keys (HMAC-SHA-256, versioned; a
-# tenant's key is derived from the current version). Both stay outside the database.
-VAULT_KMS_KEY_ALIAS: Final = "alias/billing-vault"
-FINGERPRINT_SECRET_NAME: Final = "billing/vault/fingerprint-keys"
-ENV_VAULT_KMS_KEY_ID: Final = "VAULT_KMS_KEY_ID"
-ENV_FINGERPRINT_SECRET_ID: Final = "FINGERPRINT_SECRET_ID"
