@@ -192,7 +192,11 @@ MUTANTS = [
 ]
 
 
-def _scratch_copy(target: Path) -> None:
+def _scratch_copy(target: Path, *, committed: bool = False) -> None:
+    if committed:
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        return
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--only", default="", help="run the mutants whose name contains this text")
     parser.add_argument("--skip-baseline", action="store_true", help="do not first check the unmutated copy passes")
+    parser.add_argument("--committed", action="store_true", help="mutate HEAD instead of the working tree")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTANTS if args.only in m.name]
     sys.path.insert(0, str(REPO / "layers/shared/python"))
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_baseline:
         # A mutant counts as caught only if the same copy without it passes: otherwise any failure would do.
         with tempfile.TemporaryDirectory(prefix="billing-baseline-") as scratch:
-            _scratch_copy(Path(scratch))
+            _scratch_copy(Path(scratch), committed=args.committed)
             if _suite_fails(Path(scratch), server):
                 print("the unmutated copy fails the suite: fix that first", file=sys.stderr)
                 return 2
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="billing-mutant-") as scratch:
             tree = Path(scratch)
-            _scratch_copy(tree)
+            _scratch_copy(tree, committed=args.committed)
             _apply(tree, mutant)
             caught = _suite_fails(tree, server)
         verdict = "caught" if caught else "SURVIVED"

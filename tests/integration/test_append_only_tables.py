@@ -51,6 +51,25 @@ values (%(tenant)s, repeat('a', 64), 'wf:billing.execution', 'contract-1', 'bill
 """
 
 
+# An outbox row with a payload of the caller's choosing (the repository builds it from the committed row instead).
+_ANNOUNCE = (
+    "insert into billing.billing_outbox (tenant_id, event_id, aggregate_id, event_type, payload)"
+    " values (%(tenant)s, %(event_id)s, %(id)s, %(type)s, %(payload)s)"
+)
+
+
+def _announcement(params: dict[str, Any]) -> dict[str, Any]:
+    """The payload fields the outbox check compares, agreeing with the forged event of `params`."""
+    return {
+        "event_id": str(params["event_id"]),
+        "execution_id": str(params["id"]),
+        "tenant_id": str(params["tenant"]),
+        "event_type": params["type"],
+        "old_status": params["old"],
+        "new_status": params["new"],
+    }
+
+
 def _forged(execution: Any, event_type: str, old: str | None, new: str, **extra: Any) -> dict[str, Any]:
     return {
         "tenant": execution.tenant_id,
@@ -80,7 +99,10 @@ def test_forged_failed_event_for_a_completed_execution_is_refused(
 ) -> None:
     execution = execution_in(conn, tenant_id, S.COMPLETED)
     params = _forged(execution, "billing.execution.failed", "processing", "failed")
-    assert _one_transaction(role_conn, tenant_id, (_EVENT, params), (_OUTBOX, params)) == GuardState.UNRECORDED_CHANGE
+    # A careful forger announces the event exactly as it claims: only the event's own check can refuse it.
+    announced = {**params, "payload": Jsonb(_announcement(params))}
+    refused = _one_transaction(role_conn, tenant_id, (_EVENT, params), (_ANNOUNCE, announced))
+    assert refused == GuardState.UNRECORDED_CHANGE
 
 
 def test_event_naming_a_change_other_than_its_transactions_is_refused(
@@ -130,19 +152,8 @@ def test_outbox_payload_disagreeing_with_its_event_is_refused(
 ) -> None:
     execution = execution_in(conn, tenant_id, S.PENDING)
     params = _forged(execution, "billing.execution.canceled", "pending", "canceled")
-    lying = (
-        "insert into billing.billing_outbox (tenant_id, event_id, aggregate_id, event_type, payload)"
-        " values (%(tenant)s, %(event_id)s, %(id)s, %(type)s, %(payload)s)"
-    )
-    payload = {
-        "event_id": str(params["event_id"]),
-        "execution_id": str(execution.id),
-        "tenant_id": str(tenant_id),
-        "event_type": params["type"],
-        "old_status": "processing",
-        "new_status": "completed",
-    }
-    statements = [(_CANCEL, params), (_EVENT, params), (lying, {**params, "payload": Jsonb(payload)})]
+    payload = {**_announcement(params), "old_status": "processing", "new_status": "completed"}
+    statements = [(_CANCEL, params), (_EVENT, params), (_ANNOUNCE, {**params, "payload": Jsonb(payload)})]
     assert _one_transaction(role_conn, tenant_id, *statements) == GuardState.UNRECORDED_CHANGE
 
 

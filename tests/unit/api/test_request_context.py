@@ -48,3 +48,12 @@ def test_tenant_comes_from_jwt_claims() -> None:
 def test_missing_or_malformed_tenant_is_unauthenticated(authorizer: dict[str, Any] | None) -> None:
     with pytest.raises(AuthenticationFailed):
         request_context_of(_event(authorizer=authorizer))
+
+
+def test_correlation_id_holding_a_card_number_is_replaced_by_the_request_id() -> None:
+    from billing.api.request_context import correlation_id_of
+
+    event = {"headers": {"X-Correlation-Id": "order-4111-1111-1111-1111"}, "requestContext": {"requestId": "req-9"}}
+    assert correlation_id_of(event) == "req-9"
+    event["headers"] = {"X-Correlation-Id": "order-4111-1111-1111-1112"}  # not Luhn-valid: kept
+    assert correlation_id_of(event) == "order-4111-1111-1111-1112"

@@ -15,6 +15,7 @@ from billing.domain.execution import (
     card_number_spans,
     looks_like_card_number,
     mask_card_numbers,
+    validate_idempotency_key,
 )
 from billing.observability import redact
 
@@ -157,3 +158,14 @@ def test_hostile_run_of_single_digits_is_scanned_whole_and_only_the_card_is_foun
     ones = " ".join("1" * 8192)
     text = f"{ones} x 4111111111111111"
     assert card_number_spans(text) == [(len(ones) + 3, len(text))]
+
+
+def test_canonical_uuids_are_never_card_numbers_but_a_card_beside_one_is() -> None:
+    # One random UUID in about 400 has digit-only groups forming a Luhn-valid 13-19 digit window across its hyphens;
+    # a client's UUID idempotency key must not be refused for that.
+    import uuid
+
+    uuids = [str(uuid.UUID(int=n * 0x9E3779B97F4A7C15_F39CC0605CEDC834 % (1 << 128))) for n in range(20_000)]
+    assert not [u for u in uuids if looks_like_card_number(u) or looks_like_card_number(f"key-{u}")]
+    assert looks_like_card_number(f"4111 1111 1111 1111 {uuids[0]}")
+    assert validate_idempotency_key("12345678-1234-1234-1234-123456789012") == "12345678-1234-1234-1234-123456789012"

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from billing.domain.errors import AuthenticationFailed
+from billing.domain.execution import looks_like_card_number
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -24,10 +25,13 @@ class RequestContext:
 
 
 def correlation_id_of(event: dict[str, Any]) -> str:
-    """X-Correlation-Id if well-formed (it is echoed into logs and events), else API Gateway's request id."""
+    """X-Correlation-Id if well-formed (it is echoed into logs and events), else API Gateway's request id.
+
+    One that holds a card number is not well-formed: it would be stored and logged as it is.
+    """
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     supplied = headers.get("x-correlation-id")
-    if isinstance(supplied, str) and _CORRELATION_ID.fullmatch(supplied):
+    if isinstance(supplied, str) and _CORRELATION_ID.fullmatch(supplied) and not looks_like_card_number(supplied):
         return supplied
     return str((event.get("requestContext") or {}).get("requestId") or "unknown")
 

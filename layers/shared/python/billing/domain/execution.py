@@ -54,6 +54,12 @@ _DIGIT_GROUP = re.compile(rf"\d+(?:[{re.escape(CARD_NUMBER_SEPARATORS)}]+\d+)*")
 _DIGIT_CHUNK = re.compile(r"\d+")
 # Luhn doubles every second digit from the right and subtracts 9 from a two-digit result.
 _LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+# A UUID in its canonical form (8-4-4-4-12 hex digits) is no way anyone types a card number, yet one in about 400
+# random UUIDs has digit-only groups forming a Luhn-valid 13-19 digit window across its hyphens. Idempotency keys
+# and correlation ids are mostly UUIDs, so these are read past, as the database's twin (billing.card_number_in) does.
+UUID_PATTERN: Final = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"
+)
 
 
 def card_number_spans(text: str) -> list[tuple[int, int]]:
@@ -61,9 +67,11 @@ def card_number_spans(text: str) -> list[tuple[int, int]]:
 
     The one detector behind input refusal and log masking. Candidates start and end at a chunk of digits between
     separators: "4111 1111 1111 1111 12/27" yields its first 16 digits, while one unbroken run of 20 digits (an
-    order number, a timestamp in microseconds) is never cut into a card number.
+    order number, a timestamp in microseconds) is never cut into a card number, and a canonical UUID is read past.
     """
     spans: list[tuple[int, int]] = []
+    # Same length, no digits: positions in `text` stay valid for the spans returned.
+    text = UUID_PATTERN.sub(lambda uuid: "u" * len(uuid.group()), text)
     for group in _DIGIT_GROUP.finditer(text):
         chunks = list(_DIGIT_CHUNK.finditer(text, group.start(), group.end()))
         digits = [int(c) for chunk in chunks for c in chunk.group()]
