@@ -7,16 +7,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench mutants openapi db-url db-stop clean
+.PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench mutants openapi db-url db-stop clean audit-verify
 
 help:
 	@echo "make demo        boot everything locally and walk through real flows"
 	@echo "make test        lint, type-check and run the whole test suite"
 	@echo "make serve       run the local stack (API on 127.0.0.1:8080)"
-	@echo "make token       print a dev JWT (TENANT=<uuid> [SUB=<user>])"
+	@echo "make token       print a dev JWT (TENANT=<uuid> [SUB=<user>] [SCOPE=auditor])"
 	@echo "make migrate     apply sql/ migrations to DATABASE_URL or the embedded database"
 	@echo "make compliance  run the workflow write compliance check"
 	@echo "make bench       run the benchmarks in bench/"
+	@echo "make audit-verify recompute the audit tree and check every checkpoint (KEY_RING=<file> [BUCKET=<name>])"
 	@echo "make mutants     remove guards one at a time and check the suite notices (ONLY=<text>)"
 	@echo "make openapi     regenerate docs/openapi.json from the code"
 	@echo "make synth       synthesize the CDK app offline (STAGE=prod, SKIP_LAYER_DEPS=1)"
@@ -53,7 +54,7 @@ serve: $(STAMP)
 	$(PY) scripts/serve.py
 
 token: $(STAMP)
-	@$(PY) scripts/issue_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(SUB),--sub $(SUB))
+	@$(PY) scripts/issue_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(SUB),--sub $(SUB)) $(if $(SCOPE),--scope "$(SCOPE)")
 
 migrate: $(STAMP)
 	$(PY) -m billing.db.migrations
@@ -64,6 +65,12 @@ compliance: migrate
 bench: $(STAMP)
 	$(PY) bench/lifecycle_throughput.py
 	$(PY) bench/cold_start_imports.py
+	$(PY) bench/audit_append.py
+
+# Exit 1 and the first row that differs if the audit trail was changed. The key ring comes from Secrets Manager
+# (the local stack's moto while `make serve` runs) unless KEY_RING names an exported ring.
+audit-verify: $(STAMP)
+	$(PY) -m billing.audit verify $(if $(KEY_RING),--key-ring-file $(KEY_RING)) $(if $(BUCKET),--bucket $(BUCKET))
 
 mutants: $(STAMP)
 	$(PY) scripts/mutants.py $(if $(ONLY),--only "$(ONLY)")

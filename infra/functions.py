@@ -134,6 +134,30 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 # Needs no database, so it stays out of the VPC and its cold starts stay short.
                 in_vpc=False,
             ),
+            _spec(
+                FunctionName.VAULT,
+                "Card vault: payment instruments API, the only code that sees a card number",
+                memory_mb=512,
+                timeout=Duration.seconds(25),
+                # KMS (the data keys) and the fingerprint secret are granted by the vault's infrastructure, to come.
+                accesses=(_A.DATABASE,),
+            ),
+            _spec(
+                FunctionName.AUDIT,
+                "Audit trail API for auditors: events, checkpoints, inclusion proofs",
+                memory_mb=512,
+                timeout=Duration.seconds(25),
+                accesses=(_A.DATABASE,),
+            ),
+            _spec(
+                FunctionName.AUDIT_CHECKPOINT,
+                "Sequences audit entries into the Merkle tree and writes signed checkpoints",
+                memory_mb=512,
+                # Under its 1-minute schedule; the checkpoint key and the Object Lock bucket come with its
+                # infrastructure, to come.
+                timeout=Duration.seconds(50),
+                accesses=(_A.DATABASE,),
+            ),
         ]
     )
 )

@@ -1,6 +1,7 @@
 """make token: print a bearer token for the local stack, signed with the public dev key (docs/local.md).
 
 Prints the token and nothing else, so scripts can use it as `TOKEN=$(make -s token TENANT=<uuid>)`.
+`make token SCOPE=auditor` adds scopes (space-separated, e.g. SCOPE="auditor billing:read") for the audit API.
 """
 
 from __future__ import annotations
@@ -33,12 +34,19 @@ def main(argv: list[str] | None = None) -> int:
         help=f"tenant UUID (default: the demo tenant {DEMO_TENANT_ID})",
     )
     parser.add_argument("--sub", default=DEMO_SUBJECT, help=f"subject, the acting user (default: {DEMO_SUBJECT})")
+    parser.add_argument("--scope", default="", help='space-separated scopes, e.g. "auditor" (default: none)')
     parser.add_argument("--ttl-minutes", type=int, default=DEFAULT_TTL_MINUTES, help="lifetime (default: 12 hours)")
     args = parser.parse_args(argv)
     if args.ttl_minutes <= 0:
         parser.error("--ttl-minutes must be positive")
     try:
-        token = issue_token(LOCAL_TOKEN_SETTINGS, args.tenant, args.sub, ttl=timedelta(minutes=args.ttl_minutes))
+        token = issue_token(
+            LOCAL_TOKEN_SETTINGS,
+            args.tenant,
+            args.sub,
+            ttl=timedelta(minutes=args.ttl_minutes),
+            scopes=args.scope.split(),
+        )
     except ValueError as exc:
         parser.error(str(exc))
     print(token)

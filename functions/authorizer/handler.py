@@ -1,4 +1,8 @@
-"""Bearer-token authorizer: verifies the JWT and hands its tenant and subject to the function behind the route."""
+"""Bearer-token authorizer: verifies the JWT and hands its tenant, subject and scopes to the function behind the route.
+
+A rejected token is an invalid logical access attempt (PCI DSS 10.2.1.4): it is written to this function's log as a
+structured audit line (billing.audit.log_sink explains why a log line and not a database row).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing import resource_names as names
-from billing.auth.tokens import Principal, TokenSettings, bearer_token, parse_token_settings, verify_token
+from billing.audit.events import AuditEvent, AuditEventType, AuditOutcome
+from billing.audit.log_sink import LOG_KEY, audit_log_fields
+from billing.auth.tokens import (
+    Principal,
+    TokenSettings,
+    bearer_token,
+    parse_token_settings,
+    scope_string,
+    verify_token,
+)
 from billing.domain.errors import AuthenticationFailed
 
 logger = Logger()
@@ -72,8 +85,16 @@ def allow_policy(principal: Principal, method_arn: str) -> dict[str, Any]:
                 }
             ],
         },
-        "context": {"tenant_id": str(principal.tenant_id), "subject": principal.subject},
+        "context": _context(principal),
     }
+
+
+def _context(principal: Principal) -> dict[str, str]:
+    context = {"tenant_id": str(principal.tenant_id), "subject": principal.subject}
+    if principal.scopes:
+        # Context values must be strings, numbers or booleans: the scopes travel as one space-separated string.
+        context["scopes"] = scope_string(principal.scopes)
+    return context
 
 
 def authorize(event: Mapping[str, Any], settings: TokenSettings) -> dict[str, Any]:
@@ -82,11 +103,31 @@ def authorize(event: Mapping[str, Any], settings: TokenSettings) -> dict[str, An
     return allow_policy(principal, event["methodArn"])
 
 
+def rejected(event: Mapping[str, Any], error: AuthenticationFailed, context: LambdaContext) -> dict[str, Any]:
+    """The audit line of a rejected token: never the token itself, only why and for which call."""
+    # methodArn: arn:aws:execute-api:<region>:<account>:<api-id>/<stage>/<METHOD>/<path>
+    call = "/".join(str(event.get("methodArn", "")).split("/")[2:])[:200]
+    return audit_log_fields(
+        AuditEvent(
+            AuditEventType.AUTHENTICATION_FAILED,
+            AuditOutcome.DENIED,
+            actor="anonymous",
+            tenant_id=None,
+            resource_type="api",
+            resource_id=call or None,
+            correlation_id=getattr(context, "aws_request_id", None),
+            # A TOKEN authorizer is not given the caller's address; API Gateway's access log has it by request id.
+            source="function:authorizer",
+            details={"reason": error.reason},
+        )
+    )
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         return authorize(event, token_settings())
     except AuthenticationFailed as exc:
-        logger.info("bearer token rejected", extra={"reason": exc.reason})
+        logger.warning("bearer token rejected", extra={"reason": exc.reason, LOG_KEY: rejected(event, exc, context)})
         # This exact message is what makes API Gateway answer 401 instead of 500.
         raise Exception("Unauthorized") from None

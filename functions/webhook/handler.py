@@ -13,6 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billing.api.http import guard_unverified_request, problem_response, with_correlation_header
 from billing.api.input_safety import require_storable_events
 from billing.api.request_context import correlation_id_of
+from billing.audit import record_audit_event
+from billing.audit.hooks import webhook_signature_rejected
 from billing.domain.errors import BillingError, SignatureInvalid, UnknownWebhookProvider, WebhookRetryLater
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
@@ -94,7 +96,23 @@ def _signature_rejected(error: SignatureInvalid) -> Response[str]:
     # Who claims to have sent it and why it failed; never the payload, which nothing vouches for.
     metrics.add_metric(name="WebhookSignatureRejected", unit=MetricUnit.Count, value=1)
     logger.warning("webhook signature rejected", extra={"provider": error.provider, "reason": error.reason})
+    _audit_rejection(error)
     return problem_response(error, _correlation_id())
+
+
+def _audit_rejection(error: SignatureInvalid) -> None:
+    # PCI DSS 10.2.1.4. A failed audit write must not turn a 401 into a 500 the provider retries forever: it is
+    # logged and counted (an alarm on the metric), and the delivery is still refused.
+    source_ip = ((app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
+    event = webhook_signature_rejected(
+        error.provider, error.reason, correlation_id=_correlation_id(), source_ip=source_ip
+    )
+    try:
+        record_audit_event(runtime.connections.get(), event)
+    except Exception:
+        runtime.connections.discard()
+        metrics.add_metric(name="AuditWriteFailed", unit=MetricUnit.Count, value=1)
+        logger.exception("audit write failed", extra={"audit_event": event.event_type.value})
 
 
 @app.exception_handler(BillingError)

@@ -33,6 +33,9 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
         {"admin", "app", "worker", *(r.value for r in LOGIN_USERS if r.value not in ("billing_app", "billing_worker"))}
     ),
     FunctionName.AUTHORIZER: frozenset({"jwt"}),
+    FunctionName.VAULT: frozenset({"billing_vault"}),
+    FunctionName.AUDIT: frozenset({"billing_auditor"}),
+    FunctionName.AUDIT_CHECKPOINT: frozenset({"worker"}),
 }
 ROLE_SECRET = {DatabaseRole.OWNER: "admin", DatabaseRole.APP: "app", DatabaseRole.WORKER: "worker"} | {
     role: role.value for role in LOGIN_USERS if role not in (DatabaseRole.APP, DatabaseRole.WORKER)

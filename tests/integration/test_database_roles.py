@@ -20,6 +20,7 @@ from tests.integration.raw_sql import CTX, S, execution_in, role_conn
 
 __all__ = ["role_conn"]  # a fixture, imported for the tests below
 
+
 @pytest.fixture(params=RUNTIME_ROLES, ids=[role.value for role in RUNTIME_ROLES])
 def runtime_conn(request: pytest.FixtureRequest, admin_db_url: str) -> Iterator[Connection]:
     """A connection as every run-time role in turn."""

@@ -58,6 +58,7 @@ def test_valid_token_is_allowed_with_tenant_and_subject_in_the_context(authorize
     answer = _invoke(authorizer, _token_event(f"Bearer {token}"))
 
     assert answer["principalId"] == "alice"
+    # No scopes, no scopes key: routes that need one find none.
     assert answer["context"] == {"tenant_id": str(TENANT), "subject": "alice"}
     assert answer["policyDocument"]["Statement"] == [
         {
@@ -74,7 +75,7 @@ def test_allow_policy_covers_every_authorized_route_of_the_api_but_no_other_api(
     policy = _invoke(authorizer, _token_event(f"Bearer {token}"))["policyDocument"]
 
     for route in names.ROUTES:
-        path = route.path.replace("{id}", "0b9c").replace("{provider}", "stripe")
+        path = route.path.replace("{id}", "0b9c").replace("{provider}", "stripe").replace("{seq}", "7")
         assert policy_allows(policy, method_arn(route.method, path, api_id="abc123", stage="prod")), route
     assert not policy_allows(policy, method_arn("GET", "/api/v1/billing/executions", api_id="other", stage="prod"))
     assert not policy_allows(policy, method_arn("GET", "/api/v1/billing/executions", api_id="abc123", stage="dev"))
@@ -115,6 +116,28 @@ def test_rejection_logs_the_reason_but_never_the_token(
 
     assert [getattr(record, "reason", None) for record in caplog.records] == ["expired"]
     assert token not in caplog.text
+
+
+def test_scopes_reach_the_route_as_one_space_separated_context_value(authorizer: ModuleType) -> None:
+    token = issue_token(LOCAL_TOKEN_SETTINGS, TENANT, "carol", scopes=["auditor", "billing:read"])
+
+    assert _invoke(authorizer, _token_event(f"Bearer {token}"))["context"]["scopes"] == "auditor billing:read"
+
+
+def test_a_rejected_token_is_an_audit_line_for_pci_10_2_1_4(
+    authorizer: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _invoke(authorizer, _token_event("Bearer not-a-jwt"))
+
+    (record,) = caplog.records
+    audit = getattr(record, "audit", None)
+    assert isinstance(audit, dict)
+    assert (audit["event_type"], audit["outcome"], audit["actor"]) == ("auth.failed", "denied", "anonymous")
+    assert audit["resource_id"] == "GET/api/v1/billing/executions/42"
+    assert audit["details"] == {"reason": "malformed"}
+    assert audit["pci_dss"] == ["10.2.1.4"]
+    assert "not-a-jwt" not in caplog.text
 
 
 def test_token_settings_come_from_the_jwt_secret(monkeypatch: pytest.MonkeyPatch, authorizer: ModuleType) -> None:

@@ -273,3 +273,43 @@ def test_token_settings_refuses_keys_shorter_than_256_bits() -> None:
 def test_issue_token_refuses_an_empty_subject() -> None:
     with pytest.raises(ValueError, match="subject"):
         issue_token(LOCAL_TOKEN_SETTINGS, TENANT, "")
+
+
+# --- scopes ---------------------------------------------------------------------------------------------------
+
+
+def test_issued_scopes_are_one_sorted_space_separated_scope_claim_and_verify_back() -> None:
+    token = issue_token(LOCAL_TOKEN_SETTINGS, TENANT, "carol", scopes=["billing:read", "auditor"])
+
+    assert jwt.decode(token, options={"verify_signature": False})["scope"] == "auditor billing:read"
+    principal = verify_token(token, LOCAL_TOKEN_SETTINGS)
+    assert principal.scopes == frozenset({"auditor", "billing:read"})
+    assert principal.has_scope("auditor")
+    assert not principal.has_scope("admin")
+
+
+def test_a_token_without_scopes_carries_no_scope_claim_and_has_none() -> None:
+    token = issue_token(LOCAL_TOKEN_SETTINGS, TENANT, "alice")
+
+    assert "scope" not in jwt.decode(token, options={"verify_signature": False})
+    assert verify_token(token, LOCAL_TOKEN_SETTINGS).scopes == frozenset()
+
+
+@pytest.mark.parametrize("claim", [{"scp": "auditor reports"}, {"scp": ["auditor", "reports"]}])
+def test_the_scp_claim_is_read_as_a_string_or_a_list(claim: dict[str, Any]) -> None:
+    principal = verify_token(_signed(_claims(**claim)), LOCAL_TOKEN_SETTINGS)
+
+    assert principal.scopes == frozenset({"auditor", "reports"})
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [42, {"auditor": True}, ["auditor", 1], "auditor  double-space", 'quote"d', "back\\slash", "x" * 65, "a " * 33],
+)
+def test_a_malformed_scope_claim_rejects_the_token(scope: object) -> None:
+    assert _reason(_signed(_claims(scope=scope))) == "invalid_scope"
+
+
+def test_issue_token_refuses_invalid_scopes() -> None:
+    with pytest.raises(ValueError, match="scope"):
+        issue_token(LOCAL_TOKEN_SETTINGS, TENANT, "alice", scopes=["has space"])

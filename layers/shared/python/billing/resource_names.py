@@ -85,6 +85,11 @@ class FunctionName(StrEnum):
     OUTBOX_RELAY = "outbox_relay"
     MIGRATE = "migrate"
     AUTHORIZER = "authorizer"
+    # The card vault: the only function that ever sees a card number (payment instruments API).
+    VAULT = "vault"
+    # The auditors' API over the audit trail, and the scheduled sequencer/checkpointer of its Merkle tree.
+    AUDIT = "audit"
+    AUDIT_CHECKPOINT = "audit_checkpoint"
 
 
 def service_name(function: FunctionName) -> str:
@@ -161,6 +166,16 @@ ROUTES: Final = (
         authorized=False,
         max_body_bytes=MAX_WEBHOOK_BODY_BYTES,
     ),
+    # The whole payment instrument family goes to the vault: one function handles instruments, and the execute
+    # function only reads them when it charges one.
+    Route("POST", f"{API_BASE_PATH}/payment-instruments", FunctionName.VAULT, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/payment-instruments", FunctionName.VAULT, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/payment-instruments/{{id}}", FunctionName.VAULT, authorized=True),
+    Route("DELETE", f"{API_BASE_PATH}/payment-instruments/{{id}}", FunctionName.VAULT, authorized=True),
+    # The audit trail, for auditors: the function also requires the token's `auditor` scope (403 otherwise).
+    Route("GET", f"{API_BASE_PATH}/audit/events", FunctionName.AUDIT, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/audit/checkpoints/latest", FunctionName.AUDIT, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/audit/proofs/{{seq}}", FunctionName.AUDIT, authorized=True),
 )
 
 # --- Schedules (EventBridge Scheduler expressions, UTC) ------------------------------------------------------
@@ -175,3 +190,29 @@ class ReportPeriod(StrEnum):
 
     DAILY = "daily"
     WEEKLY = "weekly"
+
+
+# --- Card vault ---------------------------------------------------------------------------------------------------
+# The KMS key that wraps the vault's data keys (one data key per stored card, bound to its tenant and token by the
+# encryption context), and the Secrets Manager secret holding the fingerprint keys (HMAC-SHA-256, versioned; a
+# tenant's key is derived from the current version). Both stay outside the database.
+VAULT_KMS_KEY_ALIAS: Final = "alias/billing-vault"
+FINGERPRINT_SECRET_NAME: Final = "billing/vault/fingerprint-keys"
+ENV_VAULT_KMS_KEY_ID: Final = "VAULT_KMS_KEY_ID"
+ENV_FINGERPRINT_SECRET_ID: Final = "FINGERPRINT_SECRET_ID"
+
+
+# --- Audit trail ----------------------------------------------------------------------------------------------------
+# Checkpoints of the audit tree are signed with an HMAC key ring kept in this secret (billing.audit.keys) and
+# written to this bucket, which has Object Lock in compliance mode (PCI DSS 10.5.1: twelve months retained).
+AUDIT_CHECKPOINT_KEY_SECRET_NAME: Final = "billing/audit/checkpoint-keys"
+AUDIT_CHECKPOINTS_BUCKET_PREFIX: Final = "billing-audit-checkpoints"
+# A little over a year, so a checkpoint outlives the twelve months PCI DSS asks for whatever the day it was written.
+AUDIT_CHECKPOINT_RETENTION_DAYS: Final = 400
+AUDIT_CHECKPOINT_SCHEDULE: Final = "rate(1 minute)"
+ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: Final = "AUDIT_CHECKPOINT_KEY_SECRET_ID"
+ENV_AUDIT_CHECKPOINTS_BUCKET: Final = "AUDIT_CHECKPOINTS_BUCKET"
+# "true" in AWS: refuse to write a checkpoint to a bucket without Object Lock.
+ENV_AUDIT_REQUIRE_OBJECT_LOCK: Final = "AUDIT_REQUIRE_OBJECT_LOCK"
+# The token scope the audit API requires (space-separated `scope` claim; billing.auth.tokens).
+AUDITOR_SCOPE: Final = "auditor"

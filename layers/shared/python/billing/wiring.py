@@ -15,6 +15,7 @@ from billing.db.connection_provider import ConnectionProvider, database_url_from
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.roles import DatabaseRole
 from billing.domain.backoff import BackoffPolicy
+from billing.instruments.charging import ChargeableInstruments, InstrumentTokenProvider, ProviderTokenLookup
 from billing.observability import PowertoolsExecutionObserver
 from billing.rails.ports import PaymentProvider
 from billing.rails.sandbox import SandboxProvider, connections_to
@@ -26,8 +27,10 @@ _BACKOFF_DEFAULTS = BackoffPolicy()
 
 def sandbox_providers(role: DatabaseRole) -> Mapping[str, PaymentProvider]:
     """The payment providers a function connecting as `role` can reach, by name (payment_provider)."""
-    # The sandbox is an external system: it gets its own connections, never the billing transaction.
-    return {"sandbox": SandboxProvider(connections_to(database_url_from_environment(role=role)))}
+    # The sandbox is an external system: it gets its own connections, never the billing transaction. Vault
+    # instruments are charged by the provider's token for them, looked up on connections of the same role.
+    connections = connections_to(database_url_from_environment(role=role))
+    return {"sandbox": InstrumentTokenProvider(SandboxProvider(connections), ProviderTokenLookup(connections))}
 
 
 class BackoffSettings(BaseModel):
@@ -77,7 +80,8 @@ class ExecuteRuntime:
         return sandbox_providers(DatabaseRole.APP)
 
     def execution_service(self) -> ExecutionService:
-        repository = ExecutionRepository(self.connections.get())
+        conn = self.connections.get()
+        repository = ExecutionRepository(conn)
         driver = ExecutionDriver(
             repository,
             self.providers,
@@ -85,4 +89,5 @@ class ExecuteRuntime:
             PowertoolsExecutionObserver(),
             backoff=self.settings.backoff(),
         )
-        return ExecutionService(repository, driver)
+        instruments = ChargeableInstruments(conn, source="function:execute")
+        return ExecutionService(repository, driver, instruments)

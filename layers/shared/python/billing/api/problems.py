@@ -30,6 +30,17 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.UnsupportedMediaType: 415,
     e.ValidationFailed: 422,
     e.IdempotencyKeyReused: 422,
+    # Payment instruments: another tenant's instrument is as unknown as a missing one.
+    e.PaymentInstrumentNotFound: 404,
+    e.PaymentInstrumentInactive: 422,
+    e.PaymentInstrumentExpired: 422,
+    e.PaymentInstrumentRailMismatch: 422,
+    e.CardDataRefused: 422,
+    e.InstrumentLifecycleViolated: 409,
+    e.DetokenizationDenied: 403,
+    # The audit API: a token without the auditor scope, and a checkpoint or tree index that does not exist.
+    e.ScopeRequired: 403,
+    e.AuditRecordNotFound: 404,
 }
 
 

@@ -8,12 +8,18 @@ The secret's value is a JSON object: {"issuer": "<iss>", "keys": ["<newest>", "<
 every listed key verifies, so a key is rotated with an overlap window (prepend the new key, wait for the authorizer's
 cache to expire, switch the issuer to it, then drop the old one). {"issuer": ..., "key": "<key>"} is accepted for a
 single key, which is the shape CDK's generated secrets (secretStringTemplate + generateStringKey) produce.
+
+Scopes: a token may carry `scope` (RFC 8693 / RFC 9068: a space-separated string) or `scp` (the same, or a list, as
+some identity providers write it). The authorizer hands them on as one space-separated string; a route that needs
+one (the audit API needs `auditor`) checks it. A token without scopes has none, and a malformed scope claim makes
+the whole token invalid rather than silently scope-less.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -34,6 +40,9 @@ MIN_KEY_BYTES: Final = 32
 # Subjects end up in principalId, log lines and audit columns: bounded so a token cannot flood them.
 MAX_SUBJECT_LENGTH: Final = 256
 _REQUIRED_CLAIMS: Final = ("tenant_id", "sub", "iat", "exp", "iss", "aud")
+# RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); bounded like the subject.
+_SCOPE_TOKEN: Final = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$")
+MAX_SCOPES: Final = 32
 
 # Local development and tests ONLY (the local stack seeds it into moto's billing/auth/jwt). It is public in this
 # repository, so anyone can mint tokens with it: it must never be stored in a deployed stack's secret.
@@ -49,6 +58,30 @@ class Principal:
 
     tenant_id: UUID
     subject: str
+    scopes: frozenset[str] = frozenset()
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def scopes_of(value: object) -> frozenset[str]:
+    """The scopes of a `scope`/`scp` claim or of the authorizer's context value; ValueError if malformed."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        parts = value.split(" ") if value else []
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        parts = list(value)
+    else:
+        raise ValueError("scope is a space-separated string")
+    if len(parts) > MAX_SCOPES or not all(_SCOPE_TOKEN.fullmatch(p) for p in parts):
+        raise ValueError("scope holds invalid scope tokens")
+    return frozenset(parts)
+
+
+def scope_string(scopes: Iterable[str]) -> str:
+    """The space-separated form (sorted, so equal sets give equal strings)."""
+    return " ".join(sorted(scopes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +112,13 @@ def issue_token(
     *,
     ttl: timedelta = DEFAULT_TTL,
     now: datetime | None = None,
+    scopes: Iterable[str] = (),
 ) -> str:
-    """A token for `subject` acting on `tenant_id`, signed with the first key and valid for `ttl` from `now`."""
+    """A token for `subject` acting on `tenant_id`, signed with the first key and valid for `ttl` from `now`;
+    `scopes` become its space-separated `scope` claim (none: no claim)."""
     if not subject or len(subject) > MAX_SUBJECT_LENGTH:
         raise ValueError(f"subject must be 1..{MAX_SUBJECT_LENGTH} characters")
+    granted = scopes_of(list(scopes))
     issued_at = now or datetime.now(UTC)
     claims = {
         "tenant_id": str(tenant_id),
@@ -92,6 +128,8 @@ def issue_token(
         "iss": settings.issuer,
         "aud": AUDIENCE,
     }
+    if granted:
+        claims["scope"] = scope_string(granted)
     return jwt.encode(claims, settings.keys[0], algorithm=ALGORITHM)
 
 
@@ -159,7 +197,11 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         raise AuthenticationFailed("invalid_tenant")
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
         raise AuthenticationFailed("invalid_subject")
-    return Principal(tenant_id=tenant_id, subject=subject)
+    try:
+        scopes = scopes_of(claims.get("scope")) | scopes_of(claims.get("scp"))
+    except ValueError:
+        raise AuthenticationFailed("invalid_scope") from None
+    return Principal(tenant_id=tenant_id, subject=subject, scopes=scopes)
 
 
 def bearer_token(authorization: str | None) -> str:

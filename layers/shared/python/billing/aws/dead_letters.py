@@ -17,7 +17,9 @@ Every redrive is recorded twice: a log line per message and, when the message na
 `billing.execution.redriven` event on it (db.attempts). A redriven message is handled like any retry: if the
 execution is still waiting for that attempt it runs; if it moved on (an exhausted retry is already failed), the
 worker drops it as stale. Purge deletes by receive-and-delete, logging each message, so it needs no PurgeQueue
-right and leaves a trace of what was thrown away.
+right and leaves a trace of what was thrown away. Given an audit recorder (the command line always gives one), each
+redriven and each purged message is also an operator action in the audit trail (PCI DSS 10.2.1.2), recorded before
+the message leaves the DLQ.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from billing import resource_names as names
+from billing.audit.events import AuditEvent
+from billing.audit.hooks import operator_action
 from billing.aws.retry_queue import decode_retry
 from billing.domain.execution import Execution
 from billing.domain.workflow import WorkflowWriteContext
@@ -189,6 +193,9 @@ class SqsDeadLetterSink:
         return message_id
 
 
+AuditSink = Callable[[AuditEvent], None]
+
+
 class DeadLetterTool:
     """Operator actions on the DLQ of the retry queue."""
 
@@ -200,6 +207,7 @@ class DeadLetterTool:
         recorder: RedriveRecorder,
         *,
         context: WorkflowWriteContext | None = None,
+        audit: AuditSink | None = None,
         wait_seconds: int = DEFAULT_WAIT_SECONDS,
         scan_visibility_seconds: int = DEFAULT_SCAN_VISIBILITY_SECONDS,
         empty_receives: int = DEFAULT_EMPTY_RECEIVES,
@@ -211,6 +219,7 @@ class DeadLetterTool:
         self._source_url = source_queue_url
         self._recorder = recorder
         self._context = context or WorkflowWriteContext.system()
+        self._audit = audit
         self._wait_seconds = wait_seconds
         self._scan_visibility = scan_visibility_seconds
         self._empty_receives = empty_receives
@@ -259,6 +268,7 @@ class DeadLetterTool:
                     "billing.retry.dead_letter_purged",
                     extra={"event": "billing.retry.dead_letter_purged", **letter.describe()},
                 )
+                self._audited("dlq_purge", letter, {})
                 scan.delete(letter)
                 purged += 1
         return purged
@@ -287,6 +297,7 @@ class DeadLetterTool:
                 )
                 is not None
             )
+        self._audited("dlq_redrive", letter, {"new_message_id": new_message_id, "recorded": str(recorded).lower()})
         scan.delete(letter)
         logger.info(
             "billing.retry.redriven",
@@ -299,6 +310,26 @@ class DeadLetterTool:
             },
         )
         return RedrivenMessage(letter.message_id, new_message_id, request.execution_id if request else None, recorded)
+
+    def _audited(self, action: str, letter: DeadLetter, details: dict[str, str]) -> None:
+        if self._audit is None:
+            return
+        request = letter.request
+        self._audit(
+            operator_action(
+                action,
+                actor=self._context.actor,
+                resource_type="retry_message",
+                resource_id=letter.message_id,
+                tenant_id=request.tenant_id if request else None,
+                correlation_id=request.correlation_id if request else None,
+                source="billing.aws.dead_letters",
+                details={
+                    **({"execution_id": str(request.execution_id), "attempt": str(request.attempt)} if request else {}),
+                    **details,
+                },
+            )
+        )
 
     def _scan(self) -> _Scan:
         return _Scan(self._client, self._dlq_url, self._wait_seconds, self._scan_visibility, self._empty_receives)
@@ -398,6 +429,7 @@ def _parser() -> argparse.ArgumentParser:
 def _default_tools(args: argparse.Namespace) -> tuple[DeadLetterTool, Callable[[UUID, UUID], Execution | None]]:
     import boto3
 
+    from billing.audit import record_audit_event
     from billing.db.attempts import AttemptLedger
     from billing.db.connection import connect
     from billing.db.connection_provider import database_url_from_environment
@@ -412,6 +444,7 @@ def _default_tools(args: argparse.Namespace) -> tuple[DeadLetterTool, Callable[[
         args.queue_url,
         AttemptLedger(conn),
         context=WorkflowWriteContext.user(operator),
+        audit=lambda event: record_audit_event(conn, event),
     )
     return tool, repository.get
 

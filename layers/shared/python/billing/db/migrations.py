@@ -110,12 +110,24 @@ def apply_migrations(
                     "insert into billing_meta.schema_migrations (version, checksum) values (%s, %s)",
                     [migration.version, migration.checksum],
                 )
+                _audit_migration(conn, migration)
             applied_now.append(migration.version)
     finally:
         if not conn.broken:
             conn.execute("reset role")
             conn.execute("select pg_advisory_unlock(%s)", [_ADVISORY_LOCK_KEY])
     return applied_now
+
+
+def _audit_migration(conn: Connection, migration: Migration) -> None:
+    """One audit row per applied file, in its transaction, once the audit trail exists (the migrations before
+    sql/20261210_billing_audit_trail.sql ran before there was a trail to write to)."""
+    from billing.audit import record_audit_event
+    from billing.audit.hooks import migration_applied
+
+    row = conn.execute("select to_regclass('billing_audit.entries') is not null as present").fetchone()
+    if row and row["present"]:
+        record_audit_event(conn, migration_applied(migration.version, migration.checksum))
 
 
 def main(argv: list[str] | None = None) -> int:

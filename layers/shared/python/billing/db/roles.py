@@ -68,7 +68,14 @@ LOGIN_USERS: Final = {
 }
 
 # The schemas the owner owns; anything created in them by another role is handed over on every migration run.
-OWNED_SCHEMAS: Final = ("billing", "billing_inbox", "billing_meta", "sandbox_provider")
+OWNED_SCHEMAS: Final = (
+    "billing",
+    "billing_audit",
+    "billing_inbox",
+    "billing_meta",
+    "billing_vault",
+    "sandbox_provider",
+)
 
 # Cluster-level objects cannot live in a per-database migration (roles are shared by every database of a cluster),
 # so the runner ensures them on every run, idempotently. Concurrent runners on other databases of the same cluster
@@ -199,5 +206,8 @@ FUNCTION_ROLES: Final = MappingProxyType(
         FunctionName.RECONCILE: DatabaseRole.WORKER,
         FunctionName.SETTLEMENT_REPORT: DatabaseRole.WORKER,
         FunctionName.MIGRATE: DatabaseRole.OWNER,
+        FunctionName.AUDIT: DatabaseRole.AUDITOR,
+        FunctionName.AUDIT_CHECKPOINT: DatabaseRole.WORKER,
+        FunctionName.VAULT: DatabaseRole.VAULT,
     }
 )

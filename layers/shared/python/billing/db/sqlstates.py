@@ -15,7 +15,9 @@ import psycopg
 
 from billing.domain.errors import (
     BillingError,
+    CardDataRefused,
     ImmutableExecution,
+    InstrumentLifecycleViolated,
     InvalidTransition,
     LifecycleRuleViolated,
     OutboxPublicationRefused,
@@ -34,6 +36,18 @@ class GuardState(StrEnum):
     LIFECYCLE_RULE = "BE008"
     UNRECORDED_CHANGE = "BE009"
     OUTBOX_PUBLICATION = "BE010"
+    # The audit tree: indexes contiguous from 0, checkpoints of a tree that exists and only grows. Raised only by
+    # the sequencer and checkpoint writer (billing.audit), never in answer to a request, so no domain error.
+    AUDIT_TREE = "BE011"
+    # Payment instruments and the vault (sql/20261211_billing_payment_instruments.sql). BE012 is left to the audit
+    # trail. A card number in a guarded column, or an attribute key naming sensitive authentication data:
+    CARD_DATA_REFUSED = "BE013"
+    # Contracts are born active, move active -> expired | deactivated only, keep their identity, are never deleted:
+    CONTRACT_LIFECYCLE = "BE014"
+    # Contract terms are born open, only closed, never rewritten or deleted, frozen once the contract is inactive:
+    TERM_HISTORY = "BE015"
+    # Vault secrets are shredded, never rewritten (only their data key re-wrapped) or deleted:
+    SEALED_CARD_IMMUTABLE = "BE016"
 
 
 GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
@@ -47,6 +61,10 @@ GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
         GuardState.LIFECYCLE_RULE: LifecycleRuleViolated,
         GuardState.UNRECORDED_CHANGE: UnrecordedChange,
         GuardState.OUTBOX_PUBLICATION: OutboxPublicationRefused,
+        GuardState.CARD_DATA_REFUSED: CardDataRefused,
+        GuardState.CONTRACT_LIFECYCLE: InstrumentLifecycleViolated,
+        GuardState.TERM_HISTORY: InstrumentLifecycleViolated,
+        GuardState.SEALED_CARD_IMMUTABLE: InstrumentLifecycleViolated,
     }
 )
 

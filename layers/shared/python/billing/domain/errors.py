@@ -246,3 +246,115 @@ class SettlementPeriodInvalid(BillingError):
     """A settlement report was asked for a period that cannot be reported on (it starts in the future)."""
 
     code = "settlement_period_invalid"
+
+
+# --- Payment instruments and the card vault ---------------------------------------------------------------------
+
+
+class PaymentInstrumentNotFound(BillingError):
+    """No such instrument for the caller's tenant, or one that belongs to another entity contract.
+
+    Also for another tenant's instrument: never confirm that it exists.
+    """
+
+    code = "payment_instrument_not_found"
+
+
+class PaymentInstrumentInactive(BillingError):
+    """The instrument was deactivated: it can no longer be charged."""
+
+    code = "payment_instrument_inactive"
+
+
+class PaymentInstrumentExpired(BillingError):
+    """The card's expiry month has passed (checked at charge time, in UTC): it can no longer be charged."""
+
+    code = "payment_instrument_expired"
+
+
+class PaymentInstrumentRailMismatch(BillingError):
+    """The instrument cannot be charged over the requested rail (a card over sepa_debit, say)."""
+
+    code = "payment_instrument_rail_mismatch"
+
+
+class CardNumberInvalid(ValidationFailed):
+    """Not a card number: wrong characters, a length its brand does not issue, or a failed Luhn check."""
+
+    code = "card_number_invalid"
+
+
+class CardBrandUnsupported(ValidationFailed):
+    """A well-formed card number whose IIN belongs to no brand we accept."""
+
+    code = "card_brand_unsupported"
+
+
+class CardExpired(ValidationFailed):
+    """The card's expiry month is over (a card is valid through the last moment of its month, UTC)."""
+
+    code = "card_expired"
+
+
+class CardSecurityCodeInvalid(ValidationFailed):
+    """A card verification code that is not 3 digits (4 for American Express)."""
+
+    code = "card_security_code_invalid"
+
+
+class IbanInvalid(ValidationFailed):
+    """Not an IBAN: unknown country, wrong length for its country, or a failed mod-97 check."""
+
+    code = "iban_invalid"
+
+
+class IbanCountryUnsupported(ValidationFailed):
+    """A valid IBAN of a country outside the SEPA scheme: it cannot be debited over sepa_debit."""
+
+    code = "iban_country_unsupported"
+
+
+class CardDataRefused(BillingError):
+    """The database refused to store what looks like a card number, or an attribute naming sensitive
+    authentication data (CVC, PIN, track data): card data lives in the vault only."""
+
+    code = "card_data_refused"
+
+
+class InstrumentLifecycleViolated(BillingError):
+    """An instrument, its terms or its vault secret were about to change in a way their history forbids
+    (reactivation, rewriting a closed term, rewriting or deleting a secret); the database refused it."""
+
+    code = "instrument_lifecycle_violated"
+
+
+class DetokenizationDenied(BillingError):
+    """A detokenization the vault refused (no such token for the tenant, a shredded card, an undeclared purpose).
+
+    Audited like every attempt; the caller learns nothing more than that it was refused.
+    """
+
+    code = "detokenization_denied"
+
+
+class VaultIntegrityError(BillingError):
+    """A stored card secret failed authentication (AES-GCM tag or KMS encryption context): tampered or misfiled."""
+
+    code = "vault_integrity_error"
+
+
+class ScopeRequired(BillingError):
+    """A valid token without the scope the route needs (the audit API needs `auditor`): RFC 6750's
+    insufficient_scope."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this route requires the {scope!r} scope", scope=scope)
+        self.scope = scope
+
+
+class AuditRecordNotFound(BillingError):
+    """No audit checkpoint of the requested tree size, or no entry at the requested tree index."""
+
+    code = "audit_record_not_found"

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from billing.db.connection import connect
 from billing.db.connection_provider import role_url_variable
 from billing.db.migrations import apply_migrations
 from billing.db.roles import RUNTIME_ROLES, login_url
+from billing.instruments.fingerprints import fingerprint_secret_value
 from billing.local.api_gateway import (
     FUNCTIONS_DIR,
     LOCAL_ACCOUNT_ID,
@@ -56,6 +58,7 @@ ENV_MOTO_PORT: Final = "MOTO_PORT"
 RETRY_POLL_SECONDS: Final = 1.0
 OUTBOX_RELAY_SECONDS: Final = 2.0
 RECONCILE_SECONDS: Final = 5.0
+AUDIT_CHECKPOINT_SECONDS: Final = 5.0
 LOCAL_TUNING: Final = {
     names.ENV_RETRY_BACKOFF_BASE_SECONDS: "1",
     names.ENV_RETRY_BACKOFF_CAP_SECONDS: "4",
@@ -87,6 +90,43 @@ class LocalResources:
     reports_bucket: str
     jwt_secret_arn: str
     webhook_secret_names: tuple[str, ...]
+    # The card vault's KMS key (its alias) and fingerprint key secret.
+    vault_kms_key_id: str = names.VAULT_KMS_KEY_ALIAS
+    fingerprint_secret_arn: str = ""
+    # The audit trail's checkpoint key ring and its Object Lock bucket.
+    audit_checkpoint_key_secret_arn: str = ""
+    audit_checkpoints_bucket: str = ""
+
+
+# LOCAL ONLY: the fingerprint key the local vault uses, recognisably not a production key.
+LOCAL_FINGERPRINT_KEY: Final = b"fingerprint-key-dev-NOT_FOR_PROD!"
+
+
+def seed_vault_keys(kms: Any, secrets: Any) -> str:
+    """The vault's KMS key (under its alias) and fingerprint key secret, in moto; returns the secret's ARN."""
+    key_id = kms.create_key(Description="LOCAL ONLY: billing card vault data keys")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=names.VAULT_KMS_KEY_ALIAS, TargetKeyId=key_id)
+    arn: str = secrets.create_secret(
+        Name=names.FINGERPRINT_SECRET_NAME,
+        Description="LOCAL ONLY: a development fingerprint key",
+        SecretString=fingerprint_secret_value("local-v1", {"local-v1": LOCAL_FINGERPRINT_KEY}),
+    )["ARN"]
+    return arn
+
+
+def seed_audit_checkpoints(s3: Any, secrets: Any, bucket: str, region: str) -> str:
+    """The audit checkpoint bucket (Object Lock, compliance mode, as in AWS) and a fresh key ring; the ring's ARN."""
+    from billing.audit.keys import key_ring_secret_value, rotated
+
+    s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}, ObjectLockEnabledForBucket=True
+    )
+    arn: str = secrets.create_secret(
+        Name=names.AUDIT_CHECKPOINT_KEY_SECRET_NAME,
+        Description="LOCAL ONLY: a random checkpoint key ring for this run",
+        SecretString=key_ring_secret_value(rotated(None)),
+    )["ARN"]
+    return arn
 
 
 class PeriodicJob:
@@ -273,6 +313,11 @@ class LocalStack:
         self._exit.callback(server.stop)
         host, port = server.get_host_and_port()
         self.aws_endpoint_url = f"http://{host}:{port}"
+        # moto keeps its services' state per process, not per server: a stack started after another one in the
+        # same process (a test worker running two e2e modules) would find the first one's bus and queues.
+        reset = urllib.request.Request(f"{self.aws_endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
+        with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - our own moto server on loopback
+            pass
         self._set_environment({"AWS_ENDPOINT_URL": self.aws_endpoint_url})
 
     def _bind_http(self) -> None:
@@ -340,7 +385,11 @@ class LocalStack:
             SecretString=token_settings_secret_value(LOCAL_TOKEN_SETTINGS),
         )["ARN"]
 
-        log.info("AWS resources created in moto: bus, queues, buckets, %d secrets", len(webhook_secrets) + 1)
+        fingerprint_arn = seed_vault_keys(self.client("kms"), secrets)
+        audit_bucket = names.bucket_name(names.AUDIT_CHECKPOINTS_BUCKET_PREFIX, self.account_id, self.region)
+        audit_key_arn = seed_audit_checkpoints(s3, secrets, audit_bucket, self.region)
+
+        log.info("AWS resources created in moto: bus, queues, buckets, vault key, %d secrets", len(webhook_secrets) + 2)
         return LocalResources(
             event_bus_name=names.EVENT_BUS_NAME,
             event_bus_arn=bus_arn,
@@ -351,6 +400,9 @@ class LocalStack:
             reports_bucket=buckets[1],
             jwt_secret_arn=jwt_arn,
             webhook_secret_names=tuple(names.webhook_secret_name(p) for p in webhook_secrets),
+            fingerprint_secret_arn=fingerprint_arn,
+            audit_checkpoint_key_secret_arn=audit_key_arn,
+            audit_checkpoints_bucket=audit_bucket,
         )
 
     def _function_environment(self, resources: LocalResources) -> dict[str, str]:
@@ -362,6 +414,10 @@ class LocalStack:
             names.ENV_SETTLEMENT_BUCKET: resources.settlement_bucket,
             names.ENV_REPORTS_BUCKET: resources.reports_bucket,
             names.ENV_JWT_SECRET_ARN: resources.jwt_secret_arn,
+            names.ENV_VAULT_KMS_KEY_ID: resources.vault_kms_key_id,
+            names.ENV_FINGERPRINT_SECRET_ID: resources.fingerprint_secret_arn,
+            names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: resources.audit_checkpoint_key_secret_arn,
+            names.ENV_AUDIT_CHECKPOINTS_BUCKET: resources.audit_checkpoints_bucket,
             names.ENV_POWERTOOLS_SERVICE_NAME: names.APP_NAME,
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             "POWERTOOLS_TRACE_DISABLED": "true",
@@ -382,11 +438,13 @@ class LocalStack:
         )
 
     def start_background_jobs(self) -> None:
-        """What AWS runs without a request: the retry event source, the outbox relay and reconciliation."""
+        """What AWS runs without a request: the retry event source, the outbox relay, reconciliation and the audit
+        checkpointer."""
         retries = self.retry_event_source()
         self.every(RETRY_POLL_SECONDS, "retry-queue", retries.poll)
         self.every(OUTBOX_RELAY_SECONDS, "outbox-relay", lambda: self.invoke(FunctionName.OUTBOX_RELAY, {}))
         self.every(RECONCILE_SECONDS, "reconcile", lambda: self.invoke(FunctionName.RECONCILE, {}))
+        self.every(AUDIT_CHECKPOINT_SECONDS, "audit-checkpoint", lambda: self.invoke(FunctionName.AUDIT_CHECKPOINT, {}))
 
     # --- running ------------------------------------------------------------------------------------------------
 

@@ -8,11 +8,15 @@ already processed the original drop it. Only published rows are replayed: unpubl
 sending one ahead of it could put it on the bus before an earlier event of its execution. Copies go out in outbox
 id order under the relay's chunking rules (one event per execution per call); once a copy fails, its execution's
 later copies are skipped. Reads only: the rows' published_at, publish_attempts and last_error stay as they are.
+Every replay (dry runs too) is an operator action in the audit trail (PCI DSS 10.2.1.2): what was asked, by whom,
+and how it ended.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
 import os
 import sys
@@ -24,6 +28,8 @@ from uuid import UUID
 from psycopg import sql
 
 from billing import resource_names as names
+from billing.audit import AuditOutcome, record_audit_event
+from billing.audit.hooks import operator_action
 from billing.db.connection import Connection
 from billing.db.tenancy import system_transaction
 from billing.outbox.chunking import next_chunk, too_large
@@ -76,8 +82,57 @@ def replay(
     until: datetime | None = None,
     tenant_id: UUID | None = None,
     dry_run: bool = False,
+    operator: str | None = None,
 ) -> ReplayReport:
-    """Publish copies of the published events of one execution, or that occurred in [since, until)."""
+    """Publish copies of the published events of one execution, or that occurred in [since, until); recorded in
+    the audit trail as `operator`'s action (default: the operating-system user)."""
+    asked = {
+        "execution_id": execution_id,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "tenant_id": tenant_id,
+        "dry_run": str(dry_run).lower(),
+    }
+    audit = {key: str(value) for key, value in asked.items() if value is not None}
+    try:
+        report = _replay(conn, publisher, execution_id, since, until, tenant_id, dry_run)
+    except BaseException as exc:
+        # The replay's own error is what the operator must see; an audit row that cannot be written (the
+        # connection broke) must not replace it.
+        with contextlib.suppress(Exception):
+            _audit(conn, operator, tenant_id, AuditOutcome.FAILED, {**audit, "error": type(exc).__name__})
+        raise
+    counts = {"selected": str(report.selected), "published": str(report.published), "failed": str(len(report.failures))}
+    outcome = AuditOutcome.SUCCEEDED if report.complete else AuditOutcome.FAILED
+    _audit(conn, operator, tenant_id, outcome, {**audit, **counts})
+    return report
+
+
+def _audit(
+    conn: Connection, operator: str | None, tenant_id: UUID | None, outcome: AuditOutcome, details: dict[str, str]
+) -> None:
+    event = operator_action(
+        "outbox_replay",
+        actor=operator or f"os:{getpass.getuser()}",
+        resource_type="outbox",
+        resource_id=details.get("execution_id"),
+        outcome=outcome,
+        tenant_id=tenant_id,
+        source="billing.outbox.replay",
+        details=details,
+    )
+    record_audit_event(conn, event)
+
+
+def _replay(
+    conn: Connection,
+    publisher: EventPublisher,
+    execution_id: UUID | None,
+    since: datetime | None,
+    until: datetime | None,
+    tenant_id: UUID | None,
+    dry_run: bool,
+) -> ReplayReport:
     if execution_id is None and (since is None or until is None):
         raise ValueError("replay needs an execution_id, or both since and until")
     for bound in (since, until):

@@ -11,6 +11,8 @@ from billing.domain.errors import ExecutionNotFound, IdempotencyKeyReused, Trans
 from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, validate_idempotency_key
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
+from billing.instruments.charging import ChargeableInstruments, ChargeRequest
+from billing.instruments.model import is_instrument_id
 from billing.services.execution_driver import ExecutionDriver
 
 _CANCELABLE = (ExecutionStatus.CREATED, ExecutionStatus.PENDING)
@@ -32,9 +34,16 @@ class ExecutionView:
 
 
 class ExecutionService:
-    def __init__(self, repository: ExecutionRepository, driver: ExecutionDriver | None = None) -> None:
+    def __init__(
+        self,
+        repository: ExecutionRepository,
+        driver: ExecutionDriver | None = None,
+        instruments: ChargeableInstruments | None = None,
+    ) -> None:
         self._repository = repository
         self._driver = driver
+        # Vault instruments (pi_...) are checked before a charge is created with one; None: not checked (tools).
+        self._instruments = instruments
 
     def create(
         self,
@@ -53,6 +62,20 @@ class ExecutionService:
         existing = self._repository.find_by_idempotency_key(tenant_id, key)
         if existing is not None:
             return CreateOutcome(_replay(existing, fingerprint, key), created=False)
+        if self._instruments is not None and is_instrument_id(request.payment_instrument_id):
+            # Same tenant, same entity contract, active, not past its month, the right rail: else 404/422 and
+            # nothing written. The sandbox's magic tokens (tok_visa, ...) are provider tokens, not checked here.
+            assert request.payment_instrument_id is not None
+            self._instruments.authorize_charge(
+                ChargeRequest(
+                    tenant_id,
+                    request.payment_instrument_id,
+                    request.entity_contract_id,
+                    request.payment_rail,
+                    actor=context.actor,
+                    correlation_id=correlation_id,
+                )
+            )
         # Layer 2: the unique index decides between concurrent first requests.
         execution, created = self._repository.insert_idempotent(
             tenant_id,

@@ -1,0 +1,35 @@
+"""Scheduled every minute: sequences new audit entries into the Merkle tree and checkpoints the tree when it grew."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing import resource_names as names
+from billing.audit.wiring import CheckpointRuntime, CheckpointSettings
+
+SERVICE = names.service_name(names.FunctionName.AUDIT_CHECKPOINT)
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=names.METRICS_NAMESPACE, service=SERVICE)
+runtime = CheckpointRuntime(CheckpointSettings.from_environment())
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        run = runtime.checkpointer().run()
+    except psycopg.Error:
+        runtime.connections.discard()
+        raise
+    metrics.add_metric(name="AuditEntriesSequenced", unit=MetricUnit.Count, value=run.sequenced)
+    metrics.add_metric(name="AuditTreeSize", unit=MetricUnit.Count, value=run.tree_size)
+    metrics.add_metric(name="AuditCheckpointsExported", unit=MetricUnit.Count, value=len(run.exported))
+    logger.info("audit checkpoint run", extra=run.as_dict())
+    return run.as_dict()

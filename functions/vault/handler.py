@@ -1,0 +1,111 @@
+"""Card vault: save, read, list and deactivate payment instruments (API Gateway REST, Powertools).
+
+The only function that ever sees a card number. Its request and response bodies never reach the logs: each request
+is logged with the card fields erased (Powertools data masking), responses are not logged at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Final
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
+from aws_lambda_powertools.utilities.data_masking import DataMasking
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from billing.api.http import guard_request, problem_response, with_correlation_header
+from billing.domain.errors import BillingError, PaymentInstrumentNotFound
+from billing.domain.execution import mask_card_numbers
+from billing.instruments.api import instrument_routes
+from billing.instruments.model import Caller
+from billing.observability import logger, metrics, tracer
+from billing.vault.wiring import VaultRuntime, VaultSettings
+
+app = APIGatewayRestResolver(enable_validation=True)
+runtime = VaultRuntime(VaultSettings.from_environment())
+app.include_router(instrument_routes(runtime.instrument_service))
+
+# Everything in a body that is cardholder data or personal: erased before the request is logged.
+MASKED_FIELDS: Final = (
+    "card.number",
+    "card.cvc",
+    "card.holder_name",
+    "provider_token.token",
+    "sepa_debit.iban",
+    "sepa_debit.holder_name",
+    "sepa_debit.mandate_reference",
+)
+masking = DataMasking(raise_on_missing_field=False)
+
+
+def _caller() -> Caller:
+    found: Caller = app.context["caller"]
+    return found
+
+
+def masked_body(event: dict[str, Any]) -> Any:
+    """The request body as it may be logged: card fields erased, anything unreadable not shown at all."""
+    try:
+        body = json.loads(event.get("body") or "null")
+    except ValueError:
+        return "<not JSON>"
+    if not isinstance(body, dict):
+        return "<not an object>"
+    present = [path for path in MASKED_FIELDS if _has(body, path.split("."))]
+    return masking.erase(body, fields=present) if present else body
+
+
+def _has(document: Any, path: list[str]) -> bool:
+    for key in path:
+        if not isinstance(document, dict) or key not in document:
+            return False
+        document = document[key]
+    return True
+
+
+@app.not_found
+def _no_route(_: NotFoundError) -> Response[str]:
+    return problem_response(
+        PaymentInstrumentNotFound("no payment instrument under this path"), _caller().correlation_id
+    )
+
+
+@app.exception_handler(BillingError)
+def _domain_error(error: BillingError) -> Response[str]:
+    return problem_response(error, _caller().correlation_id)
+
+
+@app.exception_handler([RequestValidationError, RequestUnsupportedContentType])
+def _invalid_request(error: Exception) -> Response[str]:
+    return problem_response(error, _caller().correlation_id)
+
+
+@app.exception_handler(Exception)
+def _unexpected(error: Exception) -> Response[str]:
+    # The type only: a message may quote what was being processed.
+    logger.error("unhandled error", extra={"error_type": type(error).__name__})
+    runtime.connections.discard()
+    return problem_response(error, _caller().correlation_id)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = guard_request(event)
+    if isinstance(request, dict):
+        return request
+    # A correlation id is echoed into logs and audit entries: never a card number, whatever a client sent.
+    request = dataclasses.replace(request, correlation_id=mask_card_numbers(request.correlation_id, "x"))
+    logger.set_correlation_id(request.correlation_id)
+    logger.append_keys(tenant_id=str(request.tenant_id))
+    logger.info(
+        "billing.vault.request",
+        extra={"method": event.get("httpMethod"), "resource": event.get("resource"), "body": masked_body(event)},
+    )
+    source = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
+    app.append_context(caller=Caller(request.tenant_id, request.actor, request.correlation_id, source))
+    return with_correlation_header(app.resolve(event, context), request.correlation_id)

@@ -1,0 +1,65 @@
+"""Per-container wiring of the audit functions and the CLI: settings validated at cold start, clients on first use."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing import resource_names as names
+from billing.audit.keys import SecretsManagerKeyRing
+from billing.audit.s3 import S3CheckpointStore
+from billing.audit.sequencer import AuditCheckpointer
+from billing.db.connection_provider import ConnectionProvider
+from billing.db.roles import DatabaseRole
+
+
+class CheckpointSettings(BaseModel):
+    """What the audit_checkpoint function reads from its environment; a missing variable fails the cold start."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    key_secret_id: str = Field(alias=names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID, min_length=1)
+    bucket: str = Field(alias=names.ENV_AUDIT_CHECKPOINTS_BUCKET, min_length=1)
+    # AWS sets "true"; unset (a local run) means "use Object Lock when the bucket has it".
+    require_object_lock: bool = Field(False, alias=names.ENV_AUDIT_REQUIRE_OBJECT_LOCK)
+
+    @classmethod
+    def from_environment(cls) -> CheckpointSettings:
+        return cls.model_validate(dict(os.environ))
+
+
+def checkpoint_store(s3: Any, bucket: str, *, require_object_lock: bool = False) -> S3CheckpointStore:
+    return S3CheckpointStore(
+        s3,
+        bucket,
+        retention=timedelta(days=names.AUDIT_CHECKPOINT_RETENTION_DAYS),
+        require_object_lock=require_object_lock,
+    )
+
+
+class CheckpointRuntime:
+    """The checkpointer, built once per container and reused while it is warm."""
+
+    def __init__(self, settings: CheckpointSettings, connections: ConnectionProvider | None = None) -> None:
+        self.settings = settings
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.WORKER)
+
+    @cached_property
+    def _clients(self) -> tuple[Any, Any]:
+        import boto3  # deferred: boto3 costs ~100 ms of cold start
+
+        return boto3.client("secretsmanager"), boto3.client("s3")
+
+    @cached_property
+    def store(self) -> S3CheckpointStore:
+        return checkpoint_store(
+            self._clients[1], self.settings.bucket, require_object_lock=self.settings.require_object_lock
+        )
+
+    def checkpointer(self) -> AuditCheckpointer:
+        keys = SecretsManagerKeyRing(self._clients[0], self.settings.key_secret_id)
+        return AuditCheckpointer(self.connections.get(), keys, self.store)

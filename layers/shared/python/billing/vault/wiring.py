@@ -1,0 +1,61 @@
+"""The vault function's wiring: settings validated at cold start, KMS and the fingerprint keys on first use."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from billing import resource_names as names
+from billing.db.connection_provider import ConnectionProvider
+from billing.db.roles import DatabaseRole
+from billing.instruments.fingerprints import FingerprintKeys, SecretsManagerFingerprintKeys
+from billing.vault.kms import KmsDataKeys
+from billing.vault.provisioning import SandboxCardTokenizer
+from billing.vault.service import VaultService
+from billing.vault.vault import CardVault
+
+
+class VaultSettings(BaseModel):
+    """What the vault function reads from its environment; a missing variable fails the cold start."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    kms_key_id: str = Field(alias=names.ENV_VAULT_KMS_KEY_ID, min_length=1)
+    fingerprint_secret_id: str = Field(alias=names.ENV_FINGERPRINT_SECRET_ID, min_length=1)
+
+    @classmethod
+    def from_environment(cls) -> VaultSettings:
+        return cls.model_validate(dict(os.environ))
+
+
+class VaultRuntime:
+    """Everything the vault function needs, built once per Lambda container and reused while it is warm."""
+
+    def __init__(
+        self,
+        settings: VaultSettings,
+        connections: ConnectionProvider | None = None,
+        *,
+        kms_client: Any | None = None,
+        fingerprint_keys: FingerprintKeys | None = None,
+    ) -> None:
+        self.settings = settings
+        self.connections = connections or ConnectionProvider(role=DatabaseRole.VAULT)
+        self._kms_client = kms_client
+        self._fingerprint_keys = fingerprint_keys
+
+    @cached_property
+    def data_keys(self) -> KmsDataKeys:
+        return KmsDataKeys(self.settings.kms_key_id, self._kms_client)
+
+    @cached_property
+    def fingerprint_keys(self) -> FingerprintKeys:
+        return self._fingerprint_keys or SecretsManagerFingerprintKeys(self.settings.fingerprint_secret_id)
+
+    def instrument_service(self) -> VaultService:
+        conn = self.connections.get()
+        # Every charge goes to the sandbox until real providers are integrated; each gets its own tokenizer here.
+        return VaultService(conn, CardVault(conn, self.data_keys), self.fingerprint_keys, [SandboxCardTokenizer()])
