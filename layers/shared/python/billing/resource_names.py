@@ -214,5 +214,7 @@ ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: Final = "AUDIT_CHECKPOINT_KEY_SECRET_ID"
 ENV_AUDIT_CHECKPOINTS_BUCKET: Final = "AUDIT_CHECKPOINTS_BUCKET"
 # "true" in AWS: refuse to write a checkpoint to a bucket without Object Lock.
 ENV_AUDIT_REQUIRE_OBJECT_LOCK: Final = "AUDIT_REQUIRE_OBJECT_LOCK"
+# JSON list of the secrets (ids or ARNs) whose rotations the checkpoint function records as audit entries.
+ENV_AUDIT_WATCHED_CREDENTIALS: Final = "AUDIT_WATCHED_CREDENTIALS"
 # The token scope the audit API requires (space-separated `scope` claim; billing.auth.tokens).
 AUDITOR_SCOPE: Final = "auditor"

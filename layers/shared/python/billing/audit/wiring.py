@@ -7,10 +7,11 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Json
 
 from billing import resource_names as names
 from billing.audit.keys import SecretsManagerKeyRing
+from billing.audit.rotations import SecretsManagerVersions, record_rotations
 from billing.audit.s3 import S3CheckpointStore
 from billing.audit.sequencer import AuditCheckpointer
 from billing.db.connection_provider import ConnectionProvider
@@ -26,6 +27,8 @@ class CheckpointSettings(BaseModel):
     bucket: str = Field(alias=names.ENV_AUDIT_CHECKPOINTS_BUCKET, min_length=1)
     # AWS sets "true"; unset (a local run) means "use Object Lock when the bucket has it".
     require_object_lock: bool = Field(False, alias=names.ENV_AUDIT_REQUIRE_OBJECT_LOCK)
+    # Secrets whose rotations become audit entries (billing.audit.rotations); none if unset.
+    watched_credentials: Json[list[str]] = Field(default_factory=list, alias=names.ENV_AUDIT_WATCHED_CREDENTIALS)
 
     @classmethod
     def from_environment(cls) -> CheckpointSettings:
@@ -59,6 +62,11 @@ class CheckpointRuntime:
         return checkpoint_store(
             self._clients[1], self.settings.bucket, require_object_lock=self.settings.require_object_lock
         )
+
+    def record_rotations(self) -> list[str]:
+        """Audit every watched secret whose current version is new since the last run; their names."""
+        versions = SecretsManagerVersions(self._clients[0])
+        return record_rotations(self.connections.get(), versions, self.settings.watched_credentials)
 
     def checkpointer(self) -> AuditCheckpointer:
         keys = SecretsManagerKeyRing(self._clients[0], self.settings.key_secret_id)

@@ -418,6 +418,10 @@ class LocalStack:
             names.ENV_FINGERPRINT_SECRET_ID: resources.fingerprint_secret_arn,
             names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: resources.audit_checkpoint_key_secret_arn,
             names.ENV_AUDIT_CHECKPOINTS_BUCKET: resources.audit_checkpoints_bucket,
+            # Rotations of these become audit entries, as in AWS.
+            names.ENV_AUDIT_WATCHED_CREDENTIALS: json.dumps(
+                [resources.jwt_secret_arn, resources.fingerprint_secret_arn, resources.audit_checkpoint_key_secret_arn]
+            ),
             names.ENV_POWERTOOLS_SERVICE_NAME: names.APP_NAME,
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             "POWERTOOLS_TRACE_DISABLED": "true",
