@@ -126,7 +126,11 @@ def _parametrise(statement: str, uuids: list[str]) -> str:
         expression = f"lpad(to_hex({variable}), 32, '0')::uuid"
         statement = statement.replace(f"'{value}'::uuid", expression)
         statement = statement.replace(f"'{UUID(value)}'", f"{expression}::text")  # the tenant scope's text form
-    statement = re.sub(r"'bench-[0-9a-f-]{36}'", "('bench-' || :key::text)", statement)
+    # Keys stay UUID-shaped like the repository's: a bare random number is a card number one time in ten, and the
+    # database refuses card numbers in idempotency keys.
+    statement = re.sub(
+        r"'bench-[0-9a-f-]{36}'", "('bench-' || lpad(to_hex(:key::bigint), 32, '0')::uuid::text)", statement
+    )
     statement = re.sub(r"'ch_[0-9a-f]{32}'", "('ch_' || :key::text)", statement)
     # pgbench reads ":name" as a variable even inside string literals; spell the colon another way.
     return re.sub(r"'(\w+):([\w.]+)'", r"('\1' || chr(58) || '\2')", statement)
@@ -150,7 +154,9 @@ def run_pgbench(url: str, script: str, clients: int) -> float:
     params = conninfo_to_dict(url)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
         handle.write(script)
-    command = [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+    # Extended protocol without server-side prepared statements, as the repository sends them: behind RDS Proxy a
+    # prepared statement pins the connection, so billing.db.connection never prepares (prepare_threshold=None).
+    command = [pgbench_binary(), "-n", "-M", "extended", "-c", str(clients), "-j", str(min(clients, 2)),
                "-T", str(int(SECONDS)), "-f", handle.name]  # fmt: skip
     for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
         if params.get(key):
