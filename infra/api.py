@@ -95,7 +95,7 @@ class BillingApi(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=config.log_retention, removal_policy=config.removal_policy
+            self, "AccessLogs", retention=config.log_group_retention, removal_policy=config.removal_policy
         )
         self.rest_api = apigateway.RestApi(
             self,

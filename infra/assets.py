@@ -21,6 +21,8 @@ LAYER_REQUIREMENTS = SHARED_LAYER_SOURCE / "requirements.txt"
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 MIGRATIONS_SOURCE = REPO_ROOT / "sql"
 DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "lambda"
+# The deploy-time function that writes the first key material into the vault's and the audit trail's key secrets.
+SEED_KEY_MATERIAL_SOURCE = REPO_ROOT / "infra" / "seed_key_material"
 
 # Where sql/ lands inside the migrations function (Lambda unpacks code to /var/task).
 MIGRATIONS_DIR_IN_FUNCTION = "sql"

@@ -21,6 +21,13 @@ STAGES_KEY = "stages"
 SKIP_LAYER_DEPENDENCIES_KEY = "skipLayerDependencies"
 ASSET_BUILD_DIR_KEY = "assetBuildDir"
 DEFAULT_STAGE = "dev"
+# PCI DSS 10.5.1: audit log history is kept at least twelve months. Every log group of the app is audit evidence (the
+# functions' logs, the authorizer's rejected tokens, API access logs, flow logs, database logs), so no stage keeps
+# one for less, whatever its logRetention says: logRetention can lengthen the retention, never shorten it below this.
+MIN_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
+# RetentionDays is declared shortest first (ONE_DAY ... TEN_YEARS, then INFINITE); jsii enum values are names, not
+# days, so the declaration order is what compares them.
+_RETENTION_ORDER = tuple(logs.RetentionDays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,7 @@ class StageConfig:
     backup_retention_days: int
     # True: data stores survive `cdk destroy` (snapshot for the cluster, retain for buckets, keys and secrets).
     retain_data: bool
+    # Never applied below MIN_LOG_RETENTION: read log_group_retention.
     log_retention: logs.RetentionDays
     log_level: str
     event_archive_retention_days: int
@@ -50,6 +58,11 @@ class StageConfig:
     reserved_concurrency: Mapping[FunctionName, int]
     retry_queue_max_age_alarm_seconds: int
     alarm_email: str | None
+
+    @property
+    def log_group_retention(self) -> logs.RetentionDays:
+        """What every log group keeps: logRetention, raised to MIN_LOG_RETENTION (PCI DSS 10.5.1)."""
+        return max(self.log_retention, MIN_LOG_RETENTION, key=_RETENTION_ORDER.index)
 
     @property
     def removal_policy(self) -> RemovalPolicy:

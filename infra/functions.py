@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from aws_cdk import Duration
 
+from billing import resource_names as names
 from billing.db.roles import FUNCTION_ROLES, DatabaseRole
 from billing.resource_names import FunctionName
 
@@ -35,6 +36,16 @@ class Access(Enum):
     PUT_EVENTS = auto()
     READ_WEBHOOK_SECRETS = auto()
     READ_JWT_SECRET = auto()
+    # GenerateDataKey and Decrypt on the vault's KMS key, under the encryption context the vault binds each card's
+    # data key to; the key's own policy admits the vault function's role alone (stacks/data.py).
+    VAULT_KMS = auto()
+    READ_FINGERPRINT_SECRET = auto()
+    # Write (and read back) signed checkpoints in the Object Lock bucket, under compliance-mode retention.
+    WRITE_AUDIT_CHECKPOINTS = auto()
+    READ_AUDIT_KEYS = auto()  # the checkpoint signing key ring
+    # DescribeSecret, never GetSecretValue, on every secret of the data stack: each new current version becomes an
+    # audit entry (billing.audit.rotations; PCI DSS 10.2.1.5).
+    WATCH_CREDENTIAL_ROTATIONS = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,9 @@ def _spec(
     # Whoever reads the login users' passwords could log in as any of them: that is the owner's business only.
     if Access.READ_DATABASE_LOGIN_SECRETS in accesses and FUNCTION_ROLES[name] is not DatabaseRole.OWNER:
         raise ValueError(f"{name}: only the database owner (the migrations) may read the login users' secrets")
+    # Card numbers are sealed and unsealed by the vault only: nothing else may hold their data keys.
+    if Access.VAULT_KMS in accesses and FUNCTION_ROLES[name] is not DatabaseRole.VAULT:
+        raise ValueError(f"{name}: only the card vault (role billing_vault) may use the vault's KMS key")
     return name, FunctionSpec(name, description, memory_mb, timeout, frozenset(accesses), in_vpc)
 
 
@@ -139,8 +153,7 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 "Card vault: payment instruments API, the only code that sees a card number",
                 memory_mb=512,
                 timeout=Duration.seconds(25),
-                # KMS (the data keys) and the fingerprint secret are granted by the vault's infrastructure, to come.
-                accesses=(_A.DATABASE,),
+                accesses=(_A.DATABASE, _A.VAULT_KMS, _A.READ_FINGERPRINT_SECRET),
             ),
             _spec(
                 FunctionName.AUDIT,
@@ -153,14 +166,22 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 FunctionName.AUDIT_CHECKPOINT,
                 "Sequences audit entries into the Merkle tree and writes signed checkpoints",
                 memory_mb=512,
-                # Under its 1-minute schedule; the checkpoint key and the Object Lock bucket come with its
-                # infrastructure, to come.
+                # Under its 1-minute schedule, so one run ends before the next begins (the sequencer's advisory
+                # lock keeps overlapping runs correct anyway).
                 timeout=Duration.seconds(50),
-                accesses=(_A.DATABASE,),
+                accesses=(_A.DATABASE, _A.WRITE_AUDIT_CHECKPOINTS, _A.READ_AUDIT_KEYS, _A.WATCH_CREDENTIAL_ROTATIONS),
             ),
         ]
     )
 )
+
+
+def vault_role_name(stage: str, region: str) -> str:
+    """The vault function's IAM role name, fixed so the vault key's policy (data stack, deployed first) can name the
+    role before it exists: KMS refuses a key policy whose principal does not exist yet, but not a condition on
+    aws:PrincipalArn. IAM names are global to the account, so the region is part of it."""
+    return f"{names.APP_NAME}-{stage}-{FunctionName.VAULT.value}-{region}"
+
 
 # SQS hides a received message for this long; AWS advises six times the consumer's timeout so a batch that is
 # still being retried by Lambda is not handed to a second consumer.

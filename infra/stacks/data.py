@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 import jsii
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
@@ -29,7 +29,7 @@ from billing import resource_names as names
 from billing.db.roles import LOGIN_USERS, DatabaseRole
 from billing.domain.transitions import TRANSITIONS, TransitionMethod
 from infra.config import StageConfig
-from infra.functions import RETRY_QUEUE_VISIBILITY_TIMEOUT
+from infra.functions import RETRY_QUEUE_VISIBILITY_TIMEOUT, vault_role_name
 from infra.nag import acknowledge
 from infra.stacks.network import NetworkStack
 
@@ -50,6 +50,38 @@ INFREQUENT_ACCESS_AFTER = Duration.days(30)
 NONCURRENT_VERSION_EXPIRATION = Duration.days(30)
 # Who touched the settlement files and reports: kept a year in every stage (access logs are small).
 ACCESS_LOG_EXPIRATION = Duration.days(365)
+# Incomplete uploads of a locked bucket are removed quickly: a checkpoint is a few hundred bytes, never multipart.
+AUDIT_INCOMPLETE_UPLOAD_EXPIRATION = Duration.days(1)
+# The encryption context the vault binds every card's data key to (billing.vault.envelope.encryption_context; a test
+# compares the two). The vault key is usable only with exactly these keys, both present.
+VAULT_ENCRYPTION_CONTEXT_KEYS = ("tenant_id", "vault_token")
+VAULT_KEY_USE_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+VAULT_KEY_USE_CONDITIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": list(VAULT_ENCRYPTION_CONTEXT_KEYS)},
+        "Null": {f"kms:EncryptionContext:{key}": "false" for key in VAULT_ENCRYPTION_CONTEXT_KEYS},
+    }
+)
+# Administration of the vault key by the account's IAM principals: AWS's documented key-administrator actions without
+# kms:Create* (which holds CreateGrant, a way around this policy) but with CreateAlias. No cryptographic operation is
+# delegated to IAM: whatever an IAM policy says, only the statement for the vault role lets anyone use the key.
+VAULT_KEY_ADMINISTRATION_ACTIONS = (
+    "kms:CreateAlias",
+    "kms:Describe*",
+    "kms:Enable*",
+    "kms:List*",
+    "kms:Put*",
+    "kms:Update*",
+    "kms:Revoke*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Delete*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:RotateKeyOnDemand",
+)
 # Failed and rejected executions: the example rule's selection, taken from the domain's event types.
 FAILURE_EVENT_TYPES = (
     TRANSITIONS[TransitionMethod.MARK_FAILED].event_type,
@@ -76,6 +108,16 @@ class DataStack(Stack):
         self._database(network)
         self._secrets()
         self._buckets()
+        self._vault_keys()
+        self._audit_trail()
+        # Every credential the stage holds, whose rotations the audit checkpoint function records.
+        self.credential_secrets: tuple[secretsmanager.ISecret, ...] = (
+            *self.database_secrets.values(),
+            *self.webhook_secrets.values(),
+            self.jwt_secret,
+            self.fingerprint_secret,
+            self.audit_key_secret,
+        )
         self._queues_and_alarms()
         self._event_bus()
 
@@ -87,7 +129,7 @@ class DataStack(Stack):
             self,
             "DatabaseLogs",
             log_group_name=f"/aws/rds/cluster/{cluster_identifier}/postgresql",
-            retention=config.log_retention,
+            retention=config.log_group_retention,
             removal_policy=config.removal_policy,
         )
         self.database_security_group = ec2.SecurityGroup(
@@ -294,6 +336,112 @@ class DataStack(Stack):
             "ReportsBucket", names.REPORTS_BUCKET_PREFIX, config.report_retention_days
         )
 
+    def _vault_keys(self) -> None:
+        """The card vault's KMS key and its fingerprint key secret (docs/pci.md, "Keys, and how they rotate")."""
+        config = self.config
+        account = iam.AccountRootPrincipal()
+        # The role is created by the service stack, deployed after this one: named by its ARN in a condition, since
+        # a key policy may not name a principal that does not exist yet.
+        self.vault_role_arn = self.format_arn(
+            service="iam", region="", resource="role", resource_name=vault_role_name(config.name, self.region)
+        )
+        self.vault_key = kms.Key(
+            self,
+            "VaultKey",
+            alias=names.VAULT_KMS_KEY_ALIAS,
+            description="Card vault: wraps the data key of each stored card number; used by the vault function only",
+            enable_key_rotation=True,
+            removal_policy=config.removal_policy,
+            # Given whole, so the CDK adds no default statement (that one delegates kms:* to IAM).
+            policy=iam.PolicyDocument(
+                statements=[
+                    iam.PolicyStatement(
+                        sid="AdministerTheKeyNotUseIt",
+                        principals=[account],
+                        actions=list(VAULT_KEY_ADMINISTRATION_ACTIONS),
+                        resources=["*"],
+                    ),
+                    # The account principal with a condition on the caller's ARN: the vault role's identity policy
+                    # must allow the call too (the service stack grants it), and no other principal can be allowed.
+                    iam.PolicyStatement(
+                        sid="OnlyTheVaultFunctionUsesDataKeys",
+                        principals=[account],
+                        actions=list(VAULT_KEY_USE_ACTIONS),
+                        resources=["*"],
+                        conditions={"ArnEquals": {"aws:PrincipalArn": self.vault_role_arn}, **VAULT_KEY_USE_CONDITIONS},
+                    ),
+                ]
+            ),
+        )
+        # {"current": "v1", "keys": {"v1": "<base64>"}} (billing.instruments.fingerprints): CloudFormation can only
+        # generate a value at a top-level key, so the first version is written by the service stack's SeedKeyMaterial
+        # trigger; the value generated here is a placeholder it replaces.
+        self.fingerprint_secret = secretsmanager.Secret(
+            self,
+            "FingerprintKeysSecret",
+            secret_name=names.FINGERPRINT_SECRET_NAME,
+            description="Card vault: versioned HMAC-SHA-256 fingerprint keys; read by the vault function only",
+            encryption_key=self.key,
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(
+            self.fingerprint_secret,
+            "SMG4",
+            "A new fingerprint key version must be added beside the old ones (which verify stored fingerprints until "
+            "the vault re-keys them) and made current by an operator; a rotation Lambda would drop the old versions.",
+        )
+
+    def _audit_trail(self) -> None:
+        """The audit checkpoints' Object Lock bucket and their signing key ring (docs/pci.md, "Audit trail")."""
+        config = self.config
+        prefix = names.AUDIT_CHECKPOINTS_BUCKET_PREFIX
+        self.audit_checkpoints_bucket = s3.Bucket(
+            self,
+            "AuditCheckpointsBucket",
+            bucket_name=names.bucket_name(prefix, self.account, self.region),
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            versioned=True,
+            # Compliance mode: no one, the root user included, can delete or overwrite a version before its
+            # retain-until date, nor shorten it (PCI DSS 10.5.1, 10.3.2). The function also sets the same retention
+            # on every object it writes.
+            object_lock_enabled=True,
+            object_lock_default_retention=s3.ObjectLockRetention.compliance(
+                Duration.days(names.AUDIT_CHECKPOINT_RETENTION_DAYS)
+            ),
+            server_access_logs_bucket=self.access_logs_bucket,
+            server_access_logs_prefix=f"{prefix}/",
+            # No expiration: a checkpoint is evidence as long as the database keeps the entries it covers.
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="abort-incomplete-uploads",
+                    abort_incomplete_multipart_upload_after=AUDIT_INCOMPLETE_UPLOAD_EXPIRATION,
+                )
+            ],
+            # Retained in every stage: CloudFormation could not delete it anyway while a locked version is in it.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # {"active": "<key id>", "keys": {"<key id>": "<base64>"}} (billing.audit.keys): seeded like the fingerprint
+        # keys, by the service stack's SeedKeyMaterial trigger.
+        self.audit_key_secret = secretsmanager.Secret(
+            self,
+            "AuditCheckpointKeysSecret",
+            secret_name=names.AUDIT_CHECKPOINT_KEY_SECRET_NAME,
+            description="Audit trail: HMAC-SHA-256 key ring that signs checkpoints; read by audit_checkpoint only",
+            encryption_key=self.key,
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(
+            self.audit_key_secret,
+            "SMG4",
+            "`python -m billing.audit rotate-key` rotates the ring: it adds a key, makes it active and keeps the old "
+            "ones, which verify the checkpoints that name them; a rotation Lambda would replace the ring instead.",
+        )
+
     def _data_bucket(self, construct_id: str, prefix: str, retention_days: int) -> s3.Bucket:
         transitions = (
             [s3.Transition(storage_class=s3.StorageClass.INFREQUENT_ACCESS, transition_after=INFREQUENT_ACCESS_AFTER)]
@@ -431,7 +579,7 @@ class DataStack(Stack):
             self,
             "FailedExecutionEvents",
             log_group_name=f"/aws/events/{names.APP_NAME}-failed-executions",
-            retention=config.log_retention,
+            retention=config.log_group_retention,
             removal_policy=config.removal_policy,
         )
         logs.ResourcePolicy(

@@ -51,7 +51,7 @@ class NetworkStack(Stack):
         self.database_subnets = ec2.SubnetSelection(subnet_group_name=DATABASE_SUBNETS)
 
         flow_logs = logs.LogGroup(
-            self, "FlowLogs", retention=config.log_retention, removal_policy=config.removal_policy
+            self, "FlowLogs", retention=config.log_group_retention, removal_policy=config.removal_policy
         )
         self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))
 
@@ -62,6 +62,8 @@ class NetworkStack(Stack):
             "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
             "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
             "EventBridge": ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,
+            # The card vault's data keys (GenerateDataKey, Decrypt): without it a stage without NAT cannot seal a card.
+            "Kms": ec2.InterfaceVpcEndpointAwsService.KMS,
         }
         # HTTPS from inside the VPC only (functions and the secret rotation function). Private DNS makes the SDKs'
         # default endpoints resolve to these, so no code needs endpoint URLs.

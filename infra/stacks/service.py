@@ -15,13 +15,20 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from billing import resource_names as names
+from billing.audit.s3 import PREFIX as AUDIT_CHECKPOINT_OBJECT_PREFIX
 from billing.resource_names import FunctionName
 from infra.api import BillingApi
-from infra.assets import LAMBDA_TASK_ROOT, MIGRATIONS_DIR_IN_FUNCTION, LambdaAssets, function_source
+from infra.assets import (
+    LAMBDA_TASK_ROOT,
+    MIGRATIONS_DIR_IN_FUNCTION,
+    SEED_KEY_MATERIAL_SOURCE,
+    LambdaAssets,
+    function_source,
+)
 from infra.config import StageConfig
-from infra.functions import FUNCTIONS, Access, FunctionSpec
+from infra.functions import FUNCTIONS, Access, FunctionSpec, vault_role_name
 from infra.nag import acknowledge
-from infra.stacks.data import DataStack
+from infra.stacks.data import VAULT_KEY_USE_ACTIONS, VAULT_KEY_USE_CONDITIONS, DataStack
 from infra.stacks.network import NetworkStack
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -30,6 +37,8 @@ HANDLER = "handler.lambda_handler"
 RETRY_BATCH_SIZE = 10
 # Parallel retry consumers; each holds a proxy connection, so this bounds the retry load on the database.
 RETRY_MAX_CONCURRENCY = 2
+# The deploy-time seeding of the key secrets: a handful of Secrets Manager calls.
+SEED_KEY_MATERIAL_TIMEOUT = Duration.seconds(30)
 _ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]
 # What Lambda needs to attach a function to the VPC; AWS documents these on Resource "*" (no resource scoping).
 _ENI_ACTIONS = [
@@ -93,13 +102,14 @@ class ServiceStack(Stack):
         )
         self._schedules()
         self._migrations_before_rollout()
+        self._seed_key_material_before_rollout()
         CfnOutput(self, "ApiUrl", value=self.api.rest_api.url_for_path(names.API_BASE_PATH))
 
     def _function(self, spec: FunctionSpec) -> lambda_.Function:
         config = self.config
         construct_id = spec.name.value.title().replace("_", "")
         log_group = logs.LogGroup(
-            self, f"{construct_id}Logs", retention=config.log_retention, removal_policy=config.removal_policy
+            self, f"{construct_id}Logs", retention=config.log_group_retention, removal_policy=config.removal_policy
         )
         # One role per function, built here instead of by Lambda: no AWS managed policies, logs only to its own
         # group, and exactly the grants its spec lists.
@@ -108,6 +118,8 @@ class ServiceStack(Stack):
             f"{construct_id}Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"{names.service_name(spec.name)}: {spec.description}",
+            # The vault key's policy admits this role by name (stacks/data.py); every other role's name is generated.
+            role_name=vault_role_name(config.name, self.region) if Access.VAULT_KMS in spec.accesses else None,
         )
         log_group.grant_write(role)
         if spec.in_vpc:
@@ -211,30 +223,45 @@ class ServiceStack(Stack):
             data.dead_letter_queue.grant_consume_messages(role)
         if accesses & {Access.SEND_DLQ, Access.CONSUME_DLQ}:
             environment[names.ENV_DLQ_URL] = data.dead_letter_queue.queue_url
-        object_patterns: list[str] = []
+        # (bucket prefix, object key pattern) of every object ARN pattern granted, for the IAM5 acknowledgment.
+        object_patterns: list[tuple[str, str]] = []
         if Access.READ_SETTLEMENT_FILES in accesses:
             bucket_name = self._bucket_name(names.SETTLEMENT_BUCKET_PREFIX)
             allow(["s3:ListBucket"], [f"arn:{self.partition}:s3:::{bucket_name}"])
             allow(["s3:GetObject"], [f"arn:{self.partition}:s3:::{bucket_name}/*"])
             allow(["kms:Decrypt"], [key_arn])
             environment[names.ENV_SETTLEMENT_BUCKET] = bucket_name
-            object_patterns.append(names.SETTLEMENT_BUCKET_PREFIX)
+            object_patterns.append((names.SETTLEMENT_BUCKET_PREFIX, "*"))
         if Access.WRITE_REPORTS in accesses:
             bucket_name = self._bucket_name(names.REPORTS_BUCKET_PREFIX)
             allow(["s3:PutObject"], [f"arn:{self.partition}:s3:::{bucket_name}/*"])
             # Decrypt too: multipart uploads read back the data key of the parts.
             allow(["kms:GenerateDataKey", "kms:Decrypt"], [key_arn])
             environment[names.ENV_REPORTS_BUCKET] = bucket_name
-            object_patterns.append(names.REPORTS_BUCKET_PREFIX)
+            object_patterns.append((names.REPORTS_BUCKET_PREFIX, "*"))
+        if Access.WRITE_AUDIT_CHECKPOINTS in accesses:
+            bucket_name = self._bucket_name(names.AUDIT_CHECKPOINTS_BUCKET_PREFIX)
+            bucket_arn = f"arn:{self.partition}:s3:::{bucket_name}"
+            objects = f"{AUDIT_CHECKPOINT_OBJECT_PREFIX}*"
+            # ListBucket: without it S3 answers a checkpoint not yet written with 403, not the 404 the store expects.
+            # GetBucketObjectLockConfiguration: the store refuses to write to a bucket without Object Lock.
+            allow(["s3:ListBucket", "s3:GetBucketObjectLockConfiguration"], [bucket_arn])
+            # PutObjectRetention: a PutObject that sets ObjectLockMode and a retain-until date needs it too. Nothing
+            # may delete or shorten a retention (no DeleteObject*, no BypassGovernanceRetention).
+            allow(["s3:GetObject", "s3:PutObject", "s3:PutObjectRetention"], [f"{bucket_arn}/{objects}"])
+            allow(["kms:GenerateDataKey", "kms:Decrypt"], [key_arn])
+            environment[names.ENV_AUDIT_CHECKPOINTS_BUCKET] = bucket_name
+            environment[names.ENV_AUDIT_REQUIRE_OBJECT_LOCK] = "true"
+            object_patterns.append((names.AUDIT_CHECKPOINTS_BUCKET_PREFIX, objects))
         if object_patterns:
             acknowledge(
                 role,
                 "IAM5",
-                "Object actions need the bucket's object ARN pattern (<bucket>/*); each statement names the one "
-                "bucket this function reads or writes.",
+                "Object actions need an object ARN pattern (<bucket>/<prefix>*); each statement names the one bucket "
+                "this function reads or writes.",
                 findings=tuple(
-                    f"Resource::arn:<AWS::Partition>:s3:::{prefix}-<AWS::AccountId>-<AWS::Region>/*"
-                    for prefix in object_patterns
+                    f"Resource::arn:<AWS::Partition>:s3:::{prefix}-<AWS::AccountId>-<AWS::Region>/{pattern}"
+                    for prefix, pattern in object_patterns
                 ),
             )
         if Access.PUT_EVENTS in accesses:
@@ -247,6 +274,28 @@ class ServiceStack(Stack):
         if Access.READ_JWT_SECRET in accesses:
             read_secret(data.jwt_secret)
             environment[names.ENV_JWT_SECRET_ARN] = data.jwt_secret.secret_arn
+        if Access.VAULT_KMS in accesses:
+            # One half of the lock; the other is the key policy, which admits this role's ARN alone. Both hold the
+            # call to the encryption context the vault binds each card's data key to.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=list(VAULT_KEY_USE_ACTIONS),
+                    resources=[data.vault_key.key_arn],
+                    conditions=dict(VAULT_KEY_USE_CONDITIONS),
+                )
+            )
+            environment[names.ENV_VAULT_KMS_KEY_ID] = data.vault_key.key_arn
+        if Access.READ_FINGERPRINT_SECRET in accesses:
+            read_secret(data.fingerprint_secret)
+            environment[names.ENV_FINGERPRINT_SECRET_ID] = data.fingerprint_secret.secret_arn
+        if Access.READ_AUDIT_KEYS in accesses:
+            read_secret(data.audit_key_secret)
+            environment[names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID] = data.audit_key_secret.secret_arn
+        if Access.WATCH_CREDENTIAL_ROTATIONS in accesses:
+            # The version ids and their stages only: DescribeSecret returns no value and needs no key.
+            watched = [secret.secret_arn for secret in data.credential_secrets]
+            allow(["secretsmanager:DescribeSecret"], watched)
+            environment[names.ENV_AUDIT_WATCHED_CREDENTIALS] = self.to_json_string(watched)
         return environment
 
     def _bucket_name(self, prefix: str) -> str:
@@ -304,6 +353,14 @@ class ServiceStack(Stack):
             max_age=Duration.minutes(5),
         )
         schedule(
+            "AuditCheckpointSchedule",
+            FunctionName.AUDIT_CHECKPOINT,
+            names.AUDIT_CHECKPOINT_SCHEDULE,
+            {},
+            retries=0,
+            max_age=Duration.minutes(1),
+        )
+        schedule(
             "DailySettlementReportSchedule",
             FunctionName.SETTLEMENT_REPORT,
             names.SETTLEMENT_REPORT_DAILY_SCHEDULE,
@@ -336,3 +393,79 @@ class ServiceStack(Stack):
             *(fn for name, fn in self.functions.items() if name is not FunctionName.MIGRATE),
             self.api.rest_api.deployment_stage,
         )
+
+    def _seed_key_material_before_rollout(self) -> None:
+        """Write the first fingerprint key and the first checkpoint key into their secrets, once, on deploy.
+
+        CloudFormation generates a secret's value only as a string at one top-level key, and both formats nest the key
+        under its version or key id, so the data stack creates the secrets with a placeholder and this function
+        replaces it before the vault and the checkpointer first run (infra/seed_key_material/handler.py). It can
+        describe and write the two secrets, never read them, and writes only while a secret holds its placeholder.
+        """
+        config = self.config
+        data = self.data
+        secrets = (data.fingerprint_secret, data.audit_key_secret)
+        log_group = logs.LogGroup(
+            self, "SeedKeyMaterialLogs", retention=config.log_group_retention, removal_policy=config.removal_policy
+        )
+        role = iam.Role(
+            self,
+            "SeedKeyMaterialRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Writes the first version of the fingerprint key and checkpoint key secrets on deploy",
+        )
+        log_group.grant_write(role)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:DescribeSecret", "secretsmanager:PutSecretValue"],
+                resources=[secret.secret_arn for secret in secrets],
+            )
+        )
+        # Secrets Manager encrypts the new version with the data key on the caller's behalf.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[data.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}},
+            )
+        )
+        self.seed_key_material = function = lambda_.Function(
+            self,
+            "SeedKeyMaterial",
+            description="Deploy only: seeds the fingerprint key and checkpoint key secrets in their JSON shapes",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(SEED_KEY_MATERIAL_SOURCE), exclude=_ASSET_EXCLUDES),
+            # The shapes come from the code that parses them (billing.instruments.fingerprints, billing.audit.keys).
+            layers=[self.layer],
+            memory_size=256,
+            timeout=SEED_KEY_MATERIAL_TIMEOUT,
+            environment={
+                names.ENV_FINGERPRINT_SECRET_ID: data.fingerprint_secret.secret_arn,
+                names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: data.audit_key_secret.secret_arn,
+            },
+            role=role,
+            log_group=log_group,
+            # Secrets Manager only, over its public endpoint: no VPC, like the authorizer.
+        )
+        acknowledge(
+            function,
+            "L1",
+            "Python 3.12 is pinned on purpose: it imports the shared layer, whose compiled wheels are built for cp312 "
+            "arm64. Move runtime and layer build together.",
+        )
+        trigger = triggers.Trigger(
+            self,
+            "SeedKeyMaterialOnce",
+            handler=function,
+            invocation_type=triggers.InvocationType.REQUEST_RESPONSE,
+            timeout=SEED_KEY_MATERIAL_TIMEOUT,
+            # Once, when the stack is created: later code changes must not run it again (it would do nothing anyway).
+            execute_on_handler_change=False,
+        )
+        trigger.execute_before(*(self.functions[name] for name, spec in FUNCTIONS.items() if _reads_seeded_keys(spec)))
+
+
+def _reads_seeded_keys(spec: FunctionSpec) -> bool:
+    return bool(spec.accesses & {Access.READ_FINGERPRINT_SECRET, Access.READ_AUDIT_KEYS})

@@ -101,3 +101,25 @@ def imported_logical_id(producer: Template, value: Any) -> str:
             (logical_id,) = references(output["Value"])
             return logical_id
     raise AssertionError(f"{name} is not exported by the producer stack")
+
+
+def key_with_alias(template: Template, alias: str) -> str:
+    """Logical id of the KMS key an AWS::KMS::Alias of that name points at."""
+    (key_id,) = (
+        references(resource["Properties"]["TargetKeyId"]).pop()
+        for resource in of_type(template, "AWS::KMS::Alias").values()
+        if resource["Properties"]["AliasName"] == alias
+    )
+    return key_id
+
+
+def rendered(value: Any) -> str:
+    """A string-valued CloudFormation expression as text, references as <name>: Fn::Join of literals and Refs."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and set(value) == {"Fn::Join"}:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(rendered(part) for part in parts)
+    raise AssertionError(f"not a plain string expression: {value!r}")

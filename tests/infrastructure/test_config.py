@@ -8,6 +8,7 @@ import tomllib
 from typing import Any
 
 import pytest
+from aws_cdk import aws_logs as logs
 
 from billing import resource_names as names
 from infra.app import cdk_json_context
@@ -89,13 +90,37 @@ def test_stage_config_with_bad_value_is_rejected_with_the_key_named(key: str, va
         load_stage_config(_dev_context_with(key, value), "dev")
 
 
+@pytest.mark.parametrize(
+    ("configured", "applied"),
+    [
+        ("ONE_DAY", "ONE_YEAR"),
+        ("TWO_WEEKS", "ONE_YEAR"),
+        ("SIX_MONTHS", "ONE_YEAR"),
+        ("ONE_YEAR", "ONE_YEAR"),
+        ("THIRTEEN_MONTHS", "THIRTEEN_MONTHS"),
+        ("TEN_YEARS", "TEN_YEARS"),
+        ("INFINITE", "INFINITE"),
+    ],
+)
+def test_log_groups_keep_logs_a_year_whatever_shorter_retention_a_stage_sets(configured: str, applied: str) -> None:
+    # PCI DSS 10.5.1: twelve months of audit log history; a stage may keep them longer, never shorter.
+    config = load_stage_config(_dev_context_with("logRetention", configured), "dev")
+    assert config.log_retention is logs.RetentionDays[configured]
+    assert config.log_group_retention is logs.RetentionDays[applied]
+
+
 def test_unknown_stage_is_rejected_with_the_known_ones_listed() -> None:
     with pytest.raises(ValueError, match="known: dev, prod"):
         load_stage_config(cdk_json_context(), "staging")
 
 
 def test_bucket_names_fit_s3_limit_for_any_account_and_region() -> None:
-    prefixes = (names.SETTLEMENT_BUCKET_PREFIX, names.REPORTS_BUCKET_PREFIX, names.ACCESS_LOGS_BUCKET_PREFIX)
+    prefixes = (
+        names.SETTLEMENT_BUCKET_PREFIX,
+        names.REPORTS_BUCKET_PREFIX,
+        names.ACCESS_LOGS_BUCKET_PREFIX,
+        names.AUDIT_CHECKPOINTS_BUCKET_PREFIX,
+    )
     for prefix in prefixes:
         assert len(names.bucket_name(prefix, "123456789012", LONGEST_REGION)) <= 63
 

@@ -33,9 +33,18 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
         {"admin", "app", "worker", *(r.value for r in LOGIN_USERS if r.value not in ("billing_app", "billing_worker"))}
     ),
     FunctionName.AUTHORIZER: frozenset({"jwt"}),
-    FunctionName.VAULT: frozenset({"billing_vault"}),
+    # Its own login user's, and the fingerprint keys.
+    FunctionName.VAULT: frozenset({"billing_vault", "fingerprint"}),
     FunctionName.AUDIT: frozenset({"billing_auditor"}),
-    FunctionName.AUDIT_CHECKPOINT: frozenset({"worker"}),
+    # The worker's, and the checkpoint signing key ring.
+    FunctionName.AUDIT_CHECKPOINT: frozenset({"worker", "audit_keys"}),
+}
+# Secrets a function may describe (version ids and stages, never a value) beyond those it reads: the checkpoint
+# function watches every credential for rotations (billing.audit.rotations).
+SECRETS_WATCHED: dict[FunctionName, frozenset[str]] = {
+    FunctionName.AUDIT_CHECKPOINT: frozenset(
+        {"admin", "app", "worker", "billing_vault", "billing_auditor", "webhook", "jwt", "fingerprint", "audit_keys"}
+    ),
 }
 ROLE_SECRET = {DatabaseRole.OWNER: "admin", DatabaseRole.APP: "app", DatabaseRole.WORKER: "worker"} | {
     role: role.value for role in LOGIN_USERS if role not in (DatabaseRole.APP, DatabaseRole.WORKER)
@@ -51,7 +60,12 @@ def _logical_id(synth: Synthesized, secret: secretsmanager.ISecret) -> str:
 def _secret_ids(synth: Synthesized, labels: frozenset[str]) -> set[str]:
     data = synth.built.data
     by_label = {ROLE_SECRET[role]: [secret] for role, secret in data.database_secrets.items()}
-    by_label |= {"webhook": list(data.webhook_secrets.values()), "jwt": [data.jwt_secret]}
+    by_label |= {
+        "webhook": list(data.webhook_secrets.values()),
+        "jwt": [data.jwt_secret],
+        "fingerprint": [data.fingerprint_secret],
+        "audit_keys": [data.audit_key_secret],
+    }
     return {_logical_id(synth, secret) for label in labels for secret in by_label[label]}
 
 
@@ -123,7 +137,7 @@ def test_each_login_user_has_its_own_rds_secret_encrypted_with_the_data_key(
     }
     assert generator["GenerateStringKey"] == "password"
     assert generator["ExcludeCharacters"] == _admin_secret(dev)["GenerateSecretString"]["ExcludeCharacters"]
-    (key_id,) = cfn.of_type(dev.raw["data"], "AWS::KMS::Key")
+    key_id = cfn.key_with_alias(dev.raw["data"], f"alias/{names.APP_NAME}-{dev.built.config.name}-data")
     assert secret["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
     (cluster_id,) = cfn.of_type(dev.raw["data"], "AWS::RDS::DBCluster")
     attachment = dev.raw["data"]["Resources"][_database_secret_id(dev, role)]
@@ -211,9 +225,21 @@ def test_rds_proxy_authenticates_every_role_with_its_own_secret(dev: Synthesized
 def test_function_reads_only_the_secrets_of_the_role_it_connects_as(function: FunctionName, dev: Synthesized) -> None:
     statements = cfn.role_statements(dev.raw["service"], function)
     expected = _secret_ids(dev, SECRETS_READ[function])
-    for action in ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"):
-        granted = [cfn.imported_logical_id(dev.raw["data"], r) for r in _resources_of(statements, action)]
-        assert sorted(granted) == sorted(expected), action
+    described = expected | _secret_ids(dev, SECRETS_WATCHED.get(function, frozenset()))
+    for action, secrets in (("secretsmanager:GetSecretValue", expected), ("secretsmanager:DescribeSecret", described)):
+        granted = {cfn.imported_logical_id(dev.raw["data"], r) for r in _resources_of(statements, action)}
+        assert granted == secrets, action
+
+
+def test_the_watched_secrets_are_every_secret_of_the_stage(dev: Synthesized) -> None:
+    every_secret = set(cfn.of_type(dev.raw["data"], "AWS::SecretsManager::Secret"))
+    # A database secret is described through its cluster attachment, which names the same secret.
+    attachments = {
+        logical_id: resource["Properties"]["SecretId"]["Ref"]
+        for logical_id, resource in cfn.of_type(dev.raw["data"], "AWS::SecretsManager::SecretTargetAttachment").items()
+    }
+    watched = {attachments.get(i, i) for i in _secret_ids(dev, SECRETS_WATCHED[FunctionName.AUDIT_CHECKPOINT])}
+    assert watched == every_secret
 
 
 @pytest.mark.parametrize("function", [name for name, spec in FUNCTIONS.items() if Access.DATABASE in spec.accesses])

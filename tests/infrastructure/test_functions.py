@@ -49,6 +49,19 @@ ACCESS_ACTIONS: dict[Access, set[str]] = {
     Access.PUT_EVENTS: {"events:PutEvents"},
     Access.READ_WEBHOOK_SECRETS: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
     Access.READ_JWT_SECRET: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
+    Access.VAULT_KMS: {"kms:GenerateDataKey", "kms:Decrypt"},
+    Access.READ_FINGERPRINT_SECRET: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
+    Access.WRITE_AUDIT_CHECKPOINTS: {
+        "s3:ListBucket",
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:PutObjectRetention",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+    },
+    Access.READ_AUDIT_KEYS: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
+    Access.WATCH_CREDENTIAL_ROTATIONS: {"secretsmanager:DescribeSecret"},
 }
 BASELINE_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 VPC_ACTIONS = {
@@ -78,10 +91,17 @@ def test_function_runs_python312_arm64_traced_with_shared_layer_and_spec_sizing(
 
 
 @pytest.mark.parametrize("function", ALL_FUNCTIONS)
-def test_function_logs_to_its_own_group_with_stage_retention(function: FunctionName, dev: Synthesized) -> None:
+def test_function_logs_to_its_own_group_kept_at_least_a_year(function: FunctionName, dev: Synthesized) -> None:
     log_group = cfn.function_props(dev.raw["service"], function)["LoggingConfig"]["LogGroup"]["Ref"]
     group = dev.raw["service"]["Resources"][log_group]
-    assert group["Properties"]["RetentionInDays"] == 14  # dev's TWO_WEEKS
+    # dev's logRetention is TWO_WEEKS: raised to the PCI DSS 10.5.1 floor of a year (infra.config.MIN_LOG_RETENTION).
+    assert group["Properties"]["RetentionInDays"] == 365
+    users = [
+        f
+        for f in ALL_FUNCTIONS
+        if cfn.function_props(dev.raw["service"], f)["LoggingConfig"]["LogGroup"] == {"Ref": log_group}
+    ]
+    assert users == [function]
 
 
 @pytest.mark.parametrize("function", ALL_FUNCTIONS)
@@ -118,6 +138,16 @@ def test_function_environment_carries_only_what_its_accesses_need(function: Func
         expected.add(names.ENV_EVENT_BUS_NAME)
     if Access.READ_JWT_SECRET in accesses:
         expected.add(names.ENV_JWT_SECRET_ARN)
+    if Access.VAULT_KMS in accesses:
+        expected.add(names.ENV_VAULT_KMS_KEY_ID)
+    if Access.READ_FINGERPRINT_SECRET in accesses:
+        expected.add(names.ENV_FINGERPRINT_SECRET_ID)
+    if Access.WRITE_AUDIT_CHECKPOINTS in accesses:
+        expected |= {names.ENV_AUDIT_CHECKPOINTS_BUCKET, names.ENV_AUDIT_REQUIRE_OBJECT_LOCK}
+    if Access.READ_AUDIT_KEYS in accesses:
+        expected.add(names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID)
+    if Access.WATCH_CREDENTIAL_ROTATIONS in accesses:
+        expected.add(names.ENV_AUDIT_WATCHED_CREDENTIALS)
     if function is FunctionName.MIGRATE:
         expected.add(names.ENV_MIGRATIONS_DIR)
     assert env == expected
@@ -217,6 +247,8 @@ def test_secrets_are_readable_only_by_the_functions_that_use_them(dev: Synthesiz
 
     assert secret_readers("WebhookSecret") == {FunctionName.WEBHOOK}
     assert secret_readers("JwtSecret") == {FunctionName.AUTHORIZER}
+    assert secret_readers("FingerprintKeysSecret") == {FunctionName.VAULT}
+    assert secret_readers("AuditCheckpointKeysSecret") == {FunctionName.AUDIT_CHECKPOINT}
     # The admin connects only to migrate; every other function reads its own login user's secret
     # (test_database_roles_infra.py).
     assert secret_readers("DatabaseSecretAttachment") == {FunctionName.MIGRATE}
@@ -280,12 +312,17 @@ def test_shared_layer_asset_holds_the_billing_package_for_python312_arm64(dev: S
 
 def test_migrations_trigger_runs_before_every_other_function_and_the_api_stage(dev: Synthesized) -> None:
     service = dev.raw["service"]
-    ((trigger_id, trigger),) = cfn.of_type(service, "Custom::Trigger").items()
+    migrate_id = cfn.function_id(service, FunctionName.MIGRATE)
+    ((trigger_id, trigger),) = (
+        (logical_id, resource)
+        for logical_id, resource in cfn.of_type(service, "Custom::Trigger").items()
+        if service["Resources"][cfn.references(resource["Properties"]["HandlerArn"]).pop()]["Properties"][
+            "FunctionName"
+        ]
+        == {"Ref": migrate_id}
+    )
     assert trigger["Properties"]["InvocationType"] == "RequestResponse"
     assert trigger["Properties"]["ExecuteOnHandlerChange"] is True
-    (version_id,) = cfn.references(trigger["Properties"]["HandlerArn"])
-    migrate_id = cfn.function_id(service, FunctionName.MIGRATE)
-    assert service["Resources"][version_id]["Properties"]["FunctionName"] == {"Ref": migrate_id}
     for function in ALL_FUNCTIONS:
         if function is not FunctionName.MIGRATE:
             assert trigger_id in service["Resources"][cfn.function_id(service, function)]["DependsOn"]
@@ -298,6 +335,7 @@ def test_migrations_trigger_runs_before_every_other_function_and_the_api_stage(d
     [
         (FunctionName.OUTBOX_RELAY, names.OUTBOX_RELAY_SCHEDULE, {}),
         (FunctionName.RECONCILE, names.RECONCILE_SCHEDULE, {}),
+        (FunctionName.AUDIT_CHECKPOINT, names.AUDIT_CHECKPOINT_SCHEDULE, {}),
         (FunctionName.SETTLEMENT_REPORT, names.SETTLEMENT_REPORT_DAILY_SCHEDULE, {"period": "daily"}),
         (FunctionName.SETTLEMENT_REPORT, names.SETTLEMENT_REPORT_WEEKLY_SCHEDULE, {"period": "weekly"}),
     ],
@@ -306,14 +344,14 @@ def test_schedule_invokes_its_function_on_its_cadence(
     function: FunctionName, expression: str, payload: dict[str, str], dev: Synthesized
 ) -> None:
     service = dev.raw["service"]
+    function_arn = {"Fn::GetAtt": [cfn.function_id(service, function), "Arn"]}
     schedules = [
         s["Properties"]
         for s in cfn.of_type(service, "AWS::Scheduler::Schedule").values()
-        if s["Properties"]["ScheduleExpression"] == expression
+        if s["Properties"]["ScheduleExpression"] == expression and s["Properties"]["Target"]["Arn"] == function_arn
     ]
     assert len(schedules) == 1
     target = schedules[0]["Target"]
-    assert target["Arn"] == {"Fn::GetAtt": [cfn.function_id(service, function), "Arn"]}
     assert json.loads(target["Input"]) == payload
     assert schedules[0]["State"] == "ENABLED"
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.infrastructure
 
 
 def _endpoint_services(template: cfn.Template) -> dict[str, str]:
-    """Service suffix (secretsmanager, sqs, events, s3) -> endpoint type."""
+    """Service suffix (secretsmanager, sqs, events, kms, s3) -> endpoint type."""
     return {
         endpoint["Properties"]["ServiceName"]["Fn::Join"][1][-1].lstrip("."): endpoint["Properties"]["VpcEndpointType"]
         for endpoint in cfn.of_type(template, "AWS::EC2::VPCEndpoint").values()
@@ -37,11 +37,13 @@ def test_vpc_with_nat_gives_function_subnets_egress(prod: Synthesized) -> None:
     )
 
 
-def test_vpc_endpoints_cover_secrets_queues_events_and_s3(dev: Synthesized) -> None:
+def test_vpc_endpoints_cover_secrets_queues_events_kms_and_s3(dev: Synthesized) -> None:
+    # KMS: the card vault seals and unseals card numbers with data keys, from the function subnets.
     assert _endpoint_services(dev.raw["network"]) == {
         "secretsmanager": "Interface",
         "sqs": "Interface",
         "events": "Interface",
+        "kms": "Interface",
         "s3": "Gateway",
     }
     for endpoint in cfn.of_type(dev.raw["network"], "AWS::EC2::VPCEndpoint").values():
