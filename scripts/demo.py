@@ -2,26 +2,40 @@
 
 Everything runs for real: the embedded PostgreSQL (or DATABASE_URL), moto in server mode for AWS, the API
 Gateway emulation and the actual Lambda handlers; the sandbox provider decides outcomes by instrument token
-(docs/sandbox.md).
+(docs/sandbox.md). The last flows save a card in the vault, look for its number in every table and in the handler
+log, charge it, deactivate it, and check the PCI DSS audit trail (docs/pci.md).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import getpass
+import io
 import json
+import re
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+from psycopg import sql
+
+from billing.audit import merkle
+from billing.audit.__main__ import main as audit_cli
 from billing.auth.tokens import DEMO_SUBJECT, LOCAL_TOKEN_SETTINGS, issue_token
+from billing.db.connection import connect
+from billing.db.roles import OWNED_SCHEMAS
 from billing.local.stack import LocalStack
 from billing.paths import local_state_dir
-from billing.resource_names import FunctionName
+from billing.resource_names import AUDITOR_SCOPE, FunctionName
 from billing.webhooks.delivery import SUCCEEDED, signed_sandbox_delivery
 
 BOLD, DIM, GREEN, RED, YELLOW, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m"
@@ -37,6 +51,10 @@ def say(text: str = "") -> None:
 
 
 EXECUTIONS = "/api/v1/billing/executions"
+INSTRUMENTS = "/api/v1/billing/payment-instruments"
+AUDIT = "/api/v1/billing/audit"
+# Stripe's test Visa, typed as a customer would: the sandbox tokenizes it as tok_visa, so its charges succeed.
+TEST_CARD = "4242 4242 4242 4242"
 
 
 @dataclass
@@ -49,9 +67,9 @@ class Reply:
 class Client:
     """A tiny HTTP client for the local API, authenticated as one tenant."""
 
-    def __init__(self, base_url: str, tenant_id: UUID) -> None:
+    def __init__(self, base_url: str, tenant_id: UUID, subject: str = DEMO_SUBJECT, scopes: Sequence[str] = ()) -> None:
         self.base_url = base_url
-        self.token = issue_token(LOCAL_TOKEN_SETTINGS, tenant_id, DEMO_SUBJECT)
+        self.token = issue_token(LOCAL_TOKEN_SETTINGS, tenant_id, subject, scopes=scopes)
 
     def request(
         self,
@@ -94,6 +112,9 @@ def show(reply: Reply, what: str) -> None:
         summary = f"{body['code']}: {body.get('detail', '')}"
     elif "results" in body:
         summary = ", ".join(f"{r['result']}{' (duplicate)' if r.get('duplicate') else ''}" for r in body["results"])
+    elif "last4" in body:
+        summary = (f"{body['status']}  {body['brand']} ...{body['last4']} {body['exp_month']:02d}/{body['exp_year']}"
+                   f"  id={body['id']}")  # fmt: skip
     else:
         extra = f" ({body['last_error_code']})" if body.get("last_error_code") else ""
         summary = f"{body.get('status')}{extra}  {body.get('amount_display', '')}  id={body.get('id')}"
@@ -307,6 +328,244 @@ def tenancy_flow(client: Client, stack: LocalStack, execution_id: str) -> None:
     show(anonymous.request("GET", EXECUTIONS), "GET with an invalid token")
 
 
+# --- the card vault and the audit trail -------------------------------------------------------------------------
+
+# Separators people type between a card's digits (the database's card guard reads past the same ones).
+_CARD_SEPARATORS = "[ \t\u00a0./_-]*"
+_SEARCHED_TYPES = frozenset({"text", "varchar", "bpchar", "name", "json", "jsonb", "bytea"})
+_COLUMNS = """
+select n.nspname as schema_name, c.relname as table_name, a.attname as column_name,
+       coalesce(e.typname, t.typname) as type_name, e.oid is not null as is_array
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+  join pg_type t on t.oid = a.atttypid
+  left join pg_type e on e.oid = t.typelem and t.typcategory = 'A'
+ where n.nspname = any(%s) and c.relkind = 'r'
+ order by n.nspname, c.relname, a.attnum
+"""
+
+
+@dataclass(frozen=True)
+class Search:
+    """Where a pattern was found: every text, jsonb and bytea column of every table of ours, and the handler log."""
+
+    tables: int
+    columns: int
+    found: list[str]
+
+
+def card_number_pattern(number: str) -> str:
+    """A regular expression (Python's and PostgreSQL's alike) for the card's digits with any separators between."""
+    return _CARD_SEPARATORS.join(re.sub(r"\D", "", number))
+
+
+def _column_text(column: sql.Composable, type_name: str) -> sql.Composable:
+    # bytea as escaped text: printable bytes stay as they are, any other byte becomes \\nnn, which breaks a digit run.
+    return sql.SQL("encode({}, 'escape')" if type_name == "bytea" else "{}::text").format(column)
+
+
+def search_everywhere(database_url: str, pattern: str, log: Path | None) -> Search:
+    """Every row of every table in the owned schemas (as the admin, so row security hides nothing) and every line
+    of `log`, searched for `pattern`; bytea columns are searched for its ASCII bytes."""
+    found: list[str] = []
+    with connect(database_url, application_name="billing-demo-pan-search") as conn:
+        columns = [row for row in conn.execute(_COLUMNS, [list(OWNED_SCHEMAS)]) if row["type_name"] in _SEARCHED_TYPES]
+        tables: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in columns:
+            tables.setdefault((row["schema_name"], row["table_name"]), []).append(row)
+        for (schema, table), table_columns in tables.items():
+            tests: list[sql.Composable] = []
+            for column in table_columns:
+                name = sql.Identifier(column["column_name"])
+                if column["is_array"]:
+                    test = sql.SQL("exists (select 1 from unnest({}) v where {} ~ %(pattern)s)").format(
+                        name, _column_text(sql.Identifier("v"), column["type_name"])
+                    )
+                else:
+                    test = sql.SQL("{} ~ %(pattern)s").format(_column_text(name, column["type_name"]))
+                tests.append(
+                    sql.SQL("coalesce(bool_or({}), false) as {}").format(test, sql.Identifier(f"c{len(tests)}"))
+                )
+            query = sql.SQL("select {} from {}").format(sql.SQL(", ").join(tests), sql.Identifier(schema, table))
+            hits = conn.execute(query, {"pattern": pattern}).fetchone()
+            assert hits is not None
+            found += [
+                f"{schema}.{table}.{c['column_name']}"
+                for c, hit in zip(table_columns, hits.values(), strict=True)
+                if hit
+            ]
+    if log is not None:
+        found += [
+            f"{log.name} line {n}" for n, line in enumerate(log.read_text().splitlines(), 1) if re.search(pattern, line)
+        ]
+    return Search(len(tables), len(columns), found)
+
+
+def prove_card_number_absent(stack: LocalStack, number: str, *, again: bool = False) -> Search:
+    """Search the database and the handler log for the card's number; stop the demo loudly if it is anywhere."""
+    sys.stdout.flush()  # the handler log is the redirected stdout: everything the functions logged so far
+    search = search_everywhere(stack.database_url, card_number_pattern(number), HANDLER_LOG)
+    if search.found:
+        raise SystemExit(
+            f"{RED}{BOLD}PAN FOUND: the card number is stored or logged in {', '.join(search.found)}{RESET}"
+        )
+    still = "still " if again else ""
+    say(f"  {GREEN}PAN {still}found nowhere ({search.tables} tables, {search.columns} columns, handler log){RESET}")
+    return search
+
+
+def _wrapped(fields: dict[str, Any], indent: str = "    ") -> None:
+    text = "  ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+    for line in textwrap.wrap(text, 116 - len(indent), break_on_hyphens=False):
+        say(f"{indent}{DIM}{line}{RESET}")
+
+
+def _card_secret(stack: LocalStack, tenant_id: UUID, token: str) -> dict[str, Any]:
+    with connect(stack.database_url) as conn:
+        row = conn.execute(
+            "select scheme, octet_length(encrypted_data_key) as wrapped, octet_length(ciphertext) as sealed,"
+            " shredded_at, num_nulls(encrypted_data_key, nonce, ciphertext) = 3 as destroyed"
+            " from billing_vault.card_secrets where tenant_id = %s and token = %s",
+            [tenant_id, token],
+        ).fetchone()
+    if row is None:
+        raise SystemExit(f"{RED}no card secret under {token}{RESET}")
+    return row
+
+
+def _logged_card() -> str:
+    """The card as the vault function logged its request (the last save in the handler log)."""
+    for line in reversed(HANDLER_LOG.read_text().splitlines()):
+        if '"billing.vault.request"' in line and '"card"' in line:
+            return "body.card=" + json.dumps(json.loads(line)["body"]["card"])
+    raise SystemExit(f"{RED}the vault logged no request for the card{RESET}")
+
+
+def vault_flow(client: Client, stack: LocalStack, tenant_id: UUID) -> dict[str, Any]:
+    title("14. The card vault: a card is saved once, kept encrypted, and shown only masked")
+    card = {"number": TEST_CARD, "exp_month": 12, "exp_year": datetime.now(UTC).year + 3, "cvc": "314",
+            "holder_name": "Ada Lovelace"}  # fmt: skip
+    body = {"entity_contract_id": "contract-acme-42", "type": "card", "card": card}
+    saved = client.request("POST", INSTRUMENTS, body, {"Idempotency-Key": f"card-{uuid4().hex[:8]}"})
+    show(saved, f"POST /payment-instruments  {TEST_CARD}")
+    if saved.status != 201:
+        raise SystemExit(f"{RED}the vault refused the card: {saved.body}{RESET}")
+    instrument: dict[str, Any] = saved.body
+    say("  the instrument as the API returns it (no number, no CVC):")
+    _wrapped(instrument)
+    with connect(stack.database_url) as conn:
+        terms = conn.execute(
+            "select attr_key, attr_value from billing.contract_term_attrs"
+            " where tenant_id = %s and contract_id = %s and valid_to is null order by attr_key",
+            [tenant_id, instrument["id"]],
+        ).fetchall()
+    if not terms:
+        raise SystemExit(
+            f"{RED}the admin connection sees no terms of {instrument['id']}: a search would prove nothing{RESET}"
+        )
+    say(f"  billing.contract_term_attrs, the instrument's {len(terms)} open terms (the card only as IIN and last4):")
+    for term in terms:
+        say(f"    {DIM}{term['attr_key']:<24} {term['attr_value']}{RESET}")
+    token = next(t["attr_value"] for t in terms if t["attr_key"] == "vault_token")
+    secret = _card_secret(stack, tenant_id, token)
+    say(f"  billing_vault.card_secrets (billing_vault alone may read it): {secret['scheme']}, ciphertext "
+        f"{secret['sealed']} bytes, data key wrapped by KMS ({secret['wrapped']} bytes)")  # fmt: skip
+    prove_card_number_absent(stack, TEST_CARD)
+    say(f"  {DIM}the vault's log line for the request: {_logged_card()}{RESET}")
+    # The same search, for something that is stored: it finds it, so the absence above is a finding, not a blind spot.
+    control = search_everywhere(stack.database_url, re.escape(token), None)
+    say(f"  {DIM}(the same search finds the vault token in {', '.join(control.found)}){RESET}")
+    return instrument
+
+
+def saved_card_flow(client: Client, stack: LocalStack, tenant_id: UUID, instrument: dict[str, Any]) -> None:
+    title("15. Charge the saved card, deactivate it, and the next charge is refused")
+    paid = client.charge(f"saved-card-{uuid4().hex[:8]}", payment_instrument_id=instrument["id"])
+    show(paid, "POST /executions  the saved card (pi_...)")
+    timeline(client, paid.body["id"])
+    show(client.request("DELETE", f"{INSTRUMENTS}/{instrument['id']}"), "DELETE /payment-instruments/{id}")
+    with connect(stack.database_url) as conn:
+        token = conn.execute(
+            "select attr_value from billing.contract_term_attrs where tenant_id = %s and contract_id = %s"
+            " and attr_key = 'vault_token'",
+            [tenant_id, instrument["id"]],
+        ).fetchone()
+    assert token is not None
+    secret = _card_secret(stack, tenant_id, token["attr_value"])
+    if not secret["destroyed"]:
+        raise SystemExit(f"{RED}{BOLD}the deactivated card's number was not shredded{RESET}")
+    say(f"  card number shredded at {secret['shredded_at']:%H:%M:%S}: its ciphertext, nonce and wrapped data key are "
+        "null, so nothing can decrypt it again")  # fmt: skip
+    refused = client.charge(f"saved-card-{uuid4().hex[:8]}", payment_instrument_id=instrument["id"])
+    show(refused, "POST /executions  the deactivated card")
+    say(f"  {DIM}Content-Type: {refused.headers.get('Content-Type')}, nothing written but the audit entry{RESET}")
+    prove_card_number_absent(stack, TEST_CARD, again=True)
+
+
+def _cli(arguments: list[str]) -> tuple[int, list[str]]:
+    """Run `python -m billing.audit <arguments>` in this process (the same code) and return its exit code and lines."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = audit_cli(arguments)
+    return code, captured.getvalue().splitlines()
+
+
+def audit_flow(stack: LocalStack, instrument_id: str) -> None:
+    title("16. The PCI DSS audit trail: checkpoint, verify, prove an entry, answer a regulator")
+    run = stack.invoke(FunctionName.AUDIT_CHECKPOINT, {})
+    bucket = stack.resources.audit_checkpoints_bucket
+    say(f"  audit_checkpoint run: {len(run.get('rotations', []))} new secret versions recorded, {run['sequenced']} "
+        f"entries sequenced, tree of {run['tree_size']} leaves, checkpoint {run['checkpoint']} signed; locked in "
+        f"s3://{bucket}: {run['exported']}")  # fmt: skip
+    say(f"  $ python -m billing.audit verify --bucket {bucket}")
+    code, lines = _cli(["verify", "--bucket", bucket])
+    for line in lines:
+        say(f"    {GREEN if code == 0 else RED}{line}{RESET}")
+    if code != 0:
+        raise SystemExit(f"{RED}{BOLD}the audit trail does not verify{RESET}")
+
+    auditor = Client(stack.base_url, uuid4(), "demo-auditor", scopes=[AUDITOR_SCOPE])
+    events = auditor.request("GET", f"{AUDIT}/events?resource_id={instrument_id}&event_type=chd.tokenized")
+    if events.status != 200 or not events.body["items"]:
+        raise SystemExit(
+            f"{RED}the auditor cannot find the card's tokenization: HTTP {events.status} {events.body}{RESET}"
+        )
+    entry = events.body["items"][0]
+    latest = auditor.request("GET", f"{AUDIT}/checkpoints/latest").body
+    size, root = latest["tree_size"], base64.b64decode(latest["root_hash"])
+    reply = auditor.request("GET", f"{AUDIT}/proofs/{entry['seq']}?tree_size={size}")
+    if reply.status != 200:
+        raise SystemExit(f"{RED}no inclusion proof: HTTP {reply.status} {reply.body}{RESET}")
+    proof = [base64.b64decode(h) for h in reply.body["proof"]]
+    leaf = base64.b64decode(reply.body["entry"]["leaf"])
+    stated = json.loads(leaf)
+    if (stated["event_type"], stated["resource_id"]) != ("chd.tokenized", instrument_id):
+        raise SystemExit(f"{RED}the proof is of another entry: {stated}{RESET}")
+    # Trust nothing the server computed: hash the leaf bytes ourselves and walk the path to the checkpoint's root.
+    try:
+        merkle.verify_inclusion(entry["seq"], size, merkle.leaf_hash(leaf), proof, root)
+    except merkle.ProofError as exc:
+        raise SystemExit(f"{RED}{BOLD}the inclusion proof does not verify: {exc}{RESET}") from exc
+    say(f"  GET /audit/proofs/{entry['seq']}?tree_size={size} (auditor token): the card's chd.tokenized entry is "
+        f"leaf {entry['seq']}")  # fmt: skip
+    say(f"    {GREEN}inclusion proof verified with billing.audit.merkle{RESET}: tree size {size}, root "
+        f"{latest['root_hash']}, proof length {len(proof)}")  # fmt: skip
+
+    today = datetime.now(UTC).date()
+    window = ["--from", today.isoformat(), "--to", (today + timedelta(days=1)).isoformat()]
+    say(f"  who accessed this instrument today?  $ python -m billing.audit events --resource-id {instrument_id} "
+        f"{' '.join(window)}")  # fmt: skip
+    code, lines = _cli(["events", "--resource-id", instrument_id, *window])
+    if code != 0 or not lines:
+        raise SystemExit(f"{RED}the events command found nothing for {instrument_id}{RESET}")
+    for item in (json.loads(line) for line in lines):
+        seq = "-" if item["seq"] is None else item["seq"]
+        say(f"    {item['occurred_at'][11:23]}  {item['event_type']:<27} {item['outcome']:<9} {item['actor']:<16} "
+            f"{DIM}purpose={item['purpose']} source={item['source']} seq={seq}{RESET}")  # fmt: skip
+    say(f"  {DIM}(the question itself is recorded too: audit.accessed by os:{getpass.getuser()}){RESET}")
+
+
 def main() -> int:
     tenant_id = uuid4()
     say(f"{BOLD}Billing execution engine — local demo{RESET}")
@@ -327,6 +586,9 @@ def main() -> int:
         reconciliation_flow(client, stack)
         events_flow(stack)
         settlement_flow(stack)
+        instrument = vault_flow(client, stack, tenant_id)
+        saved_card_flow(client, stack, tenant_id, instrument)
+        audit_flow(stack, instrument["id"])
         title("Listing this tenant's executions")
         page = client.request("GET", f"{EXECUTIONS}?limit=50").body
         counts: dict[str, int] = {}

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billing.api.http import guard_request, problem_response, with_correlation_header
 from billing.domain.errors import BillingError, PaymentInstrumentNotFound
 from billing.domain.execution import mask_card_numbers
+from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.api import instrument_routes
 from billing.instruments.model import Caller
 from billing.observability import logger, metrics, tracer
@@ -107,5 +108,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         extra={"method": event.get("httpMethod"), "resource": event.get("resource"), "body": masked_body(event)},
     )
     source = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
-    app.append_context(caller=Caller(request.tenant_id, request.actor, request.correlation_id, source))
+    # The same spelling of the user as every other function's audit entries and workflow rows ("user:<subject>").
+    actor = WorkflowWriteContext.user(request.actor).actor
+    app.append_context(caller=Caller(request.tenant_id, actor, request.correlation_id, source))
     return with_correlation_header(app.resolve(event, context), request.correlation_id)

@@ -100,6 +100,10 @@ class LocalResources:
 
 # LOCAL ONLY: the fingerprint key the local vault uses, recognisably not a production key.
 LOCAL_FINGERPRINT_KEY: Final = b"fingerprint-key-dev-NOT_FOR_PROD!"
+# LOCAL ONLY: the audit checkpoint key every local stack signs with. Fixed, like the fingerprint key, because the
+# embedded database outlives the stack: checkpoints one run signed must still verify in the next run's moto.
+LOCAL_CHECKPOINT_KEY_ID: Final = "local-v1"
+LOCAL_CHECKPOINT_KEY: Final = b"audit-checkpoint-key-dev-NOT_FOR_PROD"
 
 
 def seed_vault_keys(kms: Any, secrets: Any) -> str:
@@ -115,16 +119,18 @@ def seed_vault_keys(kms: Any, secrets: Any) -> str:
 
 
 def seed_audit_checkpoints(s3: Any, secrets: Any, bucket: str, region: str) -> str:
-    """The audit checkpoint bucket (Object Lock, compliance mode, as in AWS) and a fresh key ring; the ring's ARN."""
-    from billing.audit.keys import key_ring_secret_value, rotated
+    """The audit checkpoint bucket (Object Lock, compliance mode, as in AWS) and the local key ring; the ring's ARN."""
+    from billing.audit.keys import KeyRing, key_ring_secret_value
 
     s3.create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}, ObjectLockEnabledForBucket=True
     )
     arn: str = secrets.create_secret(
         Name=names.AUDIT_CHECKPOINT_KEY_SECRET_NAME,
-        Description="LOCAL ONLY: a random checkpoint key ring for this run",
-        SecretString=key_ring_secret_value(rotated(None)),
+        Description="LOCAL ONLY: the development checkpoint key ring",
+        SecretString=key_ring_secret_value(
+            KeyRing(LOCAL_CHECKPOINT_KEY_ID, {LOCAL_CHECKPOINT_KEY_ID: LOCAL_CHECKPOINT_KEY})
+        ),
     )["ARN"]
     return arn
 
