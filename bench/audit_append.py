@@ -27,21 +27,17 @@ import time
 from collections.abc import Callable
 from uuid import UUID, uuid4
 
-import psycopg
-from psycopg.conninfo import make_conninfo
-
 from billing.audit import AuditEvent, AuditEventType, AuditOutcome, record_audit_event
 from billing.audit.checkpoints import Checkpoint
 from billing.audit.keys import StaticKeyRing, rotated
 from billing.audit.sequencer import AuditCheckpointer
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.migrations import apply_migrations
 from billing.db.roles import DatabaseRole, login_url
 from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.workflow import WorkflowWriteContext
-from billing.local.embedded_postgres import database_url
+from billing.local.embedded_postgres import database_url, fresh_database
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = 8
@@ -64,14 +60,7 @@ class _NoStore:
 
 
 def bench_database(server: str) -> str:
-    name = "billing_bench_audit"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
-        admin.execute(f"create database {name}")
-    url = make_conninfo(server, dbname=name)
-    with connect(url) as conn:
-        apply_migrations(conn)
-    return url
+    return fresh_database(server, "billing_bench_audit")
 
 
 def seed(app_url: str) -> list[tuple[UUID, UUID]]:

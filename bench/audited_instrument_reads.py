@@ -33,20 +33,17 @@ from typing import Final
 from uuid import UUID, uuid4
 
 import boto3
-import psycopg
 from moto import mock_aws
-from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from billing.audit import AuditEventType, AuditOutcome
 from billing.db.connection import Connection, connect
-from billing.db.migrations import apply_migrations
 from billing.db.roles import DatabaseRole, login_url
 from billing.instruments.api import CardInput, InstrumentCreateRequest
 from billing.instruments.cards import luhn_valid
 from billing.instruments.fingerprints import StaticFingerprintKeys
 from billing.instruments.model import Caller, InstrumentType
-from billing.local.embedded_postgres import database_url
+from billing.local.embedded_postgres import database_url, fresh_database
 from billing.vault.envelope import DataKey
 from billing.vault.kms import KmsDataKeys
 from billing.vault.provisioning import SandboxCardTokenizer
@@ -118,14 +115,7 @@ class Phase:
 
 
 def bench_database(server: str) -> str:
-    name = "billing_bench_instrument_reads"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
-        admin.execute(f"create database {name}")
-    url = make_conninfo(server, dbname=name)
-    with connect(url) as conn:
-        apply_migrations(conn)
-    return url
+    return fresh_database(server, "billing_bench_instrument_reads")
 
 
 def _card_number(rng: random.Random) -> str:

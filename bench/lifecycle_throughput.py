@@ -25,15 +25,14 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from billing.db.connection import connect
 from billing.db.execution_repository import ExecutionRepository
-from billing.db.migrations import apply_migrations
 from billing.db.roles import DatabaseRole, login_url
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.workflow import WorkflowWriteContext
-from billing.local.embedded_postgres import database_url
+from billing.local.embedded_postgres import database_url, fresh_database
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CONTEXT = WorkflowWriteContext.service_default()
@@ -171,15 +170,8 @@ def run_pgbench(url: str, script: str, clients: int) -> float:
 
 
 def bench_database(server: str) -> str:
-    name = "billing_bench"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
-        admin.execute(f"create database {name}")
-    url = make_conninfo(server, dbname=name)
-    with connect(url) as conn:
-        apply_migrations(conn)
     # Both sides run as the execute function's role, so row-level security and every guard are in the figure.
-    return login_url(url, DatabaseRole.APP)
+    return login_url(fresh_database(server, "billing_bench"), DatabaseRole.APP)
 
 
 def main() -> None:

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from billing.audit import merkle
+from tests.shared_material import shared_dir
 
-FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "rfc6962"
+FIXTURES = shared_dir() / "fixtures" / "rfc6962"
 CONSTANTS = FIXTURES / "testonly" / "constants.go"
 
 

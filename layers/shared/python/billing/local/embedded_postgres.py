@@ -72,6 +72,22 @@ def database_url() -> str:
     return os.environ.get("DATABASE_URL") or embedded_database_url()
 
 
+def fresh_database(server_url: str, name: str) -> str:
+    """Drop and recreate database `name` on the server, apply every migration, return its admin URL (benches)."""
+    from psycopg.conninfo import make_conninfo
+
+    from billing.db.connection import connect
+    from billing.db.migrations import apply_migrations
+
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'drop database if exists "{name}" with (force)')
+        admin.execute(f'create database "{name}"')
+    url = make_conninfo(server_url, dbname=name)
+    with connect(url) as conn:
+        apply_migrations(conn)
+    return url
+
+
 def stop_embedded() -> None:
     """Stop the embedded server if it is running."""
     data = Path(_data_dir())
