@@ -46,6 +46,10 @@ class Access(Enum):
     # DescribeSecret, never GetSecretValue, on every secret of the data stack: each new current version becomes an
     # audit entry (billing.audit.rotations; PCI DSS 10.2.1.5).
     WATCH_CREDENTIAL_ROTATIONS = auto()
+    # The audit intake queue (billing.audit.intake; PCI DSS 10.2.1.4): the authorizer may only send a rejected token
+    # to it, the checkpoint function may only receive and delete what it has recorded.
+    SEND_AUTH_FAILURES = auto()
+    RECORD_AUTH_FAILURES = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +148,7 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 "Bearer-token authorizer for the billing API",
                 memory_mb=256,
                 timeout=Duration.seconds(5),
-                accesses=(_A.READ_JWT_SECRET,),
+                accesses=(_A.READ_JWT_SECRET, _A.SEND_AUTH_FAILURES),
                 # Needs no database, so it stays out of the VPC and its cold starts stay short.
                 in_vpc=False,
             ),
@@ -169,7 +173,13 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 # Under its 1-minute schedule, so one run ends before the next begins (the sequencer's advisory
                 # lock keeps overlapping runs correct anyway).
                 timeout=Duration.seconds(50),
-                accesses=(_A.DATABASE, _A.WRITE_AUDIT_CHECKPOINTS, _A.READ_AUDIT_KEYS, _A.WATCH_CREDENTIAL_ROTATIONS),
+                accesses=(
+                    _A.DATABASE,
+                    _A.WRITE_AUDIT_CHECKPOINTS,
+                    _A.READ_AUDIT_KEYS,
+                    _A.WATCH_CREDENTIAL_ROTATIONS,
+                    _A.RECORD_AUTH_FAILURES,
+                ),
             ),
         ]
     )
@@ -186,3 +196,7 @@ def vault_role_name(stage: str, region: str) -> str:
 # SQS hides a received message for this long; AWS advises six times the consumer's timeout so a batch that is
 # still being retried by Lambda is not handed to a second consumer.
 RETRY_QUEUE_VISIBILITY_TIMEOUT = Duration.seconds(FUNCTIONS[FunctionName.RETRY_DLQ].timeout.to_seconds() * 6)
+
+# A drained batch stays hidden while its run records it and commits; twice the run's timeout, so a message is handed
+# out again only after the run that received it has certainly ended (then it is recorded again: at least once).
+AUDIT_INTAKE_VISIBILITY_TIMEOUT = Duration.seconds(FUNCTIONS[FunctionName.AUDIT_CHECKPOINT].timeout.to_seconds() * 2)

@@ -1,5 +1,5 @@
-"""Scheduled every minute: records credential rotations, sequences new audit entries into the Merkle tree and
-checkpoints the tree when it grew."""
+"""Scheduled every minute: records the authorizer's rejected tokens and credential rotations, sequences new audit
+entries into the Merkle tree and checkpoints the tree when it grew."""
 
 from __future__ import annotations
 
@@ -25,14 +25,17 @@ runtime = CheckpointRuntime(CheckpointSettings.from_environment())
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
+        auth_failures = runtime.record_auth_failures()
         rotated = runtime.record_rotations()
         run = runtime.checkpointer().run()
     except psycopg.Error:
         runtime.connections.discard()
         raise
+    metrics.add_metric(name="AuditAuthFailuresRecorded", unit=MetricUnit.Count, value=auth_failures)
     metrics.add_metric(name="AuditCredentialRotations", unit=MetricUnit.Count, value=len(rotated))
     metrics.add_metric(name="AuditEntriesSequenced", unit=MetricUnit.Count, value=run.sequenced)
     metrics.add_metric(name="AuditTreeSize", unit=MetricUnit.Count, value=run.tree_size)
     metrics.add_metric(name="AuditCheckpointsExported", unit=MetricUnit.Count, value=len(run.exported))
-    logger.info("audit checkpoint run", extra={**run.as_dict(), "rotations": rotated})
-    return {**run.as_dict(), "rotations": rotated}
+    result = {**run.as_dict(), "rotations": rotated, "auth_failures": auth_failures}
+    logger.info("audit checkpoint run", extra=result)
+    return result

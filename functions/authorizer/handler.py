@@ -1,13 +1,17 @@
 """Bearer-token authorizer: verifies the JWT and hands its tenant, subject and scopes to the function behind the route.
 
-A rejected token is an invalid logical access attempt (PCI DSS 10.2.1.4): it is written to this function's log as a
-structured audit line (billing.audit.log_sink explains why a log line and not a database row).
+A rejected token is an invalid logical access attempt (PCI DSS 10.2.1.4). This function has no database (short cold
+starts, billing.audit.log_sink), so each rejection is one message to the audit intake queue, which the audit checkpoint
+function records in the trail (billing.audit.intake), and a structured audit line in this function's log. The message
+holds the reason, the source IP when API Gateway gives one, the subject and tenant the token claims (unverified) and
+the request id, never the token. A failure to send is logged and changes nothing: the answer is still 401.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
@@ -18,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing import resource_names as names
 from billing.audit.events import AuditEvent, AuditEventType, AuditOutcome
+from billing.audit.intake import AuthFailure, SqsAuthFailureSender
 from billing.audit.log_sink import LOG_KEY, audit_log_fields
 from billing.auth.tokens import (
     Principal,
     TokenSettings,
     bearer_token,
+    claimed_identity,
     parse_token_settings,
     scope_string,
     verify_token,
@@ -41,9 +47,19 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     jwt_secret_arn: str = Field(alias=names.ENV_JWT_SECRET_ARN, min_length=1)
+    audit_intake_queue_url: str = Field(alias=names.ENV_AUDIT_INTAKE_QUEUE_URL, min_length=1)
 
 
 SETTINGS = Settings.model_validate(dict(os.environ))
+
+
+def _sqs_client() -> Any:
+    import boto3  # deferred to the first rejection: an accepted token never pays for it
+
+    return boto3.client("sqs")
+
+
+intake = SqsAuthFailureSender(SETTINGS.audit_intake_queue_url, _sqs_client)
 
 
 @cache
@@ -123,11 +139,29 @@ def rejected(event: Mapping[str, Any], error: AuthenticationFailed, context: Lam
     )
 
 
+def auth_failure(event: Mapping[str, Any], error: AuthenticationFailed, context: LambdaContext) -> AuthFailure:
+    """The intake message of a rejected token: the claims it makes, unverified, and never the token itself."""
+    request_context: Mapping[str, Any] = event.get("requestContext") or {}
+    identity: Mapping[str, Any] = request_context.get("identity") or {}
+    subject, tenant = claimed_identity(_authorization(event))
+    return AuthFailure(
+        reason=error.reason,
+        # A REQUEST authorizer is given API Gateway's request id and the caller's IP; a TOKEN authorizer neither,
+        # so its own invocation id (in API Gateway's access log too) stands in.
+        request_id=str(request_context.get("requestId") or getattr(context, "aws_request_id", "unknown")),
+        occurred_at=datetime.now(UTC),
+        source_ip=identity.get("sourceIp"),
+        claimed_subject=subject,
+        claimed_tenant_id=tenant,
+    )
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         return authorize(event, token_settings())
     except AuthenticationFailed as exc:
         logger.warning("bearer token rejected", extra={"reason": exc.reason, LOG_KEY: rejected(event, exc, context)})
+        intake.send(auth_failure(event, exc, context))
         # This exact message is what makes API Gateway answer 401 instead of 500.
         raise Exception("Unauthorized") from None

@@ -29,7 +29,7 @@ from billing import resource_names as names
 from billing.db.roles import LOGIN_USERS, DatabaseRole
 from billing.domain.transitions import TRANSITIONS, TransitionMethod
 from infra.config import StageConfig
-from infra.functions import RETRY_QUEUE_VISIBILITY_TIMEOUT, vault_role_name
+from infra.functions import AUDIT_INTAKE_VISIBILITY_TIMEOUT, RETRY_QUEUE_VISIBILITY_TIMEOUT, vault_role_name
 from infra.nag import acknowledge
 from infra.stacks.network import NetworkStack
 
@@ -45,6 +45,8 @@ JWT_KEY_LENGTH = 64
 # SQS keeps a message at most 14 days; alarm well before a parked message would be dropped.
 DLQ_RETENTION = Duration.days(14)
 DLQ_MAX_AGE_ALARM = Duration.days(10)
+# SQS's longest: rejected tokens wait this long for a checkpointer that is down before SQS drops them.
+AUDIT_INTAKE_RETENTION = Duration.days(14)
 # Settlement files and reports are read a lot in their first month and rarely afterwards.
 INFREQUENT_ACCESS_AFTER = Duration.days(30)
 NONCURRENT_VERSION_EXPIRATION = Duration.days(30)
@@ -504,6 +506,24 @@ class DataStack(Stack):
             enforce_ssl=True,
             removal_policy=config.removal_policy,
         )
+        self.audit_intake_queue = sqs.Queue(
+            self,
+            "AuditIntakeQueue",
+            queue_name=names.AUDIT_INTAKE_QUEUE_NAME,
+            visibility_timeout=AUDIT_INTAKE_VISIBILITY_TIMEOUT,
+            retention_period=AUDIT_INTAKE_RETENTION,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            removal_policy=config.removal_policy,
+        )
+        acknowledge(
+            self.audit_intake_queue,
+            "SQS3",
+            "The audit checkpoint function drains this queue itself (no event source mapping, so no receive count to "
+            "redrive on): a message it cannot record stays here, is received again every run and is alarmed on by "
+            "age; a DLQ would only move rejected tokens out of the path into the trail.",
+        )
 
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", topic_name=f"{names.APP_NAME}-alarms", master_key=self.key, enforce_ssl=True
@@ -555,6 +575,20 @@ class DataStack(Stack):
                 ),
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 threshold=DLQ_MAX_AGE_ALARM.to_seconds(),
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "AuditIntakeQueueOldMessage",
+                alarm_description="Rejected bearer tokens are not reaching the audit trail: the audit checkpoint "
+                "function is not draining the audit intake queue",
+                metric=self.audit_intake_queue.metric_approximate_age_of_oldest_message(
+                    period=Duration.minutes(5), statistic="Maximum"
+                ),
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                # Drained every minute: a quarter of an hour is a checkpointer down or a message it cannot record.
+                threshold=Duration.minutes(15).to_seconds(),
                 evaluation_periods=1,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),

@@ -223,6 +223,15 @@ class ServiceStack(Stack):
             data.dead_letter_queue.grant_consume_messages(role)
         if accesses & {Access.SEND_DLQ, Access.CONSUME_DLQ}:
             environment[names.ENV_DLQ_URL] = data.dead_letter_queue.queue_url
+        if Access.SEND_AUTH_FAILURES in accesses:
+            allow(["sqs:SendMessage"], [data.audit_intake_queue.queue_arn])
+            allow(["kms:GenerateDataKey", "kms:Decrypt"], [key_arn])
+        if Access.RECORD_AUTH_FAILURES in accesses:
+            # Receive and delete only: no ChangeMessageVisibility, no purge, no sending of its own.
+            allow(["sqs:ReceiveMessage", "sqs:DeleteMessage"], [data.audit_intake_queue.queue_arn])
+            allow(["kms:Decrypt"], [key_arn])
+        if accesses & {Access.SEND_AUTH_FAILURES, Access.RECORD_AUTH_FAILURES}:
+            environment[names.ENV_AUDIT_INTAKE_QUEUE_URL] = data.audit_intake_queue.queue_url
         # (bucket prefix, object key pattern) of every object ARN pattern granted, for the IAM5 acknowledgment.
         object_patterns: list[tuple[str, str]] = []
         if Access.READ_SETTLEMENT_FILES in accesses:

@@ -193,9 +193,26 @@ def test_retry_queue_redrives_to_dlq_after_max_receive_count(dev: Synthesized) -
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
 
 
+def test_audit_intake_queue_is_encrypted_with_the_data_key_and_outlives_a_stopped_checkpointer(
+    dev: Synthesized,
+) -> None:
+    (intake,) = (
+        queue["Properties"]
+        for queue in cfn.of_type(dev.raw["data"], "AWS::SQS::Queue").values()
+        if queue["Properties"]["QueueName"] == names.AUDIT_INTAKE_QUEUE_NAME
+    )
+    assert intake["KmsMasterKeyId"] == {"Fn::GetAtt": [_data_key_id(dev), "Arn"]}
+    assert intake["MessageRetentionPeriod"] == 14 * 24 * 3600
+    # Drained by the function itself, not redriven: a DLQ would take rejected tokens off the path into the trail.
+    assert "RedrivePolicy" not in intake
+    assert intake["VisibilityTimeout"] > FUNCTIONS[FunctionName.AUDIT_CHECKPOINT].timeout.to_seconds()
+    age = _alarms_on(dev, names.AUDIT_INTAKE_QUEUE_NAME)["ApproximateAgeOfOldestMessage"]
+    assert age["Threshold"] < 14 * 24 * 3600
+
+
 def test_queue_policies_deny_requests_without_tls(dev: Synthesized) -> None:
     policies = cfn.of_type(dev.raw["data"], "AWS::SQS::QueuePolicy").values()
-    assert len(policies) == 2
+    assert len(policies) == 3
     for policy in policies:
         (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
         assert statement["Effect"] == "Deny"

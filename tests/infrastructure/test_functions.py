@@ -62,6 +62,8 @@ ACCESS_ACTIONS: dict[Access, set[str]] = {
     },
     Access.READ_AUDIT_KEYS: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
     Access.WATCH_CREDENTIAL_ROTATIONS: {"secretsmanager:DescribeSecret"},
+    Access.SEND_AUTH_FAILURES: {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt"},
+    Access.RECORD_AUTH_FAILURES: {"sqs:ReceiveMessage", "sqs:DeleteMessage", "kms:Decrypt"},
 }
 BASELINE_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 VPC_ACTIONS = {
@@ -148,6 +150,8 @@ def test_function_environment_carries_only_what_its_accesses_need(function: Func
         expected.add(names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID)
     if Access.WATCH_CREDENTIAL_ROTATIONS in accesses:
         expected.add(names.ENV_AUDIT_WATCHED_CREDENTIALS)
+    if accesses & {Access.SEND_AUTH_FAILURES, Access.RECORD_AUTH_FAILURES}:
+        expected.add(names.ENV_AUDIT_INTAKE_QUEUE_URL)
     if function is FunctionName.MIGRATE:
         expected.add(names.ENV_MIGRATIONS_DIR)
     assert env == expected
@@ -234,6 +238,23 @@ def test_only_the_retry_worker_touches_the_dlq_and_only_three_functions_enqueue_
         FunctionName.RECONCILE,
         FunctionName.RETRY_DLQ,
     }
+
+
+def test_only_the_authorizer_sends_to_the_audit_intake_queue_and_only_the_checkpointer_drains_it(
+    dev: Synthesized,
+) -> None:
+    intake = "AuditIntakeQueue"
+    touching = {
+        f: {action for action, resource in cfn.grants(dev.raw["service"], f) if intake in json.dumps(resource)}
+        for f in ALL_FUNCTIONS
+    }
+    assert {f: actions for f, actions in touching.items() if actions} == {
+        FunctionName.AUTHORIZER: {"sqs:SendMessage"},
+        FunctionName.AUDIT_CHECKPOINT: {"sqs:ReceiveMessage", "sqs:DeleteMessage"},
+    }
+    for function in (FunctionName.AUTHORIZER, FunctionName.AUDIT_CHECKPOINT):
+        env = cfn.function_props(dev.raw["service"], function)["Environment"]["Variables"]
+        assert any(intake in reference for reference in cfn.references(env[names.ENV_AUDIT_INTAKE_QUEUE_URL]))
 
 
 def test_secrets_are_readable_only_by_the_functions_that_use_them(dev: Synthesized) -> None:

@@ -523,6 +523,8 @@ def test_vault_and_audit_routes_reach_their_function_behind_the_token_authorizer
 def authorizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The real authorizer handler, with only its Secrets Manager lookup replaced."""
     monkeypatch.setenv(names.ENV_JWT_SECRET_ARN, "arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt-AbCdEf")
+    # Only accepted tokens here: nothing is ever sent to this queue.
+    monkeypatch.setenv(names.ENV_AUDIT_INTAKE_QUEUE_URL, "https://sqs.eu-west-1.amazonaws.com/123456789012/unused")
     spec = importlib.util.spec_from_file_location(
         "_infra_authorizer_handler", REPO_ROOT / "functions/authorizer/handler.py"
     )

@@ -1,8 +1,10 @@
-"""functions/authorizer: the real handler module, with only the Secrets Manager lookup replaced."""
+"""functions/authorizer: the real handler module, with only the Secrets Manager lookup replaced; the audit intake
+queue is moto's."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,7 +12,9 @@ from types import ModuleType
 from typing import Any
 from uuid import UUID
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from billing import resource_names as names
 from billing.auth.tokens import (
@@ -30,8 +34,16 @@ ARN = "arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/GET/api/v1/billing
 
 
 @pytest.fixture
-def authorizer(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+def intake_queue(aws_credentials: str) -> Iterator[tuple[Any, str]]:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=aws_credentials)
+        yield sqs, sqs.create_queue(QueueName=names.AUDIT_INTAKE_QUEUE_NAME)["QueueUrl"]
+
+
+@pytest.fixture
+def authorizer(monkeypatch: pytest.MonkeyPatch, intake_queue: tuple[Any, str]) -> Iterator[ModuleType]:
     monkeypatch.setenv(names.ENV_JWT_SECRET_ARN, JWT_SECRET_ARN)
+    monkeypatch.setenv(names.ENV_AUDIT_INTAKE_QUEUE_URL, intake_queue[1])
     spec = importlib.util.spec_from_file_location("_unit_authorizer_handler", HANDLER)
     assert spec is not None
     assert spec.loader is not None
@@ -155,3 +167,85 @@ def test_token_settings_come_from_the_jwt_secret(monkeypatch: pytest.MonkeyPatch
 
     assert authorizer.token_settings() == settings
     assert asked == [(JWT_SECRET_ARN, authorizer.SECRET_MAX_AGE_SECONDS)]
+
+
+def _queued(intake_queue: tuple[Any, str]) -> list[str]:
+    sqs, url = intake_queue
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    return [m["Body"] for m in messages]
+
+
+def test_rejected_token_sends_one_intake_message_without_the_token(
+    authorizer: ModuleType, intake_queue: tuple[Any, str]
+) -> None:
+    # Given a token for alice signed with a key the API does not know
+    token = issue_token(TokenSettings(LOCAL_ISSUER, ("k" * 40,)), TENANT, "alice")
+
+    # When the authorizer rejects it
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _invoke(authorizer, _token_event(f"Bearer {token}"))
+
+    # Then exactly one message says who it claimed to be and why it failed, and holds nothing of the token
+    (body,) = _queued(intake_queue)
+    assert token not in body
+    assert token.split(".")[2] not in body
+    message = json.loads(body)
+    assert set(message) == {
+        "event_type",
+        "reason",
+        "source_ip",
+        "claimed_subject",
+        "claimed_tenant_id",
+        "request_id",
+        "occurred_at",
+    }
+    assert (message["event_type"], message["reason"]) == ("auth.failed", "signature_mismatch")
+    assert (message["claimed_subject"], message["claimed_tenant_id"]) == ("alice", str(TENANT))
+    assert message["request_id"]
+    assert message["source_ip"] is None  # a TOKEN authorizer is given no address
+
+
+def test_rejected_request_event_sends_the_source_ip_and_api_gateway_request_id(
+    authorizer: ModuleType, intake_queue: tuple[Any, str]
+) -> None:
+    event = {
+        "type": "REQUEST",
+        "methodArn": ARN,
+        "headers": {"Authorization": "Bearer not-a-jwt"},
+        "requestContext": {"requestId": "apigw-req-1", "identity": {"sourceIp": "198.51.100.7"}},
+    }
+
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _invoke(authorizer, event)
+
+    (body,) = _queued(intake_queue)
+    message = json.loads(body)
+    assert (message["source_ip"], message["request_id"], message["reason"]) == (
+        "198.51.100.7",
+        "apigw-req-1",
+        "malformed",
+    )
+    assert (message["claimed_subject"], message["claimed_tenant_id"]) == (None, None)
+
+
+def test_accepted_token_sends_no_intake_message(authorizer: ModuleType, intake_queue: tuple[Any, str]) -> None:
+    token = issue_token(LOCAL_TOKEN_SETTINGS, TENANT, "alice")
+
+    _invoke(authorizer, _token_event(f"Bearer {token}"))
+
+    assert _queued(intake_queue) == []
+
+
+def test_rejected_token_is_still_unauthorized_when_sqs_is_down(
+    authorizer: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down:
+        def send_message(self, **_: Any) -> None:
+            raise ConnectionError("sqs unreachable")
+
+    monkeypatch.setattr(authorizer.intake, "client_factory", Down)
+
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        _invoke(authorizer, _token_event("Bearer not-a-jwt"))
+
+    assert "not sent to the audit intake queue" in caplog.text

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from billing import resource_names as names
 from billing.auth.tokens import LOCAL_ISSUER, LOCAL_TOKEN_SETTINGS, TokenSettings, issue_token
@@ -128,9 +130,14 @@ def _write_functions(root: Path, authorizer_source: str) -> Path:
 
 
 @pytest.fixture
-def functions_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def functions_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_credentials: str) -> Iterator[Path]:
     monkeypatch.setenv(names.ENV_JWT_SECRET_ARN, "arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt-AbCdEf")
-    return _write_functions(tmp_path / "functions", REAL_AUTHORIZER)
+    # The real authorizer sends each rejected token to the audit intake queue: moto's here.
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=aws_credentials)
+        url = sqs.create_queue(QueueName=names.AUDIT_INTAKE_QUEUE_NAME)["QueueUrl"]
+        monkeypatch.setenv(names.ENV_AUDIT_INTAKE_QUEUE_URL, url)
+        yield _write_functions(tmp_path / "functions", REAL_AUTHORIZER)
 
 
 @pytest.fixture

@@ -216,5 +216,9 @@ ENV_AUDIT_CHECKPOINTS_BUCKET: Final = "AUDIT_CHECKPOINTS_BUCKET"
 ENV_AUDIT_REQUIRE_OBJECT_LOCK: Final = "AUDIT_REQUIRE_OBJECT_LOCK"
 # JSON list of the secrets (ids or ARNs) whose rotations the checkpoint function records as audit entries.
 ENV_AUDIT_WATCHED_CREDENTIALS: Final = "AUDIT_WATCHED_CREDENTIALS"
+# Rejected bearer tokens on their way into the trail (PCI DSS 10.2.1.4): the authorizer, which has no database,
+# sends one message per rejection; the audit checkpoint function records and deletes them (billing.audit.intake).
+AUDIT_INTAKE_QUEUE_NAME: Final = "billing-audit-intake"
+ENV_AUDIT_INTAKE_QUEUE_URL: Final = "AUDIT_INTAKE_QUEUE_URL"
 # The token scope the audit API requires (space-separated `scope` claim; billing.auth.tokens).
 AUDITOR_SCOPE: Final = "auditor"

@@ -2,8 +2,9 @@
 
 The bearer-token authorizer runs outside the VPC and has no database connection on purpose (short cold starts; and
 a database write per rejected token would let anyone with a stream of garbage tokens load the database). PCI DSS
-10.2.1.4 asks for invalid logical access attempts to be logged; its log group (CloudWatch Logs, retained like the
-trail, 10.5.1) is where they are, one JSON line each with the same fields as an audit entry under the key `audit`.
+10.2.1.4 asks for invalid logical access attempts to be logged: each becomes an entry of the trail by way of the audit
+intake queue (billing.audit.intake), and also one JSON line in its log group (CloudWatch Logs, retained like the trail,
+10.5.1) with the same fields as an audit entry under the key `audit`.
 Pure: the caller's logger writes the line.
 """
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, Json
 
 from billing import resource_names as names
+from billing.audit.intake import drain_auth_failures
 from billing.audit.keys import SecretsManagerKeyRing
 from billing.audit.rotations import SecretsManagerVersions, record_rotations
 from billing.audit.s3 import S3CheckpointStore
@@ -29,6 +30,9 @@ class CheckpointSettings(BaseModel):
     require_object_lock: bool = Field(False, alias=names.ENV_AUDIT_REQUIRE_OBJECT_LOCK)
     # Secrets whose rotations become audit entries (billing.audit.rotations); none if unset.
     watched_credentials: Json[list[str]] = Field(default_factory=list, alias=names.ENV_AUDIT_WATCHED_CREDENTIALS)
+    # The authorizer's rejected tokens (billing.audit.intake); the CDK app and the local stack always set it, and a
+    # run without it (a test of the tree alone) drains nothing.
+    intake_queue_url: str | None = Field(None, alias=names.ENV_AUDIT_INTAKE_QUEUE_URL, min_length=1)
 
     @classmethod
     def from_environment(cls) -> CheckpointSettings:
@@ -52,16 +56,22 @@ class CheckpointRuntime:
         self.connections = connections or ConnectionProvider(role=DatabaseRole.WORKER)
 
     @cached_property
-    def _clients(self) -> tuple[Any, Any]:
+    def _clients(self) -> tuple[Any, Any, Any]:
         import boto3  # deferred: boto3 costs ~100 ms of cold start
 
-        return boto3.client("secretsmanager"), boto3.client("s3")
+        return boto3.client("secretsmanager"), boto3.client("s3"), boto3.client("sqs")
 
     @cached_property
     def store(self) -> S3CheckpointStore:
         return checkpoint_store(
             self._clients[1], self.settings.bucket, require_object_lock=self.settings.require_object_lock
         )
+
+    def record_auth_failures(self) -> int:
+        """Record the rejected tokens waiting in the intake queue (at least once); how many."""
+        if self.settings.intake_queue_url is None:
+            return 0
+        return drain_auth_failures(self.connections.get(), self._clients[2], self.settings.intake_queue_url)
 
     def record_rotations(self) -> list[str]:
         """Audit every watched secret whose current version is new since the last run; their names."""

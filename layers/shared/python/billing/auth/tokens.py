@@ -236,3 +236,26 @@ def parse_token_settings(value: str | bytes) -> TokenSettings:
 def token_settings_secret_value(settings: TokenSettings) -> str:
     """The Secrets Manager value for `settings`; the inverse of parse_token_settings."""
     return json.dumps({"issuer": settings.issuer, "keys": list(settings.keys)})
+
+
+def claimed_identity(authorization: str | None) -> tuple[str | None, UUID | None]:
+    """The subject and tenant a rejected token *claims*, unverified, for the audit trail only; None where the
+    header holds no parseable token or the claim is not a plausible subject or canonical tenant id."""
+    try:
+        claims = jwt.decode(bearer_token(authorization), options={"verify_signature": False})
+    except (AuthenticationFailed, jwt.InvalidTokenError):
+        return None, None
+    subject, tenant = claims.get("sub"), claims.get("tenant_id")
+    # Bounded like an audit actor (billing.audit.events.MAX_ACTOR_LENGTH) and printable: the claim is the caller's.
+    claimed_subject = (
+        subject if isinstance(subject, str) and 0 < len(subject) <= 200 and subject.isprintable() else None
+    )
+    claimed_tenant: UUID | None = None
+    if isinstance(tenant, str):
+        try:
+            claimed_tenant = UUID(tenant)
+        except ValueError:
+            claimed_tenant = None
+        if claimed_tenant is not None and str(claimed_tenant) != tenant.lower():
+            claimed_tenant = None
+    return claimed_subject, claimed_tenant

@@ -96,6 +96,8 @@ class LocalResources:
     # The audit trail's checkpoint key ring and its Object Lock bucket.
     audit_checkpoint_key_secret_arn: str = ""
     audit_checkpoints_bucket: str = ""
+    # The authorizer's rejected tokens on their way to the checkpoint function.
+    audit_intake_queue_url: str = ""
 
 
 # LOCAL ONLY: the fingerprint key the local vault uses, recognisably not a production key.
@@ -375,6 +377,7 @@ class LocalStack:
         retry_url = sqs.create_queue(
             QueueName=names.RETRY_QUEUE_NAME, Attributes={"RedrivePolicy": json.dumps(redrive)}
         )["QueueUrl"]
+        intake_url = sqs.create_queue(QueueName=names.AUDIT_INTAKE_QUEUE_NAME)["QueueUrl"]
 
         buckets = [
             names.bucket_name(prefix, self.account_id, self.region)
@@ -409,6 +412,7 @@ class LocalStack:
             fingerprint_secret_arn=fingerprint_arn,
             audit_checkpoint_key_secret_arn=audit_key_arn,
             audit_checkpoints_bucket=audit_bucket,
+            audit_intake_queue_url=intake_url,
         )
 
     def _function_environment(self, resources: LocalResources) -> dict[str, str]:
@@ -424,6 +428,7 @@ class LocalStack:
             names.ENV_FINGERPRINT_SECRET_ID: resources.fingerprint_secret_arn,
             names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: resources.audit_checkpoint_key_secret_arn,
             names.ENV_AUDIT_CHECKPOINTS_BUCKET: resources.audit_checkpoints_bucket,
+            names.ENV_AUDIT_INTAKE_QUEUE_URL: resources.audit_intake_queue_url,
             # Rotations of these become audit entries, as in AWS.
             names.ENV_AUDIT_WATCHED_CREDENTIALS: json.dumps(
                 [resources.jwt_secret_arn, resources.fingerprint_secret_arn, resources.audit_checkpoint_key_secret_arn]
