@@ -15,10 +15,10 @@ from moto import mock_aws
 
 from billing import resource_names as names
 from billing.audit.intake import AuthFailure, drain_auth_failures
-from billing.audit.keys import key_ring_secret_value, rotated
 from billing.auth.tokens import LOCAL_TOKEN_SETTINGS, TokenSettings, issue_token
 from billing.db.connection import Connection
-from tests.lambda_harness import FakeLambdaContext, call, load_handler, set_function_environment
+from tests.integration.audit_rig import load_checkpoint_function, seed_checkpoint_resources
+from tests.lambda_harness import FakeLambdaContext, call, load_handler
 
 BUCKET = "billing-audit-checkpoints-intake"
 TENANT = UUID("6f1c2f7e-1111-4222-8333-944444444444")
@@ -28,15 +28,7 @@ ARN = "arn:aws:execute-api:eu-west-1:123456789012:abc123/prod/GET/api/v1/billing
 @pytest.fixture
 def aws(aws_credentials: str) -> Iterator[dict[str, Any]]:
     with mock_aws():
-        secrets = boto3.client("secretsmanager", region_name=aws_credentials)
-        key_ring = secrets.create_secret(
-            Name=names.AUDIT_CHECKPOINT_KEY_SECRET_NAME, SecretString=key_ring_secret_value(rotated(None))
-        )["ARN"]
-        boto3.client("s3", region_name=aws_credentials).create_bucket(
-            Bucket=BUCKET,
-            CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
-            ObjectLockEnabledForBucket=True,
-        )
+        key_ring = seed_checkpoint_resources(aws_credentials, BUCKET)
         sqs = boto3.client("sqs", region_name=aws_credentials)
         url = sqs.create_queue(QueueName=names.AUDIT_INTAKE_QUEUE_NAME)["QueueUrl"]
         yield {"sqs": sqs, "queue_url": url, "key_ring": key_ring}
@@ -44,17 +36,8 @@ def aws(aws_credentials: str) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def checkpoint_function(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, private_db_url: str) -> ModuleType:
-    set_function_environment(
-        monkeypatch,
-        names.FunctionName.AUDIT_CHECKPOINT,
-        {
-            "DATABASE_URL": private_db_url,
-            names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: aws["key_ring"],
-            names.ENV_AUDIT_CHECKPOINTS_BUCKET: BUCKET,
-            names.ENV_AUDIT_INTAKE_QUEUE_URL: aws["queue_url"],
-        },
-    )
-    return load_handler("audit_checkpoint")
+    environment = {names.ENV_AUDIT_INTAKE_QUEUE_URL: aws["queue_url"]}
+    return load_checkpoint_function(monkeypatch, private_db_url, aws["key_ring"], BUCKET, **environment)
 
 
 def _rejected_by_the_authorizer(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, token: str) -> None:

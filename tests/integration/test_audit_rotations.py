@@ -13,10 +13,10 @@ import pytest
 from moto import mock_aws
 
 from billing import resource_names as names
-from billing.audit.keys import key_ring_secret_value, rotated
 from billing.audit.rotations import SecretsManagerVersions, record_rotations
 from billing.db.connection import Connection, connect
-from tests.lambda_harness import call, load_handler, set_function_environment
+from tests.integration.audit_rig import load_checkpoint_function, seed_checkpoint_resources
+from tests.lambda_harness import call
 
 WATCHED = "billing/auth/jwt"
 BUCKET = "billing-audit-checkpoints-rotations"
@@ -82,23 +82,9 @@ def test_the_app_role_cannot_write_or_rewrite_the_seen_versions(conn: Connection
 def test_the_checkpoint_function_records_rotations_of_the_watched_secrets(
     secrets: Any, monkeypatch: pytest.MonkeyPatch, private_db_url: str, private_admin: Connection
 ) -> None:
-    key_ring = secrets.create_secret(
-        Name=names.AUDIT_CHECKPOINT_KEY_SECRET_NAME, SecretString=key_ring_secret_value(rotated(None))
-    )["ARN"]
-    boto3.client("s3").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}, ObjectLockEnabledForBucket=True
-    )
-    set_function_environment(
-        monkeypatch,
-        names.FunctionName.AUDIT_CHECKPOINT,
-        {
-            "DATABASE_URL": private_db_url,
-            names.ENV_AUDIT_CHECKPOINT_KEY_SECRET_ID: key_ring,
-            names.ENV_AUDIT_CHECKPOINTS_BUCKET: BUCKET,
-            names.ENV_AUDIT_WATCHED_CREDENTIALS: json.dumps([WATCHED, key_ring]),
-        },
-    )
-    handler = load_handler("audit_checkpoint")
+    key_ring = seed_checkpoint_resources("eu-west-1", BUCKET)
+    watched = {names.ENV_AUDIT_WATCHED_CREDENTIALS: json.dumps([WATCHED, key_ring])}
+    handler = load_checkpoint_function(monkeypatch, private_db_url, key_ring, BUCKET, **watched)
     first = call(handler, {})
     assert first["rotations"] == [WATCHED, key_ring]
     assert first["tree_size"] >= 2  # the rotations are in the tree this very run
