@@ -10,17 +10,15 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.api.http import guard_request, problem_response, with_correlation_header
+from billing.api.http import answer_errors_as_problems, guard_request, with_correlation_header
 from billing.api.parameters import Rfc3339DateTime
 from billing.audit.api import AuditRuntime, access_of, json_response, scope_refusal
 from billing.audit.events import AuditEventType
 from billing.audit.queries import EventQuery, decode_cursor
-from billing.domain.errors import AuditRecordNotFound, BillingError
+from billing.domain.errors import AuditRecordNotFound
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
 
@@ -61,26 +59,17 @@ def inclusion_proof(seq: str, tree_size: Annotated[int, Query(ge=1)]) -> Respons
     return json_response(200, proof.as_document())
 
 
-@app.not_found
-def _no_route(_: NotFoundError) -> Response[str]:
-    return problem_response(AuditRecordNotFound("no audit resource under this path"), access_of(app).correlation_id)
-
-
-@app.exception_handler(BillingError)
-def _domain_error(error: BillingError) -> Response[str]:
-    return problem_response(error, access_of(app).correlation_id)
-
-
-@app.exception_handler([RequestValidationError, RequestUnsupportedContentType])
-def _invalid_request(error: Exception) -> Response[str]:
-    return problem_response(error, access_of(app).correlation_id)
-
-
-@app.exception_handler(Exception)
-def _unexpected(error: Exception) -> Response[str]:
+def _log_and_reconnect(_: Exception) -> None:
     logger.exception("unhandled error")
     runtime.connections.discard()
-    return problem_response(error, access_of(app).correlation_id)
+
+
+answer_errors_as_problems(
+    app,
+    lambda: access_of(app).correlation_id,
+    no_route=AuditRecordNotFound("no audit resource under this path"),
+    on_unexpected=_log_and_reconnect,
+)
 
 
 @logger.inject_lambda_context

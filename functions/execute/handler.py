@@ -8,14 +8,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.api.cursor import decode_cursor, encode_cursor
-from billing.api.http import guard_request, problem_response, with_correlation_header
+from billing.api.http import answer_errors_as_problems, guard_request, with_correlation_header
 from billing.api.parameters import Rfc3339DateTime
 from billing.api.request_context import RequestContext
 from billing.api.resources import (
@@ -27,7 +25,7 @@ from billing.api.resources import (
     documented_responses,
 )
 from billing.db.execution_repository import ExecutionListQuery
-from billing.domain.errors import BillingError, ExecutionNotFound
+from billing.domain.errors import ExecutionNotFound
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
@@ -140,28 +138,19 @@ def _uuid(value: str) -> UUID:
         raise ExecutionNotFound(f"execution {value[:64]} not found") from None
 
 
-@app.not_found
-def _no_route(_: NotFoundError) -> Response[str]:
-    # Every route here is an execution resource: a path none matches (an id with characters no id has) names an
-    # execution that cannot exist. Without this, Powertools' NotFoundError would reach _unexpected as a 500.
-    return problem_response(ExecutionNotFound("no execution under this path"), _request().correlation_id)
-
-
-@app.exception_handler(BillingError)
-def _domain_error(error: BillingError) -> Response[str]:
-    return problem_response(error, _request().correlation_id)
-
-
-@app.exception_handler([RequestValidationError, RequestUnsupportedContentType])
-def _invalid_request(error: Exception) -> Response[str]:
-    return problem_response(error, _request().correlation_id)
-
-
-@app.exception_handler(Exception)
-def _unexpected(error: Exception) -> Response[str]:
+def _log_and_reconnect(_: Exception) -> None:
     logger.exception("unhandled error")
     runtime.connections.discard()  # the connection may be mid-transaction or broken
-    return problem_response(error, _request().correlation_id)
+
+
+# Every route here is an execution resource: a path none matches (an id with characters no id has) names an
+# execution that cannot exist.
+answer_errors_as_problems(
+    app,
+    lambda: _request().correlation_id,
+    no_route=ExecutionNotFound("no execution under this path"),
+    on_unexpected=_log_and_reconnect,
+)
 
 
 @logger.inject_lambda_context

@@ -6,19 +6,15 @@ is logged with the card fields erased (Powertools data masking), responses are n
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Final
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.data_masking import DataMasking
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.api.http import guard_request, problem_response, with_correlation_header
-from billing.domain.errors import BillingError, PaymentInstrumentNotFound
-from billing.domain.execution import mask_card_numbers
+from billing.api.http import answer_errors_as_problems, guard_request, with_correlation_header
+from billing.domain.errors import PaymentInstrumentNotFound
 from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.api import instrument_routes
 from billing.instruments.model import Caller
@@ -67,29 +63,18 @@ def _has(document: Any, path: list[str]) -> bool:
     return True
 
 
-@app.not_found
-def _no_route(_: NotFoundError) -> Response[str]:
-    return problem_response(
-        PaymentInstrumentNotFound("no payment instrument under this path"), _caller().correlation_id
-    )
-
-
-@app.exception_handler(BillingError)
-def _domain_error(error: BillingError) -> Response[str]:
-    return problem_response(error, _caller().correlation_id)
-
-
-@app.exception_handler([RequestValidationError, RequestUnsupportedContentType])
-def _invalid_request(error: Exception) -> Response[str]:
-    return problem_response(error, _caller().correlation_id)
-
-
-@app.exception_handler(Exception)
-def _unexpected(error: Exception) -> Response[str]:
+def _log_type_and_reconnect(error: Exception) -> None:
     # The type only: a message may quote what was being processed.
     logger.error("unhandled error", extra={"error_type": type(error).__name__})
     runtime.connections.discard()
-    return problem_response(error, _caller().correlation_id)
+
+
+answer_errors_as_problems(
+    app,
+    lambda: _caller().correlation_id,
+    no_route=PaymentInstrumentNotFound("no payment instrument under this path"),
+    on_unexpected=_log_type_and_reconnect,
+)
 
 
 @logger.inject_lambda_context
@@ -99,8 +84,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     request = guard_request(event)
     if isinstance(request, dict):
         return request
-    # A correlation id is echoed into logs and audit entries: never a card number, whatever a client sent.
-    request = dataclasses.replace(request, correlation_id=mask_card_numbers(request.correlation_id, "x"))
     logger.set_correlation_id(request.correlation_id)
     logger.append_keys(tenant_id=str(request.tenant_id))
     logger.info(

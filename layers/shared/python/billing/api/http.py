@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 
 from billing.api.input_safety import refusal_of
@@ -109,3 +111,29 @@ def with_correlation_header(response: dict[str, Any], correlation_id: str) -> di
     else:
         response.setdefault("headers", {})[CORRELATION_HEADER] = correlation_id
     return response
+
+
+def answer_errors_as_problems(
+    app: APIGatewayRestResolver,
+    correlation_id: Callable[[], str | None],
+    *,
+    no_route: BillingError,
+    on_unexpected: Callable[[Exception], None],
+) -> None:
+    """Register the API functions' one error mapping on `app`: a path no route matches is `no_route` (every path of
+    a function names its own resource, so one none matches names a resource that cannot exist), domain and request
+    errors are problem+json with their stable code, anything else a 500 problem after `on_unexpected` (log it, drop
+    the connection it may have left mid-transaction)."""
+
+    @app.not_found  # type: ignore[untyped-decorator,unused-ignore]
+    def _no_route(_: NotFoundError) -> Response[str]:
+        return problem_response(no_route, correlation_id())
+
+    @app.exception_handler([BillingError, RequestValidationError, RequestUnsupportedContentType])  # type: ignore[untyped-decorator,unused-ignore]
+    def _expected(error: Exception) -> Response[str]:
+        return problem_response(error, correlation_id())
+
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator,unused-ignore]
+    def _unexpected(error: Exception) -> Response[str]:
+        on_unexpected(error)
+        return problem_response(error, correlation_id())

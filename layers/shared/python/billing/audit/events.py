@@ -65,6 +65,7 @@ MAX_DETAILS: Final = 32
 MAX_ACTOR_LENGTH: Final = 200
 MAX_RESOURCE_TYPE_LENGTH: Final = 100
 MAX_FIELD_LENGTH: Final = 200
+MAX_PURPOSE_LENGTH: Final = 100
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,8 @@ class AuditEvent:
             value = getattr(self, name)
             if value is not None and len(value) > MAX_FIELD_LENGTH:
                 raise ValueError(f"{name} must be at most {MAX_FIELD_LENGTH} characters")
-        if self.purpose is not None and len(self.purpose) > 100:
-            raise ValueError("purpose must be at most 100 characters")
+        if self.purpose is not None and len(self.purpose) > MAX_PURPOSE_LENGTH:
+            raise ValueError(f"purpose must be at most {MAX_PURPOSE_LENGTH} characters")
         if len(self.details) > MAX_DETAILS:
             raise ValueError(f"details holds at most {MAX_DETAILS} entries")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.details.items()):

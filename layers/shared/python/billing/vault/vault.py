@@ -16,6 +16,7 @@ from typing import Final
 from uuid import UUID
 
 from billing.audit import AuditEvent, AuditEventType, AuditOutcome, record_audit_event
+from billing.audit.events import MAX_FIELD_LENGTH, MAX_PURPOSE_LENGTH
 from billing.db.connection import Connection
 from billing.domain.errors import DetokenizationDenied, VaultIntegrityError
 from billing.domain.execution import looks_like_card_number
@@ -90,8 +91,8 @@ class CardVault:
                 actor=caller.actor,
                 tenant_id=caller.tenant_id,
                 resource_type="payment_instrument",
-                resource_id=resource[:200],
-                purpose=(declared.value if declared else str(purpose))[:100],
+                resource_id=resource[:MAX_FIELD_LENGTH],
+                purpose=(declared.value if declared else str(purpose))[:MAX_PURPOSE_LENGTH],
                 correlation_id=caller.correlation_id,
                 source=caller.source,
                 details={"reason": denial} if denial else {},
