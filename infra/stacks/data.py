@@ -265,45 +265,52 @@ class DataStack(Stack):
     def _secrets(self) -> None:
         config = self.config
         self.webhook_secrets = {
-            provider: secretsmanager.Secret(
-                self,
+            provider: self._secret(
                 f"WebhookSecret{provider.title()}",
-                secret_name=names.webhook_secret_name(provider),
-                description=f"{provider} webhook signing secret: replace the generated value with the provider's",
-                encryption_key=self.key,
-                removal_policy=config.removal_policy,
+                names.webhook_secret_name(provider),
+                f"{provider} webhook signing secret: replace the generated value with the provider's",
+                "A webhook signing secret is issued by the payment provider; no rotation Lambda can mint one. It is "
+                "rotated at the provider and the new value added here (the value is a list, for an overlap window).",
             )
             for provider in names.WEBHOOK_PROVIDERS
         }
         # The shape billing.auth.tokens reads: {"issuer": ..., "key": ...}; the key is generated here and never
         # leaves Secrets Manager (whoever issues tokens reads it from there).
-        self.jwt_secret = secretsmanager.Secret(
-            self,
+        self.jwt_secret = self._secret(
             "JwtSecret",
-            secret_name=names.JWT_SECRET_NAME,
-            description="Issuer and HS256 key the authorizer verifies bearer tokens with",
-            encryption_key=self.key,
+            names.JWT_SECRET_NAME,
+            "Issuer and HS256 key the authorizer verifies bearer tokens with",
+            "Rotating the token key needs billing.auth.tokens' overlap procedure (prepend the new key, wait out the "
+            "authorizer cache, switch the issuer, drop the old key); operators run it, no rotation Lambda exists.",
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template=json.dumps({"issuer": f"{names.APP_NAME}-{config.name}"}),
                 generate_string_key="key",
                 password_length=JWT_KEY_LENGTH,
                 exclude_punctuation=True,
             ),
-            removal_policy=config.removal_policy,
         )
-        for secret in self.webhook_secrets.values():
-            acknowledge(
-                secret,
-                "SMG4",
-                "A webhook signing secret is issued by the payment provider; no rotation Lambda can mint one. It is "
-                "rotated at the provider and the new value added here (the value is a list, for an overlap window).",
-            )
-        acknowledge(
-            self.jwt_secret,
-            "SMG4",
-            "Rotating the token key needs billing.auth.tokens' overlap procedure (prepend the new key, wait out the "
-            "authorizer cache, switch the issuer, drop the old key); operators run it, no rotation Lambda exists.",
+
+    def _secret(
+        self,
+        construct_id: str,
+        secret_name: str,
+        description: str,
+        rotation_reason: str,
+        *,
+        generate_secret_string: secretsmanager.SecretStringGenerator | None = None,
+    ) -> secretsmanager.Secret:
+        """A secret under the stack key; rotation_reason says why no rotation Lambda rotates it (AwsSolutions-SMG4)."""
+        secret = secretsmanager.Secret(
+            self,
+            construct_id,
+            secret_name=secret_name,
+            description=description,
+            encryption_key=self.key,
+            generate_secret_string=generate_secret_string,
+            removal_policy=self.config.removal_policy,
         )
+        acknowledge(secret, "SMG4", rotation_reason)
+        return secret
 
     def _buckets(self) -> None:
         config = self.config
@@ -378,24 +385,16 @@ class DataStack(Stack):
         # {"current": "v1", "keys": {"v1": "<base64>"}} (billing.instruments.fingerprints): CloudFormation can only
         # generate a value at a top-level key, so the first version is written by the service stack's SeedKeyMaterial
         # trigger; the value generated here is a placeholder it replaces.
-        self.fingerprint_secret = secretsmanager.Secret(
-            self,
+        self.fingerprint_secret = self._secret(
             "FingerprintKeysSecret",
-            secret_name=names.FINGERPRINT_SECRET_NAME,
-            description="Card vault: versioned HMAC-SHA-256 fingerprint keys; read by the vault function only",
-            encryption_key=self.key,
-            removal_policy=config.removal_policy,
-        )
-        acknowledge(
-            self.fingerprint_secret,
-            "SMG4",
+            names.FINGERPRINT_SECRET_NAME,
+            "Card vault: versioned HMAC-SHA-256 fingerprint keys; read by the vault function only",
             "A new fingerprint key version must be added beside the old ones (which verify stored fingerprints until "
             "the vault re-keys them) and made current by an operator; a rotation Lambda would drop the old versions.",
         )
 
     def _audit_trail(self) -> None:
         """The audit checkpoints' Object Lock bucket and their signing key ring (docs/pci.md, "Audit trail")."""
-        config = self.config
         prefix = names.AUDIT_CHECKPOINTS_BUCKET_PREFIX
         self.audit_checkpoints_bucket = s3.Bucket(
             self,
@@ -429,17 +428,10 @@ class DataStack(Stack):
         )
         # {"active": "<key id>", "keys": {"<key id>": "<base64>"}} (billing.audit.keys): seeded like the fingerprint
         # keys, by the service stack's SeedKeyMaterial trigger.
-        self.audit_key_secret = secretsmanager.Secret(
-            self,
+        self.audit_key_secret = self._secret(
             "AuditCheckpointKeysSecret",
-            secret_name=names.AUDIT_CHECKPOINT_KEY_SECRET_NAME,
-            description="Audit trail: HMAC-SHA-256 key ring that signs checkpoints; read by audit_checkpoint only",
-            encryption_key=self.key,
-            removal_policy=config.removal_policy,
-        )
-        acknowledge(
-            self.audit_key_secret,
-            "SMG4",
+            names.AUDIT_CHECKPOINT_KEY_SECRET_NAME,
+            "Audit trail: HMAC-SHA-256 key ring that signs checkpoints; read by audit_checkpoint only",
             "`python -m billing.audit rotate-key` rotates the ring: it adds a key, makes it active and keeps the old "
             "ones, which verify the checkpoints that name them; a rotation Lambda would replace the ring instead.",
         )
@@ -476,46 +468,44 @@ class DataStack(Stack):
             removal_policy=self.config.removal_policy,
         )
 
-    def _queues_and_alarms(self) -> None:
-        config = self.config
-        self.dead_letter_queue = sqs.Queue(
+    def _queue(self, construct_id: str, queue_name: str, **props: Any) -> sqs.Queue:
+        """A queue under the stack key that refuses plain-HTTP requests."""
+        return sqs.Queue(
             self,
-            "RetryDeadLetterQueue",
-            queue_name=names.DEAD_LETTER_QUEUE_NAME,
+            construct_id,
+            queue_name=queue_name,
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=self.key,
             enforce_ssl=True,
+            removal_policy=self.config.removal_policy,
+            **props,
+        )
+
+    def _queues_and_alarms(self) -> None:
+        config = self.config
+        self.dead_letter_queue = self._queue(
+            "RetryDeadLetterQueue",
+            names.DEAD_LETTER_QUEUE_NAME,
             retention_period=DLQ_RETENTION,
-            removal_policy=config.removal_policy,
         )
         acknowledge(
             self.dead_letter_queue,
             "SQS3",
             "This queue is the dead-letter queue of the retry queue; a DLQ of a DLQ would only hide parked messages.",
         )
-        self.retry_queue = sqs.Queue(
-            self,
+        self.retry_queue = self._queue(
             "RetryQueue",
-            queue_name=names.RETRY_QUEUE_NAME,
+            names.RETRY_QUEUE_NAME,
             visibility_timeout=RETRY_QUEUE_VISIBILITY_TIMEOUT,
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dead_letter_queue, max_receive_count=names.RETRY_MAX_RECEIVE_COUNT
             ),
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self.key,
-            enforce_ssl=True,
-            removal_policy=config.removal_policy,
         )
-        self.audit_intake_queue = sqs.Queue(
-            self,
+        self.audit_intake_queue = self._queue(
             "AuditIntakeQueue",
-            queue_name=names.AUDIT_INTAKE_QUEUE_NAME,
+            names.AUDIT_INTAKE_QUEUE_NAME,
             visibility_timeout=AUDIT_INTAKE_VISIBILITY_TIMEOUT,
             retention_period=AUDIT_INTAKE_RETENTION,
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=self.key,
-            enforce_ssl=True,
-            removal_policy=config.removal_policy,
         )
         acknowledge(
             self.audit_intake_queue,
