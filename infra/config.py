@@ -35,7 +35,8 @@ class StageConfig:
     """Capacity, retention and protection of one stage; field names are the camelCase keys in cdk.json."""
 
     name: str
-    # Network: 0 keeps the functions in isolated subnets that reach AWS only through VPC endpoints.
+    # Network: NAT gateways for the functions' HTTPS calls to the payment providers (one per AZ for availability, or
+    # one shared). 0 keeps them in isolated subnets that reach AWS only through VPC endpoints: sandbox provider only.
     nat_gateways: int
     # Aurora Serverless v2, in ACUs (1 ACU ~ 2 GiB RAM). RDS Proxy keeps connections open, so the cluster never
     # auto-pauses: 0.5 is the floor that is actually billed at rest.

@@ -50,6 +50,10 @@ class Access(Enum):
     # to it, the checkpoint function may only receive and delete what it has recorded.
     SEND_AUTH_FAILURES = auto()
     RECORD_AUTH_FAILURES = auto()
+    # Charges, refunds, status checks and card tokenization at the payment providers: read every provider's API
+    # credentials (billing/provider/<provider>, billing.providers.credentials). Their HTTPS calls leave through the
+    # NAT gateways (stacks/network.py).
+    CALL_PROVIDERS = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 memory_mb=512,
                 # API Gateway gives up on an integration after 29 s; stopping at 25 s leaves time to answer.
                 timeout=Duration.seconds(25),
-                accesses=(_A.DATABASE, _A.SEND_RETRY),
+                accesses=(_A.DATABASE, _A.SEND_RETRY, _A.CALL_PROVIDERS),
             ),
             _spec(
                 FunctionName.WEBHOOK,
@@ -112,14 +116,21 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 memory_mb=512,
                 # Ends well inside its 5-minute schedule so two runs never overlap.
                 timeout=Duration.minutes(4),
-                accesses=(_A.DATABASE, _A.READ_SETTLEMENT_FILES, _A.SEND_RETRY),
+                accesses=(_A.DATABASE, _A.READ_SETTLEMENT_FILES, _A.SEND_RETRY, _A.CALL_PROVIDERS),
             ),
             _spec(
                 FunctionName.RETRY_DLQ,
                 "Retries retryable provider failures; parks exhausted ones in the DLQ and redrives them on request",
                 memory_mb=256,
                 timeout=Duration.seconds(60),
-                accesses=(_A.DATABASE, _A.CONSUME_RETRY, _A.SEND_RETRY, _A.SEND_DLQ, _A.CONSUME_DLQ),
+                accesses=(
+                    _A.DATABASE,
+                    _A.CONSUME_RETRY,
+                    _A.SEND_RETRY,
+                    _A.SEND_DLQ,
+                    _A.CONSUME_DLQ,
+                    _A.CALL_PROVIDERS,
+                ),
             ),
             _spec(
                 FunctionName.SETTLEMENT_REPORT,
@@ -157,7 +168,8 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 "Card vault: payment instruments API, the only code that sees a card number",
                 memory_mb=512,
                 timeout=Duration.seconds(25),
-                accesses=(_A.DATABASE, _A.VAULT_KMS, _A.READ_FINGERPRINT_SECRET),
+                # CALL_PROVIDERS: a card is tokenized at the provider from inside the vault, the one holder of PANs.
+                accesses=(_A.DATABASE, _A.VAULT_KMS, _A.READ_FINGERPRINT_SECRET, _A.CALL_PROVIDERS),
             ),
             _spec(
                 FunctionName.AUDIT,

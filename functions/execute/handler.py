@@ -21,10 +21,13 @@ from billing.api.resources import (
     ExecutionDetail,
     ExecutionPage,
     ExecutionResource,
+    NextActionResource,
+    RefundResource,
     WorkflowPhaseResource,
     documented_responses,
 )
 from billing.db.execution_repository import ExecutionListQuery
+from billing.db.reversal_repository import refunded_amount
 from billing.domain.errors import ExecutionNotFound
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
@@ -33,6 +36,7 @@ from billing.instruments.api import with_instrument_routes
 from billing.observability import logger, metrics, tracer
 from billing.rails.adapters import default_provider_for
 from billing.resource_names import API_BASE_PATH
+from billing.services.refunds import RefundBody
 from billing.wiring import ExecuteRuntime, ExecuteSettings
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -67,7 +71,7 @@ def create_execution(
         correlation_id=request.correlation_id,
         context=WorkflowWriteContext.user(request.actor),
     )
-    return _json(201 if outcome.created else 200, ExecutionResource.of(outcome.execution))
+    return _json(201 if outcome.created else 200, ExecutionResource.of(outcome.execution, outcome.next_action))
 
 
 @app.get(EXECUTIONS, responses=documented_responses({200: "One page, newest first"}, 400))
@@ -93,8 +97,13 @@ def list_executions(
 @app.get(f"{EXECUTIONS}/<execution_id>", responses=documented_responses({200: "The execution and its timeline"}, 404))
 def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     view = runtime.execution_service().view(_request().tenant_id, _uuid(execution_id))
+    refunds = runtime.refund_service().refunds_of(_request().tenant_id, view.execution.id)
+    waiting = view.execution.awaiting_settlement
     detail = ExecutionDetail(
-        **ExecutionResource.of(view.execution).model_dump(),
+        **ExecutionResource.of(view.execution).model_dump(exclude={"next_action"}),
+        next_action=NextActionResource.stored(view.events) if waiting else None,
+        refunded_amount=refunded_amount(refunds),
+        refunds=[RefundResource.of(refund) for refund in refunds],
         events=[EventResource.of(event) for event in view.events],
         workflow=[WorkflowPhaseResource.model_validate(row) for row in view.workflow],
     )
@@ -111,6 +120,29 @@ def cancel_execution(execution_id: str) -> Response[ExecutionResource]:
         context=WorkflowWriteContext.user(request.actor),
     )
     return _json(200, ExecutionResource.of(canceled))
+
+
+@app.post(
+    f"{EXECUTIONS}/<execution_id>/refunds",
+    responses=documented_responses(
+        {201: "Requested and sent to the provider", 200: "Replay: the refund this key created"}, 400, 404, 409
+    ),
+)
+def refund_execution(
+    execution_id: str,
+    body: RefundBody,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response[RefundResource]:
+    request = _request()
+    outcome = runtime.refund_service().request(
+        request.tenant_id,
+        _uuid(execution_id),
+        body,
+        idempotency_key=idempotency_key or "",
+        correlation_id=request.correlation_id,
+        context=WorkflowWriteContext.user(request.actor),
+    )
+    return _json(201 if outcome.created else 200, RefundResource.of(outcome.refund))
 
 
 @app.get(f"{API_BASE_PATH}/openapi.json", include_in_schema=False)

@@ -116,6 +116,7 @@ class DataStack(Stack):
         self.credential_secrets: tuple[secretsmanager.ISecret, ...] = (
             *self.database_secrets.values(),
             *self.webhook_secrets.values(),
+            *self.provider_secrets.values(),
             self.jwt_secret,
             self.fingerprint_secret,
             self.audit_key_secret,
@@ -273,6 +274,19 @@ class DataStack(Stack):
                 "rotated at the provider and the new value added here (the value is a list, for an overlap window).",
             )
             for provider in names.WEBHOOK_PROVIDERS
+        }
+        # {"platform": {...}, "tenants": {"<tenant id>": {...}}} (billing.providers.credentials): the keys come from the
+        # providers, so the generated value is only a placeholder, which the functions refuse as malformed until an
+        # operator puts the real document (docs/infrastructure.md, "After the first deploy").
+        self.provider_secrets = {
+            provider: self._secret(
+                f"ProviderSecret{provider.title()}",
+                names.provider_secret_name(provider),
+                f"{provider} API credentials (platform account, tenant overrides): replace the generated value",
+                "A payment provider's API key is issued by the provider; no rotation Lambda can mint one. It is rolled "
+                "at the provider, the new value put here, and the old key revoked once the functions' cache expired.",
+            )
+            for provider in names.PROVIDERS_WITH_CREDENTIALS
         }
         # The shape billing.auth.tokens reads: {"issuer": ..., "key": ...}; the key is generated here and never
         # leaves Secrets Manager (whoever issues tokens reads it from there).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import Annotations, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -17,10 +17,11 @@ PUBLIC_SUBNETS = "public"
 # Two AZs: Aurora and RDS Proxy need subnets in at least two, and each interface endpoint is billed per AZ.
 MAX_AZS = 2
 VPC_CIDR = "10.40.0.0/16"
+NO_PROVIDER_EGRESS_WARNING = "billing:noProviderEgress"
 
 
 class NetworkStack(Stack):
-    """VPC with isolated database subnets and function subnets that reach AWS through endpoints, not a NAT."""
+    """VPC: isolated database subnets; function subnets that reach AWS through endpoints, the providers through NAT."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -29,6 +30,7 @@ class NetworkStack(Stack):
             ec2.SubnetConfiguration(name=DATABASE_SUBNETS, subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
             # With a NAT the functions can also call payment providers on the internet; without one they reach
             # only AWS services (through the endpoints below) and the database, which is all the sandbox provider needs.
+            # AWS traffic keeps going through the endpoints either way: NAT bills every gigabyte it carries.
             ec2.SubnetConfiguration(
                 name=FUNCTION_SUBNETS,
                 subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS if with_nat else ec2.SubnetType.PRIVATE_ISOLATED,
@@ -38,6 +40,12 @@ class NetworkStack(Stack):
         if with_nat:
             subnets.append(
                 ec2.SubnetConfiguration(name=PUBLIC_SUBNETS, subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26)
+            )
+        else:
+            Annotations.of(self).add_warning_v2(
+                NO_PROVIDER_EGRESS_WARNING,
+                f"Stage {config.name} has natGateways 0: the functions cannot reach Stripe or Adyen, only the sandbox "
+                "provider works. Set natGateways >= 1 to charge real providers.",
             )
         self.vpc = ec2.Vpc(
             self,

@@ -280,6 +280,10 @@ class ServiceStack(Stack):
             # No variable: the function derives each name with billing.resource_names.webhook_secret_name().
             for secret in data.webhook_secrets.values():
                 read_secret(secret)
+        if Access.CALL_PROVIDERS in accesses:
+            for provider, secret in data.provider_secrets.items():
+                read_secret(secret)
+                environment[names.ENV_PROVIDER_CREDENTIAL_SECRET_IDS[provider]] = secret.secret_arn
         if Access.READ_JWT_SECRET in accesses:
             read_secret(data.jwt_secret)
             environment[names.ENV_JWT_SECRET_ARN] = data.jwt_secret.secret_arn

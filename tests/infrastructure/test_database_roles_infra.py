@@ -22,10 +22,11 @@ pytestmark = pytest.mark.infrastructure
 # Whose secrets each function may read: the login user of the role it connects as and nothing of another role's;
 # the migrations read the admin's (to connect) and every login user's (to set their passwords).
 SECRETS_READ: dict[FunctionName, frozenset[str]] = {
-    FunctionName.EXECUTE: frozenset({"app"}),
+    # The functions that call payment providers read every provider's API credentials too.
+    FunctionName.EXECUTE: frozenset({"app", "provider"}),
     FunctionName.WEBHOOK: frozenset({"app", "webhook"}),
-    FunctionName.RECONCILE: frozenset({"worker"}),
-    FunctionName.RETRY_DLQ: frozenset({"worker"}),
+    FunctionName.RECONCILE: frozenset({"worker", "provider"}),
+    FunctionName.RETRY_DLQ: frozenset({"worker", "provider"}),
     FunctionName.SETTLEMENT_REPORT: frozenset({"worker"}),
     FunctionName.OUTBOX_RELAY: frozenset({"worker"}),
     # The admin to connect, and every login user's secret to set its password.
@@ -33,8 +34,8 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
         {"admin", "app", "worker", *(r.value for r in LOGIN_USERS if r.value not in ("billing_app", "billing_worker"))}
     ),
     FunctionName.AUTHORIZER: frozenset({"jwt"}),
-    # Its own login user's, and the fingerprint keys.
-    FunctionName.VAULT: frozenset({"billing_vault", "fingerprint"}),
+    # Its own login user's, the fingerprint keys and (it tokenizes cards at the providers) the providers' credentials.
+    FunctionName.VAULT: frozenset({"billing_vault", "fingerprint", "provider"}),
     FunctionName.AUDIT: frozenset({"billing_auditor"}),
     # The worker's, and the checkpoint signing key ring.
     FunctionName.AUDIT_CHECKPOINT: frozenset({"worker", "audit_keys"}),
@@ -43,7 +44,18 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
 # function watches every credential for rotations (billing.audit.rotations).
 SECRETS_WATCHED: dict[FunctionName, frozenset[str]] = {
     FunctionName.AUDIT_CHECKPOINT: frozenset(
-        {"admin", "app", "worker", "billing_vault", "billing_auditor", "webhook", "jwt", "fingerprint", "audit_keys"}
+        {
+            "admin",
+            "app",
+            "worker",
+            "billing_vault",
+            "billing_auditor",
+            "webhook",
+            "provider",
+            "jwt",
+            "fingerprint",
+            "audit_keys",
+        }
     ),
 }
 ROLE_SECRET = {DatabaseRole.OWNER: "admin", DatabaseRole.APP: "app", DatabaseRole.WORKER: "worker"} | {
@@ -62,6 +74,7 @@ def _secret_ids(synth: Synthesized, labels: frozenset[str]) -> set[str]:
     by_label = {ROLE_SECRET[role]: [secret] for role, secret in data.database_secrets.items()}
     by_label |= {
         "webhook": list(data.webhook_secrets.values()),
+        "provider": list(data.provider_secrets.values()),
         "jwt": [data.jwt_secret],
         "fingerprint": [data.fingerprint_secret],
         "audit_keys": [data.audit_key_secret],

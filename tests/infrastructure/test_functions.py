@@ -64,6 +64,7 @@ ACCESS_ACTIONS: dict[Access, set[str]] = {
     Access.WATCH_CREDENTIAL_ROTATIONS: {"secretsmanager:DescribeSecret"},
     Access.SEND_AUTH_FAILURES: {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt"},
     Access.RECORD_AUTH_FAILURES: {"sqs:ReceiveMessage", "sqs:DeleteMessage", "kms:Decrypt"},
+    Access.CALL_PROVIDERS: {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret", "kms:Decrypt"},
 }
 BASELINE_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 VPC_ACTIONS = {
@@ -152,6 +153,8 @@ def test_function_environment_carries_only_what_its_accesses_need(function: Func
         expected.add(names.ENV_AUDIT_WATCHED_CREDENTIALS)
     if accesses & {Access.SEND_AUTH_FAILURES, Access.RECORD_AUTH_FAILURES}:
         expected.add(names.ENV_AUDIT_INTAKE_QUEUE_URL)
+    if Access.CALL_PROVIDERS in accesses:
+        expected |= set(names.ENV_PROVIDER_CREDENTIAL_SECRET_IDS.values())
     if function is FunctionName.MIGRATE:
         expected.add(names.ENV_MIGRATIONS_DIR)
     assert env == expected
@@ -270,6 +273,12 @@ def test_secrets_are_readable_only_by_the_functions_that_use_them(dev: Synthesiz
     assert secret_readers("JwtSecret") == {FunctionName.AUTHORIZER}
     assert secret_readers("FingerprintKeysSecret") == {FunctionName.VAULT}
     assert secret_readers("AuditCheckpointKeysSecret") == {FunctionName.AUDIT_CHECKPOINT}
+    assert secret_readers("ProviderSecret") == {
+        FunctionName.EXECUTE,
+        FunctionName.RETRY_DLQ,
+        FunctionName.RECONCILE,
+        FunctionName.VAULT,
+    }
     # The admin connects only to migrate; every other function reads its own login user's secret
     # (test_database_roles_infra.py).
     assert secret_readers("DatabaseSecretAttachment") == {FunctionName.MIGRATE}

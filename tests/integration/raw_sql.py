@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,9 +18,12 @@ import pytest
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.reversal_repository import ProviderReversal, Reversal, ReversalRepository
 from billing.db.roles import EXECUTION_WRITERS, DatabaseRole, login_url
 from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import Execution, PaymentRail
+from billing.domain.money import Money
+from billing.domain.reversals import ReversalKind, ReversalStatus
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from tests.factories import create_execution
@@ -98,3 +102,27 @@ def submitted_execution(app_conn: Connection, tenant_id: UUID) -> Execution:
     return ExecutionRepository(app_conn).settle_from_processing(
         tenant_id, execution.id, CTX, provider_reference=f"ref_{uuid4().hex}"
     )
+
+
+def provider_reversal_of(app_conn: Connection, execution: Execution, *, amount: int | None = None) -> Reversal:
+    """A chargeback of a completed execution, recorded as the webhook path records one (as the app role)."""
+    reversal = ReversalRepository(app_conn).record_provider_reversal(
+        ProviderReversal(
+            tenant_id=execution.tenant_id,
+            execution_id=execution.id,
+            provider="sandbox",
+            provider_event_id=f"evt_{uuid4().hex}",
+            provider_event_type="chargeback",
+            kind=ReversalKind.CHARGEBACK,
+            money=Money(amount or execution.amount, execution.currency),
+            status=ReversalStatus.SUCCEEDED,
+            provider_reference=None,
+            reason="fraudulent",
+            occurred_at=datetime.now(UTC),
+        ),
+        context=WorkflowWriteContext.webhook("sandbox"),
+        correlation_id=None,
+        metadata={},
+    )
+    assert reversal is not None
+    return reversal

@@ -4,7 +4,6 @@ their tenant. Each rule is read from the catalog over every object, so a new tab
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import psycopg
@@ -12,11 +11,8 @@ import pytest
 
 from billing.db.connection import Connection, connect
 from billing.db.roles import FUNCTION_ROLES, LOGIN_USERS, OWNED_SCHEMAS, RUNTIME_ROLES, DatabaseRole, login_url
-from billing.db.webhook_inbox import ExecutionRef, ExecutionReversals
-from billing.domain.status import ExecutionStatus
 from billing.resource_names import FunctionName
-from billing.webhooks.events import WebhookEvent, WebhookOutcome
-from tests.integration.raw_sql import CTX, S, execution_in, role_conn
+from tests.integration.raw_sql import S, execution_in, provider_reversal_of, role_conn
 
 __all__ = ["role_conn"]  # a fixture, imported for the tests below
 
@@ -199,14 +195,7 @@ def other_tenants_rows(conn: Connection) -> UUID:
     """A tenant with a row in every tenant table: executions, events, outbox, workflow, reversals."""
     tenant = uuid4()
     execution = execution_in(conn, tenant, S.COMPLETED)
-    event = WebhookEvent("sandbox", f"evt_{uuid4().hex}", "refund", None, WebhookOutcome.REVERSED)
-    ExecutionReversals(conn).record(
-        ExecutionRef(tenant, execution.id, ExecutionStatus.COMPLETED),
-        event,
-        occurred_at=datetime.now(UTC),
-        context=CTX,
-        correlation_id=None,
-    )
+    provider_reversal_of(conn, execution)
     return tenant
 
 

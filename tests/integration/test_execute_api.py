@@ -472,3 +472,18 @@ def test_metadata_at_stripes_limits_is_stored_and_returned_as_sent(execute: Modu
     response = post_execution(execute, tenant_id, {**CARD, "metadata": metadata}, key="metadata-limits")
     assert response["statusCode"] == 201, response_json(response)
     assert response_json(response)["metadata"] == metadata
+
+
+def test_a_charge_waiting_for_the_customer_says_what_to_do_next_in_the_response_and_the_resource(
+    execute: ModuleType, tenant_id: UUID
+) -> None:
+    created = response_json(post_execution(execute, tenant_id, {**CARD, "payment_instrument_id": "tok_3ds"}))
+    assert (created["status"], created["awaiting_settlement"]) == ("pending", True)
+    action = created["next_action"]
+    assert action["type"] == "redirect_to_url"
+    assert action["url"] == f"https://sandbox.invalid/authenticate/{created['provider_reference']}"
+
+    shown = response_json(call(execute, api_event("GET", f"{BASE}/{created['id']}", tenant_id=tenant_id)))
+    assert shown["next_action"] == {**action, "client_secret": None}
+    completed = response_json(post_execution(execute, tenant_id, CARD, key=f"plain-{uuid4()}"))
+    assert completed["next_action"] is None

@@ -81,6 +81,12 @@ EXEMPT: dict[str, str] = {
     "billing.execution_status_transitions.to_status": _FORMAT,
     "billing.execution_reversals.provider": _FORMAT,
     "billing.execution_reversals.provider_event_id": _GENERATED + " (by the provider, in a signed delivery)",
+    "billing.execution_reversals.provider_reference": _GENERATED + " (by the provider: its refund or dispute id)",
+    "billing.execution_reversals.kind": _FORMAT,
+    "billing.execution_reversals.status": _FORMAT,
+    "billing.execution_reversals.initiated_by": _FORMAT,
+    "billing.execution_reversals.currency": _FORMAT,
+    "billing.execution_reversals.request_fingerprint": _FORMAT,
     "billing.reconciliation_leases.status": _FORMAT,
     "billing.reconciliation_leases.lease_owner": _GENERATED,
     "billing.reconciliation_leases.last_outcome": _FORMAT,
@@ -104,6 +110,8 @@ EXEMPT: dict[str, str] = {
     **{f"sandbox_provider.charges.{c}": _SANDBOX for c in (
         "idempotency_key", "reference", "rail", "currency", "payment_instrument_id", "status", "initial_status",
         "failure_code", "settles_as", "settlement_failure_code")},
+    **{f"sandbox_provider.refunds.{c}": _SANDBOX for c in (
+        "idempotency_key", "reference", "charge_reference", "currency", "status")},
 }  # fmt: skip
 # The audit trail's schema as a whole (its engineer evolves the columns; every one of them is _AUDIT).
 AUDIT_SCHEMA = "billing_audit"

@@ -30,8 +30,14 @@ from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.adapters import build_rail_adapter
-from billing.rails.ports import PaymentProvider, ProviderCharge, provider_cancel_key, provider_idempotency_key
-from billing.rails.results import Decision, StatusCheck, StatusOutcome, SubmitOutcome, SubmitResult
+from billing.rails.ports import (
+    PaymentProvider,
+    ProviderCharge,
+    ProviderRefund,
+    provider_cancel_key,
+    provider_idempotency_key,
+)
+from billing.rails.results import Decision, RefundResult, StatusCheck, StatusOutcome, SubmitOutcome, SubmitResult
 from billing.rails.sandbox import (
     CANCELED_CODE,
     ChargeStatus,
@@ -122,6 +128,20 @@ class Delegating:
 
     def decision_for(self, error_code: str) -> Decision:
         return self.inner.decision_for(error_code)
+
+    def for_tenant(self, tenant_id: UUID) -> PaymentProvider:
+        # The interception must survive the adapter's per-tenant view: one account here.
+        return self
+
+    @property
+    def polls_status(self) -> bool:
+        return self.inner.polls_status
+
+    def refund(self, refund: ProviderRefund, idempotency_key: str) -> RefundResult:
+        return self.inner.refund(refund, idempotency_key)
+
+    def check_refund(self, refund: ProviderRefund, *, refund_reference: str | None) -> RefundResult:
+        return self.inner.check_refund(refund, refund_reference=refund_reference)
 
 
 class Recording(Delegating):
@@ -331,6 +351,27 @@ def test_provider_unavailable_backs_the_execution_off_and_it_is_asked_again_once
         "next_check_at": None,
         "last_outcome": "completed",
     }
+
+
+def test_a_provider_without_a_status_endpoint_is_never_asked_and_its_executions_never_claimed(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    class Unpollable(Recording):
+        """Adyen's shape: webhooks and the settlement report tell, check_status cannot."""
+
+        @property
+        def polls_status(self) -> bool:
+            return False
+
+    pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid")
+    died_mid_submit(app_db, sandbox, tenant_id, "tok_timeout")
+    before = snapshot(private_admin)
+    provider = Unpollable(sandbox)
+
+    run = worker(db, provider).run(plenty_of_time)
+
+    assert (run.findings, provider.calls) == ((), [])
+    assert snapshot(private_admin) == before  # not even a lease
 
 
 def test_run_again_after_settling_changes_nothing(

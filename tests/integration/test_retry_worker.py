@@ -628,6 +628,9 @@ def test_retries_exhausted_after_an_attempt_whose_answer_was_lost_leave_the_char
         def decision_for(self, error_code: str) -> Decision:
             return sandbox.decision_for(error_code)
 
+        def for_tenant(self, tenant_id: Any) -> Any:
+            return self
+
     rig.sandbox = cast(SandboxProvider, UnreachableAfterFirstAttempt())
     execution = card_execution(conn, tenant_id, "tok_timeout")
 

@@ -16,7 +16,8 @@ import pytest
 from billing.db.connection import Connection, connect
 from billing.db.roles import DatabaseRole
 from billing.db.sqlstates import GuardState
-from billing.db.webhook_inbox import AMOUNT_MISMATCH_EVENT_TYPE, REVERSED_EVENT_TYPE
+from billing.db.webhook_inbox import AMOUNT_MISMATCH_EVENT_TYPE
+from billing.domain.reversals import PAID_AFTER_FAILURE_EVENT_TYPE, REVERSAL_EVENT_TYPES
 from billing.domain.status import ALLOWED_TRANSITIONS, ExecutionStatus, is_terminal
 from billing.domain.transitions import (
     CREATED_EVENT_TYPE,
@@ -311,11 +312,16 @@ def test_event_type_tables_in_sql_equal_the_python_transitions(conn: Connection)
     expected |= {
         (t, S.PROCESSING.value, S.PROCESSING.value) for t in (RETRY_SCHEDULED_EVENT_TYPE, RETRY_ATTEMPT_EVENT_TYPE)
     }
-    expected |= {(REVERSED_EVENT_TYPE, S.COMPLETED.value, S.COMPLETED.value)}
+    expected |= {(t, S.COMPLETED.value, S.COMPLETED.value) for t in REVERSAL_EVENT_TYPES}
     assert in_sql == expected
-    annotations = {DEAD_LETTERED_EVENT_TYPE, REDRIVEN_EVENT_TYPE, AMOUNT_MISMATCH_EVENT_TYPE}
+    annotations = {
+        DEAD_LETTERED_EVENT_TYPE,
+        REDRIVEN_EVENT_TYPE,
+        AMOUNT_MISMATCH_EVENT_TYPE,
+        PAID_AFTER_FAILURE_EVENT_TYPE,
+    }
     assert kinds == {
-        **{t: "change" for t, _, _ in expected if t != REVERSED_EVENT_TYPE},
-        REVERSED_EVENT_TYPE: "reversal",
+        **{t: "change" for t, _, _ in expected if t not in REVERSAL_EVENT_TYPES},
+        **dict.fromkeys(REVERSAL_EVENT_TYPES, "reversal"),
         **dict.fromkeys(annotations, "annotation"),
     }

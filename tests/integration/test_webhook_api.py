@@ -19,6 +19,8 @@ import pytest
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.sqlstates import GuardState
+from billing.domain.reversals import PAID_AFTER_FAILURE_EVENT_TYPE
 from billing.db.tenancy import system_transaction, tenant_transaction
 from billing.domain.errors import TransitionConflict
 from billing.domain.execution import Execution
@@ -632,10 +634,18 @@ def test_webhook_racing_reconciliation_makes_one_transition_and_a_consistent_tim
             lost = "already_terminal" if reconciled_as is ExecutionStatus.COMPLETED else "out_of_order"
             assert (result, final_status) == (lost, reconciled_as.value)
             assert isinstance(reconciled, Execution)
-        # Every lifecycle event has its workflow row and its outbox row: one consistent timeline.
+            # A success reported for a failed execution is flagged for an operator, never dropped.
+            flagged = PAID_AFTER_FAILURE_EVENT_TYPE in types
+            assert flagged is (reconciled_as is ExecutionStatus.FAILED)
+        # Every change has its workflow row and every lifecycle event its outbox row: one consistent timeline
+        # (the flag is an annotation: an event and an outbox row, no phase).
+        annotations = admin.execute(
+            "select count(*) as n from billing.billing_execution_events where tenant_id = %s and type = %s",
+            [tenant_id, PAID_AFTER_FAILURE_EVENT_TYPE],
+        ).fetchone()["n"]
         assert count_rows(admin, "contract_term_datetimes", tenant_id) == count_rows(
             admin, "billing_execution_events", tenant_id
-        )
+        ) - annotations
         assert count_rows(admin, "billing_outbox", tenant_id) == count_rows(
             admin, "billing_execution_events", tenant_id
         )
@@ -741,7 +751,10 @@ def test_recorded_reversal_and_resolved_inbox_row_cannot_be_rewritten(
             " and provider_event_id = %s",
             [event_id],
         )
-    assert (reversal_update.value.sqlstate, inbox_update.value.sqlstate) == ("BE005", "BE005")
+    assert (reversal_update.value.sqlstate, inbox_update.value.sqlstate) == (
+        GuardState.REVERSAL_CHANGE,
+        GuardState.APPEND_ONLY,
+    )
 
 
 # --- hostile input: headers and path refused before verification, stored text checked only after it --------------

@@ -14,7 +14,7 @@ from billing.rails.adapters import (
     default_provider_for,
     rail_profile,
 )
-from billing.rails.ports import ProviderCharge, provider_idempotency_key
+from billing.rails.ports import ChargeInitiator, ProviderCharge, provider_idempotency_key
 from billing.rails.results import Decision, ProviderError, SubmitOutcome, SubmitResult
 from tests.factories import in_memory_execution
 
@@ -75,7 +75,16 @@ def test_provider_charge_from_execution_copies_money_rail_and_instrument() -> No
         rail=PaymentRail.ACH_DEBIT,
         payment_instrument_id="ach_x",
         metadata={"invoice": "INV-1"},
+        attempt=1,  # a created execution has made no attempt yet: its first submission is attempt 1
+        initiator=ChargeInitiator.CUSTOMER,
+        created_at=source.created_at,
+        customer_reference=source.entity_contract_id,
     )
+
+
+def test_provider_charge_of_a_merchant_initiated_execution_says_so() -> None:
+    source = execution(metadata={"initiator": "merchant"})
+    assert ProviderCharge.from_execution(source).initiator is ChargeInitiator.MERCHANT
 
 
 @pytest.mark.parametrize("amount", [0, -1, 19.99, True])

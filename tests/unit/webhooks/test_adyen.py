@@ -264,13 +264,17 @@ def test_verify_malformed_hex_key_raises_configuration_error() -> None:
         ("AUTHORISATION", "false", WebhookOutcome.FAILED),
         ("CHARGEBACK", "true", WebhookOutcome.REVERSED),
         ("REFUND", "true", WebhookOutcome.REVERSED),
-        ("REFUND", "false", WebhookOutcome.IGNORED),
+        ("REFUND", "false", WebhookOutcome.REVERSED),
+        ("CHARGEBACK", "false", WebhookOutcome.IGNORED),
         ("CAPTURE", "true", WebhookOutcome.IGNORED),
         ("REPORT_AVAILABLE", "true", WebhookOutcome.IGNORED),
     ],
 )
 def test_parse_event_code_and_success_map_to_outcome(event_code: str, success: str, outcome: WebhookOutcome) -> None:
-    [event] = adyen.parse(adyen_notification([adyen_item(event_code=event_code, success=success)]))
+    payment = None if event_code == "AUTHORISATION" else "PSP0000000000000"
+    item = adyen_item(event_code=event_code, success=success, original_reference=payment)
+
+    [event] = adyen.parse(adyen_notification([item]))
 
     assert event.outcome is outcome
     assert event.event_type == event_code

@@ -272,21 +272,25 @@ def test_verify_base64_body_signed_over_encoded_text_rejects_mismatch() -> None:
 # --- parsing ------------------------------------------------------------------------------------------------------
 
 
+_CHARGE = {"id": "ch_9", "object": "charge", "payment_intent": None, "amount": 500, "currency": "eur"}
+_DISPUTE = {"id": "dp_9", "object": "dispute", "charge": "ch_9", "amount": 500, "currency": "eur"}
+
+
 @pytest.mark.parametrize(
-    ("event_type", "outcome"),
+    ("event_type", "obj", "outcome"),
     [
-        ("payment_intent.succeeded", WebhookOutcome.SUCCEEDED),
-        ("payment_intent.payment_failed", WebhookOutcome.FAILED),
-        ("charge.succeeded", WebhookOutcome.SUCCEEDED),
-        ("charge.failed", WebhookOutcome.FAILED),
-        ("charge.refunded", WebhookOutcome.REVERSED),
-        ("charge.dispute.created", WebhookOutcome.REVERSED),
-        ("customer.created", WebhookOutcome.IGNORED),
-        ("payment_intent.created", WebhookOutcome.IGNORED),
+        ("payment_intent.succeeded", {"id": "pi_9"}, WebhookOutcome.SUCCEEDED),
+        ("payment_intent.payment_failed", {"id": "pi_9"}, WebhookOutcome.FAILED),
+        ("charge.succeeded", _CHARGE, WebhookOutcome.SUCCEEDED),
+        ("charge.failed", _CHARGE, WebhookOutcome.FAILED),
+        ("charge.refunded", {**_CHARGE, "amount_refunded": 500}, WebhookOutcome.REVERSED),
+        ("charge.dispute.created", _DISPUTE, WebhookOutcome.REVERSED),
+        ("customer.created", {"id": "cus_9"}, WebhookOutcome.IGNORED),
+        ("payment_intent.created", {"id": "pi_9"}, WebhookOutcome.IGNORED),
     ],
 )
-def test_parse_event_type_maps_to_outcome(event_type: str, outcome: WebhookOutcome) -> None:
-    [event] = stripe.parse(stripe_event(event_type, {"id": "pi_9", "payment_intent": None}))
+def test_parse_event_type_maps_to_outcome(event_type: str, obj: dict[str, object], outcome: WebhookOutcome) -> None:
+    [event] = stripe.parse(stripe_event(event_type, obj))
 
     assert event.outcome is outcome
     assert event.event_type == event_type
@@ -318,13 +322,22 @@ def test_parse_charge_event_uses_payment_intent_as_reference() -> None:
 
 
 def test_parse_charge_without_payment_intent_uses_charge_id() -> None:
-    [event] = stripe.parse(stripe_event("charge.refunded", {"id": "ch_2", "object": "charge", "payment_intent": None}))
+    obj = {"id": "ch_2", "object": "charge", "payment_intent": None, "amount_refunded": 100, "currency": "eur"}
+
+    [event] = stripe.parse(stripe_event("charge.refunded", obj))
 
     assert event.provider_reference == "ch_2"
 
 
 def test_parse_dispute_uses_payment_intent_and_reason() -> None:
-    obj = {"id": "dp_1", "object": "dispute", "charge": "ch_3", "payment_intent": "pi_3", "reason": "fraudulent"}
+    obj = {
+        "id": "dp_1",
+        "charge": "ch_3",
+        "payment_intent": "pi_3",
+        "reason": "fraudulent",
+        "amount": 1,
+        "currency": "eur",
+    }
 
     [event] = stripe.parse(stripe_event("charge.dispute.created", obj))
 

@@ -33,6 +33,9 @@ class FakeProvider:
     def decision_for(self, error_code: str) -> Any:
         return sandbox_decision_for(error_code)
 
+    def for_tenant(self, tenant_id: Any) -> FakeProvider:
+        return self
+
 
 class Fakes:
     """Stands in for the repository, the attempt ledger, the driver, the queues and the DLQ at once."""

@@ -12,8 +12,10 @@ thing everywhere. Bucket names add the account and region because S3 names are g
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Final
 
 APP_NAME: Final = "billing"
@@ -56,6 +58,22 @@ def webhook_secret_name(provider: str) -> str:
     if provider not in WEBHOOK_PROVIDERS:
         raise ValueError(f"unknown webhook provider {provider!r}; expected one of {', '.join(WEBHOOK_PROVIDERS)}")
     return WEBHOOK_SECRET_PREFIX + provider
+
+
+# API credentials of the payment providers the engine calls (billing.providers.credentials): one secret per provider,
+# billing/provider/<provider>, holding {"platform": {...}, "tenants": {"<tenant id>": {...}}}. The functions that call
+# providers get its ARN in <PROVIDER>_CREDENTIALS_SECRET_ID (ENV_PROVIDER_CREDENTIAL_SECRET_IDS); the sandbox has none.
+PROVIDER_SECRET_PREFIX: Final = "billing/provider/"
+PROVIDERS_WITH_CREDENTIALS: Final = ("stripe", "adyen")
+
+
+def provider_secret_name(provider: str) -> str:
+    """Secrets Manager name of a payment provider's API credentials; providers without credentials are refused."""
+    if provider not in PROVIDERS_WITH_CREDENTIALS:
+        raise ValueError(
+            f"no credentials for provider {provider!r}; expected one of {', '.join(PROVIDERS_WITH_CREDENTIALS)}"
+        )
+    return PROVIDER_SECRET_PREFIX + provider
 
 
 # Each database login user (billing.db.roles.LOGIN_USERS) has a rotated RDS-format secret of its own, named
@@ -110,6 +128,13 @@ ENV_DLQ_URL: Final = "DLQ_URL"
 ENV_SETTLEMENT_BUCKET: Final = "SETTLEMENT_BUCKET"
 ENV_REPORTS_BUCKET: Final = "REPORTS_BUCKET"
 ENV_JWT_SECRET_ARN: Final = "JWT_SECRET_ARN"
+# Provider -> the variable holding the ARN of its credentials secret; set on the functions that call providers
+# (execute, retry_dlq, reconcile, vault) and no other.
+ENV_STRIPE_CREDENTIALS_SECRET_ID: Final = "STRIPE_CREDENTIALS_SECRET_ID"
+ENV_ADYEN_CREDENTIALS_SECRET_ID: Final = "ADYEN_CREDENTIALS_SECRET_ID"
+ENV_PROVIDER_CREDENTIAL_SECRET_IDS: Final[Mapping[str, str]] = MappingProxyType(
+    {"stripe": ENV_STRIPE_CREDENTIALS_SECRET_ID, "adyen": ENV_ADYEN_CREDENTIALS_SECRET_ID}
+)
 ENV_MIGRATIONS_DIR: Final = "BILLING_MIGRATIONS_DIR"  # read by billing.paths.migrations_dir()
 ENV_AUTHORITATIVE_WRITE_ENABLED: Final = "AUTHORITATIVE_WRITE_ENABLED"
 ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
@@ -157,6 +182,7 @@ ROUTES: Final = (
     Route("GET", f"{API_BASE_PATH}/executions", FunctionName.EXECUTE, authorized=True),
     Route("GET", f"{API_BASE_PATH}/executions/{{id}}", FunctionName.EXECUTE, authorized=True),
     Route("POST", f"{API_BASE_PATH}/executions/{{id}}/cancel", FunctionName.EXECUTE, authorized=True),
+    Route("POST", f"{API_BASE_PATH}/executions/{{id}}/refunds", FunctionName.EXECUTE, authorized=True),
     Route("GET", f"{API_BASE_PATH}/openapi.json", FunctionName.EXECUTE, authorized=True),
     # Providers cannot present our JWT: webhooks authenticate by the provider's signature, checked in the function.
     Route(

@@ -13,6 +13,7 @@ from billing import resource_names as names
 from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.reversal_repository import ReversalRepository
 from billing.db.roles import DatabaseRole
 from billing.domain.backoff import BackoffPolicy
 from billing.instruments.charging import ChargeableInstruments, InstrumentTokenProvider, ProviderTokenLookup
@@ -21,6 +22,7 @@ from billing.rails.ports import PaymentProvider
 from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.execution_service import ExecutionService
+from billing.services.refunds import RefundService
 
 _BACKOFF_DEFAULTS = BackoffPolicy()
 
@@ -91,3 +93,7 @@ class ExecuteRuntime:
         )
         instruments = ChargeableInstruments(conn, source="function:execute")
         return ExecutionService(repository, driver, instruments)
+
+    def refund_service(self) -> RefundService:
+        conn = self.connections.get()
+        return RefundService(ExecutionRepository(conn), ReversalRepository(conn), self.providers)

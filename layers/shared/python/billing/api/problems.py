@@ -38,6 +38,10 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.CardDataRefused: 422,
     e.InstrumentLifecycleViolated: 409,
     e.DetokenizationDenied: 403,
+    # Refunds: more than is left to refund is a request that can never succeed; a pending execution is not yet.
+    e.RefundExceedsCaptured: 422,
+    e.ExecutionNotRefundable: 409,
+    e.ReversalChangeRefused: 409,
     # The audit API: a token without the auditor scope, and a checkpoint or tree index that does not exist.
     e.ScopeRequired: 403,
     e.AuditRecordNotFound: 404,

@@ -11,9 +11,39 @@ from pydantic import BaseModel, Field
 
 from billing.api.input_safety import MAX_JSON_DEPTH
 from billing.api.problems import PROBLEM_CONTENT_TYPE
+from billing.db.reversal_repository import Reversal
 from billing.domain.execution import Execution, ExecutionEvent
 from billing.domain.status import ExecutionStatus
+from billing.rails.results import NextAction
 from billing.resource_names import MAX_REQUEST_BODY_BYTES
+
+
+class NextActionResource(BaseModel):
+    """What the customer must do before the money moves (a pending execution waiting for them)."""
+
+    type: str = Field(
+        description="redirect_to_url: send the customer to `url`; use_provider_sdk: finish it with the "
+        "provider's client library (Stripe.js handleNextAction with `client_secret`)"
+    )
+    url: str | None = None
+    return_url: str | None = None
+    client_secret: str | None = Field(
+        default=None, description="Only in the response of the request that submitted the charge; never stored"
+    )
+
+    @classmethod
+    def of(cls, action: NextAction) -> NextActionResource:
+        return cls(type=action.type.value, url=action.url, return_url=action.return_url,
+                   client_secret=action.client_secret)  # fmt: skip
+
+    @classmethod
+    def stored(cls, events: list[ExecutionEvent]) -> NextActionResource | None:
+        """The action the timeline recorded for the charge, if the execution still waits for it (no secret)."""
+        for event in reversed(events):
+            stored = event.metadata.get("next_action")
+            if isinstance(stored, dict):
+                return cls(type=str(stored.get("type")), url=stored.get("url"), return_url=stored.get("return_url"))
+        return None
 
 
 class ExecutionResource(BaseModel):
@@ -39,9 +69,12 @@ class ExecutionResource(BaseModel):
     updated_at: datetime
     submitted_at: datetime | None
     finished_at: datetime | None
+    next_action: NextActionResource | None = Field(
+        default=None, description="Set while a pending execution waits for the customer (3-D Secure, a redirect)"
+    )
 
     @classmethod
-    def of(cls, execution: Execution) -> ExecutionResource:
+    def of(cls, execution: Execution, next_action: NextAction | None = None) -> ExecutionResource:
         return cls(
             id=execution.id,
             status=execution.status,
@@ -65,6 +98,7 @@ class ExecutionResource(BaseModel):
             updated_at=execution.updated_at,
             submitted_at=execution.submitted_at,
             finished_at=execution.finished_at,
+            next_action=NextActionResource.of(next_action) if next_action else None,
         )
 
 
@@ -100,7 +134,49 @@ class WorkflowPhaseResource(BaseModel):
     correlation_id: str | None
 
 
+class RefundResource(BaseModel):
+    """One reversal of an execution: a refund the engine requested, or a reversal its provider reported."""
+
+    id: UUID
+    execution_id: UUID
+    kind: str = Field(description="refund, cancel_or_refund, chargeback, second_chargeback, chargeback_reversed, ...")
+    status: str = Field(description="requested, pending, succeeded or failed")
+    initiated_by: str = Field(description="merchant (through this API) or provider (a dispute, a dashboard refund)")
+    amount: int | None = Field(
+        description="Integer minor units of `currency`; null on reversals recorded before amounts"
+    )
+    currency: str | None
+    provider: str
+    provider_reference: str | None
+    reason: str | None
+    failure_code: str | None
+    idempotency_key: str | None
+    recorded_at: datetime
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, reversal: Reversal) -> RefundResource:
+        return cls(
+            id=reversal.id,
+            execution_id=reversal.execution_id,
+            kind=reversal.kind.value,
+            status=reversal.status.value,
+            initiated_by=reversal.initiated_by.value,
+            amount=reversal.money.amount if reversal.money else None,
+            currency=reversal.money.currency if reversal.money else None,
+            provider=reversal.provider,
+            provider_reference=reversal.provider_reference,
+            reason=reversal.reason,
+            failure_code=reversal.failure_code,
+            idempotency_key=reversal.idempotency_key,
+            recorded_at=reversal.recorded_at,
+            updated_at=reversal.updated_at,
+        )
+
+
 class ExecutionDetail(ExecutionResource):
+    refunded_amount: int = Field(description="Minor units refunded so far: succeeded refunds, less returned ones")
+    refunds: list[RefundResource] = Field(description="Refunds and other reversals, oldest first")
     events: list[EventResource] = Field(description="Lifecycle timeline, oldest first")
     workflow: list[WorkflowPhaseResource] = Field(description="Authoritative workflow phases, oldest first")
 

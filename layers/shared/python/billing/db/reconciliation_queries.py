@@ -67,6 +67,7 @@ select e.*
   from billing.billing_executions e
  where e.status = '{status}'
    and {old_enough}
+   and e.payment_provider <> all(%(unpolled)s::text[])
    and e.{since} >= %(after_at)s
    and (e.{since}, e.tenant_id, e.id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
    and not exists (
@@ -125,6 +126,7 @@ select l.tenant_id, l.execution_id, l.attempts, l.next_check_at
    and (l.next_check_at, l.tenant_id, l.execution_id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
    and e.status = l.status
    and {old_enough}
+   and e.payment_provider <> all(%(unpolled)s::text[])
  order by l.next_check_at, l.tenant_id, l.execution_id
  limit %(limit)s
 """
@@ -264,12 +266,14 @@ def claim(
     after: Cursor,
     limit: int,
     lease: Lease,
+    unpolled: Sequence[str] = (),
 ) -> list[Claimed]:
     """Lease up to `limit` executions of the sweep (fresh ones, or those `due` for a next check), in walk order.
 
     With lease.until None (a dry run) the same executions are only read: nothing is locked past the statement
     and nothing written. Runs inside the caller's system-scoped transaction, which must commit before the
-    provider is asked.
+    provider is asked. Executions of `unpolled` providers (which have no status endpoint: Adyen) are never
+    claimed: their webhooks and settlement reports tell, asking could not.
     """
     statement = _STATEMENTS[sweep.status][(due, lease.until is None)]
     params = {
@@ -278,6 +282,7 @@ def claim(
         "limit": limit,
         "owner": lease.owner,
         "lease_until": lease.until,
+        "unpolled": list(unpolled),
         **after.params(),
     }
     rows = conn.execute(statement, params).fetchall()

@@ -21,6 +21,8 @@ from billing.domain.errors import (
     InvalidTransition,
     LifecycleRuleViolated,
     OutboxPublicationRefused,
+    RefundExceedsCaptured,
+    ReversalChangeRefused,
     UnrecordedChange,
 )
 
@@ -48,6 +50,10 @@ class GuardState(StrEnum):
     TERM_HISTORY = "BE015"
     # Vault secrets are shredded, never rewritten (only their data key re-wrapped) or deleted:
     SEALED_CARD_IMMUTABLE = "BE016"
+    # Refunds (sql/20261213_billing_refunds.sql): a requested refund past what the execution still has captured:
+    REFUND_EXCEEDS_CAPTURED = "BE017"
+    # A reversal's identity and amount never change, its status only moves forward, a final one never changes:
+    REVERSAL_CHANGE = "BE018"
 
 
 GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
@@ -65,6 +71,8 @@ GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
         GuardState.CONTRACT_LIFECYCLE: InstrumentLifecycleViolated,
         GuardState.TERM_HISTORY: InstrumentLifecycleViolated,
         GuardState.SEALED_CARD_IMMUTABLE: InstrumentLifecycleViolated,
+        GuardState.REFUND_EXCEEDS_CAPTURED: RefundExceedsCaptured,
+        GuardState.REVERSAL_CHANGE: ReversalChangeRefused,
     }
 )
 

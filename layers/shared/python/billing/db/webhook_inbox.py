@@ -11,13 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
-
-from psycopg.types.json import Jsonb
+from uuid import UUID
 
 from billing.db.attempts import annotate
 from billing.db.connection import Connection
-from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import Execution
 from billing.domain.money import Money
 from billing.domain.status import ExecutionStatus
@@ -25,9 +22,6 @@ from billing.domain.transitions import EVENT_PREFIX
 from billing.domain.workflow import WorkflowWriteContext
 from billing.webhooks.events import WebhookEvent
 
-# Lifecycle event of a reversal. Not a phase change (the execution stays completed), so it has no workflow row,
-# like retry_scheduled.
-REVERSED_EVENT_TYPE = EVENT_PREFIX + "reversed"
 # Annotation of a pending execution whose provider reported a success of another amount or currency: the
 # execution stays as it was, the event says what was expected and what was received.
 AMOUNT_MISMATCH_EVENT_TYPE = EVENT_PREFIX + "amount_mismatch"
@@ -60,45 +54,6 @@ _SELECT = "select * from billing_inbox.webhook_events where provider = %s and pr
 # rows. Two rows are enough to tell "unique" from "ambiguous".
 _BY_REFERENCE = "select tenant_id, id, status, amount, currency from billing.executions_with_provider_reference(%s, %s)"
 
-# One statement: the reversal, its lifecycle event and its outbox row, for a completed execution only. A second
-# reversal by the same provider event inserts nothing, and then neither do the event and the outbox row.
-_REVERSAL = """
-with reversal as (
-    insert into billing.execution_reversals (
-        tenant_id, id, execution_id, provider, provider_event_id, provider_event_type, reason, occurred_at
-    )
-    select e.tenant_id, %(reversal_id)s, e.id, %(provider)s, %(provider_event_id)s, %(provider_event_type)s,
-           %(reason)s, %(occurred_at)s
-      from billing.billing_executions e
-     where e.tenant_id = %(tenant_id)s and e.id = %(execution_id)s and e.status = 'completed'
-       -- Lock the execution like every other write does before taking an outbox id, so the execution's outbox
-       -- rows commit in id order (the relay's ordering rule).
-       for update of e
-    on conflict (tenant_id, provider, provider_event_id) do nothing
-    returning *
-), event as (
-    insert into billing.billing_execution_events (
-        tenant_id, id, execution_id, type, old_status, new_status, metadata, user_id, correlation_id, occurred_at
-    )
-    select r.tenant_id, %(event_id)s, r.execution_id, %(event_type)s, e.status, e.status,
-           %(event_metadata)s || jsonb_build_object('reversal_id', r.id), %(actor)s, %(correlation_id)s, r.recorded_at
-      from reversal r
-      join billing.billing_executions e on e.tenant_id = r.tenant_id and e.id = r.execution_id
-), outbox as (
-    insert into billing.billing_outbox (
-        tenant_id, event_id, aggregate_id, event_type, payload, correlation_id, occurred_at
-    )
-    select r.tenant_id, %(event_id)s, r.execution_id, %(event_type)s,
-           billing.execution_event_payload(e, %(event_id)s, %(event_type)s, e.status, %(correlation_id)s,
-                                           r.recorded_at)
-           || jsonb_build_object('reversal', %(event_metadata)s || jsonb_build_object('reversal_id', r.id,
-                                                                                     'occurred_at', r.occurred_at)),
-           %(correlation_id)s, r.recorded_at
-      from reversal r
-      join billing.billing_executions e on e.tenant_id = r.tenant_id and e.id = r.execution_id
-)
-select * from reversal
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,46 +150,6 @@ class WebhookInbox:
 def _provider_event(event: WebhookEvent) -> dict[str, str]:
     """Which provider event a record on an execution came from, as its lifecycle event's metadata names it."""
     return {"provider": event.provider, "provider_event_id": event.event_id, "provider_event_type": event.event_type}
-
-
-class ExecutionReversals:
-    """Records reversals of completed executions (the execution row itself never changes)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def record(
-        self,
-        execution: ExecutionRef,
-        event: WebhookEvent,
-        *,
-        occurred_at: datetime,
-        context: WorkflowWriteContext,
-        correlation_id: str | None,
-    ) -> UUID | None:
-        """Write the reversal with its event and outbox row; its id, or None if this provider event already did.
-
-        Also None if the execution is not completed: the statement's own guard, behind the caller's decision.
-        """
-        metadata = {**_provider_event(event), "reason": event.failure_code}
-        params = {
-            "tenant_id": execution.tenant_id,
-            "execution_id": execution.execution_id,
-            "reversal_id": uuid4(),
-            "provider": event.provider,
-            "provider_event_id": event.event_id,
-            "provider_event_type": event.event_type,
-            "reason": event.failure_code,
-            "occurred_at": occurred_at,
-            "event_id": uuid4(),
-            "event_type": REVERSED_EVENT_TYPE,
-            "event_metadata": Jsonb(metadata),
-            "actor": context.actor,
-            "correlation_id": correlation_id,
-        }
-        with tenant_transaction(self._conn, execution.tenant_id):
-            row = self._conn.execute(_REVERSAL, params).fetchone()
-        return UUID(str(row["id"])) if row else None
 
 
 class AmountMismatches:

@@ -228,6 +228,13 @@ class ProviderUnavailable(BillingError):
     code = "provider_unavailable"
 
 
+class StatusNotPollable(BillingError):
+    """Asked a provider that has no status endpoint (Adyen) about a charge or refund: only webhooks and its
+    settlement report tell. Callers check PaymentProvider.polls_status first; raising it is a wiring fault."""
+
+    code = "status_not_pollable"
+
+
 class AuthenticationFailed(BillingError):
     """A bearer token that is missing, malformed, expired, signed with another key or lacks a valid claim.
 
@@ -358,3 +365,22 @@ class AuditRecordNotFound(BillingError):
     """No audit checkpoint of the requested tree size, or no entry at the requested tree index."""
 
     code = "audit_record_not_found"
+
+
+class RefundExceedsCaptured(BillingError):
+    """A refund would take the execution past what it captured (with the refunds and chargebacks before it), or is
+    in another currency than the execution's; the database refused it and nothing was sent to the provider."""
+
+    code = "refund_exceeds_captured"
+
+
+class ExecutionNotRefundable(BillingError):
+    """Only a completed execution with a charge at its provider can be refunded (not pending, failed, canceled)."""
+
+    code = "execution_not_refundable"
+
+
+class ReversalChangeRefused(BillingError):
+    """A reversal's identity, amount or final status was about to change; the database refused it."""
+
+    code = "reversal_change_refused"

@@ -36,8 +36,8 @@ from billing.domain.errors import (
 from billing.domain.execution import PaymentRail
 from billing.instruments.cards import is_expired
 from billing.instruments.model import InstrumentStatus, InstrumentType, chargeable_rail, is_instrument_id, shown_id
-from billing.rails.ports import PaymentProvider, ProviderCharge
-from billing.rails.results import Decision, ProviderError, StatusCheck, SubmitResult
+from billing.rails.ports import PaymentProvider, ProviderCharge, ProviderRefund
+from billing.rails.results import Decision, ProviderError, RefundResult, StatusCheck, SubmitResult
 
 RESOURCE_TYPE: Final = "payment_instrument"
 CHARGE_PURPOSE: Final = "charge"
@@ -177,3 +177,18 @@ class InstrumentTokenProvider:
 
     def decision_for(self, error_code: str) -> Decision:
         return self._inner.decision_for(error_code)
+
+    def for_tenant(self, tenant_id: UUID) -> PaymentProvider:
+        inner = self._inner.for_tenant(tenant_id)
+        return self if inner is self._inner else InstrumentTokenProvider(inner, self._tokens)
+
+    @property
+    def polls_status(self) -> bool:
+        return self._inner.polls_status
+
+    def refund(self, refund: ProviderRefund, idempotency_key: str) -> RefundResult:
+        # A refund names the charge by the provider's reference: no instrument token is involved.
+        return self._inner.refund(refund, idempotency_key)
+
+    def check_refund(self, refund: ProviderRefund, *, refund_reference: str | None) -> RefundResult:
+        return self._inner.check_refund(refund, refund_reference=refund_reference)

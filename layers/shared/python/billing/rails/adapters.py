@@ -135,4 +135,4 @@ def adapter_for(execution: Execution, providers: Mapping[str, PaymentProvider]) 
             f"execution {execution.id} names provider {execution.payment_provider!r}, which is not configured",
             provider=execution.payment_provider,
         )
-    return build_rail_adapter(execution.payment_rail, provider)
+    return build_rail_adapter(execution.payment_rail, provider.for_tenant(execution.tenant_id))

@@ -8,11 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
 from billing.domain.execution import Execution, PaymentRail
-from billing.rails.results import Decision, ProviderError, StatusCheck, SubmitResult
+from billing.rails.results import Decision, ProviderError, RefundResult, StatusCheck, SubmitResult
+
+
+class ChargeInitiator(StrEnum):
+    """Who starts a charge: the customer in a session (3-D Secure possible), or the merchant without them (a renewal
+    on a stored card: off_session at Stripe, ContAuth / Subscription at Adyen)."""
+
+    CUSTOMER = "customer"
+    MERCHANT = "merchant"
+
+
+# Execution metadata key that marks a merchant-initiated charge (issue 12 turns it into a column of its own).
+INITIATOR_METADATA_KEY = "initiator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,14 @@ class ProviderCharge:
     rail: PaymentRail
     payment_instrument_id: str | None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # 1 for the first submission; above 1 a charge may already exist under the key (an earlier answer was lost), so a
+    # provider that cannot rely on its server honouring idempotency keys looks for it before creating another.
+    attempt: int = 1
+    initiator: ChargeInitiator = ChargeInitiator.CUSTOMER
+    # When the execution was created: a lower bound for the charge's creation time at the provider (list filters).
+    created_at: datetime | None = None
+    # The customer, as the billing system knows them (the entity contract): Adyen's shopperReference for stored cards.
+    customer_reference: str | None = None
 
     def __post_init__(self) -> None:
         # bool is an int subclass; a float would be a rounding bug waiting to happen. Minor units only.
@@ -43,7 +65,39 @@ class ProviderCharge:
             rail=execution.payment_rail,
             payment_instrument_id=execution.payment_instrument_id,
             metadata=dict(execution.metadata),
+            attempt=max(execution.attempt_count, 1),
+            initiator=ChargeInitiator(execution.metadata.get(INITIATOR_METADATA_KEY, ChargeInitiator.CUSTOMER.value)),
+            created_at=execution.created_at,
+            customer_reference=execution.entity_contract_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRefund:
+    """Money to send back on a captured charge: which charge (the provider's reference), how much, and why.
+
+    `refund_id` is ours (the reversal row's id); providers carry it in their metadata / merchant reference, which is
+    what finds a refund whose answer was lost.
+    """
+
+    tenant_id: UUID
+    execution_id: UUID
+    refund_id: UUID
+    payment_reference: str
+    amount: int
+    currency: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.amount) is not int or self.amount <= 0:
+            raise ValueError("amount must be a positive int of minor units")
+        if not self.payment_reference:
+            raise ValueError("a refund needs the provider reference of the charge it refunds")
+
+
+def provider_refund_key(refund: ProviderRefund) -> str:
+    """The idempotency key of a refund request, the same on every attempt: one refund per reversal row."""
+    return f"{refund.tenant_id}:{refund.execution_id}:refund:{refund.refund_id}"
 
 
 def provider_idempotency_key(execution: Execution) -> str:
@@ -103,6 +157,30 @@ class PaymentProvider(Protocol):
 
     def decision_for(self, error_code: str) -> Decision:
         """This provider's error-code table: retry, fail, or reconcile later (codes unknown to it: reconcile)."""
+        ...
+
+    def for_tenant(self, tenant_id: UUID) -> PaymentProvider:
+        """This provider as `tenant_id`'s account at it sees things: the tenant's own credentials when it has an
+        override, else the platform account's. A provider without accounts (the sandbox) returns itself. Charges are
+        only ever looked up through the account that made them; another account would report them missing."""
+        ...
+
+    @property
+    def polls_status(self) -> bool:
+        """True if check_status and check_refund can ask this provider. False for a provider without a status
+        endpoint (Adyen): its charges and refunds are followed by webhooks, then by its settlement report, and the
+        reconciliation worker does not ask it (both methods raise StatusNotPollable)."""
+        ...
+
+    def refund(self, refund: ProviderRefund, idempotency_key: str) -> RefundResult:
+        """Refund (part of) a captured charge once per idempotency key. Provider trouble comes back as a result
+        (TRANSIENT_ERROR, UNKNOWN), never by raising."""
+        ...
+
+    def check_refund(self, refund: ProviderRefund, *, refund_reference: str | None) -> RefundResult:
+        """The refund's current state: by the provider's reference when known, else found by `refund.refund_id`
+        (a refund whose answer was lost). NOT_FOUND: no such refund was made. Raises ProviderUnavailable when it
+        could not ask."""
         ...
 
 

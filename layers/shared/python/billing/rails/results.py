@@ -8,7 +8,7 @@ rely on the fields an outcome promises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import assert_never
@@ -178,6 +178,43 @@ def status_is_final(outcome: StatusOutcome) -> bool:
             assert_never(outcome)
 
 
+class NextActionType(StrEnum):
+    """How the client completes a charge that waits for the customer (the API's `next_action.type`)."""
+
+    # Send the customer's browser to `url` (a 3-D Secure challenge, a bank's page); they come back to return_url.
+    REDIRECT_TO_URL = "redirect_to_url"
+    # Let the provider's client library handle it (Stripe.js handleNextAction with the client secret).
+    USE_PROVIDER_SDK = "use_provider_sdk"
+
+
+@dataclass(frozen=True, slots=True)
+class NextAction:
+    """What the customer must do before the money moves.
+
+    `client_secret` (Stripe's PaymentIntent client secret) lets the customer's browser finish the payment: it is
+    handed to the client that submitted the charge and never stored or logged (Stripe: "don't store it, log it, or
+    expose it to anyone other than the customer"); to_stored() is what a lifecycle event keeps.
+    """
+
+    type: NextActionType
+    url: str | None = None
+    return_url: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.type is NextActionType.REDIRECT_TO_URL and not self.url:
+            raise ValueError("a redirect needs the url to send the customer to")
+
+    def to_stored(self) -> dict[str, str]:
+        """The action as the execution's timeline keeps it: no client secret."""
+        stored = {"type": self.type.value}
+        if self.url is not None:
+            stored["url"] = self.url
+        if self.return_url is not None:
+            stored["return_url"] = self.return_url
+        return stored
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     """The answer to one submit. Build it with the named constructors; invalid combinations raise ValueError."""
@@ -187,6 +224,8 @@ class SubmitResult:
     error: ProviderError | None = None
     # Where the customer completes the required action (REQUIRES_ACTION only).
     action_url: str | None = None
+    # What the client does next (REQUIRES_ACTION only); action_url is its url, kept for callers that need only that.
+    next_action: NextAction | None = None
     http_status: int | None = None
     request_id: str | None = None
 
@@ -201,6 +240,8 @@ class SubmitResult:
             raise ValueError("a transient error means nothing was charged, so there is no reference")
         if self.action_url is not None and self.outcome is not SubmitOutcome.REQUIRES_ACTION:
             raise ValueError("only a requires_action result carries an action url")
+        if self.next_action is not None and self.outcome is not SubmitOutcome.REQUIRES_ACTION:
+            raise ValueError("only a requires_action result carries a next action")
 
     @property
     def error_code(self) -> str | None:
@@ -229,13 +270,15 @@ class SubmitResult:
         provider_reference: str,
         action_url: str | None = None,
         *,
+        next_action: NextAction | None = None,
         http_status: int | None = 200,
         request_id: str | None = None,
     ) -> SubmitResult:
         return cls(
             SubmitOutcome.REQUIRES_ACTION,
             provider_reference,
-            action_url=action_url,
+            action_url=action_url if action_url is not None else (next_action.url if next_action else None),
+            next_action=next_action,
             http_status=http_status,
             request_id=request_id,
         )
@@ -313,3 +356,99 @@ class StatusCheck:
     @classmethod
     def not_found(cls, *, request_id: str | None = None) -> StatusCheck:
         return cls(StatusOutcome.NOT_FOUND, request_id=request_id)
+
+
+class RefundOutcome(StrEnum):
+    """What asking a provider to refund (or asking it about a refund) found."""
+
+    # The money is on its way back and the refund can no longer fail at the provider's side (Stripe "succeeded").
+    SUCCEEDED = "succeeded"
+    # Accepted; its final state comes by webhook (Adyen: always), or check_refund later.
+    PENDING = "pending"
+    # Refused for good (already refunded, disputed, too old): nothing goes back.
+    FAILED = "failed"
+    # Nothing was done and the provider says so: send again with the same idempotency key.
+    TRANSIENT_ERROR = "transient_error"
+    # No usable answer: the refund may or may not exist at the provider.
+    UNKNOWN = "unknown"
+    # check_refund only: the provider holds no refund for this request.
+    NOT_FOUND = "not_found"
+
+
+def refund_requires_reference(outcome: RefundOutcome) -> bool:
+    """True if the provider holds a refund after this outcome, so the result must name it."""
+    match outcome:
+        case RefundOutcome.SUCCEEDED | RefundOutcome.PENDING:
+            return True
+        case RefundOutcome.FAILED | RefundOutcome.TRANSIENT_ERROR | RefundOutcome.UNKNOWN | RefundOutcome.NOT_FOUND:
+            return False
+        case _:
+            assert_never(outcome)
+
+
+def refund_carries_error(outcome: RefundOutcome) -> bool:
+    """True if the outcome is explained by a provider error (and must carry one)."""
+    match outcome:
+        case RefundOutcome.FAILED | RefundOutcome.TRANSIENT_ERROR | RefundOutcome.UNKNOWN:
+            return True
+        case RefundOutcome.SUCCEEDED | RefundOutcome.PENDING | RefundOutcome.NOT_FOUND:
+            return False
+        case _:
+            assert_never(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """The answer to one refund or check_refund. Invalid combinations raise ValueError."""
+
+    outcome: RefundOutcome
+    provider_reference: str | None = None
+    error: ProviderError | None = None
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if refund_requires_reference(self.outcome) and not self.provider_reference:
+            raise ValueError(f"a {self.outcome} refund result must carry the provider's refund reference")
+        if refund_carries_error(self.outcome) != (self.error is not None):
+            raise ValueError(
+                f"a {self.outcome} refund result {'needs' if self.error is None else 'cannot carry'} an error"
+            )
+        if self.outcome in (RefundOutcome.UNKNOWN, RefundOutcome.TRANSIENT_ERROR, RefundOutcome.NOT_FOUND) and (
+            self.provider_reference is not None
+        ):
+            raise ValueError(f"a {self.outcome} refund result cannot name a refund")
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error.code if self.error is not None else None
+
+    @classmethod
+    def succeeded(cls, provider_reference: str, *, request_id: str | None = None) -> RefundResult:
+        return cls(RefundOutcome.SUCCEEDED, provider_reference, request_id=request_id)
+
+    @classmethod
+    def pending(cls, provider_reference: str, *, request_id: str | None = None) -> RefundResult:
+        return cls(RefundOutcome.PENDING, provider_reference, request_id=request_id)
+
+    @classmethod
+    def failed(
+        cls, error: ProviderError, *, provider_reference: str | None = None, request_id: str | None = None
+    ) -> RefundResult:
+        return cls(RefundOutcome.FAILED, provider_reference, error, request_id=request_id or error.request_id)
+
+    @classmethod
+    def not_found(cls, *, request_id: str | None = None) -> RefundResult:
+        return cls(RefundOutcome.NOT_FOUND, request_id=request_id)
+
+    @classmethod
+    def from_error(cls, error: ProviderError, decision: Decision) -> RefundResult:
+        """The result for an error the provider's decision table classified."""
+        match decision:
+            case Decision.FAIL:
+                return cls(RefundOutcome.FAILED, error=error, request_id=error.request_id)
+            case Decision.RETRY:
+                return cls(RefundOutcome.TRANSIENT_ERROR, error=error, request_id=error.request_id)
+            case Decision.RECONCILE_LATER:
+                return cls(RefundOutcome.UNKNOWN, error=error, request_id=error.request_id)
+            case _:
+                assert_never(decision)

@@ -64,11 +64,14 @@ from psycopg.rows import dict_row
 from billing.db.connection import connect
 from billing.domain.errors import ProviderChargeAlreadySettled, ProviderChargeNotFound, ProviderUnavailable
 from billing.domain.execution import PaymentRail
-from billing.rails.ports import ProviderCharge
+from billing.rails.ports import ProviderCharge, ProviderRefund
 from billing.rails.results import (
     OUTCOME_UNKNOWN_CODE,
     Decision,
+    NextAction,
+    NextActionType,
     ProviderError,
+    RefundResult,
     StatusCheck,
     SubmitResult,
 )
@@ -76,6 +79,10 @@ from billing.rails.results import (
 PROVIDER_NAME: Final = "sandbox"
 # failure_code of a charge cancel() ended; check_status reports such a charge CANCELED, not FAILED.
 CANCELED_CODE: Final = "canceled"
+
+# A refund the sandbox refuses, as Stripe would: more than the charge has left to refund, or a charge not captured.
+REFUND_TOO_LARGE_CODE: Final = "amount_too_large"
+CHARGE_NOT_REFUNDABLE_CODE: Final = "charge_not_refundable"
 
 Clock = Callable[[], datetime]
 Sleeper = Callable[[float], None]
@@ -108,6 +115,9 @@ SANDBOX_DECISIONS: Final[Mapping[str, Decision]] = MappingProxyType(
         "provider_unavailable": Decision.RETRY,
         # No answer at all: the charge may exist, so ask check_status instead of guessing.
         OUTCOME_UNKNOWN_CODE: Decision.RECONCILE_LATER,
+        # Refund refusals (Stripe's codes): more than the charge has left, or a charge that captured nothing.
+        REFUND_TOO_LARGE_CODE: Decision.FAIL,
+        CHARGE_NOT_REFUNDABLE_CODE: Decision.FAIL,
     }
 )
 
@@ -439,6 +449,22 @@ returning *
 """
 
 
+_REFUND_BY_KEY = "select * from sandbox_provider.refunds where idempotency_key = %(key)s"
+_REFUND_FIND = """
+select * from sandbox_provider.refunds
+ where (reference = %(reference)s or refund_id = %(refund_id)s) and charge_reference = %(charge)s
+"""
+_REFUNDED_SO_FAR = (
+    "select coalesce(sum(amount), 0) as refunded from sandbox_provider.refunds where charge_reference = %s"
+)
+_RECORD_REFUND = """
+insert into sandbox_provider.refunds (
+    idempotency_key, reference, charge_reference, refund_id, amount, currency, status, created_at
+) values (%(key)s, %(reference)s, %(charge)s, %(refund_id)s, %(amount)s, %(currency)s, 'succeeded', %(now)s)
+returning *
+"""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -549,6 +575,77 @@ class SandboxProvider:
         if row is None:
             return StatusCheck.not_found(request_id=request_id)
         return _status_of(charge_from_row(row), request_id)
+
+    def for_tenant(self, tenant_id: UUID) -> SandboxProvider:
+        """One sandbox for every tenant: it has no accounts."""
+        return self
+
+    @property
+    def polls_status(self) -> bool:
+        return True
+
+    def refund(self, refund: ProviderRefund, idempotency_key: str) -> RefundResult:
+        """Refund a paid charge once per key, never past its amount; a card refund succeeds at once."""
+        self._simulate_latency()
+        request_id = _new_id("req_", 8)
+        params = {
+            "key": idempotency_key,
+            "reference": _new_id("sbxr_", 12),
+            "charge": refund.payment_reference,
+            "refund_id": refund.refund_id,
+            "amount": refund.amount,
+            "currency": refund.currency,
+            "now": self._clock(),
+        }
+        try:
+            with self._connections() as conn, conn.transaction():
+                cursor = conn.cursor(row_factory=dict_row)
+                cursor.execute(
+                    _SETTLE_DUE_ONE, {"reference": refund.payment_reference, "key": None, "now": params["now"]}
+                )
+                # The charge's row lock serialises refunds of one charge, so two cannot both fit under its amount.
+                charge = cursor.execute(_LOCK_BY_REFERENCE, {"reference": refund.payment_reference}).fetchone()
+                replayed = cursor.execute(_REFUND_BY_KEY, params).fetchone()
+                if replayed is not None:
+                    return RefundResult.succeeded(replayed["reference"], request_id=request_id)
+                refusal = self._refund_refusal(cursor, charge, refund)
+                if refusal is not None:
+                    return RefundResult.failed(ProviderError(refusal, f"refund refused: {refusal}", 400, request_id))
+                row = cursor.execute(_RECORD_REFUND, params).fetchone()
+        except psycopg.OperationalError as exc:
+            error = ProviderError(
+                OUTCOME_UNKNOWN_CODE, f"no answer from the sandbox: {type(exc).__name__}", None, request_id
+            )
+            return RefundResult.from_error(error, Decision.RECONCILE_LATER)
+        assert row is not None
+        return RefundResult.succeeded(row["reference"], request_id=request_id)
+
+    def check_refund(self, refund: ProviderRefund, *, refund_reference: str | None) -> RefundResult:
+        """The refund made for this request (by its reference, else by our refund id), or NOT_FOUND."""
+        request_id = _new_id("req_", 8)
+        params = {"reference": refund_reference, "refund_id": refund.refund_id, "charge": refund.payment_reference}
+        try:
+            with self._connections() as conn:
+                row = conn.cursor(row_factory=dict_row).execute(_REFUND_FIND, params).fetchone()
+        except psycopg.OperationalError as exc:
+            raise ProviderUnavailable(
+                f"sandbox unreachable: {type(exc).__name__}", provider=PROVIDER_NAME, request_id=request_id
+            ) from exc
+        if row is None:
+            return RefundResult.not_found(request_id=request_id)
+        return RefundResult.succeeded(row["reference"], request_id=request_id)
+
+    @staticmethod
+    def _refund_refusal(
+        cursor: psycopg.Cursor[dict[str, Any]], charge: dict[str, Any] | None, refund: ProviderRefund
+    ) -> str | None:
+        if charge is None or charge["status"] != ChargeStatus.SUCCEEDED.value or charge["currency"] != refund.currency:
+            return CHARGE_NOT_REFUNDABLE_CODE
+        refunded = cursor.execute(_REFUNDED_SO_FAR, [refund.payment_reference]).fetchone()
+        assert refunded is not None
+        if refunded["refunded"] + refund.amount > charge["amount"]:
+            return REFUND_TOO_LARGE_CODE
+        return None
 
     def settle_due(self) -> list[StatusCheck]:
         """Settle every pending charge whose settle_at has passed; return what each settled as, earliest first."""
@@ -704,9 +801,8 @@ def _replay(stored: SandboxCharge, request_id: str) -> SubmitResult:
         case ChargeStatus.PENDING_SETTLEMENT:
             return SubmitResult.pending_settlement(reference, request_id=request_id)
         case ChargeStatus.REQUIRES_ACTION:
-            return SubmitResult.requires_action(
-                reference, _ACTION_URL.format(reference=reference), request_id=request_id
-            )
+            action = NextAction(NextActionType.REDIRECT_TO_URL, url=_ACTION_URL.format(reference=reference))
+            return SubmitResult.requires_action(reference, next_action=action, request_id=request_id)
         case ChargeStatus.FAILED:
             # A charge created as failed never changes, so its failure code is still the one it was created with.
             code = stored.charge_failure_code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
@@ -23,7 +24,14 @@ from billing.domain.transitions import RETRY_SCHEDULED_EVENT_TYPE
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.adapters import adapter_for
 from billing.rails.ports import PaymentProvider, RailAdapter
-from billing.rails.results import OUTCOME_UNKNOWN_CODE, Decision, ProviderError, SubmitOutcome, SubmitResult
+from billing.rails.results import (
+    OUTCOME_UNKNOWN_CODE,
+    Decision,
+    NextAction,
+    ProviderError,
+    SubmitOutcome,
+    SubmitResult,
+)
 from billing.services.ports import ExecutionObserver, RetryRequest, RetryScheduler
 
 Clock = Callable[[], datetime]
@@ -31,6 +39,18 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Driven:
+    """Where a drive left the execution, and what the customer must do next when the charge waits for them.
+
+    `next_action` is this drive's own provider answer, client secret included: it is handed to the caller that
+    submitted the charge and never stored (the timeline keeps NextAction.to_stored()).
+    """
+
+    execution: Execution
+    next_action: NextAction | None = None
 
 
 class ExecutionDriver:
@@ -56,8 +76,15 @@ class ExecutionDriver:
 
     def drive(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
         """Advance the execution as far as it can go now; calling it again for the same execution is safe."""
+        return self.drive_with_action(execution, correlation_id=correlation_id, context=context).execution
+
+    def drive_with_action(
+        self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext
+    ) -> Driven:
+        """drive(), and the customer's next action if this call submitted a charge that waits for them."""
         started = time.perf_counter()
         current = execution
+        next_action: NextAction | None = None
         if current.status is ExecutionStatus.CREATED:
             current = self._guarded(lambda: self._repository.mark_pending(
                 current.tenant_id, current.id, context, correlation_id=correlation_id), current)  # fmt: skip
@@ -68,12 +95,13 @@ class ExecutionDriver:
                 )
             except TransitionConflict:
                 # Another caller owns the submission: report where it is, never submit twice.
-                return self._reload(current)
-            current = self._submit(current, correlation_id=correlation_id, context=context)
+                return Driven(self._reload(current))
+            submitted = self._submit_with_action(current, correlation_id=correlation_id, context=context)
+            current, next_action = submitted.execution, submitted.next_action
         self._observer.execution_result(
             current, duration_ms=(time.perf_counter() - started) * 1000, correlation_id=correlation_id
         )
-        return current
+        return Driven(current, next_action)
 
     def resubmit(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
         """Submit again under the same provider idempotency key (the retry worker, after claiming the attempt)."""
@@ -85,6 +113,11 @@ class ExecutionDriver:
         return current
 
     def _submit(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
+        return self._submit_with_action(execution, correlation_id=correlation_id, context=context).execution
+
+    def _submit_with_action(
+        self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext
+    ) -> Driven:
         adapter = adapter_for(execution, self._providers)
         started = time.perf_counter()
         result = adapter.submit(execution)
@@ -95,7 +128,8 @@ class ExecutionDriver:
             duration_ms=(time.perf_counter() - started) * 1000,
             correlation_id=correlation_id,
         )
-        return self._guarded(lambda: self._apply(execution, adapter, result, correlation_id, context), execution)
+        applied = self._guarded(lambda: self._apply(execution, adapter, result, correlation_id, context), execution)
+        return Driven(applied, result.next_action if applied.status is ExecutionStatus.PENDING else None)
 
     def _apply(
         self,
@@ -135,7 +169,11 @@ class ExecutionDriver:
                     eid,
                     context,
                     provider_reference=result.provider_reference,
-                    metadata={"requires_action": True, "action_url": result.action_url},
+                    metadata={
+                        "requires_action": True,
+                        "action_url": result.action_url,
+                        **({"next_action": result.next_action.to_stored()} if result.next_action else {}),
+                    },
                     **details,
                 )
             case SubmitOutcome.TRANSIENT_ERROR | SubmitOutcome.UNKNOWN:

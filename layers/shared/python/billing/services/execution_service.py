@@ -13,6 +13,7 @@ from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.charging import ChargeableInstruments, ChargeRequest
 from billing.instruments.model import is_instrument_id
+from billing.rails.results import NextAction
 from billing.services.execution_driver import ExecutionDriver
 
 _CANCELABLE = (ExecutionStatus.CREATED, ExecutionStatus.PENDING)
@@ -24,6 +25,8 @@ class CreateOutcome:
 
     execution: Execution
     created: bool
+    # What the customer must do next, when this request submitted a charge that waits for them (3-D Secure).
+    next_action: NextAction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +112,8 @@ class ExecutionService:
             correlation_id=correlation_id,
             context=context,
         )
-        driven = self._driver.drive(outcome.execution, correlation_id=correlation_id, context=context)
-        return CreateOutcome(driven, outcome.created)
+        driven = self._driver.drive_with_action(outcome.execution, correlation_id=correlation_id, context=context)
+        return CreateOutcome(driven.execution, outcome.created, driven.next_action)
 
     def view(self, tenant_id: UUID, execution_id: UUID) -> ExecutionView:
         execution = self._require(tenant_id, execution_id)

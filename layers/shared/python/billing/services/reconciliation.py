@@ -419,6 +419,7 @@ class ReconciliationWorker:
                 after=after,
                 limit=config.batch_size,
                 lease=lease,
+                unpolled=[name for name, provider in self._providers.items() if not provider.polls_status],
             )
         if not batch:
             return None, False
@@ -461,7 +462,7 @@ class ReconciliationWorker:
     def _cancel(self, execution: Execution, check: StatusCheck) -> StatusCheck:
         """Cancel the charge of an execution whose customer did not act in time; the provider's answer."""
         # check_status went through adapter_for, so the provider is configured; the check named the charge.
-        provider = self._providers[execution.payment_provider]
+        provider = self._providers[execution.payment_provider].for_tenant(execution.tenant_id)
         reference = execution.provider_reference or check.provider_reference
         assert reference is not None, "a charge waiting for the customer has a reference"
         return provider.cancel(reference, provider_cancel_key(execution))

@@ -28,14 +28,18 @@ from typing import Final, Protocol, assert_never
 
 import psycopg
 
+from billing.db.attempts import annotate
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.reversal_repository import ReversalRepository
 from billing.db.tenancy import apply_timeouts
-from billing.db.webhook_inbox import AmountMismatches, ExecutionRef, ExecutionReversals, WebhookInbox
+from billing.db.webhook_inbox import AmountMismatches, ExecutionRef, WebhookInbox
 from billing.domain.errors import TransitionConflict
 from billing.domain.money import Money
+from billing.domain.reversals import PAID_AFTER_FAILURE_EVENT_TYPE
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
+from billing.services.reversal_reports import ReversalApplier
 from billing.webhooks.events import WebhookEvent, WebhookOutcome
 from billing.webhooks.registry import WebhookProvider, provider_for
 from billing.webhooks.verification import RawWebhook
@@ -52,6 +56,9 @@ class WebhookAction(StrEnum):
     RETRY_LATER = "retry_later"  # the execution cannot take the event yet: 409, the provider redelivers
     # Instead of CONFIRM when the event reports another amount or currency: recorded, the execution stays pending.
     RECORD_AMOUNT_MISMATCH = "record_amount_mismatch"
+    # A success for an execution that already failed or was canceled: money may have moved that nothing books.
+    # Never applied (the row is final); flagged for an operator with an event and an outbox message.
+    FLAG_PAID_AFTER_FAILURE = "flag_paid_after_failure"
 
 
 class WebhookResult(StrEnum):
@@ -84,8 +91,9 @@ ACTING_OUTCOMES: Final = (_O.SUCCEEDED, _O.FAILED, _O.REVERSED)
 # Decisions worth a why:
 # - FAILED for a completed execution is out of order, not a reversal: parsers report money coming back after a
 #   success (refund, chargeback, late failure) as REVERSED; a plain "failed" after "completed" is a stale report.
-# - SUCCEEDED for a failed or canceled execution contradicts a final status: recorded for investigation, never
-#   rewritten (the row is immutable), like every other contradiction.
+# - SUCCEEDED for a failed or canceled execution contradicts a final status and may mean money moved (Stripe: an
+#   intent that failed can still succeed if confirmed again): never rewritten (the row is immutable), but flagged
+#   for an operator with a paid_after_failure event, unlike the other contradictions, which only record the event.
 # - created/processing: the execution is still being submitted, so its own attempt decides first; the provider
 #   redelivers after the 409. The same for a reversal of a payment we have not seen complete yet: reconciliation
 #   or the success event will complete it, and the redelivered reversal then finds it completed.
@@ -95,8 +103,8 @@ ACTIONS: Final[Mapping[tuple[WebhookOutcome, ExecutionStatus], WebhookAction]] =
         (_O.SUCCEEDED, _S.PENDING): _A.CONFIRM,
         (_O.SUCCEEDED, _S.PROCESSING): _A.RETRY_LATER,
         (_O.SUCCEEDED, _S.COMPLETED): _A.ACKNOWLEDGE,
-        (_O.SUCCEEDED, _S.FAILED): _A.RECORD_OUT_OF_ORDER,
-        (_O.SUCCEEDED, _S.CANCELED): _A.RECORD_OUT_OF_ORDER,
+        (_O.SUCCEEDED, _S.FAILED): _A.FLAG_PAID_AFTER_FAILURE,
+        (_O.SUCCEEDED, _S.CANCELED): _A.FLAG_PAID_AFTER_FAILURE,
         (_O.FAILED, _S.CREATED): _A.RETRY_LATER,
         (_O.FAILED, _S.PENDING): _A.REJECT,
         (_O.FAILED, _S.PROCESSING): _A.RETRY_LATER,
@@ -221,7 +229,7 @@ class WebhookProcessor:
     def __init__(self, conn: Connection, *, repository: ExecutionRepository | None = None) -> None:
         self._conn = conn
         self._inbox = WebhookInbox(conn)
-        self._reversals = ExecutionReversals(conn)
+        self._reversals = ReversalApplier(ReversalRepository(conn))
         self._mismatches = AmountMismatches(conn)
         self._repository = repository or ExecutionRepository(conn)
 
@@ -333,8 +341,7 @@ class WebhookProcessor:
                 )
                 return WebhookResult.APPLIED, replace(execution, status=done.status)
             case _A.RECORD_REVERSAL:
-                # None means this provider event already reversed it (inbox pruned, event redelivered): same result.
-                self._reversals.record(
+                self._reversals.apply(
                     execution,
                     event,
                     occurred_at=event.occurred_at or raw.received_at,
@@ -342,6 +349,17 @@ class WebhookProcessor:
                     correlation_id=correlation_id,
                 )
                 return WebhookResult.REVERSAL, execution
+            case _A.FLAG_PAID_AFTER_FAILURE:
+                annotate(
+                    self._conn,
+                    execution.tenant_id,
+                    execution.execution_id,
+                    PAID_AFTER_FAILURE_EVENT_TYPE,
+                    {**metadata, "reported_amount": event.amount, "reported_currency": event.currency},
+                    context=context,
+                    correlation_id=correlation_id,
+                )
+                return WebhookResult.OUT_OF_ORDER, execution
             case _A.RECORD_AMOUNT_MISMATCH:
                 mismatch = amount_mismatch(event, execution)
                 assert mismatch is not None, "decide() chose this action for this event and execution"

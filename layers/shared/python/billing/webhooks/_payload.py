@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.domain.errors import WebhookPayloadInvalid
-from billing.domain.money import MAX_AMOUNT_MINOR, currency_exponent
+from billing.domain.money import MAX_AMOUNT_MINOR, Money, currency_exponent
 
 JsonObject = Mapping[str, Any]
 
@@ -30,6 +30,16 @@ def child_object(provider: str, parent: JsonObject, key: str, path: str) -> Json
     value = parent.get(key)
     if not isinstance(value, dict):
         raise WebhookPayloadInvalid(provider, f"{path} must be an object")
+    return value
+
+
+def optional_object(provider: str, parent: JsonObject, key: str, path: str) -> JsonObject | None:
+    """parent[key] as a JSON object; absent and null read as None."""
+    value = parent.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise WebhookPayloadInvalid(provider, f"{path} must be an object when present")
     return value
 
 
@@ -114,6 +124,22 @@ def optional_money(
     if not isinstance(code, str) or not _is_currency(code):
         raise WebhookPayloadInvalid(provider, f"{path}.{currency_key} must be an ISO 4217 currency code")
     return amount, code
+
+
+def required_money(
+    provider: str,
+    parent: JsonObject,
+    amount_key: str,
+    currency_key: str,
+    path: str,
+    *,
+    lower_case_currency: bool = False,
+) -> Money:
+    """As optional_money, but both must be there: a reversal is only recorded with the amount it moved."""
+    money = optional_money(provider, parent, amount_key, currency_key, path, lower_case_currency=lower_case_currency)
+    if money is None:
+        raise WebhookPayloadInvalid(provider, f"{path}.{amount_key} and {path}.{currency_key} are required")
+    return Money(*money)
 
 
 def _is_currency(code: str) -> bool:

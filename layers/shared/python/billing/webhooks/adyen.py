@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from billing.domain.errors import SignatureInvalid, WebhookPayloadInvalid
+from billing.domain.reversals import ReversalKind, ReversalReport, ReversalStatus
 from billing.webhooks._payload import (
     JsonObject,
     child_object,
@@ -27,6 +28,7 @@ from billing.webhooks._payload import (
     optional_iso_datetime,
     optional_money,
     optional_str,
+    required_money,
     required_str,
 )
 from billing.webhooks.events import REPORTS_PAYMENT_AMOUNT, WebhookEvent, WebhookOutcome
@@ -46,14 +48,31 @@ SIGNED_FIELDS: Final = (
     "success",
 )
 
-# (eventCode, success) -> outcome. A refund or chargeback reported with success=false moved no money, so it is
-# recorded and ignored rather than treated as a reversal.
+# (eventCode, success) -> the reversal an item reports, as (kind, status). A refund we requested is reported
+# either way: success=false (refused at once) and REFUND_FAILED (failed after a success) are its final answer. A
+# chargeback code with success=false moved no money, so it is recorded and ignored.
+REVERSAL_BY_EVENT: Final[dict[tuple[str, bool], tuple[ReversalKind, ReversalStatus]]] = {
+    ("REFUND", True): (ReversalKind.REFUND, ReversalStatus.SUCCEEDED),
+    ("REFUND", False): (ReversalKind.REFUND, ReversalStatus.FAILED),
+    ("REFUND_FAILED", True): (ReversalKind.REFUND, ReversalStatus.FAILED),
+    ("CANCEL_OR_REFUND", True): (ReversalKind.CANCEL_OR_REFUND, ReversalStatus.SUCCEEDED),
+    ("CANCEL_OR_REFUND", False): (ReversalKind.CANCEL_OR_REFUND, ReversalStatus.FAILED),
+    ("CHARGEBACK", True): (ReversalKind.CHARGEBACK, ReversalStatus.SUCCEEDED),
+    ("SECOND_CHARGEBACK", True): (ReversalKind.SECOND_CHARGEBACK, ReversalStatus.SUCCEEDED),
+    ("CHARGEBACK_REVERSED", True): (ReversalKind.CHARGEBACK_REVERSED, ReversalStatus.SUCCEEDED),
+    ("REFUNDED_REVERSED", True): (ReversalKind.REFUND_REVERSED, ReversalStatus.SUCCEEDED),
+}
+
+# (eventCode, success) -> outcome; every other pair is recorded and ignored.
 OUTCOME_BY_EVENT: Final[dict[tuple[str, bool], WebhookOutcome]] = {
     ("AUTHORISATION", True): WebhookOutcome.SUCCEEDED,
     ("AUTHORISATION", False): WebhookOutcome.FAILED,
-    ("CHARGEBACK", True): WebhookOutcome.REVERSED,
-    ("REFUND", True): WebhookOutcome.REVERSED,
+    **dict.fromkeys(REVERSAL_BY_EVENT, WebhookOutcome.REVERSED),
 }
+
+# Modifications we request, whose merchantReference is the reference we sent with them: our reversal id. A
+# dispute's merchantReference is the payment's (our execution id), which names no reversal.
+ECHOES_OUR_REFERENCE: Final = frozenset({"REFUND", "REFUND_FAILED", "CANCEL_OR_REFUND"})
 
 
 def signing_string(item: Mapping[str, Any]) -> str:
@@ -154,11 +173,17 @@ def _event(item: JsonObject, index: int) -> WebhookEvent:
         raise WebhookPayloadInvalid(PROVIDER, f'{path}.success must be "true" or "false"')
     success = success_text == "true"
     outcome = OUTCOME_BY_EVENT.get((event_code, success), WebhookOutcome.IGNORED)
-    # Modifications (refund, chargeback, capture, ...) have their own pspReference and point at the payment through
-    # originalReference; an authorisation's own pspReference is the payment.
-    original_reference = optional_str(PROVIDER, item, "originalReference", f"{path}.originalReference")
     # `reason` and `eventDate` are outside the signed fields: informative only, never used to pick a transition.
     reason = optional_str(PROVIDER, item, "reason", f"{path}.reason")
+    reversal = _reversal(item, event_code, success, psp_reference, reason, path)
+    if reversal is not None:
+        # A modification (refund, chargeback) has its own pspReference and names the payment in originalReference;
+        # without it there is no payment to record the reversal against.
+        payment_reference = required_str(PROVIDER, item, "originalReference", f"{path}.originalReference")
+    else:
+        # An authorisation's own pspReference is the payment.
+        original_reference = optional_str(PROVIDER, item, "originalReference", f"{path}.originalReference")
+        payment_reference = original_reference or psp_reference
     amount, currency = _paid(item, outcome, path) or (None, None)
     return WebhookEvent(
         provider=PROVIDER,
@@ -166,12 +191,37 @@ def _event(item: JsonObject, index: int) -> WebhookEvent:
         # repeat all three), and success keeps a failed and a later successful report of one event code apart.
         event_id=f"{psp_reference}:{event_code}:{success_text}",
         event_type=event_code,
-        provider_reference=original_reference or psp_reference,
+        provider_reference=payment_reference,
         outcome=outcome,
         failure_code=reason if outcome in (WebhookOutcome.FAILED, WebhookOutcome.REVERSED) else None,
         occurred_at=optional_iso_datetime(PROVIDER, item, "eventDate", f"{path}.eventDate"),
         amount=amount,
         currency=currency,
+        reversal=reversal,
+    )
+
+
+def _reversal(
+    item: JsonObject, event_code: str, success: bool, psp_reference: str, reason: str | None, path: str
+) -> ReversalReport | None:
+    """The reversal a refund or dispute item reports, with the amount it moved (signed amount.value / currency)."""
+    reported = REVERSAL_BY_EVENT.get((event_code, success))
+    if reported is None:
+        return None
+    kind, status = reported
+    amount = child_object(PROVIDER, item, "amount", f"{path}.amount")
+    our_reference = (
+        optional_str(PROVIDER, item, "merchantReference", f"{path}.merchantReference")
+        if event_code in ECHOES_OUR_REFERENCE
+        else None
+    )
+    return ReversalReport(
+        kind=kind,
+        money=required_money(PROVIDER, amount, "value", "currency", f"{path}.amount"),
+        status=status,
+        reference=psp_reference,
+        our_reference=our_reference,
+        reason=reason,
     )
 
 

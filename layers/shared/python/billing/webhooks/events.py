@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from billing.domain.reversals import ReversalReport
+
 
 class WebhookOutcome(StrEnum):
     """What an event means for the payment it references."""
@@ -32,6 +34,10 @@ class WebhookEvent:
     `amount` (integer minor units) and `currency` (ISO 4217, upper case) are what the provider reports the payment
     to be, both or neither: set only for outcomes in REPORTS_PAYMENT_AMOUNT and only when the provider says
     (GoCardless events never do).
+
+    `reversal` is what a REVERSED event says about the reversal itself (kind, amount, status, references), and is
+    set only on REVERSED events. Stripe and Adyen set it on every REVERSED event; GoCardless and the sandbox report
+    a reversal without its amount, so theirs carry None and the processor reads it as the whole payment reversed.
     """
 
     provider: str
@@ -43,11 +49,17 @@ class WebhookEvent:
     occurred_at: datetime | None = None
     amount: int | None = None
     currency: str | None = None
+    reversal: ReversalReport | None = None
 
     def __post_init__(self) -> None:
         # Parsers guarantee both; the inbox row's CHECK would refuse one without the other at commit.
         if (self.amount is None) != (self.currency is None):
             raise ValueError("a webhook event carries an amount together with its currency, or neither")
+        # A refund's amount compared with the payment's would flag every partial refund as an amount mismatch.
+        if self.amount is not None and self.outcome not in REPORTS_PAYMENT_AMOUNT:
+            raise ValueError(f"a {self.outcome} event carries no payment amount; a reversal's is in its report")
+        if self.reversal is not None and self.outcome is not WebhookOutcome.REVERSED:
+            raise ValueError(f"a {self.outcome} event reports no reversal")
 
 
 WebhookParser = Callable[[bytes], list[WebhookEvent]]

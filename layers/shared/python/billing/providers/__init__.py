@@ -1,0 +1,1 @@
+"""Real payment service providers behind the PaymentProvider port."""
