@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) bench/cold_start_imports.py
 	$(PY) bench/audit_append.py
 	$(PY) bench/audited_instrument_reads.py
+	$(PY) bench/stripe_adapter_overhead.py
 
 # Exit 1 and the first row that differs if the audit trail was changed. The key ring comes from Secrets Manager
 # (the local stack's moto while `make serve` runs) unless KEY_RING names an exported ring.

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from billing.audit.__main__ import main as audit_cli
 from billing.auth.tokens import DEMO_SUBJECT, LOCAL_TOKEN_SETTINGS, issue_token
 from billing.db.connection import connect
 from billing.db.roles import OWNED_SCHEMAS
-from billing.local.stack import LocalStack
+from billing.local.stack import LOCAL_STRIPE_API_KEY, LocalStack
 from billing.paths import local_state_dir
 from billing.resource_names import AUDITOR_SCOPE, FunctionName
 from billing.webhooks.delivery import SUCCEEDED, signed_sandbox_delivery
@@ -511,6 +512,80 @@ def _cli(arguments: list[str]) -> tuple[int, list[str]]:
     return code, captured.getvalue().splitlines()
 
 
+def _customer_card(stack: LocalStack, number: str) -> str:
+    """A PaymentMethod made at the Stripe server from a test card, as Stripe.js does in the customer's browser: the
+    card number goes to Stripe, only the pm_... reaches the engine."""
+    import stripe
+
+    browser = stripe.StripeClient(LOCAL_STRIPE_API_KEY, base_addresses={"api": stack.stripe_api_base})
+    # The SDK's TypedDict wants literal keys; this is exactly its documented shape.
+    params: Any = {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    return str(browser.v1.payment_methods.create(params=params).id)
+
+
+def _authenticate_at_stripe(stack: LocalStack, intent: str, client_secret: str) -> None:
+    """The customer passing the 3-D Secure challenge: localstripe's stand-in for the issuer's page."""
+    form = urllib.parse.urlencode({"client_secret": client_secret, "success": "true"}).encode()
+    request = urllib.request.Request(  # noqa: S310 - the local Stripe server
+        f"{stack.stripe_api_base}/v1/payment_intents/{intent}/_authenticate", data=form, method="POST",
+        headers={"Authorization": f"Bearer {LOCAL_STRIPE_API_KEY}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
+def stripe_flows(client: Client, stack: LocalStack) -> None:
+    title("17. Stripe: a card saved from a Stripe.js PaymentMethod, charged through Stripe (localstripe)")
+    say(f"  {DIM}Stripe API at {stack.stripe_api_base}; its signed webhooks arrive at /webhook/stripe{RESET}")
+    saved = client.request(
+        "POST", INSTRUMENTS,
+        {"type": "card", "entity_contract_id": "contract-acme-42",
+         "provider_token": {"provider": "stripe", "token": _customer_card(stack, "4242424242424242")}},
+        {"Idempotency-Key": f"stripe-card-{uuid4().hex[:8]}"},
+    )  # fmt: skip
+    say(f"  {'POST /payment-instruments  provider_token pm_...':<44} -> HTTP {saved.status}  {saved.body.get('status')}"
+        f"  id={saved.body.get('id')}")  # fmt: skip
+    paid = client.charge(f"stripe-{uuid4().hex[:8]}", payment_instrument_id=saved.body["id"], amount=2500)
+    show(paid, "POST /executions  the instrument")
+    say(f"  routed to {paid.body['payment_provider']}, PaymentIntent {paid.body['provider_reference']}")
+    timeline(client, paid.body["id"])
+
+    title("18. Stripe: a 3-D Secure card -> requires_action -> the customer authenticates -> signed webhook")
+    secure = client.charge(
+        f"stripe-3ds-{uuid4().hex[:8]}", payment_instrument_id=_customer_card(stack, "4000002760003184")
+    )
+    show(secure, "POST /executions  3DS card (pm_...)")
+    action = secure.body["next_action"]
+    say(f"  next_action: type={action['type']}, client_secret={'present' if action['client_secret'] else 'absent'}"
+        " (handed to this caller only, never stored)")  # fmt: skip
+    _authenticate_at_stripe(stack, secure.body["provider_reference"], action["client_secret"])
+    say("  the customer passed the challenge at Stripe; waiting for payment_intent.succeeded ...")
+    wait_for(lambda: client.execution(secure.body["id"])["status"] == "completed", "the Stripe webhook")
+    timeline(client, secure.body["id"])
+
+    title("19. Stripe: a declined card keeps Stripe's decline code")
+    declined = client.charge(
+        f"stripe-decline-{uuid4().hex[:8]}", payment_instrument_id=_customer_card(stack, "4000000000000341")
+    )
+    show(declined, "POST /executions  card 4000 0000 0000 0341")
+
+    title("20. Refunds with amounts: two partial refunds, then one more than is left")
+    refunds = f"{EXECUTIONS}/{paid.body['id']}/refunds"
+    for amount in (1000, 900):
+        refund = client.request("POST", refunds, {"amount": amount, "reason": "requested_by_customer"},
+                                {"Idempotency-Key": f"refund-{uuid4().hex[:8]}"})  # fmt: skip
+        say(f"  {'POST .../refunds  ' + str(amount):<44} -> HTTP {refund.status}  {refund.body.get('status')}  "
+            f"{refund.body.get('provider_reference')}")  # fmt: skip
+    over = client.request("POST", refunds, {"amount": 1000}, {"Idempotency-Key": f"refund-{uuid4().hex[:8]}"})
+    show(over, "POST .../refunds  1000 (only 600 left)")
+    detail = client.execution(paid.body["id"])
+    say(
+        f"  refunded_amount {detail['refunded_amount']} of {detail['amount']};"
+        f" the execution is still {detail['status']}"
+    )
+    timeline(client, paid.body["id"])
+
+
 def audit_flow(stack: LocalStack, instrument_id: str) -> None:
     title("16. The PCI DSS audit trail: checkpoint, verify, prove an entry, answer a regulator")
     run = stack.invoke(FunctionName.AUDIT_CHECKPOINT, {})
@@ -589,6 +664,7 @@ def main() -> int:
         instrument = vault_flow(client, stack, tenant_id)
         saved_card_flow(client, stack, tenant_id, instrument)
         audit_flow(stack, instrument["id"])
+        stripe_flows(client, stack)
         title("Listing this tenant's executions")
         page = client.request("GET", f"{EXECUTIONS}?limit=50").body
         counts: dict[str, int] = {}

@@ -34,7 +34,6 @@ from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.api import with_instrument_routes
 from billing.observability import logger, metrics, tracer
-from billing.rails.adapters import default_provider_for
 from billing.resource_names import API_BASE_PATH
 from billing.services.refunds import RefundBody
 from billing.wiring import ExecuteRuntime, ExecuteSettings
@@ -67,7 +66,7 @@ def create_execution(
         request.tenant_id,
         body,
         idempotency_key=idempotency_key or "",
-        payment_provider=default_provider_for(body.payment_rail),
+        payment_provider=None,  # routed by the instrument
         correlation_id=request.correlation_id,
         context=WorkflowWriteContext.user(request.actor),
     )

@@ -51,9 +51,19 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         report = runtime.worker().run(
             lambda: context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS, dry_run=command.dry_run
         )
+        # Refunds still waiting on their provider, in the time the executions left (a dry run changes nothing).
+        refunds = (
+            None
+            if command.dry_run
+            else runtime.refund_follower().run(lambda: context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
+        )
     except psycopg.Error:
         runtime.connections.discard()  # the connection may be mid-transaction or broken
         raise
     record(report)
+    if refunds is not None:
+        logger.info("billing.reconcile.refunds", extra={"event": "billing.reconcile.refunds", **refunds.by_status})
+        metrics.add_metric(name="ReconcileRefundsExamined", unit=MetricUnit.Count, value=refunds.examined)
     changes = [finding.as_dict() for finding in report.changes] if report.dry_run else None
-    return {**report.summary(), "planned_changes": changes}
+    followed = dict(refunds.by_status) if refunds is not None else None
+    return {**report.summary(), "planned_changes": changes, "refunds": followed}

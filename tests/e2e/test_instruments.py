@@ -6,8 +6,10 @@ from __future__ import annotations
 from uuid import uuid4
 
 import pytest
+import stripe
 
 from billing.db.connection import connect
+from billing.local.stack import LOCAL_STRIPE_API_KEY
 from tests.e2e.conftest import LocalApi
 from tests.factories import CARD_REQUEST
 
@@ -59,11 +61,16 @@ def test_save_a_card_charge_it_deactivate_it_and_the_next_charge_is_refused(loca
             "select payment_instrument_id from sandbox_provider.charges where tenant_id = %s", [tenant]
         ).fetchall()
     assert found == {"n": 0}
-    assert sent == [{"payment_instrument_id": "tok_visa"}]
+    # The vault provisioned the card at Stripe (localstripe here) too, and routing charged it there, by its token.
+    assert (paid.json()["payment_provider"], sent) == ("stripe", [])
+    intent = stripe.StripeClient(LOCAL_STRIPE_API_KEY, base_addresses={"api": local_stack.stack.stripe_api_base})
+    charged = intent.v1.payment_intents.retrieve(paid.json()["provider_reference"])
+    assert str(charged.payment_method).startswith("pm_")
 
 
 def test_a_saved_declining_card_is_declined(local_stack: LocalApi) -> None:
     token = local_stack.token(uuid4())
+    # No security code: the local Stripe (localstripe) cannot hold the card, so it is charged through the sandbox.
     card = {"number": "4000000000000002", "exp_month": 1, "exp_year": 2033}
     saved = local_stack.request(
         "POST", INSTRUMENTS, json={"entity_contract_id": "contract-1", "type": "card", "card": card},

@@ -37,7 +37,7 @@ THREADS = 20
 
 def completed_card_charge(execute: ModuleType, tenant_id: UUID, amount: int = 1999) -> dict[str, Any]:
     response = post_execution(execute, tenant_id, {**CARD_REQUEST, "amount": amount}, key=f"charge-{uuid4()}")
-    body = response_json(response)
+    body: dict[str, Any] = response_json(response)
     assert body["status"] == "completed", body
     return body
 
@@ -51,7 +51,10 @@ def post_refund(
 
 
 def detail(execute: ModuleType, tenant_id: UUID, execution_id: str) -> dict[str, Any]:
-    return response_json(call(execute, api_event("GET", f"{EXECUTIONS_PATH}/{execution_id}", tenant_id=tenant_id)))
+    shown: dict[str, Any] = response_json(
+        call(execute, api_event("GET", f"{EXECUTIONS_PATH}/{execution_id}", tenant_id=tenant_id))
+    )
+    return shown
 
 
 def reversal_rows(admin: Connection, tenant_id: UUID) -> int:

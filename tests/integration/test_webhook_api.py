@@ -20,10 +20,10 @@ import pytest
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.sqlstates import GuardState
-from billing.domain.reversals import PAID_AFTER_FAILURE_EVENT_TYPE
 from billing.db.tenancy import system_transaction, tenant_transaction
 from billing.domain.errors import TransitionConflict
 from billing.domain.execution import Execution
+from billing.domain.reversals import PAID_AFTER_FAILURE_EVENT_TYPE
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.services.webhook_processing import STORED_RESULTS
@@ -639,13 +639,16 @@ def test_webhook_racing_reconciliation_makes_one_transition_and_a_consistent_tim
             assert flagged is (reconciled_as is ExecutionStatus.FAILED)
         # Every change has its workflow row and every lifecycle event its outbox row: one consistent timeline
         # (the flag is an annotation: an event and an outbox row, no phase).
-        annotations = admin.execute(
+        flags = admin.execute(
             "select count(*) as n from billing.billing_execution_events where tenant_id = %s and type = %s",
             [tenant_id, PAID_AFTER_FAILURE_EVENT_TYPE],
-        ).fetchone()["n"]
-        assert count_rows(admin, "contract_term_datetimes", tenant_id) == count_rows(
-            admin, "billing_execution_events", tenant_id
-        ) - annotations
+        ).fetchone()
+        assert flags is not None
+        annotations = flags["n"]
+        assert (
+            count_rows(admin, "contract_term_datetimes", tenant_id)
+            == count_rows(admin, "billing_execution_events", tenant_id) - annotations
+        )
         assert count_rows(admin, "billing_outbox", tenant_id) == count_rows(
             admin, "billing_execution_events", tenant_id
         )

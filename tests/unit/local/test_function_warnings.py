@@ -101,7 +101,8 @@ def test_stack_routes_function_warnings_while_it_runs_and_stops_when_it_stops(
     resources = LocalResources("bus", "arn:bus", "tap", "retry", "dlq", "settlement", "reports", "arn:jwt", ())
     monkeypatch.setattr(LocalStack, "_start_database", lambda self: None)
     monkeypatch.setattr(LocalStack, "_start_moto", lambda self: None)
-    monkeypatch.setattr(LocalStack, "_create_resources", lambda self: resources)
+    monkeypatch.setattr(LocalStack, "_start_stripe", lambda self: ("http://127.0.0.1:9", "localstripe"))
+    monkeypatch.setattr(LocalStack, "_create_resources", lambda self, *stripe: resources)
     stack = LocalStack(port=0, functions_dir=functions_dir)
     stack.start()
     try:

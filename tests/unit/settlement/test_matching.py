@@ -230,3 +230,28 @@ def test_every_line_gets_exactly_one_class() -> None:
         MatchClass.STATUS_MISMATCH,
         MatchClass.MISSING_FROM_FILE,
     ]
+
+
+def test_a_partial_refund_line_matches_the_recorded_refund_of_its_amount() -> None:
+    ours = record("sbx_a", reversed=True, refund_amounts=(500, 700), finished_at=NOON - timedelta(days=2))
+    refunds = [line("sbx_a", amount=700, status=P.REFUNDED), line("sbx_a", amount=500, status=P.REFUNDED)]
+    items = classify(refunds, [ours])
+    assert [item.match_class for item in items] == [MatchClass.MATCHED, MatchClass.MATCHED]
+
+
+def test_a_refund_line_of_an_amount_no_refund_has_is_an_amount_mismatch() -> None:
+    ours = record("sbx_a", reversed=True, refund_amounts=(500,), finished_at=NOON - timedelta(days=2))
+    item = only(classify([line("sbx_a", amount=600, status=P.REFUNDED)], [ours]))
+    assert item.match_class is MatchClass.AMOUNT_MISMATCH
+    assert item.detail == "provider refunded 6.00 EUR, recorded: 5.00 EUR"
+
+
+def test_a_chargeback_line_is_matched_against_chargebacks_not_refunds() -> None:
+    ours = record("sbx_a", reversed=True, refund_amounts=(1999,), chargeback_amounts=(), finished_at=NOON)
+    item = only(classify([line("sbx_a", amount=1999, status=P.CHARGEBACK)], [ours]))
+    # No chargeback amount is recorded: compared with the payment as before, and it agrees on the amount.
+    assert item.match_class is MatchClass.MATCHED
+    partial = record("sbx_b", reversed=True, chargeback_amounts=(900,), finished_at=NOON)
+    assert only(classify([line("sbx_b", amount=1999, status=P.CHARGEBACK)], [partial])).match_class is (
+        MatchClass.AMOUNT_MISMATCH
+    )

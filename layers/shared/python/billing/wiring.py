@@ -11,28 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from billing import resource_names as names
 from billing.aws.retry_queue import SqsRetryScheduler
-from billing.db.connection_provider import ConnectionProvider, database_url_from_environment
+from billing.db.connection_provider import ConnectionProvider
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.reversal_repository import ReversalRepository
 from billing.db.roles import DatabaseRole
 from billing.domain.backoff import BackoffPolicy
-from billing.instruments.charging import ChargeableInstruments, InstrumentTokenProvider, ProviderTokenLookup
+from billing.instruments.charging import ChargeableInstruments
 from billing.observability import PowertoolsExecutionObserver
+from billing.providers.directory import configured_providers
+from billing.providers.routing import ProviderRouter
 from billing.rails.ports import PaymentProvider
-from billing.rails.sandbox import SandboxProvider, connections_to
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.execution_service import ExecutionService
 from billing.services.refunds import RefundService
 
 _BACKOFF_DEFAULTS = BackoffPolicy()
-
-
-def sandbox_providers(role: DatabaseRole) -> Mapping[str, PaymentProvider]:
-    """The payment providers a function connecting as `role` can reach, by name (payment_provider)."""
-    # The sandbox is an external system: it gets its own connections, never the billing transaction. Vault
-    # instruments are charged by the provider's token for them, looked up on connections of the same role.
-    connections = connections_to(database_url_from_environment(role=role))
-    return {"sandbox": InstrumentTokenProvider(SandboxProvider(connections), ProviderTokenLookup(connections))}
 
 
 class BackoffSettings(BaseModel):
@@ -79,7 +72,10 @@ class ExecuteRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return sandbox_providers(DatabaseRole.APP)
+        return configured_providers(DatabaseRole.APP)
+
+    def router(self, instruments: ChargeableInstruments) -> ProviderRouter:
+        return ProviderRouter(self.providers.keys(), instruments.providers_holding)
 
     def execution_service(self) -> ExecutionService:
         conn = self.connections.get()
@@ -92,7 +88,7 @@ class ExecuteRuntime:
             backoff=self.settings.backoff(),
         )
         instruments = ChargeableInstruments(conn, source="function:execute")
-        return ExecutionService(repository, driver, instruments)
+        return ExecutionService(repository, driver, instruments, self.router(instruments))
 
     def refund_service(self) -> RefundService:
         conn = self.connections.get()

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,14 +22,17 @@ from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.attempts import AttemptLedger
 from billing.db.connection_provider import ConnectionProvider
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.reversal_repository import ReversalRepository
 from billing.db.roles import DatabaseRole
 from billing.domain.workflow import WorkflowWriteContext
 from billing.observability import PowertoolsExecutionObserver
+from billing.providers.directory import configured_providers
 from billing.rails.ports import PaymentProvider
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.reconciliation import ReconcileConfig, ReconciliationWorker
+from billing.services.refunds import RefundFollower, RefundService
 from billing.services.retry_worker import RetryWorker
-from billing.wiring import BackoffSettings, sandbox_providers
+from billing.wiring import BackoffSettings
 
 Clock = Callable[[], datetime]
 Jitter = Callable[[float, float], float]
@@ -82,7 +85,7 @@ class RetryRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return self._providers if self._providers is not None else sandbox_providers(DatabaseRole.WORKER)
+        return self._providers if self._providers is not None else configured_providers(DatabaseRole.WORKER)
 
     def retry_worker(self) -> RetryWorker:
         conn = self.connections.get()
@@ -158,6 +161,10 @@ class ReconcileSettings(BaseModel):
         )
 
 
+# A refund claimed by a run that died is looked at again after this; longer than one refund call can take.
+REFUND_LEASE: Final = timedelta(minutes=5)
+
+
 class ReconcileRuntime:
     """The reconciliation worker, built once per container."""
 
@@ -176,9 +183,15 @@ class ReconcileRuntime:
 
     @cached_property
     def providers(self) -> Mapping[str, PaymentProvider]:
-        return self._providers if self._providers is not None else sandbox_providers(DatabaseRole.WORKER)
+        return self._providers if self._providers is not None else configured_providers(DatabaseRole.WORKER)
 
     def worker(self) -> ReconciliationWorker:
         return ReconciliationWorker(
             self.connections.get(), self.providers, config=self.settings.config(), clock=self._clock
         )
+
+    def refund_follower(self) -> RefundFollower:
+        conn = self.connections.get()
+        reversals = ReversalRepository(conn)
+        service = RefundService(ExecutionRepository(conn), reversals, self.providers, clock=self._clock)
+        return RefundFollower(reversals, service, batch_size=self.settings.batch_size, lease=REFUND_LEASE)

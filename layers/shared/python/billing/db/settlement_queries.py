@@ -22,11 +22,22 @@ REFERENCE_BATCH: Final = 1_000
 _REVERSED: Final = """
 exists (select 1 from billing.execution_reversals r where r.tenant_id = e.tenant_id and r.execution_id = e.id)
 """
+# The amounts of the execution's reversals that have not failed, by what a settlement file lists them as: a line of a
+# refund or a chargeback matches one of these, by amount (a partial refund is a line of its own amount).
+_REVERSAL_AMOUNTS: Final = """
+array(select r.amount from billing.execution_reversals r
+       where r.tenant_id = e.tenant_id and r.execution_id = e.id and r.status <> 'failed' and r.amount is not null
+         and r.kind in ({kinds}) order by r.recorded_at, r.id)
+"""
+_AMOUNTS: Final = (
+    _REVERSAL_AMOUNTS.format(kinds="'refund', 'cancel_or_refund'") + " as refund_amounts, "
+    + _REVERSAL_AMOUNTS.format(kinds="'chargeback', 'second_chargeback'") + " as chargeback_amounts"
+)  # fmt: skip
 
 # Everything submitted to a provider (it has a reference) that was submitted or finished in [start, end): what we
 # expect the period's files to list, and what our side of the totals is made of.
 _IN_PERIOD: Final = f"""
-select e.*, {_REVERSED} as reversed
+select e.*, {_REVERSED} as reversed, {_AMOUNTS}
   from billing.billing_executions e
  where e.provider_reference is not null
    and ((e.submitted_at >= %(start)s and e.submitted_at < %(end)s)
@@ -37,7 +48,7 @@ select e.*, {_REVERSED} as reversed
 # The executions a file's lines name, whenever they happened (a chargeback can come months after its payment).
 # Served by billing_executions_provider_reference_lookup (payment_provider, provider_reference).
 _BY_REFERENCE: Final = f"""
-select e.*, {_REVERSED} as reversed
+select e.*, {_REVERSED} as reversed, {_AMOUNTS}
   from billing.billing_executions e
  where e.payment_provider = %(provider)s
    and e.provider_reference = any(%(references)s)

@@ -55,7 +55,6 @@ _SELECT = "select * from billing_inbox.webhook_events where provider = %s and pr
 _BY_REFERENCE = "select tenant_id, id, status, amount, currency from billing.executions_with_provider_reference(%s, %s)"
 
 
-
 @dataclass(frozen=True, slots=True)
 class ExecutionRef:
     """Which execution a provider reference belongs to, its status when looked up, and what it charges.

@@ -48,6 +48,7 @@ LOOKUP_FAILED_CODE: Final = "provider_unavailable"
 
 _FOR_CHARGE = "select * from billing.payment_instrument_for_charge(%s, %s)"
 _PROVIDER_TOKEN = "select billing.payment_instrument_provider_token(%s, %s, %s) as token"
+_PROVIDERS = "select billing.payment_instrument_providers(%s, %s) as providers"
 
 Clock = Callable[[], datetime]
 
@@ -101,6 +102,12 @@ class ChargeableInstruments:
             )
         if refusal is not None:
             raise refusal
+
+    def providers_holding(self, tenant_id: UUID, instrument_id: str) -> list[str]:
+        """The providers holding a token for the instrument (routing reads only that, never the token itself)."""
+        with tenant_transaction(self._conn, tenant_id):
+            row = self._conn.execute(_PROVIDERS, [tenant_id, instrument_id]).fetchone()
+        return list(row["providers"]) if row and row["providers"] else []
 
     def _refusal(self, request: ChargeRequest, row: dict[str, Any] | None) -> BillingError | None:
         shown = shown_id(request.instrument_id)

@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 
@@ -45,8 +45,17 @@ from billing.local.api_gateway import (
 )
 from billing.local.event_sources import SqsEventSource
 from billing.local.lambda_loader import function_warnings_to_function_output
+from billing.providers.directory import (
+    ENV_PROVIDER_RETURN_URL,
+    ENV_STRIPE_API_BASE,
+    ENV_STRIPE_SECRET_ID,
+    ENV_STRIPE_SERVER_PROFILE,
+)
 from billing.resource_names import FunctionName
 from billing.webhooks.secrets import seed_webhook_secrets, webhook_secrets_from_env
+
+if TYPE_CHECKING:
+    from billing.local.localstripe import LocalStripe
 
 log = logging.getLogger("billing.local.stack")
 
@@ -98,6 +107,10 @@ class LocalResources:
     audit_checkpoints_bucket: str = ""
     # The authorizer's rejected tokens on their way to the checkpoint function.
     audit_intake_queue_url: str = ""
+    # Stripe: the credentials secret, and the Stripe-compatible server (localstripe unless STRIPE_API_BASE is set).
+    stripe_credentials_secret_arn: str = ""
+    stripe_api_base: str = ""
+    stripe_server_profile: str = ""
 
 
 # LOCAL ONLY: the fingerprint key the local vault uses, recognisably not a production key.
@@ -106,6 +119,20 @@ LOCAL_FINGERPRINT_KEY: Final = b"fingerprint-key-dev-NOT_FOR_PROD!"
 # embedded database outlives the stack: checkpoints one run signed must still verify in the next run's moto.
 LOCAL_CHECKPOINT_KEY_ID: Final = "local-v1"
 LOCAL_CHECKPOINT_KEY: Final = b"audit-checkpoint-key-dev-NOT_FOR_PROD"
+# LOCAL ONLY: the Stripe API key the local functions present to localstripe (which accepts any key).
+LOCAL_STRIPE_API_KEY: Final = "sk_test_local_NOT_FOR_PRODUCTION"
+# Where a customer returns after 3-D Secure locally (nothing serves it; the demo plays the customer).
+LOCAL_RETURN_URL: Final = "http://127.0.0.1/checkout/return"
+
+
+def seed_stripe_credentials(secrets: Any) -> str:
+    """The Stripe credentials secret (platform account only), in moto; returns its ARN."""
+    arn: str = secrets.create_secret(
+        Name=names.provider_secret_name("stripe"),
+        Description="LOCAL ONLY: a key for localstripe",
+        SecretString=json.dumps({"platform": {"api_key": LOCAL_STRIPE_API_KEY}, "tenants": {}}),
+    )["ARN"]
+    return arn
 
 
 def seed_vault_keys(kms: Any, secrets: Any) -> str:
@@ -235,6 +262,7 @@ class LocalStack:
         self._resources: LocalResources | None = None
         self.database_url = ""
         self.aws_endpoint_url = ""
+        self._localstripe: LocalStripe | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -261,9 +289,11 @@ class LocalStack:
             )
             self._start_database()
             self._start_moto()
-            self._resources = self._create_resources()
+            stripe_api_base, stripe_profile = self._start_stripe()
+            self._resources = self._create_resources(stripe_api_base, stripe_profile)
             self._set_environment(self._function_environment(self._resources))
             self._serve_http()
+            self._register_stripe_webhook()
             self._started = True
             for job in self._jobs:
                 job.start()
@@ -281,6 +311,7 @@ class LocalStack:
         self._exit.close()
         self._started = False
         self._server = self._functions = self._resources = None
+        self._localstripe = None
 
     def _set_environment(self, values: dict[str, str], unset: tuple[str, ...] = ()) -> None:
         saved = {key: os.environ.get(key) for key in (*values, *unset)}
@@ -328,6 +359,29 @@ class LocalStack:
             pass
         self._set_environment({"AWS_ENDPOINT_URL": self.aws_endpoint_url})
 
+    def _start_stripe(self) -> tuple[str, str]:
+        """localstripe on a free port, or the Stripe-compatible server STRIPE_API_BASE names; (base, profile)."""
+        external = os.environ.get(ENV_STRIPE_API_BASE)
+        if external:
+            return external, os.environ.get(ENV_STRIPE_SERVER_PROFILE) or "stripe"
+        from billing.local.localstripe import start_localstripe
+
+        server = start_localstripe()
+        self._exit.callback(server.stop)
+        self._localstripe = server
+        return server.api_base, "localstripe"
+
+    def _register_stripe_webhook(self) -> None:
+        """Have our localstripe send its signed events to /webhook/stripe, as a Stripe webhook endpoint would."""
+        if self._localstripe is None:
+            return
+        secret = webhook_secrets_from_env(os.environ)["stripe"][0]
+        self._localstripe.register_webhook(f"{self.base_url}{names.API_BASE_PATH}/webhook/stripe", secret)
+
+    @property
+    def stripe_api_base(self) -> str:
+        return self.resources.stripe_api_base
+
     def _bind_http(self) -> None:
         # Bound first, so a port already in use fails in milliseconds, before the database and moto start.
         # Connections queue in the listen backlog until _serve_http() starts answering them.
@@ -356,7 +410,7 @@ class LocalStack:
         """A boto3 client talking to this stack's moto server."""
         return boto3.client(service, region_name=self.region, endpoint_url=self.aws_endpoint_url)  # type: ignore[call-overload]
 
-    def _create_resources(self) -> LocalResources:
+    def _create_resources(self, stripe_api_base: str, stripe_profile: str) -> LocalResources:
         sqs, events, s3, secrets = (self.client(s) for s in ("sqs", "events", "s3", "secretsmanager"))
 
         bus_arn = events.create_event_bus(Name=names.EVENT_BUS_NAME)["EventBusArn"]
@@ -397,6 +451,7 @@ class LocalStack:
         fingerprint_arn = seed_vault_keys(self.client("kms"), secrets)
         audit_bucket = names.bucket_name(names.AUDIT_CHECKPOINTS_BUCKET_PREFIX, self.account_id, self.region)
         audit_key_arn = seed_audit_checkpoints(s3, secrets, audit_bucket, self.region)
+        stripe_arn = seed_stripe_credentials(secrets)
 
         log.info("AWS resources created in moto: bus, queues, buckets, vault key, %d secrets", len(webhook_secrets) + 2)
         return LocalResources(
@@ -413,6 +468,9 @@ class LocalStack:
             audit_checkpoint_key_secret_arn=audit_key_arn,
             audit_checkpoints_bucket=audit_bucket,
             audit_intake_queue_url=intake_url,
+            stripe_credentials_secret_arn=stripe_arn,
+            stripe_api_base=stripe_api_base,
+            stripe_server_profile=stripe_profile,
         )
 
     def _function_environment(self, resources: LocalResources) -> dict[str, str]:
@@ -433,6 +491,10 @@ class LocalStack:
             names.ENV_AUDIT_WATCHED_CREDENTIALS: json.dumps(
                 [resources.jwt_secret_arn, resources.fingerprint_secret_arn, resources.audit_checkpoint_key_secret_arn]
             ),
+            ENV_STRIPE_SECRET_ID: resources.stripe_credentials_secret_arn,
+            ENV_STRIPE_API_BASE: resources.stripe_api_base,
+            ENV_STRIPE_SERVER_PROFILE: resources.stripe_server_profile,
+            ENV_PROVIDER_RETURN_URL: os.environ.get(ENV_PROVIDER_RETURN_URL) or LOCAL_RETURN_URL,
             names.ENV_POWERTOOLS_SERVICE_NAME: names.APP_NAME,
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             "POWERTOOLS_TRACE_DISABLED": "true",

@@ -13,6 +13,8 @@ from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.charging import ChargeableInstruments, ChargeRequest
 from billing.instruments.model import is_instrument_id
+from billing.providers.routing import ProviderRouter
+from billing.rails.adapters import default_provider_for
 from billing.rails.results import NextAction
 from billing.services.execution_driver import ExecutionDriver
 
@@ -42,9 +44,12 @@ class ExecutionService:
         repository: ExecutionRepository,
         driver: ExecutionDriver | None = None,
         instruments: ChargeableInstruments | None = None,
+        router: ProviderRouter | None = None,
     ) -> None:
         self._repository = repository
         self._driver = driver
+        # Chooses the provider when a caller names none (the API); None: the rail's default provider.
+        self._router = router
         # Vault instruments (pi_...) are checked before a charge is created with one; None: not checked (tools).
         self._instruments = instruments
 
@@ -54,11 +59,12 @@ class ExecutionService:
         request: ExecutionRequest,
         *,
         idempotency_key: str,
-        payment_provider: str,
+        payment_provider: str | None,
         correlation_id: str | None,
         context: WorkflowWriteContext,
     ) -> CreateOutcome:
-        """Create an execution exactly once per (tenant, idempotency key)."""
+        """Create an execution exactly once per (tenant, idempotency key); payment_provider None: routed by the
+        instrument (a replay keeps the provider it was created with)."""
         key = validate_idempotency_key(idempotency_key)
         fingerprint = request.fingerprint()
         # Layer 1: the cheap read. Most retries end here without touching the write path.
@@ -79,6 +85,12 @@ class ExecutionService:
                     correlation_id=correlation_id,
                 )
             )
+        if payment_provider is None:
+            payment_provider = (
+                self._router.provider_for(tenant_id, request)
+                if self._router is not None
+                else default_provider_for(request.payment_rail)
+            )
         # Layer 2: the unique index decides between concurrent first requests.
         execution, created = self._repository.insert_idempotent(
             tenant_id,
@@ -98,7 +110,7 @@ class ExecutionService:
         request: ExecutionRequest,
         *,
         idempotency_key: str,
-        payment_provider: str,
+        payment_provider: str | None,
         correlation_id: str | None,
         context: WorkflowWriteContext,
     ) -> CreateOutcome:

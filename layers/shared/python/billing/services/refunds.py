@@ -261,3 +261,41 @@ class RefundService:
             currency=refund.money.currency,
             reason=refund.reason,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundFollowUp:
+    """What one reconciliation pass over refunds did: how many it looked at, by the status each was left in."""
+
+    by_status: Mapping[str, int]
+
+    @property
+    def examined(self) -> int:
+        return sum(self.by_status.values())
+
+
+class RefundFollower:
+    """Reconciliation of refunds: claims those due for a look (any tenant), follows each with no transaction open."""
+
+    def __init__(
+        self, reversals: ReversalRepository, refunds: RefundService, *, batch_size: int = 50, lease: timedelta
+    ) -> None:
+        self._reversals = reversals
+        self._refunds = refunds
+        self._batch_size = batch_size
+        self._lease = lease
+
+    def run(self, time_left_ms: Callable[[], float]) -> RefundFollowUp:
+        """Follow due refunds until none is due or time runs out; a refund claimed but not reached is looked at again
+        once its lease lapses."""
+        counts: dict[str, int] = {}
+        while time_left_ms() > 0:
+            due = self._reversals.claim_due(limit=self._batch_size, lease=self._lease)
+            if not due:
+                break
+            for refund in due:
+                if time_left_ms() <= 0:
+                    break
+                after = self._refunds.follow(refund)
+                counts[after.status.value] = counts.get(after.status.value, 0) + 1
+        return RefundFollowUp(counts)

@@ -70,9 +70,20 @@ class InternalRecord:
     finished_at: datetime | None
     # A refund or chargeback is recorded beside the (unchanged, completed) execution: billing.execution_reversals.
     reversed: bool = False
+    # The amounts of its refunds and of its chargebacks that have not failed (minor units of `currency`): a refund or
+    # chargeback line matches one of them. Reversals recorded before amounts existed have none.
+    refund_amounts: tuple[int, ...] = ()
+    chargeback_amounts: tuple[int, ...] = ()
 
     @classmethod
-    def from_execution(cls, execution: Execution, *, reversed: bool) -> InternalRecord:
+    def from_execution(
+        cls,
+        execution: Execution,
+        *,
+        reversed: bool,
+        refund_amounts: tuple[int, ...] = (),
+        chargeback_amounts: tuple[int, ...] = (),
+    ) -> InternalRecord:
         if execution.provider_reference is None:
             raise ValueError(f"execution {execution.id} has no provider reference to match")
         return cls(
@@ -86,7 +97,21 @@ class InternalRecord:
             submitted_at=execution.submitted_at,
             finished_at=execution.finished_at,
             reversed=reversed,
+            refund_amounts=refund_amounts,
+            chargeback_amounts=chargeback_amounts,
         )
+
+    def reversal_amounts(self, settled: SettlementStatus) -> tuple[int, ...]:
+        """The recorded amounts a line of this status is matched against (none for payments)."""
+        match settled:
+            case SettlementStatus.REFUNDED:
+                return self.refund_amounts
+            case SettlementStatus.CHARGEBACK:
+                return self.chargeback_amounts
+            case SettlementStatus.PAID | SettlementStatus.FAILED:
+                return ()
+            case _:
+                assert_never(settled)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -168,15 +193,15 @@ def match_settlement(
     for record in unique.values():
         by_reference.setdefault(record.key, []).append(record)
 
-    first_listings: dict[tuple[str, str, SettlementStatus], SettlementLine] = {}
+    first_listings: dict[tuple[str, str, SettlementStatus, int | None], SettlementLine] = {}
     for line in earlier_lines:
-        first_listings.setdefault((line.provider, line.provider_reference, line.status), line)
+        first_listings.setdefault(_listing(line), line)
     listed = {(line.provider, line.provider_reference) for line in (*earlier_lines, *lines)}
 
     results: list[Classified] = []
     for line in lines:
         candidates = by_reference.get((line.provider, line.provider_reference), [])
-        first = first_listings.setdefault((line.provider, line.provider_reference, line.status), line)
+        first = first_listings.setdefault(_listing(line), line)
         if first is not line:
             where = f"{first.source} line {first.line_number}"
             results.append(
@@ -212,12 +237,26 @@ def match_settlement(
     return results
 
 
+def _listing(line: SettlementLine) -> tuple[str, str, SettlementStatus, int | None]:
+    """What makes a line the same item as another: a payment is listed once per status; a charge may have several
+    refunds (or chargebacks), told apart by amount in a file that names no refund id."""
+    reversal = line.status in (SettlementStatus.REFUNDED, SettlementStatus.CHARGEBACK)
+    return line.provider, line.provider_reference, line.status, line.amount if reversal else None
+
+
 def _compare(line: SettlementLine, record: InternalRecord) -> Classified:
     problems: list[MatchClass] = []
     notes: list[str] = []
+    reversals = record.reversal_amounts(line.status)
     if line.currency != record.currency:
         problems.append(MatchClass.CURRENCY_MISMATCH)
         notes.append(f"provider {line.currency}, execution {record.currency}")
+    elif reversals:
+        # A refund or chargeback line is one reversal: it matches a recorded one of its amount, partial ones included.
+        if line.amount not in reversals:
+            problems.append(MatchClass.AMOUNT_MISMATCH)
+            recorded = ", ".join(_money(amount, record.currency) for amount in reversals)
+            notes.append(f"provider {line.status} {_money(line.amount, line.currency)}, recorded: {recorded}")
     elif line.amount != record.amount:
         problems.append(MatchClass.AMOUNT_MISMATCH)
         difference = line.amount - record.amount

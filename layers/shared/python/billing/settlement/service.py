@@ -181,4 +181,9 @@ def _touches(period: SettlementPeriod, record: InternalRecord) -> bool:
 
 
 def _record(row: dict[str, Any]) -> InternalRecord:
-    return InternalRecord.from_execution(execution_from_row(row), reversed=bool(row["reversed"]))
+    return InternalRecord.from_execution(
+        execution_from_row(row),
+        reversed=bool(row["reversed"]),
+        refund_amounts=tuple(row.get("refund_amounts") or ()),
+        chargeback_amounts=tuple(row.get("chargeback_amounts") or ()),
+    )

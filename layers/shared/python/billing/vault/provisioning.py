@@ -25,6 +25,8 @@ class CardForProvider:
     exp_year: int
     brand: CardBrand
     holder_name: str | None = None
+    # Travels to the provider with the number when the customer gave one (its CVC check), then is gone: never stored.
+    security_code: str | None = field(default=None, repr=False)
 
 
 class ProviderTokenizer(Protocol):
@@ -33,8 +35,9 @@ class ProviderTokenizer(Protocol):
         """The provider the token is for (payment_provider of the executions charging it)."""
         ...
 
-    def tokenize(self, card: CardForProvider) -> str:
-        """The provider's token for the card."""
+    def tokenize(self, card: CardForProvider) -> str | None:
+        """The provider's token for the card; None if this provider cannot hold this card (the card is then charged
+        through another provider)."""
         ...
 
 

@@ -229,14 +229,16 @@ class VaultService:
                 assert_never(request.type)
 
     def _provision(self, pan: str, request: InstrumentCreateRequest) -> dict[str, str]:
-        """Provider tokens for a card in hand, one per provider we charge (the CVC would go along here if a provider
-        needed it for the first authorisation; none does)."""
+        """Provider tokens for a card in hand, one per provider that can hold it (the CVC goes along, and is then
+        forgotten)."""
         assert request.card is not None
         card = parse_card_number(pan)
+        code = request.card.cvc.get_secret_value() if request.card.cvc is not None else None
         for_provider = CardForProvider(
-            pan, request.card.exp_month, request.card.exp_year, card.brand, request.card.holder_name
+            pan, request.card.exp_month, request.card.exp_year, card.brand, request.card.holder_name, code
         )
-        return {provider_token_key(t.provider): t.tokenize(for_provider) for t in self._tokenizers}
+        tokens = {provider_token_key(t.provider): t.tokenize(for_provider) for t in self._tokenizers}
+        return {key: token for key, token in tokens.items() if token is not None}
 
     # -- read --------------------------------------------------------------------------------------------
 
@@ -310,6 +312,11 @@ class VaultService:
         provider_token = tokenizer.tokenize(
             CardForProvider(pan, expiry[0], expiry[1], card.brand, instrument.term(Attr.HOLDER_NAME))
         )
+        if provider_token is None:
+            # The security code is long gone (never stored): a provider that insists on one cannot take the card now.
+            raise DetokenizationDenied(
+                f"{tokenizer.provider} cannot hold this card without its security code", reason="provider_refused_card"
+            )
         return self._instruments.apply(
             caller.tenant_id, instrument_id, ProviderTokenProvisioned(tokenizer.provider, provider_token)
         )

@@ -12,8 +12,10 @@ from billing import resource_names as names
 from billing.db.connection_provider import ConnectionProvider
 from billing.db.roles import DatabaseRole
 from billing.instruments.fingerprints import FingerprintKeys, SecretsManagerFingerprintKeys
+from billing.providers.credentials import stripe_credentials
+from billing.providers.directory import ENV_STRIPE_API_BASE, ENV_STRIPE_SECRET_ID, ENV_STRIPE_SERVER_PROFILE
 from billing.vault.kms import KmsDataKeys
-from billing.vault.provisioning import SandboxCardTokenizer
+from billing.vault.provisioning import ProviderTokenizer, SandboxCardTokenizer
 from billing.vault.service import VaultService
 from billing.vault.vault import CardVault
 
@@ -57,5 +59,22 @@ class VaultRuntime:
 
     def instrument_service(self) -> VaultService:
         conn = self.connections.get()
-        # Every charge goes to the sandbox until real providers are integrated; each gets its own tokenizer here.
-        return VaultService(conn, CardVault(conn, self.data_keys), self.fingerprint_keys, [SandboxCardTokenizer()])
+        return VaultService(conn, CardVault(conn, self.data_keys), self.fingerprint_keys, self.tokenizers)
+
+    @cached_property
+    def tokenizers(self) -> list[ProviderTokenizer]:
+        """A token per configured card provider, so routing can charge a saved card through any of them."""
+        tokenizers: list[ProviderTokenizer] = [SandboxCardTokenizer()]
+        secret_id = os.environ.get(ENV_STRIPE_SECRET_ID)
+        if secret_id:
+            from billing.providers.stripe.server_profile import profile_named
+            from billing.providers.stripe.tokenizer import StripeCardTokenizer
+
+            tokenizers.append(
+                StripeCardTokenizer(
+                    stripe_credentials(secret_id).for_tenant,
+                    api_base=os.environ.get(ENV_STRIPE_API_BASE) or None,
+                    profile=profile_named(os.environ.get(ENV_STRIPE_SERVER_PROFILE) or "stripe"),
+                )
+            )
+        return tokenizers
