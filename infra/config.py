@@ -59,6 +59,9 @@ class StageConfig:
     reserved_concurrency: Mapping[FunctionName, int]
     retry_queue_max_age_alarm_seconds: int
     alarm_email: str | None
+    # Where a customer comes back after 3-D Secure or a redirect (the merchant's checkout page): PROVIDER_RETURN_URL.
+    # Adyen takes one on every payment, so Adyen is charged through only when this is set.
+    provider_return_url: str | None = None
 
     @property
     def log_group_retention(self) -> logs.RetentionDays:
@@ -113,11 +116,12 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
     "api_throttle_burst_limit": (int,),
     "retry_queue_max_age_alarm_seconds": (int,),
     "alarm_email": (str, type(None)),
+    "provider_return_url": (str, type(None)),
 }
 
 
 # Optional keys may be null or absent (the CDK drops nulls from context maps on its way through).
-_OPTIONAL = frozenset({"alarmEmail"})
+_OPTIONAL = frozenset({"alarmEmail", "providerReturnUrl"})
 
 
 def load_stage_config(context: Mapping[str, Any], stage: str) -> StageConfig:

@@ -284,6 +284,8 @@ class ServiceStack(Stack):
             for provider, secret in data.provider_secrets.items():
                 read_secret(secret)
                 environment[names.ENV_PROVIDER_CREDENTIAL_SECRET_IDS[provider]] = secret.secret_arn
+            if self.config.provider_return_url:
+                environment[names.ENV_PROVIDER_RETURN_URL] = self.config.provider_return_url
         if Access.READ_JWT_SECRET in accesses:
             read_secret(data.jwt_secret)
             environment[names.ENV_JWT_SECRET_ARN] = data.jwt_secret.secret_arn

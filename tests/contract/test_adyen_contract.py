@@ -176,6 +176,10 @@ def test_three_ds2_challenge_is_left_to_adyens_components(adyen: AdyenContractSe
     assert result.next_action is not None
     assert result.next_action.type is NextActionType.USE_PROVIDER_SDK
     assert result.next_action.return_url == RETURN_URL
+    # Adyen's components need the action as Adyen sent it; it is handed over, and the timeline keeps none of it.
+    assert result.next_action.sdk_data == _answer_for("ChallengeShopper")["action"]
+    assert "sdk_data" not in result.next_action.to_stored()
+    assert "token" not in repr(result.next_action)
 
 
 def test_redirect_sends_the_customer_to_adyens_url(adyen: AdyenContractServer) -> None:

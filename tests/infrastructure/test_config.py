@@ -83,11 +83,18 @@ def _dev_context_with(key: str, value: Any) -> dict[str, Any]:
         ("logRetention", "FORTNIGHT", "logRetention"),
         ("reservedConcurrency", {"exeCute": 1}, "unknown functions"),
         ("auroraMinCapacity", 0, "auroraMinCapacity"),
+        ("providerReturnUrl", 42, "providerReturnUrl must be str or NoneType"),
     ],
 )
 def test_stage_config_with_bad_value_is_rejected_with_the_key_named(key: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_stage_config(_dev_context_with(key, value), "dev")
+
+
+def test_the_provider_return_url_is_optional_and_read_when_set() -> None:
+    assert load_stage_config(_dev_context_with("providerReturnUrl", _DELETE), "dev").provider_return_url is None
+    url = "https://checkout.example.com/return"
+    assert load_stage_config(_dev_context_with("providerReturnUrl", url), "dev").provider_return_url == url
 
 
 @pytest.mark.parametrize(

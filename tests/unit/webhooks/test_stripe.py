@@ -304,12 +304,20 @@ def test_parse_payment_intent_event_reads_id_reference_and_time() -> None:
     assert event.failure_code is None
 
 
-def test_parse_payment_failed_reads_last_payment_error_code() -> None:
+def test_parse_payment_failed_keeps_the_issuers_decline_code_else_the_error_code() -> None:
     obj = {"id": "pi_7", "last_payment_error": {"code": "card_declined", "decline_code": "insufficient_funds"}}
-
     [event] = stripe.parse(stripe_event("payment_intent.payment_failed", obj))
+    assert event.failure_code == "insufficient_funds"
 
-    assert event.failure_code == "card_declined"
+    obj = {"id": "pi_8", "last_payment_error": {"code": "payment_intent_authentication_failure"}}
+    [event] = stripe.parse(stripe_event("payment_intent.payment_failed", obj))
+    assert event.failure_code == "payment_intent_authentication_failure"
+
+
+def test_parse_payment_intent_canceled_is_a_failure_that_can_never_succeed() -> None:
+    obj = {"id": "pi_9", "cancellation_reason": "abandoned", "amount": 1999, "currency": "eur"}
+    [event] = stripe.parse(stripe_event("payment_intent.canceled", obj))
+    assert (event.outcome, event.failure_code, event.provider_reference) == (WebhookOutcome.FAILED, "canceled", "pi_9")
 
 
 def test_parse_charge_event_uses_payment_intent_as_reference() -> None:

@@ -64,6 +64,8 @@ def webhook_secret_name(provider: str) -> str:
 # billing/provider/<provider>, holding {"platform": {...}, "tenants": {"<tenant id>": {...}}}. The functions that call
 # providers get its ARN in <PROVIDER>_CREDENTIALS_SECRET_ID (ENV_PROVIDER_CREDENTIAL_SECRET_IDS); the sandbox has none.
 PROVIDER_SECRET_PREFIX: Final = "billing/provider/"
+# Where a customer comes back after 3-D Secure or a redirect (the merchant's checkout page); Adyen needs one.
+ENV_PROVIDER_RETURN_URL: Final = "PROVIDER_RETURN_URL"
 PROVIDERS_WITH_CREDENTIALS: Final = ("stripe", "adyen")
 
 

@@ -30,11 +30,17 @@ class NextActionResource(BaseModel):
     client_secret: str | None = Field(
         default=None, description="Only in the response of the request that submitted the charge; never stored"
     )
+    sdk_data: dict[str, Any] | None = Field(
+        default=None,
+        description="For the provider's client library (Adyen's `action` for Drop-in / Components); only in the "
+        "response of the request that submitted the charge; never stored",
+    )
 
     @classmethod
     def of(cls, action: NextAction) -> NextActionResource:
         return cls(type=action.type.value, url=action.url, return_url=action.return_url,
-                   client_secret=action.client_secret)  # fmt: skip
+                   client_secret=action.client_secret,
+                   sdk_data=dict(action.sdk_data) if action.sdk_data is not None else None)  # fmt: skip
 
     @classmethod
     def stored(cls, events: list[ExecutionEvent]) -> NextActionResource | None:

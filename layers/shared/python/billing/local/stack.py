@@ -46,7 +46,6 @@ from billing.local.api_gateway import (
 from billing.local.event_sources import SqsEventSource
 from billing.local.lambda_loader import function_warnings_to_function_output
 from billing.providers.directory import (
-    ENV_PROVIDER_RETURN_URL,
     ENV_STRIPE_API_BASE,
     ENV_STRIPE_SECRET_ID,
     ENV_STRIPE_SERVER_PROFILE,
@@ -494,7 +493,7 @@ class LocalStack:
             ENV_STRIPE_SECRET_ID: resources.stripe_credentials_secret_arn,
             ENV_STRIPE_API_BASE: resources.stripe_api_base,
             ENV_STRIPE_SERVER_PROFILE: resources.stripe_server_profile,
-            ENV_PROVIDER_RETURN_URL: os.environ.get(ENV_PROVIDER_RETURN_URL) or LOCAL_RETURN_URL,
+            names.ENV_PROVIDER_RETURN_URL: os.environ.get(names.ENV_PROVIDER_RETURN_URL) or LOCAL_RETURN_URL,
             names.ENV_POWERTOOLS_SERVICE_NAME: names.APP_NAME,
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             "POWERTOOLS_TRACE_DISABLED": "true",

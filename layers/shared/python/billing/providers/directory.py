@@ -22,7 +22,7 @@ from billing.providers.routing import ADYEN, STRIPE
 from billing.rails.adapters import SANDBOX
 from billing.rails.ports import PaymentProvider
 from billing.rails.sandbox import SandboxProvider, connections_to
-from billing.resource_names import ENV_PROVIDER_CREDENTIAL_SECRET_IDS
+from billing.resource_names import ENV_PROVIDER_CREDENTIAL_SECRET_IDS, ENV_PROVIDER_RETURN_URL
 
 ENV_STRIPE_SECRET_ID: Final = ENV_PROVIDER_CREDENTIAL_SECRET_IDS[STRIPE]
 ENV_STRIPE_API_BASE: Final = "STRIPE_API_BASE"
@@ -31,8 +31,6 @@ ENV_ADYEN_SECRET_ID: Final = ENV_PROVIDER_CREDENTIAL_SECRET_IDS[ADYEN]
 ENV_ADYEN_ENVIRONMENT: Final = "ADYEN_ENVIRONMENT"
 ENV_ADYEN_LIVE_ENDPOINT_PREFIX: Final = "ADYEN_LIVE_ENDPOINT_PREFIX"
 ENV_ADYEN_API_BASE: Final = "ADYEN_API_BASE"
-# Where a customer comes back after 3-D Secure or a redirect (the merchant's checkout page).
-ENV_PROVIDER_RETURN_URL: Final = "PROVIDER_RETURN_URL"
 
 
 def configured_providers(role: DatabaseRole, environ: Mapping[str, str] | None = None) -> dict[str, PaymentProvider]:

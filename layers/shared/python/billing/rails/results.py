@@ -8,10 +8,13 @@ rely on the fields an outcome promises.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import assert_never
+from typing import Any, assert_never
+
+from billing.domain.errors import ProviderUnavailable
 
 
 class SubmitOutcome(StrEnum):
@@ -191,7 +194,8 @@ class NextActionType(StrEnum):
 class NextAction:
     """What the customer must do before the money moves.
 
-    `client_secret` (Stripe's PaymentIntent client secret) lets the customer's browser finish the payment: it is
+    `client_secret` (Stripe's PaymentIntent client secret) or `sdk_data` (Adyen's action) lets the customer's
+    browser finish the payment: it is
     handed to the client that submitted the charge and never stored or logged (Stripe: "don't store it, log it, or
     expose it to anyone other than the customer"); to_stored() is what a lifecycle event keeps.
     """
@@ -200,6 +204,9 @@ class NextAction:
     url: str | None = None
     return_url: str | None = None
     client_secret: str | None = field(default=None, repr=False)
+    # What the provider's client library needs to run the action (Adyen's `action` object for its Drop-in or
+    # Components: a 3-D Secure 2 challenge, a POST redirect). Like the client secret, handed over and never stored.
+    sdk_data: Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.type is NextActionType.REDIRECT_TO_URL and not self.url:
@@ -452,3 +459,15 @@ class RefundResult:
                 return cls(RefundOutcome.UNKNOWN, error=error, request_id=error.request_id)
             case _:
                 assert_never(decision)
+
+
+def unavailable(provider: str, action: str, error: ProviderError) -> ProviderUnavailable:
+    """The ProviderUnavailable a read-only call raises when the provider gave no usable answer: it names the call and
+    keeps the provider's code, status and request id for support."""
+    return ProviderUnavailable(
+        f"{provider} {action}: {error.code}: {error.message}",
+        provider=provider,
+        code=error.code,
+        http_status=error.http_status,
+        request_id=error.request_id,
+    )

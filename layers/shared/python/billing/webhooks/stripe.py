@@ -48,8 +48,13 @@ OUTCOME_BY_EVENT_TYPE: Final[dict[str, WebhookOutcome]] = {
     "payment_intent.succeeded": WebhookOutcome.SUCCEEDED,
     "charge.succeeded": WebhookOutcome.SUCCEEDED,
     "payment_intent.payment_failed": WebhookOutcome.FAILED,
+    # Canceled before it succeeded (our cancel after the customer's time ran out, the customer, the dashboard): it can
+    # never succeed afterwards, so a pending execution ends failed.
+    "payment_intent.canceled": WebhookOutcome.FAILED,
     "charge.failed": WebhookOutcome.FAILED,
 }
+# The failure code of a canceled intent: the provider's own code for the same answer (billing.providers.stripe).
+CANCELED_CODE: Final = "canceled"
 
 # data.object is the Charge: one reversal per refund it lists (see _charge_refunded).
 CHARGE_REFUNDED: Final = "charge.refunded"
@@ -256,8 +261,12 @@ def _failure_code(event_type: str, obj: JsonObject) -> str | None:
         case "payment_intent.payment_failed":
             error = obj.get("last_payment_error")
             if isinstance(error, dict):
-                return optional_str(PROVIDER, error, "code", "data.object.last_payment_error.code")
+                # The issuer's reason (insufficient_funds, ...) when Stripe gives one, as the provider keeps it.
+                decline = optional_str(PROVIDER, error, "decline_code", "data.object.last_payment_error.decline_code")
+                return decline or optional_str(PROVIDER, error, "code", "data.object.last_payment_error.code")
             return None
+        case "payment_intent.canceled":
+            return CANCELED_CODE
         case "charge.failed":
             return optional_str(PROVIDER, obj, "failure_code", "data.object.failure_code")
         case _:

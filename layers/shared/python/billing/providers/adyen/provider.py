@@ -23,7 +23,7 @@ from Adyen import AdyenClient  # type: ignore[import-untyped]
 from Adyen.exceptions import AdyenAPIResponseError  # type: ignore[import-untyped]
 from Adyen.services.checkout import AdyenCheckoutApi  # type: ignore[import-untyped]
 
-from billing.domain.errors import ProviderUnavailable, StatusNotPollable
+from billing.domain.errors import StatusNotPollable
 from billing.providers.adyen.credentials import AdyenCredentials, AdyenCredentialsSource
 from billing.providers.adyen.endpoints import AdyenEnvironment, checkout_base_url
 from billing.providers.adyen.errors import (
@@ -44,7 +44,7 @@ from billing.providers.adyen.request_bodies import (
 )
 from billing.providers.adyen.responses import modification_reference, refund_result, submit_result
 from billing.rails.ports import PaymentProvider, ProviderCharge, ProviderRefund
-from billing.rails.results import Decision, ProviderError, RefundResult, StatusCheck, SubmitResult
+from billing.rails.results import Decision, ProviderError, RefundResult, StatusCheck, SubmitResult, unavailable
 
 PROVIDER_NAME: Final = "adyen"
 # The SDK's default, and long enough for a /payments call that runs 3-D Secure 2 or waits on a slow issuer; urllib
@@ -194,7 +194,7 @@ class AdyenProvider:
                     ),
                 )
         except _RequestFailed as failed:
-            raise _unavailable("cancel", failed.error) from None
+            raise unavailable(PROVIDER_NAME, "cancel", failed.error) from None
         cancel_reference = modification_reference(answer.body)
         if cancel_reference is None:
             error = provider_error(
@@ -203,7 +203,7 @@ class AdyenProvider:
                 http_status=answer.http_status,
                 request_id=None,
             )
-            raise _unavailable("cancel", error)
+            raise unavailable(PROVIDER_NAME, "cancel", error)
         return StatusCheck.still_pending(reference, request_id=cancel_reference)
 
     def refund(self, refund: ProviderRefund, idempotency_key: str) -> RefundResult:
@@ -296,13 +296,3 @@ def _is_merchant_reference(reference: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _unavailable(action: str, error: ProviderError) -> ProviderUnavailable:
-    return ProviderUnavailable(
-        f"Adyen {action} not confirmed: {error.code}: {error.message}",
-        provider=PROVIDER_NAME,
-        code=error.code,
-        http_status=error.http_status,
-        request_id=error.request_id,
-    )

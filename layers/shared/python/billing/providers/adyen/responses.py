@@ -93,7 +93,9 @@ def next_action(action: object, *, return_url: str) -> NextAction:
         method = _text(action.get("method")) or "GET"
         if url is not None and method.upper() == "GET":
             return NextAction(NextActionType.REDIRECT_TO_URL, url=url, return_url=return_url)
-    return NextAction(NextActionType.USE_PROVIDER_SDK, return_url=return_url)
+    # Handed to Adyen's client components as it came: they know every action type, including ones added later.
+    sdk_data = {str(key): value for key, value in action.items()} if isinstance(action, Mapping) else None
+    return NextAction(NextActionType.USE_PROVIDER_SDK, return_url=return_url, sdk_data=sdk_data)
 
 
 def refund_result(response: object, *, http_status: int) -> RefundResult:

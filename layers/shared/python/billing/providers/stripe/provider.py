@@ -17,7 +17,6 @@ from uuid import UUID
 
 import stripe
 
-from billing.domain.errors import ProviderUnavailable
 from billing.providers.stripe.clients import (
     CredentialsSource,
     StripeClients,
@@ -56,6 +55,7 @@ from billing.rails.results import (
     RefundResult,
     StatusCheck,
     SubmitResult,
+    unavailable,
 )
 
 PROVIDER_NAME: Final = "stripe"
@@ -320,13 +320,7 @@ def _lookup_failed(exc: stripe.StripeError, code: str) -> tuple[ProviderError, D
 
 def _raise_unavailable(operation: str, exc: stripe.StripeError) -> NoReturn:
     described, _ = classify(exc)
-    raise ProviderUnavailable(
-        f"stripe {operation}: {described.message}",
-        provider=PROVIDER_NAME,
-        code=described.code,
-        http_status=exc.http_status,
-        request_id=exc.request_id,
-    ) from exc
+    raise unavailable(PROVIDER_NAME, operation, described) from exc
 
 
 def _log_failed_call(what: str, exc: stripe.StripeError, **context: str) -> None:
