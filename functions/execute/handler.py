@@ -23,12 +23,13 @@ from billing.api.resources import (
     ExecutionResource,
     NextActionResource,
     RefundResource,
+    RiskRuleSetResource,
     WorkflowPhaseResource,
     documented_responses,
 )
 from billing.db.execution_repository import ExecutionListQuery
 from billing.db.reversal_repository import refunded_amount
-from billing.domain.errors import ExecutionNotFound
+from billing.domain.errors import ExecutionNotFound, MalformedRequest
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
@@ -41,6 +42,7 @@ from billing.wiring import ExecuteRuntime, ExecuteSettings
 app = APIGatewayRestResolver(enable_validation=True)
 runtime = ExecuteRuntime(ExecuteSettings.from_environment())
 EXECUTIONS = f"{API_BASE_PATH}/executions"
+RISK_RULES = f"{API_BASE_PATH}/risk/rules"
 BEARER = "bearerAuth"
 
 
@@ -142,6 +144,41 @@ def refund_execution(
         context=WorkflowWriteContext.user(request.actor),
     )
     return _json(201 if outcome.created else 200, RefundResource.of(outcome.refund))
+
+
+@app.get(RISK_RULES, responses=documented_responses({200: "The tenant's current rule set (version 0: the defaults)"}))
+def get_risk_rules() -> Response[RiskRuleSetResource]:
+    stored = runtime.rule_sets().current(_request().tenant_id)
+    return _json(200, RiskRuleSetResource.of(stored))
+
+
+@app.put(
+    RISK_RULES,
+    responses=documented_responses({200: "Stored as the next version"}, 400, 409),
+)
+def replace_risk_rules(
+    if_match: Annotated[str | None, Header(alias="If-Match", description="The version being replaced")] = None,
+) -> Response[RiskRuleSetResource]:
+    request = _request()
+    # Read raw: the rule format's own validation names every wrong field (422), beyond what a schema can say.
+    try:
+        body = app.current_event.json_body
+    except ValueError:  # json.JSONDecodeError; anything that parses is judged by the rule format
+        raise MalformedRequest("request body is not JSON") from None
+    stored = runtime.rule_sets().replace(
+        request.tenant_id, body, actor=WorkflowWriteContext.user(request.actor).actor,
+        expected_version=_version(if_match),
+    )  # fmt: skip
+    return _json(200, RiskRuleSetResource.of(stored))
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    text = if_match.strip().strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise MalformedRequest("If-Match must be the version number of the rule set being replaced")
+    return int(text)
 
 
 @app.get(f"{API_BASE_PATH}/openapi.json", include_in_schema=False)

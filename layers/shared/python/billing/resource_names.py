@@ -185,6 +185,9 @@ ROUTES: Final = (
     Route("GET", f"{API_BASE_PATH}/executions/{{id}}", FunctionName.EXECUTE, authorized=True),
     Route("POST", f"{API_BASE_PATH}/executions/{{id}}/cancel", FunctionName.EXECUTE, authorized=True),
     Route("POST", f"{API_BASE_PATH}/executions/{{id}}/refunds", FunctionName.EXECUTE, authorized=True),
+    # A tenant's risk rules (billing.risk): read, and replaced as a whole by the next version.
+    Route("GET", f"{API_BASE_PATH}/risk/rules", FunctionName.EXECUTE, authorized=True),
+    Route("PUT", f"{API_BASE_PATH}/risk/rules", FunctionName.EXECUTE, authorized=True),
     Route("GET", f"{API_BASE_PATH}/openapi.json", FunctionName.EXECUTE, authorized=True),
     # Providers cannot present our JWT: webhooks authenticate by the provider's signature, checked in the function.
     Route(

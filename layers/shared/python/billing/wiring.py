@@ -21,6 +21,7 @@ from billing.observability import PowertoolsExecutionObserver
 from billing.providers.directory import configured_providers
 from billing.providers.routing import ProviderRouter
 from billing.rails.ports import PaymentProvider
+from billing.risk.postgres import RuleSetStore
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.execution_service import ExecutionService
 from billing.services.refunds import RefundService
@@ -89,6 +90,9 @@ class ExecuteRuntime:
         )
         instruments = ChargeableInstruments(conn, source="function:execute")
         return ExecutionService(repository, driver, instruments, self.router(instruments))
+
+    def rule_sets(self) -> RuleSetStore:
+        return RuleSetStore(self.connections.get())
 
     def refund_service(self) -> RefundService:
         conn = self.connections.get()

@@ -42,6 +42,7 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.RefundExceedsCaptured: 422,
     e.ExecutionNotRefundable: 409,
     e.ReversalChangeRefused: 409,
+    e.RiskHistoryRefused: 409,
     # A provider the request needed could not be asked (the vault tokenizing a card): nothing was saved, try again.
     e.ProviderUnavailable: 503,
     # The audit API: a token without the auditor scope, and a checkpoint or tree index that does not exist.

@@ -16,6 +16,7 @@ from billing.domain.execution import Execution, ExecutionEvent
 from billing.domain.status import ExecutionStatus
 from billing.rails.results import NextAction
 from billing.resource_names import MAX_REQUEST_BODY_BYTES
+from billing.risk.postgres import StoredRuleSet
 
 
 class NextActionResource(BaseModel):
@@ -177,6 +178,24 @@ class RefundResource(BaseModel):
             idempotency_key=reversal.idempotency_key,
             recorded_at=reversal.recorded_at,
             updated_at=reversal.updated_at,
+        )
+
+
+class RiskRuleSetResource(BaseModel):
+    """A tenant's risk rules: the engine's defaults (version 0) until the tenant stores its own."""
+
+    version: int
+    rules: list[dict[str, Any]] = Field(description="Rule objects: id, description, action, score, applies_to, when")
+    created_at: datetime | None = Field(description="When this version was stored; null for the defaults")
+    created_by: str | None
+
+    @classmethod
+    def of(cls, stored: StoredRuleSet) -> RiskRuleSetResource:
+        return cls(
+            version=stored.rule_set.version,
+            rules=list(stored.rule_set.document()["rules"]),
+            created_at=stored.created_at,
+            created_by=stored.created_by,
         )
 
 

@@ -23,6 +23,7 @@ from billing.domain.errors import (
     OutboxPublicationRefused,
     RefundExceedsCaptured,
     ReversalChangeRefused,
+    RiskHistoryRefused,
     UnrecordedChange,
 )
 
@@ -54,6 +55,9 @@ class GuardState(StrEnum):
     REFUND_EXCEEDS_CAPTURED = "BE017"
     # A reversal's identity and amount never change, its status only moves forward, a final one never changes:
     REVERSAL_CHANGE = "BE018"
+    # Risk (sql/20261214_billing_risk.sql): velocity attempts change only to mark a decline; rule sets take the next
+    # version only:
+    RISK_HISTORY = "BE019"
 
 
 GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
@@ -73,6 +77,7 @@ GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
         GuardState.SEALED_CARD_IMMUTABLE: InstrumentLifecycleViolated,
         GuardState.REFUND_EXCEEDS_CAPTURED: RefundExceedsCaptured,
         GuardState.REVERSAL_CHANGE: ReversalChangeRefused,
+        GuardState.RISK_HISTORY: RiskHistoryRefused,
     }
 )
 

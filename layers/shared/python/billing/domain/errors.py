@@ -384,3 +384,28 @@ class ReversalChangeRefused(BillingError):
     """A reversal's identity, amount or final status was about to change; the database refused it."""
 
     code = "reversal_change_refused"
+
+
+# --- 3-D Secure authentication ------------------------------------------------------------------------------------
+
+
+class EmvMessageInvalid(BillingError):
+    """An EMV 3-D Secure message that is malformed, of an unsupported version or type, or internally contradictory.
+
+    `reason` is a stable short code (malformed_json, malformed_base64, unsupported_version, unknown_message_type,
+    missing_field:<name>, invalid_field:<name>) naming the EMV field, never its value: messages carry card numbers
+    and authentication values, so no part of one is ever copied into the error.
+    """
+
+    code = "emv_message_invalid"
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"EMV 3DS message refused ({reason}): {detail}", reason=reason)
+        self.reason = reason
+
+
+class RiskHistoryRefused(BillingError):
+    """Velocity history or an assessment was about to be rewritten, or a rule set stored out of turn (a concurrent
+    replacement got there first); the database refused it."""
+
+    code = "risk_history_refused"
