@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LEAST_PRIVILEGE = "sql/20261201_billing_least_privilege.sql"
+REFUNDS = "sql/20261213_billing_refunds.sql"
 REPOSITORY = "layers/shared/python/billing/db/execution_repository.py"
 
 
@@ -188,6 +189,44 @@ MUTANTS = [
         "layers/shared/python/billing/services/webhook_processing.py",
         "        if len(matches) > 1:",
         "        if len(matches) > 2:",
+    ),
+    Mutant(
+        "refunds: not serialised per execution",
+        REFUNDS,
+        "    perform pg_advisory_xact_lock(hashtextextended('billing.refunds:' || new.tenant_id || ':' || "
+        "new.execution_id, 0));",
+        "",
+    ),
+    Mutant(
+        "refunds: the cap ignores earlier refunds",
+        REFUNDS,
+        "         where r.tenant_id = e.tenant_id and r.execution_id = e.id and r.status <> 'failed' and r.amount "
+        "is not null",
+        "         where r.tenant_id = e.tenant_id and r.execution_id = e.id and false",
+    ),
+    Mutant(
+        "refunds: a final reversal may change",
+        REFUNDS,
+        "    if old.status in ('succeeded', 'failed') then",
+        "    if false then",
+    ),
+    Mutant(
+        "risk: velocity not serialised per key",
+        "layers/shared/python/billing/risk/velocity.py",
+        "            self._conn.execute(_LOCK, params)",
+        "            pass",
+    ),
+    Mutant(
+        "risk: a retry counted again",
+        "layers/shared/python/billing/risk/velocity.py",
+        "on conflict (tenant_id, execution_id) do nothing",
+        "on conflict (tenant_id, execution_id) do update set amount = excluded.amount",
+    ),
+    Mutant(
+        "stripe: a resubmission does not look for the earlier intent",
+        "layers/shared/python/billing/providers/stripe/provider.py",
+        "        if charge.attempt > 1:",
+        "        if False:",
     ),
 ]
 

@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.start_background_jobs()
             print(f"billing API ready on {stack.base_url}", flush=True)
             print(
+                f"  Stripe API (localstripe unless STRIPE_API_BASE is set) on {stack.stripe_api_base}; its signed "
+                "webhooks go to /api/v1/billing/webhook/stripe",
+                flush=True,
+            )
+            print(
                 '  get a token: TOKEN=$(make -s token TENANT=<uuid>), then curl -H "Authorization: Bearer $TOKEN" '
                 f"{stack.base_url}/api/v1/billing/executions",
                 flush=True,

@@ -262,3 +262,33 @@ def test_refund_in_repeatable_read_is_refused(conn: Connection, tenant_id: UUID)
             [tenant_id, uuid4(), execution.id, execution.currency],
         )
     assert caught.value.sqlstate == GuardState.REFUND_EXCEEDS_CAPTURED
+
+
+def test_a_final_reversal_keeps_even_its_bookkeeping(conn: Connection, tenant_id: UUID) -> None:
+    execution = execution_in(conn, tenant_id, S.COMPLETED)
+    chargeback = provider_reversal_of(conn, execution)  # recorded succeeded: final
+    ids = [tenant_id, chargeback.id]
+    for column in ("next_check_at = now()", "provider_reference = 'dp_late'", "check_attempts = 1"):
+        statement = f"update billing.execution_reversals set {column} where tenant_id = %s and id = %s"
+        assert refusal(conn, tenant_id, statement, ids) == GuardState.REVERSAL_CHANGE, column
+
+
+def test_two_raw_refund_inserts_for_one_execution_are_serialised_by_the_database(
+    db_url: str, conn: Connection, tenant_id: UUID
+) -> None:
+    """Without the repository's row lock (raw SQL of the app role), the cap's own advisory lock still makes a second
+    refund wait for the first: the second insert cannot read the refunds before the first commits or rolls back."""
+    execution = execution_in(conn, tenant_id, S.COMPLETED)
+    insert = (
+        "insert into billing.execution_reversals (tenant_id, id, execution_id, provider, kind, amount, currency,"
+        " status, initiated_by, idempotency_key, request_fingerprint, requested_by, occurred_at)"
+        " values (%s, %s, %s, 'sandbox', 'refund', %s, %s, 'requested', 'merchant', %s, 'f', 'user:raw', now())"
+    )
+    scope = "select set_config('billing.tenant_id', %s, true), set_config('billing.scope', 'tenant', true)"
+    with connect(db_url) as first, connect(db_url) as second, first.transaction(force_rollback=True):
+        first.execute(scope, [str(tenant_id)])
+        first.execute(insert, [tenant_id, uuid4(), execution.id, 600, execution.currency, "raw-1"])
+        with pytest.raises(psycopg.errors.LockNotAvailable), second.transaction():
+            second.execute(scope, [str(tenant_id)])
+            second.execute("set local lock_timeout = '300ms'")
+            second.execute(insert, [tenant_id, uuid4(), execution.id, 600, execution.currency, "raw-2"])

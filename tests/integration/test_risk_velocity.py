@@ -189,3 +189,15 @@ def test_an_assessment_is_kept_once_per_attempt_and_never_rewritten(conn: Connec
     assert refusal(conn, tenant_id, "update billing.risk_assessments set score = 0" + where, [tenant_id, kept.id]) == (
         "42501"
     )
+
+
+def test_a_second_attempt_on_a_card_waits_for_the_first_to_commit(
+    db_url: str, conn: Connection, tenant_id: UUID
+) -> None:
+    """The first assessment's transaction holds the card's key until it ends: the second cannot count before the
+    first's attempt is visible (deterministic, unlike racing threads). It gives up at the default lock timeout."""
+    first_execution, second_execution = (execution_in(conn, tenant_id, S.CREATED) for _ in range(2))
+    with connect(db_url) as first, connect(db_url) as second, first.transaction(force_rollback=True):
+        assert VelocityCounter(first).count(keys(first_execution)).attempts_per_instrument_1h == 1
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            VelocityCounter(second).count(keys(second_execution))
