@@ -98,7 +98,8 @@ def list_executions(
 @app.get(f"{EXECUTIONS}/<execution_id>", responses=documented_responses({200: "The execution and its timeline"}, 404))
 def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     view = runtime.execution_service().view(_request().tenant_id, _uuid(execution_id))
-    refunds = runtime.refund_service().refunds_of(_request().tenant_id, view.execution.id)
+    # Read through the repository alone: showing an execution needs no payment provider (nor its SDK).
+    refunds = runtime.reversals().of_execution(_request().tenant_id, view.execution.id)
     waiting = view.execution.awaiting_settlement
     detail = ExecutionDetail(
         **ExecutionResource.of(view.execution).model_dump(exclude={"next_action"}),

@@ -75,8 +75,9 @@ class ExecuteRuntime:
     def providers(self) -> Mapping[str, PaymentProvider]:
         return configured_providers(DatabaseRole.APP)
 
-    def router(self, instruments: ChargeableInstruments) -> ProviderRouter:
-        return ProviderRouter(self.providers.keys(), instruments.providers_holding)
+    @cached_property
+    def router(self) -> ProviderRouter:
+        return ProviderRouter(self.providers.keys())
 
     def execution_service(self) -> ExecutionService:
         conn = self.connections.get()
@@ -89,10 +90,13 @@ class ExecuteRuntime:
             backoff=self.settings.backoff(),
         )
         instruments = ChargeableInstruments(conn, source="function:execute")
-        return ExecutionService(repository, driver, instruments, self.router(instruments))
+        return ExecutionService(repository, driver, instruments, self.router)
 
     def rule_sets(self) -> RuleSetStore:
         return RuleSetStore(self.connections.get())
+
+    def reversals(self) -> ReversalRepository:
+        return ReversalRepository(self.connections.get())
 
     def refund_service(self) -> RefundService:
         conn = self.connections.get()

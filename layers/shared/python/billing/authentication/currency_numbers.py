@@ -32,3 +32,11 @@ ALPHA_BY_NUMBER: Mapping[str, str] = MappingProxyType(dict(pair.split(":") for p
 def alpha_currency(number: str) -> str | None:
     """The alphabetic code of a 3-digit ISO 4217 numeric code ("978" -> "EUR"), or None if it is none we charge in."""
     return ALPHA_BY_NUMBER.get(number)
+
+
+NUMBER_BY_ALPHA: Mapping[str, str] = MappingProxyType({alpha: number for number, alpha in ALPHA_BY_NUMBER.items()})
+
+
+def numeric_currency(alpha: str) -> str | None:
+    """The 3-digit ISO 4217 numeric code of an alphabetic one ("EUR" -> "978"), or None for a withdrawn code."""
+    return NUMBER_BY_ALPHA.get(alpha)

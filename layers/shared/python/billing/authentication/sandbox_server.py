@@ -7,14 +7,13 @@ acctNumber and cardExpiryDate; a WireMessage never shows them in repr(), and no 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Final
 from uuid import UUID, uuid4
 
-from billing.authentication.currency_numbers import ALPHA_BY_NUMBER
+from billing.authentication.currency_numbers import numeric_currency
 from billing.authentication.protocol import DeviceChannel, MessageCategory, MessageType, MessageVersion
 from billing.authentication.wire import WireMessage
 from billing.domain.money import MAX_AMOUNT_MINOR, Money, currency_exponent
@@ -27,11 +26,6 @@ MAX_NOTIFICATION_URL: Final = 256
 # cardExpiryDate is YYMM: only this century's years can be written in it without ambiguity.
 _FIRST_YEAR: Final = 2000
 _LAST_YEAR: Final = 2099
-
-# The reverse of currency_numbers' table: an AReq writes the currency as its number.
-NUMBER_BY_ALPHA: Final[Mapping[str, str]] = MappingProxyType(
-    {alpha: number for number, alpha in ALPHA_BY_NUMBER.items()}
-)
 
 
 class ChallengeIndicator(StrEnum):
@@ -97,7 +91,7 @@ def _purchase_currency(amount: Money) -> tuple[str, int]:
     """purchaseCurrency (ISO 4217 numeric) and purchaseExponent for the amount, which must be chargeable."""
     if not 0 <= amount.amount <= MAX_AMOUNT_MINOR:
         raise ValueError("purchaseAmount must be between 0 and the largest amount the engine accepts")
-    number = NUMBER_BY_ALPHA.get(amount.currency)
+    number = numeric_currency(amount.currency)
     if number is None:
         # Withdrawn codes (BGN, ...) are Money but have no current numeric code: nothing new is charged in them.
         raise ValueError(f"{amount.currency} has no current ISO 4217 numeric code")

@@ -23,6 +23,7 @@ from billing.domain.errors import RefundExceedsCaptured
 from billing.domain.money import Money
 from billing.domain.reversals import (
     REFUND_FAILED_EVENT_TYPE,
+    REFUND_KINDS,
     REFUND_PENDING_EVENT_TYPE,
     REFUND_REQUESTED_EVENT_TYPE,
     REFUNDED_EVENT_TYPE,
@@ -431,7 +432,7 @@ def refunded_amount(reversals: list[Reversal]) -> int:
     for reversal in reversals:
         if reversal.money is None or reversal.status is not ReversalStatus.SUCCEEDED:
             continue
-        if reversal.kind in (ReversalKind.REFUND, ReversalKind.CANCEL_OR_REFUND):
+        if reversal.kind in REFUND_KINDS:
             total += reversal.money.amount
         elif reversal.kind is ReversalKind.REFUND_REVERSED:
             total -= reversal.money.amount

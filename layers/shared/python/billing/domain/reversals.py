@@ -59,26 +59,9 @@ class ReversalInitiator(StrEnum):
     PROVIDER = "provider"  # reported by the provider (dispute, dashboard refund)
 
 
-# Money leaving the merchant (counted against what was captured) and money coming back to it.
-OUTGOING_KINDS: Final = frozenset(
-    {ReversalKind.REFUND, ReversalKind.CANCEL_OR_REFUND, ReversalKind.CHARGEBACK, ReversalKind.SECOND_CHARGEBACK}
-)
-RETURNING_KINDS: Final = frozenset({ReversalKind.CHARGEBACK_REVERSED, ReversalKind.REFUND_REVERSED})
-
-
-def reversal_sign(kind: ReversalKind) -> int:
-    """+1 for money that leaves the merchant, -1 for money that comes back, 0 for rows without an amount."""
-    match kind:
-        case ReversalKind.REFUND | ReversalKind.CANCEL_OR_REFUND | ReversalKind.CHARGEBACK:
-            return 1
-        case ReversalKind.SECOND_CHARGEBACK:
-            return 1
-        case ReversalKind.CHARGEBACK_REVERSED | ReversalKind.REFUND_REVERSED:
-            return -1
-        case ReversalKind.UNSPECIFIED:
-            return 0
-        case _:
-            assert_never(kind)
+# What a refund of ours can be reported as (Adyen answers a refund with REFUND, or CANCEL_OR_REFUND when that was
+# sent), and what goes back to the customer as a refund.
+REFUND_KINDS: Final = frozenset({ReversalKind.REFUND, ReversalKind.CANCEL_OR_REFUND})
 
 
 def is_final(status: ReversalStatus) -> bool:

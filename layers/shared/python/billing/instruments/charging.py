@@ -79,12 +79,18 @@ class ChargeableInstruments:
         self._source = source
         self._clock = clock
 
-    def authorize_charge(self, request: ChargeRequest) -> None:
-        """Return if the instrument may be charged now; raise the reason otherwise. Nothing but the audit entry is
-        written either way, and the entry commits even when the charge is refused."""
+    def authorize_charge(self, request: ChargeRequest) -> frozenset[str]:
+        """The providers holding a token for the instrument, if it may be charged now (routing reads only that,
+        never a token); raise the reason otherwise. Nothing but the audit entry is written either way, and the entry
+        commits even when the charge is refused."""
         with tenant_transaction(self._conn, request.tenant_id):
             row = self._conn.execute(_FOR_CHARGE, [request.tenant_id, request.instrument_id]).fetchone()
             refusal = self._refusal(request, row)
+            held = (
+                None
+                if refusal
+                else self._conn.execute(_PROVIDERS, [request.tenant_id, request.instrument_id]).fetchone()
+            )
             record_audit_event(
                 self._conn,
                 AuditEvent(
@@ -102,12 +108,7 @@ class ChargeableInstruments:
             )
         if refusal is not None:
             raise refusal
-
-    def providers_holding(self, tenant_id: UUID, instrument_id: str) -> list[str]:
-        """The providers holding a token for the instrument (routing reads only that, never the token itself)."""
-        with tenant_transaction(self._conn, tenant_id):
-            row = self._conn.execute(_PROVIDERS, [tenant_id, instrument_id]).fetchone()
-        return list(row["providers"]) if row and row["providers"] else []
+        return frozenset(held["providers"] if held and held["providers"] else ())
 
     def _refusal(self, request: ChargeRequest, row: dict[str, Any] | None) -> BillingError | None:
         shown = shown_id(request.instrument_id)

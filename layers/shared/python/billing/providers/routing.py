@@ -9,10 +9,9 @@ the sandbox's magic tokens (tok_visa, iban_settles_paid, ...) keep working every
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Final
-from uuid import UUID
 
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.instruments.model import is_instrument_id
@@ -34,23 +33,19 @@ PREFERENCE: Final[Mapping[PaymentRail, tuple[str, ...]]] = MappingProxyType(
 # alphanumerics that say nothing, so they only ever arrive through a vault instrument.
 _TOKEN_PREFIXES: Final = ((STRIPE, "pm_"),)
 
-InstrumentProviders = Callable[[UUID, str], Sequence[str]]
-
 
 class ProviderRouter:
     """Chooses the provider of a new execution; `configured` are the providers this deployment can reach."""
 
-    def __init__(self, configured: Collection[str], instrument_providers: InstrumentProviders) -> None:
+    def __init__(self, configured: Collection[str]) -> None:
         self._configured = frozenset(configured)
-        self._instrument_providers = instrument_providers
 
-    def provider_for(self, tenant_id: UUID, request: ExecutionRequest) -> str:
+    def provider_for(self, request: ExecutionRequest, held: Collection[str] = ()) -> str:
+        """`held`: the providers holding a token for the request's vault instrument (read when it was checked)."""
         rail = request.payment_rail
         instrument = request.payment_instrument_id
         preference = [name for name in PREFERENCE[rail] if name in self._configured]
         if is_instrument_id(instrument):
-            assert instrument is not None
-            held = set(self._instrument_providers(tenant_id, instrument))
             return next((name for name in preference if name in held), default_provider_for(rail))
         if instrument is not None:
             for name, prefix in _TOKEN_PREFIXES:

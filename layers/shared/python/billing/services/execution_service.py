@@ -71,11 +71,12 @@ class ExecutionService:
         existing = self._repository.find_by_idempotency_key(tenant_id, key)
         if existing is not None:
             return CreateOutcome(_replay(existing, fingerprint, key), created=False)
+        held: frozenset[str] = frozenset()
         if self._instruments is not None and is_instrument_id(request.payment_instrument_id):
             # Same tenant, same entity contract, active, not past its month, the right rail: else 404/422 and
             # nothing written. The sandbox's magic tokens (tok_visa, ...) are provider tokens, not checked here.
             assert request.payment_instrument_id is not None
-            self._instruments.authorize_charge(
+            held = self._instruments.authorize_charge(
                 ChargeRequest(
                     tenant_id,
                     request.payment_instrument_id,
@@ -87,7 +88,7 @@ class ExecutionService:
             )
         if payment_provider is None:
             payment_provider = (
-                self._router.provider_for(tenant_id, request)
+                self._router.provider_for(request, held)
                 if self._router is not None
                 else default_provider_for(request.payment_rail)
             )

@@ -20,7 +20,6 @@ from typing import Annotated, Final, Literal, assert_never
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from pydantic import ValidationError as PydanticValidationError
 
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.reversal_repository import RefundRequest, Reversal, ReversalRepository
@@ -67,18 +66,6 @@ class RefundBody(BaseModel):
         Field(pattern=r"^[A-Z]{3}$", description="The execution's currency; may be left out", examples=["EUR"]),
     ] = None
     reason: RefundReason | None = None
-
-    @classmethod
-    def parse(cls, data: object) -> RefundBody:
-        try:
-            return cls.model_validate(data)
-        except PydanticValidationError as exc:
-            raise ValidationFailed(
-                [
-                    FieldError(".".join(str(p) for p in err["loc"]) or "body", err["type"], err["msg"])
-                    for err in exc.errors(include_url=False, include_input=False)
-                ]
-            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +153,6 @@ class RefundService:
                 )
             return RefundOutcomeView(refund, created=False)
         return RefundOutcomeView(self._send(refund, execution, context, correlation_id), created=True)
-
-    def refunds_of(self, tenant_id: UUID, execution_id: UUID) -> list[Reversal]:
-        return self._reversals.of_execution(tenant_id, execution_id)
 
     def follow(self, refund: Reversal, *, correlation_id: str | None = None) -> Reversal:
         """Reconciliation of one refund still waiting: ask the provider (or send again), apply what it says."""

@@ -17,7 +17,7 @@ from billing.db.reversal_repository import ProviderReversal, Reversal, ReversalR
 from billing.db.webhook_inbox import ExecutionRef
 from billing.domain.money import Money
 from billing.domain.reversals import (
-    OUTGOING_KINDS,
+    REFUND_KINDS,
     ReversalKind,
     ReversalReport,
     ReversalStatus,
@@ -26,9 +26,6 @@ from billing.domain.reversals import (
 from billing.domain.workflow import WorkflowWriteContext
 from billing.webhooks.events import WebhookEvent
 
-# Kinds a refund the engine requested can be reported as (Adyen answers our refund with REFUND, or with
-# CANCEL_OR_REFUND when that is what was sent).
-_REFUND_KINDS: Final = frozenset({ReversalKind.REFUND, ReversalKind.CANCEL_OR_REFUND})
 # Stripe's charge.refunded: without refunds.data, its amount is the charge's amount_refunded so far.
 CUMULATIVE_REFUND_EVENT_TYPE: Final = "charge.refunded"
 
@@ -105,13 +102,11 @@ class ReversalApplier:
 
     def _known(self, execution: ExecutionRef, provider: str, report: ReversalReport) -> Reversal | None:
         """The engine's own refund this report is about, if it is about one."""
-        if report.kind not in _REFUND_KINDS:
+        if report.kind not in REFUND_KINDS:
             return None
         found: Reversal | None = None
         if report.reference is not None:
-            found = self._reversals.by_provider_reference(
-                execution.tenant_id, provider, report.reference, _REFUND_KINDS
-            )
+            found = self._reversals.by_provider_reference(execution.tenant_id, provider, report.reference, REFUND_KINDS)
         if found is None and report.our_reference is not None:
             reversal_id = _uuid_or_none(report.our_reference)
             if reversal_id is not None:
@@ -127,9 +122,7 @@ class ReversalApplier:
         covered = sum(
             r.money.amount
             for r in self._reversals.of_execution(execution.tenant_id, execution.execution_id)
-            if r.money is not None
-            and r.kind in OUTGOING_KINDS & _REFUND_KINDS
-            and r.status is not ReversalStatus.FAILED
+            if r.money is not None and r.kind in REFUND_KINDS and r.status is not ReversalStatus.FAILED
         )
         rest = refunded_so_far.amount - covered
         return Money(rest, refunded_so_far.currency) if rest > 0 else None
