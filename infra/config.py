@@ -62,6 +62,8 @@ class StageConfig:
     # Where a customer comes back after 3-D Secure or a redirect (the merchant's checkout page): PROVIDER_RETURN_URL.
     # Adyen takes one on every payment, so Adyen is charged through only when this is set.
     provider_return_url: str | None = None
+    # The API's public base URL (its custom domain), where customers' browsers reach the 3-D Secure pages.
+    public_api_url: str | None = None
 
     @property
     def log_group_retention(self) -> logs.RetentionDays:
@@ -117,11 +119,12 @@ _TYPES: Mapping[str, tuple[type, ...]] = {
     "retry_queue_max_age_alarm_seconds": (int,),
     "alarm_email": (str, type(None)),
     "provider_return_url": (str, type(None)),
+    "public_api_url": (str, type(None)),
 }
 
 
 # Optional keys may be null or absent (the CDK drops nulls from context maps on its way through).
-_OPTIONAL = frozenset({"alarmEmail", "providerReturnUrl"})
+_OPTIONAL = frozenset({"alarmEmail", "providerReturnUrl", "publicApiUrl"})
 
 
 def load_stage_config(context: Mapping[str, Any], stage: str) -> StageConfig:

@@ -172,6 +172,14 @@ FUNCTIONS: Mapping[FunctionName, FunctionSpec] = MappingProxyType(
                 accesses=(_A.DATABASE, _A.VAULT_KMS, _A.READ_FINGERPRINT_SECRET, _A.CALL_PROVIDERS),
             ),
             _spec(
+                FunctionName.THREE_DS,
+                "3-D Secure pages for the customer's browser: challenge redirect, sandbox ACS, notification",
+                memory_mb=512,
+                timeout=Duration.seconds(25),
+                # After a challenge it submits the charge, as the execute function would.
+                accesses=(_A.DATABASE, _A.SEND_RETRY, _A.CALL_PROVIDERS),
+            ),
+            _spec(
                 FunctionName.AUDIT,
                 "Audit trail API for auditors: events, checkpoints, inclusion proofs",
                 memory_mb=512,

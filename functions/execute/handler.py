@@ -17,12 +17,16 @@ from billing.api.http import answer_errors_as_problems, guard_request, with_corr
 from billing.api.parameters import Rfc3339DateTime
 from billing.api.request_context import RequestContext
 from billing.api.resources import (
+    AuthenticationResource,
     EventResource,
     ExecutionDetail,
     ExecutionPage,
     ExecutionResource,
     NextActionResource,
     RefundResource,
+    ReviewBody,
+    ReviewResource,
+    RiskAssessmentResource,
     RiskRuleSetResource,
     WorkflowPhaseResource,
     documented_responses,
@@ -36,6 +40,8 @@ from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.api import with_instrument_routes
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
+from billing.risk.gate import ClientSignals
+from billing.risk.reviews import ReviewDecision
 from billing.services.refunds import RefundBody
 from billing.wiring import ExecuteRuntime, ExecuteSettings
 
@@ -61,7 +67,11 @@ def _json(status: int, model: Any) -> Response[Any]:
     responses=documented_responses({201: "Created and driven", 200: "Replay: the execution this key created"}, 400),
 )
 def create_execution(
-    body: ExecutionRequest, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+    body: ExecutionRequest,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    device_fingerprint: Annotated[
+        str | None, Header(alias="X-Device-Fingerprint", description="The client's device fingerprint, for risk")
+    ] = None,
 ) -> Response[ExecutionResource]:
     request = _request()
     outcome = runtime.execution_service().execute(
@@ -71,6 +81,7 @@ def create_execution(
         payment_provider=None,  # routed by the instrument
         correlation_id=request.correlation_id,
         context=WorkflowWriteContext.user(request.actor),
+        signals=ClientSignals.of(device_fingerprint, _source_ip()),
     )
     return _json(201 if outcome.created else 200, ExecutionResource.of(outcome.execution, outcome.next_action))
 
@@ -99,13 +110,21 @@ def list_executions(
 def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     view = runtime.execution_service().view(_request().tenant_id, _uuid(execution_id))
     # Read through the repository alone: showing an execution needs no payment provider (nor its SDK).
-    refunds = runtime.reversals().of_execution(_request().tenant_id, view.execution.id)
-    waiting = view.execution.awaiting_settlement
+    tenant = _request().tenant_id
+    refunds = runtime.reversals().of_execution(tenant, view.execution.id)
+    risk = runtime.risk_view(tenant, view.execution)
+    next_action = NextActionResource.stored(view.events) if view.execution.awaiting_settlement else None
+    if risk.next_action is not None:
+        next_action = NextActionResource.of(risk.next_action)
     detail = ExecutionDetail(
         **ExecutionResource.of(view.execution).model_dump(exclude={"next_action"}),
-        next_action=NextActionResource.stored(view.events) if waiting else None,
+        next_action=next_action,
         refunded_amount=refunded_amount(refunds),
         refunds=[RefundResource.of(refund) for refund in refunds],
+        risk_assessments=[RiskAssessmentResource.of(record) for record in risk.assessments],
+        review=ReviewResource.of(risk.review) if risk.review else None,
+        authentication=AuthenticationResource.of(risk.authentication) if risk.authentication else None,
+        liability_shift=bool(risk.authentication and risk.authentication.liability_shift),
         events=[EventResource.of(event) for event in view.events],
         workflow=[WorkflowPhaseResource.model_validate(row) for row in view.workflow],
     )
@@ -122,6 +141,23 @@ def cancel_execution(execution_id: str) -> Response[ExecutionResource]:
         context=WorkflowWriteContext.user(request.actor),
     )
     return _json(200, ExecutionResource.of(canceled))
+
+
+@app.post(
+    f"{EXECUTIONS}/<execution_id>/review",
+    responses=documented_responses({200: "Decided: approved and driven on, or rejected"}, 404, 409),
+)
+def review_execution(execution_id: str, body: ReviewBody) -> Response[ExecutionResource]:
+    request = _request()
+    outcome = runtime.execution_service().review(
+        request.tenant_id,
+        _uuid(execution_id),
+        ReviewDecision(body.decision),
+        note=body.note,
+        correlation_id=request.correlation_id,
+        context=WorkflowWriteContext.user(request.actor),
+    )
+    return _json(200, ExecutionResource.of(outcome.execution, outcome.next_action))
 
 
 @app.post(
@@ -171,6 +207,13 @@ def replace_risk_rules(
         expected_version=_version(if_match),
     )  # fmt: skip
     return _json(200, RiskRuleSetResource.of(stored))
+
+
+def _source_ip() -> str | None:
+    # API Gateway's own view of the caller's address (not a client-supplied X-Forwarded-For).
+    identity = (app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}
+    source = identity.get("sourceIp")
+    return source if isinstance(source, str) else None
 
 
 def _version(if_match: str | None) -> int | None:

@@ -3,6 +3,7 @@ expired, and recovers executions stuck in processing."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import psycopg
@@ -57,6 +58,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             if command.dry_run
             else runtime.refund_follower().run(lambda: context.get_remaining_time_in_millis() - SAFETY_MARGIN_MS)
         )
+        # Reviews nobody decided and 3-D Secure challenges nobody finished, past their deadlines.
+        swept = None if command.dry_run else runtime.pre_submission_sweep().run()
     except psycopg.Error:
         runtime.connections.discard()  # the connection may be mid-transaction or broken
         raise
@@ -66,4 +69,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name="ReconcileRefundsExamined", unit=MetricUnit.Count, value=refunds.examined)
     changes = [finding.as_dict() for finding in report.changes] if report.dry_run else None
     followed = dict(refunds.by_status) if refunds is not None else None
-    return {**report.summary(), "planned_changes": changes, "refunds": followed}
+    if swept is not None:
+        logger.info(
+            "billing.reconcile.pre_submission",
+            extra={"event": "billing.reconcile.pre_submission", **dataclasses.asdict(swept)},
+        )
+    expired = dataclasses.asdict(swept) if swept is not None else None
+    return {**report.summary(), "planned_changes": changes, "refunds": followed, "expired": expired}

@@ -286,6 +286,8 @@ class ServiceStack(Stack):
                 environment[names.ENV_PROVIDER_CREDENTIAL_SECRET_IDS[provider]] = secret.secret_arn
             if self.config.provider_return_url:
                 environment[names.ENV_PROVIDER_RETURN_URL] = self.config.provider_return_url
+            if self.config.public_api_url:
+                environment[names.ENV_PUBLIC_API_URL] = self.config.public_api_url
         if Access.READ_JWT_SECRET in accesses:
             read_secret(data.jwt_secret)
             environment[names.ENV_JWT_SECRET_ARN] = data.jwt_secret.secret_arn

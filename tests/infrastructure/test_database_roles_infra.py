@@ -39,6 +39,8 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
     FunctionName.AUDIT: frozenset({"billing_auditor"}),
     # The worker's, and the checkpoint signing key ring.
     FunctionName.AUDIT_CHECKPOINT: frozenset({"worker", "audit_keys"}),
+    # After a 3-D Secure challenge it submits the charge, as the execute function would.
+    FunctionName.THREE_DS: frozenset({"app", "provider"}),
 }
 # Secrets a function may describe (version ids and stages, never a value) beyond those it reads: the checkpoint
 # function watches every credential for rotations (billing.audit.rotations).

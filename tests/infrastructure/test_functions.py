@@ -233,11 +233,12 @@ def test_only_the_relay_may_publish_events(dev: Synthesized) -> None:
     assert publishers == {FunctionName.OUTBOX_RELAY}
 
 
-def test_only_the_retry_worker_touches_the_dlq_and_only_three_functions_enqueue_retries(dev: Synthesized) -> None:
+def test_only_the_retry_worker_touches_the_dlq_and_only_the_submitters_enqueue_retries(dev: Synthesized) -> None:
     assert _queue_users(dev, "sqs:ReceiveMessage", "RetryDeadLetterQueue") == {FunctionName.RETRY_DLQ}
     assert _queue_users(dev, "sqs:SendMessage", "RetryDeadLetterQueue") == {FunctionName.RETRY_DLQ}
     assert _queue_users(dev, "sqs:SendMessage", "RetryQueue") == {
         FunctionName.EXECUTE,
+        FunctionName.THREE_DS,
         FunctionName.RECONCILE,
         FunctionName.RETRY_DLQ,
     }
@@ -275,6 +276,7 @@ def test_secrets_are_readable_only_by_the_functions_that_use_them(dev: Synthesiz
     assert secret_readers("AuditCheckpointKeysSecret") == {FunctionName.AUDIT_CHECKPOINT}
     assert secret_readers("ProviderSecret") == {
         FunctionName.EXECUTE,
+        FunctionName.THREE_DS,
         FunctionName.RETRY_DLQ,
         FunctionName.RECONCILE,
         FunctionName.VAULT,

@@ -17,7 +17,10 @@ from tests.infrastructure.conftest import Synthesized
 pytestmark = pytest.mark.infrastructure
 
 # Charges and refunds (execute, retry_dlq), status checks (reconcile) and card tokenization (vault).
-PROVIDER_CALLERS = frozenset({FunctionName.EXECUTE, FunctionName.RETRY_DLQ, FunctionName.RECONCILE, FunctionName.VAULT})
+# The three_ds function submits a charge once its challenge is over, as the execute function would.
+PROVIDER_CALLERS = frozenset(
+    {FunctionName.EXECUTE, FunctionName.THREE_DS, FunctionName.RETRY_DLQ, FunctionName.RECONCILE, FunctionName.VAULT}
+)
 
 
 def _provider_secrets(synth: Synthesized) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -37,7 +40,7 @@ def _granted_secrets(synth: Synthesized, function: FunctionName, action: str) ->
     }
 
 
-def test_the_functions_that_call_providers_are_execute_retry_reconcile_and_vault() -> None:
+def test_the_functions_that_call_providers_are_the_submitters_reconcile_and_vault() -> None:
     assert {name for name, spec in FUNCTIONS.items() if Access.CALL_PROVIDERS in spec.accesses} == PROVIDER_CALLERS
 
 

@@ -59,7 +59,26 @@ def test_card_payment_completes_with_timeline_and_correlation_header(execute: Mo
     assert header(response, "X-Correlation-Id") == "corr-card-1"
 
     detail = response_json(call(execute, api_event("GET", f"{BASE}/{body['id']}", tenant_id=tenant_id)))
-    assert [e["new_status"] for e in detail["events"]] == ["created", "pending", "processing", "completed"]
+    # Risk decided before the submission, and the small charge was exempted from 3-D Secure (PSD2 low value).
+    assert [e["type"].removeprefix("billing.execution.") for e in detail["events"]] == [
+        "created",
+        "pending",
+        "risk_assessed",
+        "authenticated",
+        "processing",
+        "completed",
+    ]
+    assert [e["new_status"] for e in detail["events"]] == [
+        "created",
+        "pending",
+        "pending",
+        "pending",
+        "processing",
+        "completed",
+    ]
+    assert detail["risk_assessments"][0]["decision"] == "allow"
+    assert detail["authentication"]["exemption"] == "low_value"
+    assert detail["liability_shift"] is False
     assert [w["phase_code"] for w in detail["workflow"]] == ["created", "pending", "processing", "completed"]
     assert all(e["correlation_id"] == "corr-card-1" for e in detail["events"][1:])
 

@@ -43,6 +43,27 @@ _AUDIT = "audit evidence: refusing an entry would lose it; its details are never
 _SANDBOX = "the sandbox provider's own memory: an external system, sent provider tokens only"
 _VAULT = "the vault's own table: tokens, key references and ciphertext only"
 EXEMPT: dict[str, str] = {
+    # 3-D Secure (sql/20261215_billing_authentications.sql): EMV codes, generated ids and URLs the engine builds.
+    "billing.authentications.provider": "chosen by the engine (billing.rails.adapters)",
+    "billing.authentications.performed_by": _FORMAT,
+    "billing.authentications.currency": _FORMAT,
+    "billing.authentications.state": _FORMAT,
+    "billing.authentications.exemption": _FORMAT,
+    "billing.authentications.message_version": _FORMAT,
+    "billing.authentications.trans_status": _FORMAT,
+    "billing.authentications.eci": _FORMAT,
+    "billing.authentications.challenge_indicator": _FORMAT,
+    "billing.authentications.authentication_value_digest": _FORMAT,
+    "billing.authentications.three_ds_server_trans_id": _GENERATED,
+    "billing.authentications.acs_trans_id": _GENERATED,
+    "billing.authentications.ds_trans_id": _GENERATED,
+    "billing.authentications.challenge_url": _DERIVED + " (the configured public URL and a generated id)",
+    "billing.authentications.return_url": _DERIVED + " (the configured return URL)",
+    "billing.risk_reviews.decision": _FORMAT,
+    "sandbox_provider.acs_challenges.acs_trans_id": _GENERATED,
+    "sandbox_provider.acs_challenges.currency": _FORMAT,
+    "sandbox_provider.acs_challenges.status": _FORMAT,
+    "sandbox_provider.acs_challenges.session": _DERIVED + " (the ACS's challenge state: generated ids, codes)",
     "billing.billing_executions.currency": _FORMAT,
     "billing.billing_executions.status": _FORMAT,
     "billing.billing_executions.payment_rail": _FORMAT,

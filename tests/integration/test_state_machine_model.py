@@ -33,7 +33,7 @@ CTX = WorkflowWriteContext.service_default()
 S = ExecutionStatus
 # Methods that record the provider's answer to a submission (submitted_at is set).
 _SUBMITS = {TransitionMethod.MARK_COMPLETED, TransitionMethod.SETTLE_FROM_PROCESSING}
-_UNSUBMITTED_ONLY = {TransitionMethod.MARK_PROCESSING, TransitionMethod.MARK_CANCELED}
+_UNSUBMITTED_ONLY = {TransitionMethod.MARK_PROCESSING, TransitionMethod.MARK_CANCELED, TransitionMethod.REFUSE}
 
 
 @dataclass
@@ -94,6 +94,8 @@ class ExecutionMachine(RuleBasedStateMachine):
         arguments: dict[str, Any] = {}
         if method is TransitionMethod.MARK_CANCELED:
             arguments["from_status"] = old if old in spec.from_statuses else spec.from_statuses[0]
+        if method is TransitionMethod.REFUSE:
+            arguments["error_code"] = "risk_blocked"
         if method is TransitionMethod.RECONCILE:
             arguments["outcome"] = outcome if outcome in spec.to_statuses else spec.to_statuses[0]
         # settle_from_processing always names the provider's charge; mark_completed may (and must, to succeed).

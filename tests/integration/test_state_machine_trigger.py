@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 
+from billing.authentication.flow import AUTHENTICATED_EVENT_TYPE, AUTHENTICATION_REQUIRED_EVENT_TYPE
 from billing.db.connection import Connection, connect
 from billing.db.roles import DatabaseRole
 from billing.db.sqlstates import GuardState
@@ -27,6 +28,8 @@ from billing.domain.transitions import (
     RETRY_SCHEDULED_EVENT_TYPE,
     TRANSITIONS,
 )
+from billing.risk.gate import RISK_ASSESSED_EVENT_TYPE
+from billing.risk.reviews import REVIEW_APPROVED_EVENT_TYPE
 from tests.integration.raw_sql import (
     S,
     execution_in,
@@ -319,6 +322,10 @@ def test_event_type_tables_in_sql_equal_the_python_transitions(conn: Connection)
         REDRIVEN_EVENT_TYPE,
         AMOUNT_MISMATCH_EVENT_TYPE,
         PAID_AFTER_FAILURE_EVENT_TYPE,
+        RISK_ASSESSED_EVENT_TYPE,
+        REVIEW_APPROVED_EVENT_TYPE,
+        AUTHENTICATION_REQUIRED_EVENT_TYPE,
+        AUTHENTICATED_EVENT_TYPE,
     }
     assert kinds == {
         **{t: "change" for t, _, _ in expected if t not in REVERSAL_EVENT_TYPES},

@@ -10,7 +10,7 @@ from billing.domain.transitions import TransitionMethod
 from billing.workflow_compliance import BillingWorkflowCompliance
 
 
-def test_compliance_with_authoritative_writes_passes_all_nine_and_leaves_no_rows(conn: Connection) -> None:
+def test_compliance_with_authoritative_writes_passes_every_method_and_leaves_no_rows(conn: Connection) -> None:
     before = conn.execute("select count(*) as n from billing.billing_executions").fetchone()
     report = BillingWorkflowCompliance(conn).run()
     assert report.passed, report.render()

@@ -67,6 +67,9 @@ PROVIDER_SECRET_PREFIX: Final = "billing/provider/"
 # Where a customer comes back after 3-D Secure or a redirect (the merchant's checkout page); Adyen needs one.
 ENV_PROVIDER_RETURN_URL: Final = "PROVIDER_RETURN_URL"
 PROVIDERS_WITH_CREDENTIALS: Final = ("stripe", "adyen")
+# The engine's public base URL, where a customer's browser reaches the 3-D Secure pages (/3ds/..., /sandbox-acs/...).
+ENV_PUBLIC_API_URL: Final = "PUBLIC_API_URL"
+DEFAULT_PUBLIC_API_URL: Final = "http://127.0.0.1:8080"
 
 
 def provider_secret_name(provider: str) -> str:
@@ -110,6 +113,8 @@ class FunctionName(StrEnum):
     # The auditors' API over the audit trail, and the scheduled sequencer/checkpointer of its Merkle tree.
     AUDIT = "audit"
     AUDIT_CHECKPOINT = "audit_checkpoint"
+    # The customer's browser during 3-D Secure: the challenge redirect, the sandbox ACS's pages, the notification.
+    THREE_DS = "three_ds"
 
 
 def service_name(function: FunctionName) -> str:
@@ -203,6 +208,14 @@ ROUTES: Final = (
     Route("GET", f"{API_BASE_PATH}/payment-instruments", FunctionName.VAULT, authorized=True),
     Route("GET", f"{API_BASE_PATH}/payment-instruments/{{id}}", FunctionName.VAULT, authorized=True),
     Route("DELETE", f"{API_BASE_PATH}/payment-instruments/{{id}}", FunctionName.VAULT, authorized=True),
+    # The customer's browser cannot present our JWT either: these pages are reached through the random ids the
+    # execution's next_action handed out (billing.authentication.challenge).
+    Route("GET", f"{API_BASE_PATH}/3ds/{{tenant}}/{{id}}/challenge", FunctionName.THREE_DS, authorized=False),
+    Route("POST", f"{API_BASE_PATH}/3ds/{{tenant}}/{{id}}/notify", FunctionName.THREE_DS, authorized=False),
+    Route("POST", f"{API_BASE_PATH}/sandbox-acs/{{acs}}", FunctionName.THREE_DS, authorized=False),
+    Route("POST", f"{API_BASE_PATH}/sandbox-acs/{{acs}}/code", FunctionName.THREE_DS, authorized=False),
+    Route("POST", f"{API_BASE_PATH}/sandbox-acs/{{acs}}/cancel", FunctionName.THREE_DS, authorized=False),
+    Route("POST", f"{API_BASE_PATH}/executions/{{id}}/review", FunctionName.EXECUTE, authorized=True),
     # The audit trail, for auditors: the function also requires the token's `auditor` scope (403 otherwise).
     Route("GET", f"{API_BASE_PATH}/audit/events", FunctionName.AUDIT, authorized=True),
     Route("GET", f"{API_BASE_PATH}/audit/checkpoints/latest", FunctionName.AUDIT, authorized=True),

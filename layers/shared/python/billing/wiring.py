@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Self
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from billing import resource_names as names
+from billing.authentication.flow import ThreeDSecure, ThreeDSecureSettings, sandbox_tokens
+from billing.authentication.store import AuthenticationRecord, AuthenticationRepository
 from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.connection_provider import ConnectionProvider
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.reversal_repository import ReversalRepository
 from billing.db.roles import DatabaseRole
 from billing.domain.backoff import BackoffPolicy
+from billing.domain.execution import Execution
+from billing.domain.status import ExecutionStatus
 from billing.instruments.charging import ChargeableInstruments
 from billing.observability import PowertoolsExecutionObserver
 from billing.providers.directory import configured_providers
 from billing.providers.routing import ProviderRouter
 from billing.rails.ports import PaymentProvider
-from billing.risk.postgres import RuleSetStore
+from billing.rails.results import NextAction
+from billing.risk.gate import RiskGate
+from billing.risk.postgres import AssessmentLog, AssessmentRecord, RuleSetStore
+from billing.risk.reviews import Review, ReviewStore
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.execution_service import ExecutionService
+from billing.services.pre_submission import PreSubmission
 from billing.services.refunds import RefundService
 
 _BACKOFF_DEFAULTS = BackoffPolicy()
@@ -52,10 +62,20 @@ class ExecuteSettings(BackoffSettings):
     """What the execute function reads from its environment; a missing variable fails the cold start."""
 
     retry_queue_url: str = Field(alias=names.ENV_RETRY_QUEUE_URL, min_length=1)
+    public_api_url: str = Field(names.DEFAULT_PUBLIC_API_URL, alias=names.ENV_PUBLIC_API_URL, min_length=1)
+    provider_return_url: str | None = Field(None, alias=names.ENV_PROVIDER_RETURN_URL)
 
     @classmethod
     def from_environment(cls) -> ExecuteSettings:
         return cls.model_validate(dict(os.environ))
+
+
+@dataclass(frozen=True, slots=True)
+class RiskView:
+    assessments: list[AssessmentRecord]
+    review: Review | None
+    authentication: AuthenticationRecord | None
+    next_action: NextAction | None
 
 
 class ExecuteRuntime:
@@ -79,18 +99,48 @@ class ExecuteRuntime:
     def router(self) -> ProviderRouter:
         return ProviderRouter(self.providers.keys())
 
-    def execution_service(self) -> ExecutionService:
-        conn = self.connections.get()
-        repository = ExecutionRepository(conn)
-        driver = ExecutionDriver(
-            repository,
+    def driver(self) -> ExecutionDriver:
+        return ExecutionDriver(
+            ExecutionRepository(self.connections.get()),
             self.providers,
             SqsRetryScheduler(self._sqs, self.settings.retry_queue_url),
             PowertoolsExecutionObserver(),
             backoff=self.settings.backoff(),
+            pre_submission=self.pre_submission(),
         )
+
+    def execution_service(self) -> ExecutionService:
+        conn = self.connections.get()
+        repository = ExecutionRepository(conn)
         instruments = ChargeableInstruments(conn, source="function:execute")
-        return ExecutionService(repository, driver, instruments, self.router)
+        return ExecutionService(repository, self.driver(), instruments, self.router, reviews=ReviewStore(conn))
+
+    def pre_submission(self) -> PreSubmission:
+        conn = self.connections.get()
+        return PreSubmission(RiskGate(conn), self.three_ds(), ReviewStore(conn))
+
+    def three_ds(self) -> ThreeDSecure:
+        conn = self.connections.get()
+        settings = ThreeDSecureSettings(self.settings.public_api_url, self.settings.provider_return_url)
+        return ThreeDSecure(conn, settings, sandbox_tokens=sandbox_tokens(conn))
+
+    def risk_view(self, tenant_id: UUID, execution: Execution) -> RiskView:
+        """What risk and 3-D Secure decided for the execution, for GET /executions/{id}."""
+        conn = self.connections.get()
+        authentication = AuthenticationRepository(conn).of_execution(tenant_id, execution.id)
+        three_ds = self.three_ds()
+        waiting = (
+            authentication is not None
+            and authentication.open
+            and authentication.performed_by == "engine"
+            and execution.status is ExecutionStatus.PENDING
+        )
+        return RiskView(
+            assessments=AssessmentLog(conn).of_execution(tenant_id, execution.id),
+            review=ReviewStore(conn).of(tenant_id, execution.id),
+            authentication=authentication,
+            next_action=three_ds.redirect_for(authentication) if waiting and authentication else None,
+        )
 
     def rule_sets(self) -> RuleSetStore:
         return RuleSetStore(self.connections.get())

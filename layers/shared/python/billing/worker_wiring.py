@@ -29,6 +29,7 @@ from billing.observability import PowertoolsExecutionObserver
 from billing.providers.directory import configured_providers
 from billing.rails.ports import PaymentProvider
 from billing.services.execution_driver import ExecutionDriver
+from billing.services.pre_submission_sweep import PreSubmissionSweep
 from billing.services.reconciliation import ReconcileConfig, ReconciliationWorker
 from billing.services.refunds import RefundFollower, RefundService
 from billing.services.retry_worker import RetryWorker
@@ -189,6 +190,9 @@ class ReconcileRuntime:
         return ReconciliationWorker(
             self.connections.get(), self.providers, config=self.settings.config(), clock=self._clock
         )
+
+    def pre_submission_sweep(self) -> PreSubmissionSweep:
+        return PreSubmissionSweep(self.connections.get())
 
     def refund_follower(self) -> RefundFollower:
         conn = self.connections.get()

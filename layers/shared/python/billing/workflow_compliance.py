@@ -1,4 +1,4 @@
-"""BillingWorkflowCompliance: proves each of the nine transition methods writes its authoritative workflow row.
+"""BillingWorkflowCompliance: proves each of the ten transition methods writes its authoritative workflow row.
 
 It drives every method against a real database inside one transaction that is rolled back at the end, so it can
 run against any environment (`make compliance`, or `python -m billing.workflow_compliance`) and leaves nothing
@@ -36,6 +36,7 @@ _ROUTES: dict[TransitionMethod, tuple[list[TransitionMethod], dict[str, Any]]] =
     _M.SETTLE_FROM_PROCESSING: ([_M.MARK_PENDING, _M.MARK_PROCESSING], {"provider_reference": "cmp_settle"}),
     _M.CONFIRM_FROM_PENDING: ([_M.MARK_PENDING, _M.MARK_PROCESSING, _M.SETTLE_FROM_PROCESSING], {}),
     _M.REJECT_FROM_PENDING: ([_M.MARK_PENDING, _M.MARK_PROCESSING, _M.SETTLE_FROM_PROCESSING], {}),
+    _M.REFUSE: ([_M.MARK_PENDING], {"error_code": "risk_blocked"}),
     _M.RECONCILE: (
         [_M.MARK_PENDING, _M.MARK_PROCESSING, _M.SETTLE_FROM_PROCESSING],
         {"outcome": ExecutionStatus.COMPLETED},
@@ -83,7 +84,7 @@ class ComplianceReport:
 
 
 class BillingWorkflowCompliance:
-    """Drives all nine transitions and checks each emitted its workflow row with the right phase and context."""
+    """Drives all ten transitions and checks each emitted its workflow row with the right phase and context."""
 
     def __init__(self, conn: Connection, *, authoritative_write: bool | None = None) -> None:
         self._conn = conn

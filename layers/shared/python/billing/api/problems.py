@@ -43,6 +43,9 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     e.ExecutionNotRefundable: 409,
     e.ReversalChangeRefused: 409,
     e.RiskHistoryRefused: 409,
+    e.RiskReviewConflict: 409,
+    e.SubmissionRefusedByRisk: 409,
+    e.AuthenticationNotFound: 404,
     # A provider the request needed could not be asked (the vault tokenizing a card): nothing was saved, try again.
     e.ProviderUnavailable: 503,
     # The audit API: a token without the auditor scope, and a checkpoint or tree index that does not exist.

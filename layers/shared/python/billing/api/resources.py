@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from billing.api.input_safety import MAX_JSON_DEPTH
 from billing.api.problems import PROBLEM_CONTENT_TYPE
+from billing.authentication.store import AuthenticationRecord
 from billing.db.reversal_repository import Reversal
 from billing.domain.execution import Execution, ExecutionEvent
 from billing.domain.status import ExecutionStatus
 from billing.rails.results import NextAction
 from billing.resource_names import MAX_REQUEST_BODY_BYTES
-from billing.risk.postgres import StoredRuleSet
+from billing.risk.postgres import AssessmentRecord, StoredRuleSet
+from billing.risk.reviews import Review
 
 
 class NextActionResource(BaseModel):
@@ -199,9 +201,96 @@ class RiskRuleSetResource(BaseModel):
         )
 
 
+class RiskAssessmentResource(BaseModel):
+    """One risk assessment of the execution (one per attempt)."""
+
+    id: UUID
+    attempt: int
+    decision: str = Field(description="allow, review, require_3ds or block")
+    score: int = Field(description="0-100: the weights of every rule that fired, capped")
+    fired: list[dict[str, Any]] = Field(description="Every rule that fired, with its action, weight and inputs")
+    rule_set_version: int = Field(description="The tenant's rule set version that decided (0: the defaults)")
+    assessed_at: datetime
+    duration_us: int
+
+    @classmethod
+    def of(cls, record: AssessmentRecord) -> RiskAssessmentResource:
+        return cls(id=record.id, attempt=record.attempt, decision=record.decision, score=record.score,
+                   fired=record.fired, rule_set_version=record.rule_set_version, assessed_at=record.assessed_at,
+                   duration_us=record.duration_us)  # fmt: skip
+
+
+class ReviewResource(BaseModel):
+    decision: str = Field(description="approve, reject, or expired (nobody decided in time)")
+    decided_by: str
+    note: str | None = None
+    decided_at: datetime
+
+    @classmethod
+    def of(cls, review: Review) -> ReviewResource:
+        return cls(decision=review.decision.value, decided_by=review.decided_by, note=review.note,
+                   decided_at=review.decided_at)  # fmt: skip
+
+
+class AuthenticationResource(BaseModel):
+    """The execution's 3-D Secure authentication, or the exemption claimed instead. Never the authentication value."""
+
+    id: UUID
+    state: str = Field(
+        description="started, challenge_required, succeeded, failed, rejected, unavailable, expired, or exempted"
+    )
+    performed_by: str = Field(description="engine (the sandbox's EMV flow) or provider (Stripe, Adyen)")
+    exemption: str | None = Field(
+        default=None, description="low_value, merchant_initiated or transaction_risk_analysis: no liability shift"
+    )
+    liability_shift: bool = Field(description="Whether fraud chargebacks move to the issuer (from the scheme's ECI)")
+    trans_status: str | None = None
+    trans_status_reason: str | None = None
+    eci: str | None = None
+    message_version: str | None = None
+    three_ds_server_trans_id: str | None = None
+    acs_trans_id: str | None = None
+    ds_trans_id: str | None = None
+    challenge_indicator: str | None = None
+    scheme: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: AuthenticationRecord) -> AuthenticationResource:
+        return cls(id=record.id, state=record.state, performed_by=record.performed_by, exemption=record.exemption,
+                   liability_shift=bool(record.liability_shift), trans_status=record.trans_status,
+                   trans_status_reason=record.trans_status_reason, eci=record.eci,
+                   message_version=record.message_version, three_ds_server_trans_id=record.three_ds_server_trans_id,
+                   acs_trans_id=record.acs_trans_id, ds_trans_id=record.ds_trans_id,
+                   challenge_indicator=record.challenge_indicator, scheme=record.scheme,
+                   created_at=record.created_at, finished_at=record.finished_at,
+                   expires_at=record.expires_at)  # fmt: skip
+
+
+class ReviewBody(BaseModel):
+    """An operator's decision on an execution held for review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    note: str | None = Field(default=None, max_length=500)
+
+
 class ExecutionDetail(ExecutionResource):
     refunded_amount: int = Field(description="Minor units refunded so far: succeeded refunds, less returned ones")
     refunds: list[RefundResource] = Field(description="Refunds and other reversals, oldest first")
+    risk_assessments: list[RiskAssessmentResource] = Field(
+        default_factory=list, description="Risk assessments, one per attempt, oldest first"
+    )
+    review: ReviewResource | None = Field(default=None, description="The review decision, if one was held")
+    authentication: AuthenticationResource | None = Field(
+        default=None, description="3-D Secure (or the exemption claimed), if the charge is a card charge that had one"
+    )
+    liability_shift: bool = Field(
+        default=False, description="Whether 3-D Secure moved fraud liability to the issuer for this charge"
+    )
     events: list[EventResource] = Field(description="Lifecycle timeline, oldest first")
     workflow: list[WorkflowPhaseResource] = Field(description="Authoritative workflow phases, oldest first")
 

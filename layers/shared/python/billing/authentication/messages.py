@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import ClassVar, Final, NoReturn, TypeAlias, assert_never
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from billing.authentication.currency_numbers import alpha_currency
 from billing.authentication.protocol import DeviceChannel, MessageCategory, MessageType, MessageVersion
@@ -370,9 +370,20 @@ class _Fields:
             parts = urlsplit(value)
         except ValueError:
             parts = None
-        if parts is None or parts.scheme != "https" or not parts.hostname:
+        if parts is None or not is_browser_safe_url(parts):
             self.invalid(name, "is not an https URL")
         return value
+
+
+# The local stack serves the sandbox ACS over plain HTTP on the loopback interface; no real ACS is ever there.
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def is_browser_safe_url(parts: SplitResult) -> bool:
+    """https to a host; or http to this machine's loopback, where only the local stack listens."""
+    if not parts.hostname:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 
 # --- One parser per message type --------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 from billing.authentication.liability import eci_for
-from billing.authentication.messages import AReq, CReq, parse_message
+from billing.authentication.messages import AReq, CReq, is_browser_safe_url, parse_message
 from billing.authentication.protocol import DeviceChannel, MessageCategory, MessageType, MessageVersion
 from billing.authentication.states import TransStatus
 from billing.authentication.wire import WireMessage
@@ -328,8 +328,8 @@ class SandboxAcs:
     ) -> None:
         parts = urlsplit(acs_url)
         # The engine's parser refuses an acsURL that is not https to a host; fail at wiring, not at the first ARes.
-        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-            raise ValueError("acs_url must be an https URL without query or fragment")
+        if not is_browser_safe_url(parts) or parts.query or parts.fragment:
+            raise ValueError("acs_url must be an https URL (http only on loopback) without query or fragment")
         if challenge_ttl <= timedelta(0):
             raise ValueError("challenge_ttl must be positive")
         self._acs_url = acs_url.rstrip("/")

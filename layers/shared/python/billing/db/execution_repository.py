@@ -1,4 +1,4 @@
-"""PostgreSQL repository for billing executions: the idempotent create and the nine transition methods.
+"""PostgreSQL repository for billing executions: the idempotent create and the ten transition methods.
 
 Every write is ONE data-modifying statement holding the state change, its lifecycle event, its outbox row and
 its workflow row, so all four commit together or none does and the event and outbox payload are built from the
@@ -295,7 +295,7 @@ class ExecutionRepository:
         assert winner is not None, "the conflicting row is committed before ON CONFLICT gives way"
         return winner, False
 
-    # -- the nine transitions ----------------------------------------------------------------------------
+    # -- the ten transitions ----------------------------------------------------------------------------
 
     def mark_pending(
         self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, **details: Any
@@ -395,6 +395,20 @@ class ExecutionRepository:
         """pending -> completed|failed: the reconciliation worker learned the outcome from the provider."""
         return self._transition(
             TransitionMethod.RECONCILE, tenant_id, execution_id, context, to_status=outcome, **details
+        )
+
+    def refuse(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, *, error_code: str, **details: Any
+    ) -> Execution:
+        """pending (never submitted) -> failed: the engine itself refused the charge (risk, review, 3-D Secure)."""
+        return self._transition(
+            TransitionMethod.REFUSE,
+            tenant_id,
+            execution_id,
+            context,
+            error_code=error_code,
+            unsubmitted_only=True,
+            **details,
         )
 
     # -- attempt bookkeeping -----------------------------------------------------------------------------

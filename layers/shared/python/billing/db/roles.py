@@ -209,5 +209,6 @@ FUNCTION_ROLES: Final = MappingProxyType(
         FunctionName.AUDIT: DatabaseRole.AUDITOR,
         FunctionName.AUDIT_CHECKPOINT: DatabaseRole.WORKER,
         FunctionName.VAULT: DatabaseRole.VAULT,
+        FunctionName.THREE_DS: DatabaseRole.APP,
     }
 )

@@ -24,6 +24,7 @@ from billing.domain.errors import (
     RefundExceedsCaptured,
     ReversalChangeRefused,
     RiskHistoryRefused,
+    SubmissionRefusedByRisk,
     UnrecordedChange,
 )
 
@@ -58,6 +59,9 @@ class GuardState(StrEnum):
     # Risk (sql/20261214_billing_risk.sql): velocity attempts change only to mark a decline; rule sets take the next
     # version only:
     RISK_HISTORY = "BE019"
+    # 3-D Secure and submission after risk (sql/20261215_billing_authentications.sql): an authentication's states
+    # only move forward, its value is used once; nothing is submitted against the risk decision:
+    AUTHENTICATION_OR_SUBMISSION = "BE020"
 
 
 GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
@@ -78,6 +82,7 @@ GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
         GuardState.REFUND_EXCEEDS_CAPTURED: RefundExceedsCaptured,
         GuardState.REVERSAL_CHANGE: ReversalChangeRefused,
         GuardState.RISK_HISTORY: RiskHistoryRefused,
+        GuardState.AUTHENTICATION_OR_SUBMISSION: SubmissionRefusedByRisk,
     }
 )
 

@@ -409,3 +409,22 @@ class RiskHistoryRefused(BillingError):
     replacement got there first); the database refused it."""
 
     code = "risk_history_refused"
+
+
+class SubmissionRefusedByRisk(BillingError):
+    """The database refused to submit a charge against its risk decision (blocked, held for review, or 3-D Secure
+    still required): a guard the application should never reach."""
+
+    code = "submission_refused_by_risk"
+
+
+class RiskReviewConflict(BillingError):
+    """The execution was reviewed already, or is not waiting for a review."""
+
+    code = "risk_review_conflict"
+
+
+class AuthenticationNotFound(BillingError):
+    """No 3-D Secure authentication under this address (or another tenant's)."""
+
+    code = "authentication_not_found"

@@ -1,4 +1,4 @@
-"""The nine repository transition methods: which statuses each moves between and what it records."""
+"""The ten repository transition methods: which statuses each moves between and what it records."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class TransitionMethod(StrEnum):
     REJECT_FROM_PENDING = "reject_from_pending"
     SETTLE_FROM_PROCESSING = "settle_from_processing"
     RECONCILE = "reconcile"
+    REFUSE = "refuse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +65,7 @@ TRANSITIONS = MappingProxyType(
             (S.PROCESSING,), (S.PENDING,), EVENT_PREFIX + "settlement_pending", P.SETTLEMENT_PENDING
         ),
         _M.RECONCILE: TransitionSpec((S.PENDING,), (S.COMPLETED, S.FAILED), EVENT_PREFIX + "reconciled", P.RECONCILED),
+        # Failed before anything reached a provider: blocked by risk, rejected in review, or not authenticated.
+        _M.REFUSE: TransitionSpec((S.PENDING,), (S.FAILED,), EVENT_PREFIX + "refused", P.FAILED),
     }
 )

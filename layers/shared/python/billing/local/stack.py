@@ -494,6 +494,8 @@ class LocalStack:
             ENV_STRIPE_API_BASE: resources.stripe_api_base,
             ENV_STRIPE_SERVER_PROFILE: resources.stripe_server_profile,
             names.ENV_PROVIDER_RETURN_URL: os.environ.get(names.ENV_PROVIDER_RETURN_URL) or LOCAL_RETURN_URL,
+            # The customer's browser reaches the 3-D Secure pages here.
+            names.ENV_PUBLIC_API_URL: self.base_url,
             names.ENV_POWERTOOLS_SERVICE_NAME: names.APP_NAME,
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.METRICS_NAMESPACE,
             "POWERTOOLS_TRACE_DISABLED": "true",

@@ -16,6 +16,7 @@ from billing.domain.errors import AdapterMismatch, UnknownPaymentProvider
 from billing.domain.execution import Execution, PaymentRail
 from billing.rails.ports import PaymentProvider, ProviderCharge, RailAdapter, provider_idempotency_key
 from billing.rails.results import Decision, ProviderError, StatusCheck, SubmitOutcome, SubmitResult
+from billing.rails.three_ds import NO_THREE_DS, ThreeDSecureInstruction
 
 SANDBOX = "sandbox"
 
@@ -93,10 +94,11 @@ class ProviderRailAdapter:
     def max_retries(self) -> int:
         return self._profile.max_retries
 
-    def submit(self, execution: Execution) -> SubmitResult:
+    def submit(self, execution: Execution, three_ds: ThreeDSecureInstruction = NO_THREE_DS) -> SubmitResult:
         """Submit the execution's charge under its provider idempotency key."""
         self._require_own(execution)
-        result = self._provider.submit(ProviderCharge.from_execution(execution), provider_idempotency_key(execution))
+        charge = ProviderCharge.from_execution(execution, three_ds)
+        result = self._provider.submit(charge, provider_idempotency_key(execution))
         return apply_rail_semantics(result, is_async=self.is_async)
 
     def check_status(self, execution: Execution) -> StatusCheck:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from billing.domain.execution import Execution, PaymentRail
 from billing.rails.results import Decision, ProviderError, RefundResult, StatusCheck, SubmitResult
+from billing.rails.three_ds import NO_THREE_DS, ThreeDSecureInstruction
 
 
 class ChargeInitiator(StrEnum):
@@ -48,6 +49,8 @@ class ProviderCharge:
     created_at: datetime | None = None
     # The customer, as the billing system knows them (the entity contract): Adyen's shopperReference for stored cards.
     customer_reference: str | None = None
+    # What the risk decision asks of 3-D Secure for this charge (billing.rails.three_ds).
+    three_ds: ThreeDSecureInstruction = NO_THREE_DS
 
     def __post_init__(self) -> None:
         # bool is an int subclass; a float would be a rounding bug waiting to happen. Minor units only.
@@ -55,9 +58,10 @@ class ProviderCharge:
             raise ValueError("amount must be a positive int of minor units")
 
     @classmethod
-    def from_execution(cls, execution: Execution) -> ProviderCharge:
+    def from_execution(cls, execution: Execution, three_ds: ThreeDSecureInstruction = NO_THREE_DS) -> ProviderCharge:
         """The charge an execution stands for."""
         return cls(
+            three_ds=three_ds,
             tenant_id=execution.tenant_id,
             execution_id=execution.id,
             amount=execution.amount,
@@ -203,8 +207,8 @@ class RailAdapter(Protocol):
         """Resubmissions allowed after the first attempt for transient errors."""
         ...
 
-    def submit(self, execution: Execution) -> SubmitResult:
-        """Submit the execution's charge under its provider idempotency key."""
+    def submit(self, execution: Execution, three_ds: ThreeDSecureInstruction = NO_THREE_DS) -> SubmitResult:
+        """Submit the execution's charge under its provider idempotency key, with what 3-D Secure asks of it."""
         ...
 
     def check_status(self, execution: Execution) -> StatusCheck:

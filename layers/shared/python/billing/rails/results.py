@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, assert_never
 
 from billing.domain.errors import ProviderUnavailable
+from billing.rails.three_ds import ProviderAuthentication
 
 
 class SubmitOutcome(StrEnum):
@@ -235,6 +236,8 @@ class SubmitResult:
     next_action: NextAction | None = None
     http_status: int | None = None
     request_id: str | None = None
+    # What the provider reported of the 3-D Secure it ran for this charge, when it said anything.
+    authentication: ProviderAuthentication | None = None
 
     def __post_init__(self) -> None:
         if submit_requires_reference(self.outcome) and not self.provider_reference:
@@ -315,6 +318,8 @@ class StatusCheck:
     # When the provider says the charge reached its final outcome (PAID, FAILED or CANCELED only).
     settled_at: datetime | None = None
     request_id: str | None = None
+    # What the provider reported of the 3-D Secure it ran for this charge, when it said anything.
+    authentication: ProviderAuthentication | None = None
 
     def __post_init__(self) -> None:
         if status_requires_reference(self.outcome) != bool(self.provider_reference):

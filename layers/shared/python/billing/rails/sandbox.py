@@ -46,6 +46,7 @@ it can never succeed afterwards. A charge that reached its outcome first is left
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -75,6 +76,7 @@ from billing.rails.results import (
     StatusCheck,
     SubmitResult,
 )
+from billing.rails.three_ds import ThreeDSecureMode
 
 PROVIDER_NAME: Final = "sandbox"
 # failure_code of a charge cancel() ended; check_status reports such a charge CANCELED, not FAILED.
@@ -514,6 +516,12 @@ class SandboxProvider:
         self._simulate_latency()
         request_id = _new_id("req_", 8)
         scenario = scenario_for(charge.rail, charge.payment_instrument_id)
+        if (
+            scenario.plan.status is ChargeStatus.REQUIRES_ACTION
+            and charge.three_ds.mode is ThreeDSecureMode.AUTHENTICATED
+        ):
+            # The issuer asked for authentication and the authorisation carries it: nothing more to ask the customer.
+            scenario = dataclasses.replace(scenario, plan=ChargePlan(ChargeStatus.SUCCEEDED))
         connected = False
         try:
             with self._connections() as conn:

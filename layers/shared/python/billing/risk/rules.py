@@ -41,6 +41,7 @@ from pydantic import (
     StrictStr,
     Tag,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic import ValidationError as PydanticValidationError
 
@@ -214,12 +215,49 @@ class Rule(BaseModel):
     when: Condition
 
 
+class UnavailableAuthentication(StrEnum):
+    """What a charge does when the issuer could not authenticate (transStatus U): go on without liability shift, or
+    fail with authentication_unavailable."""
+
+    PROCEED = "proceed"
+    FAIL = "fail"
+
+
+# PSD2 transaction risk analysis (RTS on SCA, art. 18): the lowest band, for an acquirer fraud rate up to 0.13 %.
+DEFAULT_TRA_CEILING: Final[dict[str, int]] = {"EUR": 10000}
+DEFAULT_REVIEW_TIMEOUT_MINUTES: Final = 24 * 60
+
+
+class RiskSettings(BaseModel):
+    """A tenant's choices beside its rules: how long a review may wait, what an unavailable authentication does,
+    and when the transaction risk analysis exemption is claimed (score below the threshold, amount up to the ceiling
+    in the charge's own currency; threshold 0 never claims it)."""
+
+    model_config = _MODEL_CONFIG
+
+    review_timeout_minutes: Annotated[StrictInt, Field(ge=5, le=7 * 24 * 60)] = DEFAULT_REVIEW_TIMEOUT_MINUTES
+    on_authentication_unavailable: Annotated[UnavailableAuthentication, _FromJson] = UnavailableAuthentication.PROCEED
+    tra_score_threshold: Annotated[StrictInt, Field(ge=0, le=100)] = 0
+    tra_ceiling: Annotated[
+        dict[StrictStr, Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT_MINOR)]], Field(max_length=MAX_LIST_VALUES)
+    ] = Field(default_factory=lambda: dict(DEFAULT_TRA_CEILING))
+
+    @field_validator("tra_ceiling")
+    @classmethod
+    def _known_currencies(cls, ceiling: dict[str, int]) -> dict[str, int]:
+        unknown = [code for code in ceiling if not is_known_currency(code)]
+        if unknown:
+            raise ValueError("tra_ceiling keys must be ISO 4217 currency codes")
+        return ceiling
+
+
 class RuleSetBody(BaseModel):
     """A rule set as a client sends it and storage keeps it: the rules, in the order explanations list them."""
 
     model_config = _MODEL_CONFIG
 
     rules: Annotated[tuple[Rule, ...], _FromJson, Field(max_length=MAX_RULES)]
+    settings: RiskSettings = Field(default_factory=RiskSettings)
 
 
 class RuleSet(BaseModel):
@@ -232,14 +270,17 @@ class RuleSet(BaseModel):
 
     version: Annotated[StrictInt, Field(ge=0)]
     rules: tuple[Rule, ...]
+    settings: RiskSettings = Field(default_factory=RiskSettings)
 
     def document(self) -> dict[str, Any]:
         """The body as storage keeps it and the API returns it (without the version, which is the row's)."""
-        return RuleSetBody(rules=self.rules).model_dump(mode="json", by_alias=True, exclude_none=True)
+        return RuleSetBody(rules=self.rules, settings=self.settings).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
 
     def with_version(self, version: int) -> RuleSet:
         """The same rules under the version storage assigned when it kept them."""
-        return RuleSet(version=version, rules=self.rules)
+        return RuleSet(version=version, rules=self.rules, settings=self.settings)
 
 
 def parse_rule_set(data: object, *, version: int) -> RuleSet:
@@ -254,7 +295,7 @@ def parse_rule_set(data: object, *, version: int) -> RuleSet:
     errors = _rule_set_errors(enumerate(body.rules))
     if errors:
         raise ValidationFailed(errors)
-    return RuleSet(version=version, rules=body.rules)
+    return RuleSet(version=version, rules=body.rules, settings=body.settings)
 
 
 def rule_set_json_schema() -> dict[str, Any]:

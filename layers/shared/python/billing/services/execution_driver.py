@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
+from billing.authentication.flow import AuthenticationStep, StepKind
 from billing.db.execution_repository import ExecutionRepository
 from billing.domain.backoff import BackoffPolicy
 from billing.domain.errors import TransitionConflict
@@ -32,7 +33,10 @@ from billing.rails.results import (
     SubmitOutcome,
     SubmitResult,
 )
+from billing.rails.three_ds import NO_THREE_DS, ThreeDSecureInstruction, ThreeDSecureMode
+from billing.risk.gate import NO_SIGNALS, ClientSignals
 from billing.services.ports import ExecutionObserver, RetryRequest, RetryScheduler
+from billing.services.pre_submission import PreSubmission
 
 Clock = Callable[[], datetime]
 
@@ -64,8 +68,11 @@ class ExecutionDriver:
         backoff: BackoffPolicy | None = None,
         clock: Clock = _utc_now,
         jitter: Callable[[float, float], float] = random.uniform,
+        pre_submission: PreSubmission | None = None,
     ) -> None:
         self._repository = repository
+        # Risk and 3-D Secure before the first submission; None: submitted as created (tools, some tests).
+        self._pre_submission = pre_submission
         self._providers = providers
         self._retries = retries
         self._observer = observer
@@ -79,9 +86,16 @@ class ExecutionDriver:
         return self.drive_with_action(execution, correlation_id=correlation_id, context=context).execution
 
     def drive_with_action(
-        self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext
+        self,
+        execution: Execution,
+        *,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+        signals: ClientSignals = NO_SIGNALS,
+        step: AuthenticationStep | None = None,
     ) -> Driven:
-        """drive(), and the customer's next action if this call submitted a charge that waits for them."""
+        """drive(), and the customer's next action if this call submitted a charge that waits for them (or holds it
+        for 3-D Secure). `step`: the authentication just completed (a challenge's result), instead of asking anew."""
         started = time.perf_counter()
         current = execution
         next_action: NextAction | None = None
@@ -89,6 +103,20 @@ class ExecutionDriver:
             current = self._guarded(lambda: self._repository.mark_pending(
                 current.tenant_id, current.id, context, correlation_id=correlation_id), current)  # fmt: skip
         if current.status is ExecutionStatus.PENDING and current.submitted_at is None:
+            if step is None and self._pre_submission is not None:
+                step = self._pre_submission.check(current, signals, context=context, correlation_id=correlation_id)
+            if step is not None and step.kind is StepKind.WAIT:
+                return Driven(current, step.next_action)
+            if step is not None and step.kind is StepKind.REFUSE:
+                assert step.error_code is not None
+                refused = current
+                current = self._guarded(lambda: self._repository.refuse(
+                    refused.tenant_id, refused.id, context, error_code=step.error_code or "",
+                    correlation_id=correlation_id), current)  # fmt: skip
+                self._observer.execution_result(
+                    current, duration_ms=(time.perf_counter() - started) * 1000, correlation_id=correlation_id
+                )
+                return Driven(current)
             try:
                 current = self._repository.mark_processing(
                     current.tenant_id, current.id, context, correlation_id=correlation_id
@@ -96,7 +124,10 @@ class ExecutionDriver:
             except TransitionConflict:
                 # Another caller owns the submission: report where it is, never submit twice.
                 return Driven(self._reload(current))
-            submitted = self._submit_with_action(current, correlation_id=correlation_id, context=context)
+            three_ds = step.three_ds if step is not None else NO_THREE_DS
+            submitted = self._submit_with_action(
+                current, correlation_id=correlation_id, context=context, three_ds=three_ds
+            )
             current, next_action = submitted.execution, submitted.next_action
         self._observer.execution_result(
             current, duration_ms=(time.perf_counter() - started) * 1000, correlation_id=correlation_id
@@ -116,11 +147,21 @@ class ExecutionDriver:
         return self._submit_with_action(execution, correlation_id=correlation_id, context=context).execution
 
     def _submit_with_action(
-        self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext
+        self,
+        execution: Execution,
+        *,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+        three_ds: ThreeDSecureInstruction = NO_THREE_DS,
     ) -> Driven:
         adapter = adapter_for(execution, self._providers)
         started = time.perf_counter()
-        result = adapter.submit(execution)
+        result = adapter.submit(execution, three_ds)
+        if three_ds.mode is ThreeDSecureMode.REQUEST and self._pre_submission is not None:
+            # The provider ran its own 3-D Secure: what it reported fills the execution's authentication.
+            self._pre_submission.three_ds.record_provider_result(
+                execution, result.authentication, context=context, correlation_id=correlation_id
+            )
         self._observer.rail_call(
             execution,
             outcome=result.outcome.value,

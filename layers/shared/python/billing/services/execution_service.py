@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from billing.db.execution_repository import ExecutionListQuery, ExecutionRepository
-from billing.domain.errors import ExecutionNotFound, IdempotencyKeyReused, TransitionConflict
+from billing.domain.errors import ExecutionNotFound, IdempotencyKeyReused, RiskReviewConflict, TransitionConflict
 from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, validate_idempotency_key
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
@@ -16,6 +16,8 @@ from billing.instruments.model import is_instrument_id
 from billing.providers.routing import ProviderRouter
 from billing.rails.adapters import default_provider_for
 from billing.rails.results import NextAction
+from billing.risk.gate import NO_SIGNALS, ClientSignals
+from billing.risk.reviews import ReviewDecision, ReviewStore
 from billing.services.execution_driver import ExecutionDriver
 
 _CANCELABLE = (ExecutionStatus.CREATED, ExecutionStatus.PENDING)
@@ -45,8 +47,11 @@ class ExecutionService:
         driver: ExecutionDriver | None = None,
         instruments: ChargeableInstruments | None = None,
         router: ProviderRouter | None = None,
+        *,
+        reviews: ReviewStore | None = None,
     ) -> None:
         self._repository = repository
+        self._reviews = reviews
         self._driver = driver
         # Chooses the provider when a caller names none (the API); None: the rail's default provider.
         self._router = router
@@ -114,8 +119,10 @@ class ExecutionService:
         payment_provider: str | None,
         correlation_id: str | None,
         context: WorkflowWriteContext,
+        signals: ClientSignals = NO_SIGNALS,
     ) -> CreateOutcome:
-        """Create (or find) the execution and drive it; a replay resumes one whose first request stalled."""
+        """Create (or find) the execution and drive it; a replay resumes one whose first request stalled (or shows
+        one waiting for review or 3-D Secure where it waits). `signals`: the client's device and IP, for risk."""
         assert self._driver is not None, "execute needs a driver"
         outcome = self.create(
             tenant_id,
@@ -125,8 +132,41 @@ class ExecutionService:
             correlation_id=correlation_id,
             context=context,
         )
-        driven = self._driver.drive_with_action(outcome.execution, correlation_id=correlation_id, context=context)
+        driven = self._driver.drive_with_action(
+            outcome.execution, correlation_id=correlation_id, context=context, signals=signals
+        )
         return CreateOutcome(driven.execution, outcome.created, driven.next_action)
+
+    def review(
+        self,
+        tenant_id: UUID,
+        execution_id: UUID,
+        decision: ReviewDecision,
+        *,
+        note: str | None,
+        correlation_id: str | None,
+        context: WorkflowWriteContext,
+    ) -> CreateOutcome:
+        """An operator's decision on an execution held for review: approved, it is driven on at once (3-D Secure
+        may still be asked); rejected, it fails. RiskReviewConflict if it is not waiting for one."""
+        assert self._driver is not None, "review needs a driver"
+        assert self._reviews is not None, "review needs the review store"
+        if decision is ReviewDecision.EXPIRED:
+            raise ValueError("only the review timeout expires a review")
+        execution = self._require(tenant_id, execution_id)
+        held = self._reviews.held_by(tenant_id, execution_id)
+        if execution.status is not ExecutionStatus.PENDING or execution.submitted_at is not None or held is None:
+            raise RiskReviewConflict(
+                f"execution {execution_id} is not waiting for a review", execution_id=str(execution_id)
+            )
+        _, current = self._reviews.decide(
+            execution, held.id, decision, decided_by=context.actor, note=note, context=context,
+            correlation_id=correlation_id,
+        )  # fmt: skip
+        if decision is ReviewDecision.REJECT:
+            return CreateOutcome(current, created=False)
+        driven = self._driver.drive_with_action(current, correlation_id=correlation_id, context=context)
+        return CreateOutcome(driven.execution, created=False, next_action=driven.next_action)
 
     def view(self, tenant_id: UUID, execution_id: UUID) -> ExecutionView:
         execution = self._require(tenant_id, execution_id)

@@ -49,6 +49,12 @@ SANDBOX_TEST_CARDS: Final = MappingProxyType(
         "4000000000009995": "tok_insufficient_funds",
         "4000000000000069": "tok_expired_card",
         "4000000000003220": "tok_3ds",
+        # 3-D Secure test cards (billing.authentication.flow.SANDBOX_3DS_CARDS): the sandbox's ACS knows them.
+        "4000002760003184": "tok_3ds_challenge",
+        "4000000000003063": "tok_3ds_attempted",
+        "4000008400001629": "tok_3ds_rejected",
+        "4000000000003055": "tok_3ds_unavailable",
+        "5200828282828210": "tok_3ds_mastercard",
     }
 )
 

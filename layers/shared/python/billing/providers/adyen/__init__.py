@@ -1,10 +1,11 @@
 """Adyen behind the PaymentProvider port: Checkout API v71 through Adyen's official Python SDK.
 
 One module per concept: `endpoints` (the pinned API version and base URLs), `credentials`, `idempotency` (the
-Idempotency-Key Adyen gets), `request_bodies` (what /payments, /refunds and /cancels are sent), `result_codes` (the
-spec's resultCode enum, decided one by one), `responses` (Adyen's answers as SubmitResult / RefundResult), `errors`
-(HTTP and transport failures, and the decision table) and `provider` (AdyenProvider, which sends). docs/providers.md
-explains how charges are followed afterwards: Adyen has no payment status endpoint.
+Idempotency-Key Adyen gets), `request_bodies` (what /payments, /refunds and /cancels are sent), `three_ds` (what
+3-D Secure adds to /payments, and what Adyen reports of it), `result_codes` (the spec's resultCode enum, decided one
+by one), `responses` (Adyen's answers as SubmitResult / RefundResult), `errors` (HTTP and transport failures, and
+the decision table) and `provider` (AdyenProvider, which sends). docs/providers.md explains how charges are followed
+afterwards: Adyen has no payment status endpoint.
 """
 
 from billing.providers.adyen.credentials import AdyenCredentials, parse_adyen_credentials

@@ -11,6 +11,7 @@ from typing import Any, Final, assert_never
 
 from billing.domain.execution import PaymentRail
 from billing.providers.adyen.errors import PAYMENT_METHOD_MISSING, PAYMENT_METHOD_UNSUPPORTED, SHOPPER_REFERENCE_MISSING
+from billing.providers.adyen.three_ds import three_ds_fields
 from billing.rails.ports import ChargeInitiator, ProviderCharge, ProviderRefund
 
 # The card payment method type of CardDetails; a stored card is named by its token alone.
@@ -47,8 +48,8 @@ def shopper_context_for(initiator: ChargeInitiator) -> ShopperContext:
 
 
 def payment_request(charge: ProviderCharge, *, merchant_account: str, return_url: str) -> dict[str, Any]:
-    """The /payments body for a charge on a stored card. Raises ChargeNotSendable when the charge has no card token,
-    no shopper, or is not a card charge."""
+    """The /payments body for a charge on a stored card, with what 3-D Secure asks of it. Raises ChargeNotSendable
+    when the charge has no card token, no shopper, or is not a card charge."""
     if charge.rail is not PaymentRail.CARD:
         raise ChargeNotSendable(PAYMENT_METHOD_UNSUPPORTED, f"the Adyen adapter charges cards, not {charge.rail}")
     if not charge.payment_instrument_id:
@@ -57,7 +58,7 @@ def payment_request(charge: ProviderCharge, *, merchant_account: str, return_url
         # Adyen stores card tokens per shopperReference and refuses a stored card without it.
         raise ChargeNotSendable(SHOPPER_REFERENCE_MISSING, "an Adyen stored-card charge needs the shopper reference")
     context = shopper_context_for(charge.initiator)
-    return {
+    body: dict[str, Any] = {
         "amount": {"value": charge.amount, "currency": charge.currency},
         # Our execution id: it comes back as merchantReference in every webhook and in the settlement report.
         "reference": str(charge.execution_id),
@@ -71,6 +72,9 @@ def payment_request(charge: ProviderCharge, *, merchant_account: str, return_url
         # Only ids: the execution's own metadata may hold what Adyen should not (and is limited to 20 short entries).
         "metadata": {"tenant_id": str(charge.tenant_id), "execution_id": str(charge.execution_id)},
     }
+    # What the risk decision asks of 3-D Secure (three_ds.py); none of its fields is one of the above.
+    body.update(three_ds_fields(charge.three_ds, return_url=return_url))
+    return body
 
 
 def refund_request(refund: ProviderRefund, *, merchant_account: str) -> dict[str, Any]:

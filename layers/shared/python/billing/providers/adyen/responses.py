@@ -6,6 +6,7 @@ Fields are read, never required beyond what the outcome needs: unknown fields (a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final, assert_never
 
 from billing.providers.adyen.errors import (
@@ -20,6 +21,7 @@ from billing.providers.adyen.errors import (
     provider_error,
 )
 from billing.providers.adyen.result_codes import ResultHandling, handling_for
+from billing.providers.adyen.three_ds import authentication_for
 from billing.rails.results import NextAction, NextActionType, RefundResult, SubmitResult
 
 # The only status Adyen gives an accepted modification (refund, cancel): the outcome comes by webhook.
@@ -27,7 +29,7 @@ MODIFICATION_RECEIVED: Final = "received"
 
 
 def submit_result(response: object, *, merchant_reference: str, return_url: str, http_status: int) -> SubmitResult:
-    """The SubmitResult for a /payments answer.
+    """The SubmitResult for a /payments answer, with what it tells of 3-D Secure (three_ds.authentication_for).
 
     A charge waiting for the shopper may have no pspReference yet ("you will get this value in the /payments/details
     response"): it is then named by `merchant_reference` (our execution id, sent as `reference`), which cancel
@@ -35,6 +37,16 @@ def submit_result(response: object, *, merchant_reference: str, return_url: str,
     """
     if not isinstance(response, Mapping) or "resultCode" not in response:
         return _unreadable(UNEXPECTED_RESPONSE, "Adyen's answer is not a PaymentResponse", http_status, None)
+    result = _result_for(
+        response, merchant_reference=merchant_reference, return_url=return_url, http_status=http_status
+    )
+    authentication = authentication_for(response)
+    return result if authentication is None else replace(result, authentication=authentication)
+
+
+def _result_for(
+    response: Mapping[str, Any], *, merchant_reference: str, return_url: str, http_status: int
+) -> SubmitResult:
     result_code = response.get("resultCode")
     psp_reference = _text(response.get("pspReference"))
     handling = handling_for(result_code)

@@ -6,6 +6,7 @@ server_profile.py  what a Stripe-compatible server supports (Stripe, localstripe
 params.py          what we send: PaymentIntent and Refund parameters, metadata
 amounts.py         amounts in Stripe's units
 statuses.py        PaymentIntent and Refund statuses as outcomes
+three_ds.py        3-D Secure: what a charge asks of Stripe, and what Stripe reports of the authentication it ran
 errors.py          Stripe's errors as ProviderErrors, and the decision table
 lookup.py          finding a PaymentIntent or Refund whose answer was lost
 """

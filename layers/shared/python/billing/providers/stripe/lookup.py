@@ -18,6 +18,7 @@ from stripe.params import PaymentIntentListParams, RefundListParams
 from billing.providers.stripe.params import EXECUTION_ID_KEY, REFUND_ID_KEY, TENANT_ID_KEY
 from billing.providers.stripe.server_profile import StripeServerProfile
 from billing.providers.stripe.statuses import PaymentIntentStatus, StripeObject, intent_status
+from billing.providers.stripe.three_ds import EXPAND_LISTED_LATEST_CHARGE
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,14 @@ class PaymentIntentFinder:
     def _search(self, client: stripe.StripeClient, execution_id: UUID, tenant_id: UUID | None) -> list[StripeObject]:
         # A UUID holds no quote, so it cannot break out of the query string.
         query = f"{_SEARCH_FIELD}:'{execution_id}'"
-        found = client.v1.payment_intents.search(params={"query": query, "limit": _PAGE_SIZE})
+        found = client.v1.payment_intents.search(
+            params={"query": query, "limit": _PAGE_SIZE, "expand": list(EXPAND_LISTED_LATEST_CHARGE)}
+        )
         return [intent for intent in (item.to_dict() for item in found.data) if _is_of(intent, execution_id, tenant_id)]
 
     def _listed(self, client: stripe.StripeClient, created_not_before: datetime | None) -> Iterator[StripeObject]:
-        params: PaymentIntentListParams = {"limit": _PAGE_SIZE}
+        # Expanded like a retrieve, so an intent found after a lost answer reports its 3-D Secure too.
+        params: PaymentIntentListParams = {"limit": _PAGE_SIZE, "expand": list(EXPAND_LISTED_LATEST_CHARGE)}
         if self._profile.supports_list_filters:
             since = (
                 created_not_before - CREATED_MARGIN

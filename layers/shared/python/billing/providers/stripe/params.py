@@ -16,7 +16,9 @@ from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from billing.domain.execution import PaymentRail
 from billing.providers.stripe.amounts import stripe_currency, to_stripe_amount
 from billing.providers.stripe.server_profile import StripeServerProfile
+from billing.providers.stripe.three_ds import card_options_for
 from billing.rails.ports import ChargeInitiator, ProviderCharge, ProviderRefund
+from billing.rails.three_ds import ThreeDSecureMode
 
 TENANT_ID_KEY: Final = "tenant_id"
 EXECUTION_ID_KEY: Final = "execution_id"
@@ -62,7 +64,8 @@ def refund_metadata(refund: ProviderRefund) -> dict[str, str]:
 def payment_intent_params(
     charge: ProviderCharge, *, profile: StripeServerProfile, return_url: str | None
 ) -> PaymentIntentCreateParams:
-    """Create-and-confirm parameters for the charge: one server-side request, no separate confirm."""
+    """Create-and-confirm parameters for the charge: one server-side request, no separate confirm. Raises
+    three_ds.ThreeDSecureNotSendable for an authentication Stripe cannot import."""
     if charge.payment_instrument_id is None:
         raise ValueError("a Stripe charge needs a payment method token (pm_...) as its payment_instrument_id")
     params: PaymentIntentCreateParams = {
@@ -82,6 +85,14 @@ def payment_intent_params(
         params["return_url"] = return_url
     if profile.accepts_description:
         params["description"] = f"billing execution {charge.execution_id}"
+    # 3-D Secure is a card's: a debit never authenticates, whatever the instruction says.
+    card_options = card_options_for(charge.three_ds) if charge.rail is PaymentRail.CARD else None
+    if card_options is not None:
+        params["payment_method_options"] = {"card": card_options}
+        if charge.three_ds.mode is ThreeDSecureMode.AUTHENTICATED and profile.accepts_error_on_requires_action:
+            # Stripe's advice for imported results: the cardholder is authenticated, so a soft decline fails the
+            # attempt rather than starting a second authentication nobody is waiting for.
+            params["error_on_requires_action"] = True
     return params
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeVar
 from uuid import UUID
 
 import stripe
@@ -47,6 +47,7 @@ from billing.providers.stripe.statuses import (
     status_check_for,
     submit_result_for,
 )
+from billing.providers.stripe.three_ds import EXPAND_LATEST_CHARGE, ThreeDSecureNotSendable, authentication_for
 from billing.rails.ports import ProviderCharge, ProviderRefund
 from billing.rails.results import (
     OUTCOME_UNKNOWN_CODE,
@@ -64,6 +65,8 @@ PROVIDER_NAME: Final = "stripe"
 CANCEL_DECLINED_SUFFIX: Final = ":cancel-declined"
 
 log = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result", SubmitResult, StatusCheck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +156,19 @@ class StripeProvider:
                 return SubmitResult.from_error(*_lookup_failed(exc, PAYMENT_INTENT_LOOKUP_FAILED))
             if existing is not None:
                 return self._answer_for(client, existing, request_id=None, cancel_key=cancel_key)
-        params = payment_intent_params(charge, profile=self._setup.profile, return_url=self._setup.return_url)
+        try:
+            params = payment_intent_params(charge, profile=self._setup.profile, return_url=self._setup.return_url)
+        except ThreeDSecureNotSendable as refused:
+            error = ProviderError(PARAMETER_MISSING, str(refused))
+            return SubmitResult.from_error(error, stripe_decision_for(PARAMETER_MISSING))
+        # The charge comes back expanded: its payment_method_details say what 3-D Secure did.
+        params["expand"] = list(EXPAND_LATEST_CHARGE)
         try:
             intent = client.v1.payment_intents.create(params=params, options={"idempotency_key": idempotency_key})
         except stripe.CardError as exc:
-            return self._declined(client, exc, cancel_key)
+            return _without_authentication_value(self._declined(client, exc, cancel_key), charge)
         except stripe.StripeError as exc:
-            return SubmitResult.from_error(*classify(exc))
+            return _without_authentication_value(SubmitResult.from_error(*classify(exc)), charge)
         return self._answer_for(client, intent.to_dict(), request_id=_request_id(intent), cancel_key=cancel_key)
 
     def check_status(self, *, provider_reference: str | None = None, idempotency_key: str | None = None) -> StatusCheck:
@@ -173,7 +182,9 @@ class StripeProvider:
         client = self._client()
         if provider_reference is not None:
             try:
-                intent = client.v1.payment_intents.retrieve(provider_reference)
+                intent = client.v1.payment_intents.retrieve(
+                    provider_reference, params={"expand": list(EXPAND_LATEST_CHARGE)}
+                )
             except stripe.StripeError as exc:
                 if is_not_found(exc):
                     return StatusCheck.not_found(request_id=exc.request_id)
@@ -194,7 +205,7 @@ class StripeProvider:
             found, request_id = existing, None
         if failed_but_open(found):
             self._cancel_failed(client, found, _cancel_key_of(found))
-        return status_check_for(found, request_id=request_id)
+        return _with_authentication(status_check_for(found, request_id=request_id), found)
 
     def cancel(self, reference: str, idempotency_key: str) -> StatusCheck:
         """Cancel an intent still waiting for the customer; the intent's state afterwards (see the port)."""
@@ -211,7 +222,8 @@ class StripeProvider:
                 # is processing first): report it as it stands.
                 return self.check_status(provider_reference=reference)
             _raise_unavailable("cancel", exc)
-        return status_check_for(intent.to_dict(), request_id=_request_id(intent))
+        canceled = intent.to_dict()
+        return _with_authentication(status_check_for(canceled, request_id=_request_id(intent)), canceled)
 
     # --- refunds ----------------------------------------------------------------------------------------------
 
@@ -264,7 +276,8 @@ class StripeProvider:
             # A server may answer a failed confirm with 200 and requires_payment_method instead of a 402.
             self._cancel_failed(client, intent, cancel_key)
         try:
-            return submit_result_for(intent, request_id=request_id, return_url=self._setup.return_url)
+            result = submit_result_for(intent, request_id=request_id, return_url=self._setup.return_url)
+            return _with_authentication(result, intent)
         except (KeyError, TypeError, ValueError) as exc:
             # An answer we cannot read: the intent may exist, so only check_status can tell.
             error = ProviderError(OUTCOME_UNKNOWN_CODE, f"unreadable PaymentIntent: {type(exc).__name__}", 200)
@@ -276,7 +289,10 @@ class StripeProvider:
         intent_id = self._declined_intent_id(client, exc)
         if intent_id is not None:
             self._cancel_failed(client, {"id": intent_id}, cancel_key)
-        return SubmitResult.from_error(error, decision, provider_reference=intent_id)
+        result = SubmitResult.from_error(error, decision, provider_reference=intent_id)
+        # Stripe's error names the intent it left; what it holds of 3-D Secure (a failed authentication) goes along.
+        declined_intent = error_body(exc).get("payment_intent")
+        return _with_authentication(result, declined_intent) if isinstance(declined_intent, dict) else result
 
     def _declined_intent_id(self, client: stripe.StripeClient, exc: stripe.CardError) -> str | None:
         body = error_body(exc)
@@ -302,6 +318,24 @@ class StripeProvider:
             client.v1.payment_intents.cancel(str(intent["id"]), options={"idempotency_key": cancel_key})
         except stripe.StripeError as exc:
             _log_failed_call("cancel a failed PaymentIntent", exc, payment_intent=str(intent["id"]))
+
+
+def _with_authentication(result: _Result, intent: StripeObject) -> _Result:
+    """The result with what the intent tells of 3-D Secure (three_ds.authentication_for)."""
+    authentication = authentication_for(intent)
+    return result if authentication is None else replace(result, authentication=authentication)
+
+
+def _without_authentication_value(result: SubmitResult, charge: ProviderCharge) -> SubmitResult:
+    """The result with the imported authentication value cut out of its error message: Stripe's message could
+    quote a parameter, and the message is stored with the execution."""
+    data = charge.three_ds.data
+    if result.error is None or data is None or not data.authentication_value:
+        return result
+    if data.authentication_value not in result.error.message:
+        return result
+    message = result.error.message.replace(data.authentication_value, "<redacted>")
+    return replace(result, error=replace(result.error, message=message))
 
 
 def _lookup_failed(exc: stripe.StripeError, code: str) -> tuple[ProviderError, Decision]:

@@ -36,6 +36,15 @@ class StripeServerProfile:
     # off_session is refused unless confirm=true is sent with it. The provider always confirms at creation, so this
     # holds for both servers; recorded so a future "create now, confirm later" flow knows.
     off_session_requires_confirm: bool
+    # Acts on payment_method_options.card: request_three_d_secure (3-D Secure the engine asks for) and three_d_secure
+    # (an authentication the engine ran, imported). Recorded, never relied upon: both are sent to either server, and
+    # what the charge then reports (reports_three_d_secure) is what the engine believes.
+    honours_three_d_secure_options: bool
+    # PaymentIntent create takes error_on_requires_action, sent with imported 3-D Secure results so that a soft
+    # decline fails the attempt instead of Stripe starting an authentication of its own.
+    accepts_error_on_requires_action: bool
+    # A charge reports the 3-D Secure that ran as payment_method_details.card.three_d_secure.
+    reports_three_d_secure: bool
     # Card PaymentMethods it can create from a number: the number lengths it takes (None: any valid card number) and
     # whether it insists on a security code. Where it cannot, the vault keeps no token at this server for the card,
     # and routing charges the card elsewhere (the sandbox locally).
@@ -59,13 +68,20 @@ STRIPE: Final = StripeServerProfile(
     accepts_allowed_payment_method_types=True,
     accepts_refund_reason=True,
     off_session_requires_confirm=True,
+    honours_three_d_secure_options=True,
+    accepts_error_on_requires_action=True,
+    reports_three_d_secure=True,
 )
 
 # localstripe 1.15.10: ignores Idempotency-Key; no PaymentIntent search (404) and no list filters ("Unexpected
 # created", 400; lists come in insertion order); refuses description, return_url, automatic_payment_methods,
 # allowed_payment_method_types (it knows only the older payment_method_types, and ignores it) and a refund's reason
 # with "Unexpected ..." (400); takes off_session only together with confirm=true; makes card PaymentMethods from
-# 16-digit numbers only, and only with a 3-digit cvc ("Bad request" otherwise).
+# 16-digit numbers only, and only with a 3-digit cvc ("Bad request" otherwise). 3-D Secure: it takes
+# payment_method_options (request_three_d_secure, an imported three_d_secure) and ignores all of it: whether a card
+# authenticates depends on its number alone (4000002760003184 and five others always require action, any other never
+# does); it refuses error_on_requires_action ("Unexpected ..."); its charges have no payment_method_details, so it
+# reports no 3-D Secure result (only requires_action, and a failed authentication as last_payment_error).
 LOCALSTRIPE: Final = StripeServerProfile(
     name="localstripe",
     honours_idempotency_key=False,
@@ -76,6 +92,9 @@ LOCALSTRIPE: Final = StripeServerProfile(
     accepts_allowed_payment_method_types=False,
     accepts_refund_reason=False,
     off_session_requires_confirm=True,
+    honours_three_d_secure_options=False,
+    accepts_error_on_requires_action=False,
+    reports_three_d_secure=False,
     card_number_lengths=frozenset({16}),
     card_requires_security_code=True,
 )

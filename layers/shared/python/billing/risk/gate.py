@@ -1,0 +1,229 @@
+"""The assessment a charge passes before it is submitted: velocity counted, rules evaluated, the result kept.
+
+One transaction holds it all: the advisory locks per velocity key, the attempt's row, the counts, the assessment
+row and its lifecycle event (billing.execution.risk_assessed, with its outbox row). So a second request on the same
+instrument waits until this one's attempt and decision are committed, and an assessment is never visible without
+its event. An execution is assessed once per attempt: asking again (a replayed request, a driver resuming a stalled
+execution) returns the decision kept for that attempt instead of deciding anew.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+from uuid import UUID
+
+from billing.db.attempts import annotate
+from billing.db.connection import Connection
+from billing.db.tenancy import tenant_transaction
+from billing.domain.execution import Execution, PaymentRail
+from billing.domain.money import Money
+from billing.domain.transitions import EVENT_PREFIX
+from billing.domain.workflow import WorkflowWriteContext
+from billing.instruments.model import is_instrument_id
+from billing.rails.ports import INITIATOR_METADATA_KEY, ChargeInitiator
+from billing.risk.attributes import COUNTRY_PATTERN, RiskFacts
+from billing.risk.evaluation import Assessment, assess
+from billing.risk.postgres import AssessmentLog, AssessmentRecord, RuleSetStore
+from billing.risk.rules import RiskSettings
+from billing.risk.velocity import AttemptKeys, Velocity, VelocityCounter
+
+RISK_ASSESSED_EVENT_TYPE: Final = EVENT_PREFIX + "risk_assessed"
+# The customer's country, when the billing system sends it (ISO 3166-1 alpha-2, in the execution's metadata).
+CUSTOMER_COUNTRY_METADATA_KEY: Final = "customer_country"
+# Longest client-supplied identifier kept (as a digest) for velocity; anything longer is not a fingerprint.
+MAX_SIGNAL_LENGTH: Final = 256
+
+_RISK_FACTS = "select * from billing.payment_instrument_risk_facts(%s, %s)"
+_FIRST_CHARGE_AUTHENTICATED = """
+select a.state in ('succeeded') as authenticated
+  from billing.billing_executions e
+  left join billing.authentications a on a.tenant_id = e.tenant_id and a.execution_id = e.id
+ where e.tenant_id = %s and e.payment_instrument_id = %s and e.status = 'completed'
+ order by e.finished_at, e.id
+ limit 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSignals:
+    """What the request says about the client's device and network (X-Device-Fingerprint, the source IP)."""
+
+    device_fingerprint: str | None = None
+    ip_address: str | None = None
+
+    @classmethod
+    def of(cls, device_fingerprint: str | None, ip_address: str | None) -> ClientSignals:
+        """Signals as a request carries them: blank or oversized values count as absent, never as an error."""
+        return cls(_signal(device_fingerprint), _signal(ip_address))
+
+
+NO_SIGNALS: Final = ClientSignals()
+
+
+def _signal(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value if 0 < len(value) <= MAX_SIGNAL_LENGTH else None
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentFacts:
+    """What risk knows of the instrument: its velocity key and, for a vault instrument, its age and issuer."""
+
+    instrument_key: str
+    created_at: datetime | None = None
+    issuer_country: str | None = None
+    brand: str | None = None
+    first_charge_authenticated: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision kept for this attempt, with the tenant's settings the next step acts on."""
+
+    record: AssessmentRecord
+    settings: RiskSettings
+    instrument: InstrumentFacts
+    initiator: ChargeInitiator
+
+    @property
+    def decision(self) -> str:
+        return self.record.decision
+
+
+def initiator_of(execution: Execution) -> ChargeInitiator:
+    return ChargeInitiator(execution.metadata.get(INITIATOR_METADATA_KEY, ChargeInitiator.CUSTOMER.value))
+
+
+class RiskGate:
+    """Assesses executions on one connection (the execute function's, or the retry worker's)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def assess(
+        self,
+        execution: Execution,
+        signals: ClientSignals,
+        *,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+    ) -> Verdict:
+        attempt = execution.attempt_count + 1
+        conn, tenant = self._conn, execution.tenant_id
+        started = time.perf_counter_ns()
+        with tenant_transaction(conn, tenant):
+            stored = RuleSetStore(conn).current(tenant).rule_set
+            instrument = self.instrument_facts(tenant, execution.payment_instrument_id, execution.entity_contract_id)
+            initiator = initiator_of(execution)
+            velocity = VelocityCounter(conn).count(
+                AttemptKeys(
+                    tenant_id=tenant,
+                    execution_id=execution.id,
+                    instrument_key=instrument.instrument_key,
+                    customer_key=execution.entity_contract_id,
+                    amount=Money(execution.amount, execution.currency),
+                    rail=execution.payment_rail,
+                    initiator=initiator,
+                    device_fingerprint=signals.device_fingerprint,
+                    ip_address=signals.ip_address,
+                )
+            )
+            facts = _facts(execution, initiator, instrument, velocity, signals, conn)
+            assessment = assess(stored, facts)
+            log = AssessmentLog(conn)
+            duration_us = (time.perf_counter_ns() - started) // 1000
+            record = log.record(tenant, execution.id, attempt, assessment, facts, duration_us=duration_us)
+            if record is None:
+                kept = [r for r in log.of_execution(tenant, execution.id) if r.attempt == attempt]
+                record = kept[0]
+            else:
+                annotate(
+                    conn,
+                    tenant,
+                    execution.id,
+                    RISK_ASSESSED_EVENT_TYPE,
+                    _event_metadata(record, assessment),
+                    context=context,
+                    correlation_id=correlation_id,
+                )
+        return Verdict(record, stored.settings, instrument, initiator)
+
+    def instrument_facts(self, tenant_id: UUID, instrument_id: str | None, customer: str) -> InstrumentFacts:
+        """A vault card by its fingerprint (the same card stored twice is one instrument to velocity); any other
+        token by itself, per customer: a provider's test token such as tok_visa names no card of its own."""
+        if instrument_id is None:
+            return InstrumentFacts(instrument_key=f"default:{customer}")
+        if not is_instrument_id(instrument_id):
+            return InstrumentFacts(instrument_key=f"token:{customer}:{instrument_id}")
+        row = self._conn.execute(_RISK_FACTS, [tenant_id, instrument_id]).fetchone()
+        if row is None:
+            return InstrumentFacts(instrument_key=f"instrument:{instrument_id}")
+        country = row["issuer_country"]
+        return InstrumentFacts(
+            instrument_key=f"fingerprint:{row['fingerprint']}" if row["fingerprint"] else f"instrument:{instrument_id}",
+            created_at=row["created_at"],
+            issuer_country=country if country and COUNTRY_PATTERN.fullmatch(country) else None,
+            brand=row["brand"],
+            first_charge_authenticated=self._first_charge_authenticated(tenant_id, instrument_id),
+        )
+
+    def _first_charge_authenticated(self, tenant_id: UUID, instrument_id: str) -> bool:
+        row = self._conn.execute(_FIRST_CHARGE_AUTHENTICATED, [tenant_id, instrument_id]).fetchone()
+        return bool(row and row["authenticated"])
+
+
+_NOW = "select now() as now"
+
+
+def _facts(
+    execution: Execution,
+    initiator: ChargeInitiator,
+    instrument: InstrumentFacts,
+    velocity: Velocity,
+    signals: ClientSignals,
+    conn: Connection,
+) -> RiskFacts:
+    country = execution.metadata.get(CUSTOMER_COUNTRY_METADATA_KEY)
+    age: int | None = None
+    if instrument.created_at is not None:
+        # The database's clock, as for the counters.
+        row = conn.execute(_NOW).fetchone()
+        assert row is not None
+        age = max(0, int((row["now"] - instrument.created_at).total_seconds()))
+    return RiskFacts(
+        amount=Money(execution.amount, execution.currency),
+        rail=PaymentRail(execution.payment_rail),
+        initiator=initiator,
+        instrument_age_seconds=age,
+        first_charge_authenticated=instrument.first_charge_authenticated,
+        issuer_country=instrument.issuer_country,
+        customer_country=country if isinstance(country, str) and COUNTRY_PATTERN.fullmatch(country) else None,
+        device_fingerprint_present=signals.device_fingerprint is not None,
+        ip_address_present=signals.ip_address is not None,
+        attempts_per_instrument_1h=velocity.attempts_per_instrument_1h,
+        attempts_per_instrument_24h=velocity.attempts_per_instrument_24h,
+        declines_per_instrument_24h=velocity.declines_per_instrument_24h,
+        attempts_per_customer_1h=velocity.attempts_per_customer_1h,
+        amount_per_customer_24h=velocity.amount_per_customer_24h,
+        distinct_instruments_per_customer_24h=velocity.distinct_instruments_per_customer_24h,
+        distinct_customers_per_instrument_24h=velocity.distinct_customers_per_instrument_24h,
+        distinct_customers_per_device_24h=velocity.distinct_customers_per_device_24h,
+        attempts_per_ip_1h=velocity.attempts_per_ip_1h,
+        attempts_per_tenant_1m=velocity.attempts_per_tenant_1m,
+    )
+
+
+def _event_metadata(record: AssessmentRecord, assessment: Assessment) -> dict[str, object]:
+    return {
+        "assessment_id": str(record.id),
+        "attempt": record.attempt,
+        "decision": record.decision,
+        "score": record.score,
+        "rule_set_version": record.rule_set_version,
+        "fired": [rule.rule_id for rule in assessment.fired],
+    }

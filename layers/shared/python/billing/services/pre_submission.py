@@ -1,0 +1,55 @@
+"""Everything a charge passes before the driver submits it: the risk decision, then the review or 3-D Secure it asks.
+
+The decision (billing.risk.gate) is kept once per attempt, so asking again gives the same answer:
+
+- block: refused (risk_blocked); nothing reaches an ACS or a provider.
+- review: waits, unsubmitted, for POST /executions/{id}/review (or the timeout); approved, it goes on as an allowed
+  charge would; rejected or expired, it is refused.
+- require_3ds or allow: billing.authentication.flow decides exemptions and runs or requests the authentication.
+"""
+
+from __future__ import annotations
+
+from billing.authentication.flow import AuthenticationStep, StepKind, ThreeDSecure
+from billing.domain.execution import Execution
+from billing.domain.workflow import WorkflowWriteContext
+from billing.risk.gate import ClientSignals, RiskGate, Verdict
+from billing.risk.reviews import REVIEW_EXPIRED_CODE, REVIEW_REJECTED_CODE, ReviewDecision, ReviewStore
+from billing.risk.rules import Action
+
+RISK_BLOCKED_CODE = "risk_blocked"
+
+
+class PreSubmission:
+    def __init__(self, risk: RiskGate, three_ds: ThreeDSecure, reviews: ReviewStore) -> None:
+        self._risk = risk
+        self._three_ds = three_ds
+        self._reviews = reviews
+
+    @property
+    def three_ds(self) -> ThreeDSecure:
+        return self._three_ds
+
+    def verdict(
+        self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
+    ) -> Verdict:
+        return self._risk.assess(execution, signals, context=context, correlation_id=correlation_id)
+
+    def check(
+        self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
+    ) -> AuthenticationStep:
+        verdict = self.verdict(execution, signals, context=context, correlation_id=correlation_id)
+        match Action(verdict.decision):
+            case Action.BLOCK:
+                return AuthenticationStep(StepKind.REFUSE, error_code=RISK_BLOCKED_CODE)
+            case Action.REVIEW:
+                review = self._reviews.of(execution.tenant_id, execution.id)
+                if review is None:
+                    return AuthenticationStep(StepKind.WAIT)
+                if review.decision is ReviewDecision.REJECT:
+                    return AuthenticationStep(StepKind.REFUSE, error_code=REVIEW_REJECTED_CODE)
+                if review.decision is ReviewDecision.EXPIRED:
+                    return AuthenticationStep(StepKind.REFUSE, error_code=REVIEW_EXPIRED_CODE)
+                return self._three_ds.decide(execution, verdict, context=context, correlation_id=correlation_id)
+            case Action.REQUIRE_3DS | Action.ALLOW:
+                return self._three_ds.decide(execution, verdict, context=context, correlation_id=correlation_id)
