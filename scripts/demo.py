@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import getpass
+import html
 import io
 import json
 import re
@@ -586,6 +587,119 @@ def stripe_flows(client: Client, stack: LocalStack) -> None:
     timeline(client, paid.body["id"])
 
 
+def _explain(client: Client, execution_id: str) -> None:
+    """The assessment and 3-D Secure outcome of an execution, as GET /executions/{id} shows them."""
+    detail = client.execution(execution_id)
+    for assessment in detail["risk_assessments"]:
+        fired = ", ".join(
+            f"{r['rule_id']} ({r['action']}, {json.dumps(r['inputs'], separators=(',', ':'))})"
+            for r in assessment["fired"]
+        )
+        say(f"  risk: {assessment['decision']}  score {assessment['score']}  rule set v{assessment['rule_set_version']}"
+            f"  {assessment['duration_us']} us  {DIM}fired: {fired or 'none'}{RESET}")  # fmt: skip
+    auth = detail["authentication"]
+    if auth:
+        say(f"  3-D Secure: {auth['state']}  performed by {auth['performed_by']}  exemption={auth['exemption']}"
+            f"  transStatus={auth['trans_status']} ECI={auth['eci']}")  # fmt: skip
+        say(f"  liability shift: {detail['liability_shift']}")
+    if detail["review"]:
+        review = detail["review"]
+        say(f"  review: {review['decision']} by {review['decided_by']} ({review['note']})")
+
+
+def _form(page: str) -> tuple[str, dict[str, str]]:
+    """The first form of a page: its action and hidden fields (what a browser would post)."""
+    match = re.search(r'<form[^>]*action="([^"]+)"', page)
+    assert match is not None, "the page has a form"
+    hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)
+    return html.unescape(match[1]), {html.unescape(n): html.unescape(v) for n, v in hidden}
+
+
+def _browse(url: str, fields: dict[str, str] | None = None) -> str:
+    """GET a page, or POST a form to it, as the customer's browser does (no token: these pages need none)."""
+    data = urllib.parse.urlencode(fields).encode() if fields is not None else None
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if data is not None else {}
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET", headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (localhost only)
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return str(error.read().decode())
+
+
+def _page_text(page: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', page)
+    return html.unescape(match[1]).strip() if match else ""
+
+
+def risk_flows(base_url: str) -> None:
+    # A tenant of its own, so the velocity counters start from zero.
+    client = Client(base_url, uuid4())
+    title("21. A small card charge: exempt from 3-D Secure as low value (PSD2), no liability shift")
+    small = client.charge(f"small-{uuid4().hex[:8]}", payment_instrument_id="tok_visa", amount=1500)
+    show(small, "POST /executions  EUR 15.00 tok_visa")
+    _explain(client, small.body["id"])
+
+    title("22. EUR 49.00 needs 3-D Secure: the sandbox ACS challenges, the customer types the code")
+    secure = client.charge(f"challenge-{uuid4().hex[:8]}", payment_instrument_id="tok_3ds_challenge")
+    show(secure, "POST /executions  tok_3ds_challenge")
+    action = secure.body["next_action"]
+    say(f"  next_action: {action['type']} {action['url']}")
+    acs_url, creq = _form(_browse(action["url"]))
+    page = _browse(acs_url, creq)
+    say(f"  the ACS's page: merchant {_page_text(page, 'merchant')!r}, amount {_page_text(page, 'amount')},"
+        f" attempts left {_page_text(page, 'attempts-left')}")  # fmt: skip
+    code_url = html.unescape(re.findall(r'<form[^>]*action="([^"]+/code)"', page)[0])
+    page = _browse(code_url, {"code": "000000"})
+    say(f"  a wrong code: {_page_text(page, 'error')!r}, attempts left {_page_text(page, 'attempts-left')}")
+    notify_url, cres = _form(_browse(code_url, {"code": "123456"}))
+    say(f"  the right code (123456): {_page_text(_browse(notify_url, cres), 'result')!r}")
+    timeline(client, secure.body["id"])
+    _explain(client, secure.body["id"])
+
+    title("23. A card whose issuer rejects the authentication: failed, nothing charged")
+    rejected = client.charge(f"rejected-{uuid4().hex[:8]}", payment_instrument_id="tok_3ds_rejected")
+    show(rejected, "POST /executions  tok_3ds_rejected")
+    _explain(client, rejected.body["id"])
+
+    title("24. Card testing: the 6th customer-initiated attempt on one card within an hour is blocked")
+    for attempt in range(1, 7):
+        reply = client.charge(f"velocity-{uuid4().hex[:8]}", payment_instrument_id="tok_amex", amount=500)
+        show(reply, f"attempt {attempt}  EUR 5.00 tok_amex")
+    _explain(client, reply.body["id"])
+    timeline(client, reply.body["id"])
+
+    title("25. A tenant's own rule holds large renewals for review; an operator approves one")
+    rules = client.request("GET", "/api/v1/billing/risk/rules").body
+    review_rule = {
+        "id": "review-large-renewal", "description": "An operator looks at renewals of EUR 1,000.00 or more",
+        "action": "review", "score": 30, "applies_to": {"initiator": "merchant", "rails": ["card"]},
+        "when": {"attribute": "amount", "op": "gte", "value": {"EUR": 100000}},
+    }  # fmt: skip
+    stored = client.request(
+        "PUT", "/api/v1/billing/risk/rules", {"rules": [*rules["rules"], review_rule], "settings": rules["settings"]},
+        {"If-Match": str(rules["version"])},
+    )  # fmt: skip
+    say(f"  PUT /risk/rules  -> HTTP {stored.status}  version {stored.body.get('version')}")
+    held = client.charge(
+        f"review-{uuid4().hex[:8]}", payment_instrument_id="tok_visa", amount=120000, metadata={"initiator": "merchant"}
+    )
+    show(held, "POST /executions  EUR 1,200.00 renewal")
+    say(f"  held: pending, not submitted (awaiting_settlement={held.body['awaiting_settlement']})")
+    approved = client.request(
+        "POST", f"{EXECUTIONS}/{held.body['id']}/review", {"decision": "approve", "note": "known customer"}
+    )
+    show(approved, "POST .../review  approve")
+    _explain(client, held.body["id"])
+
+    title("26. A merchant-initiated renewal on a 3-D Secure card: out of SCA's scope, no challenge")
+    renewal = client.charge(
+        f"renewal-{uuid4().hex[:8]}", payment_instrument_id="tok_3ds_challenge", metadata={"initiator": "merchant"}
+    )
+    show(renewal, "POST /executions  initiator=merchant")
+    _explain(client, renewal.body["id"])
+
+
 def audit_flow(stack: LocalStack, instrument_id: str) -> None:
     title("16. The PCI DSS audit trail: checkpoint, verify, prove an entry, answer a regulator")
     run = stack.invoke(FunctionName.AUDIT_CHECKPOINT, {})
@@ -665,6 +779,7 @@ def main() -> int:
         saved_card_flow(client, stack, tenant_id, instrument)
         audit_flow(stack, instrument["id"])
         stripe_flows(client, stack)
+        risk_flows(stack.base_url)
         title("Listing this tenant's executions")
         page = client.request("GET", f"{EXECUTIONS}?limit=50").body
         counts: dict[str, int] = {}

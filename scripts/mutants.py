@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 LEAST_PRIVILEGE = "sql/20261201_billing_least_privilege.sql"
 REFUNDS = "sql/20261213_billing_refunds.sql"
+AUTHENTICATIONS = "sql/20261215_billing_authentications.sql"
 REPOSITORY = "layers/shared/python/billing/db/execution_repository.py"
 
 
@@ -221,6 +222,37 @@ MUTANTS = [
         "layers/shared/python/billing/risk/velocity.py",
         "on conflict (tenant_id, execution_id) do nothing",
         "on conflict (tenant_id, execution_id) do update set amount = excluded.amount",
+    ),
+    Mutant(
+        "risk: the database lets a held charge be submitted",
+        AUTHENTICATIONS,
+        "    if latest.decision = 'review' and not exists (",
+        "    if false and not exists (",
+    ),
+    Mutant(
+        "risk: a block is ignored by the driver",
+        "layers/shared/python/billing/services/pre_submission.py",
+        "                return AuthenticationStep(StepKind.REFUSE, error_code=RISK_BLOCKED_CODE)",
+        "                return self._three_ds.decide(execution, verdict, context=context, "
+        "correlation_id=correlation_id)",
+    ),
+    Mutant(
+        "3ds: an authentication value may be used twice",
+        AUTHENTICATIONS,
+        "    if old.value_used_at is not null and new.value_used_at is distinct from old.value_used_at then",
+        "    if false then",
+    ),
+    Mutant(
+        "3ds: the low-value counter is not checked",
+        "layers/shared/python/billing/authentication/flow.py",
+        "        return charges + 1 <= LOW_VALUE_MAX_CHARGES and total + amount.amount <= limit",
+        "        return True",
+    ),
+    Mutant(
+        "3ds: a rejection is reported as a mere failure",
+        "layers/shared/python/billing/authentication/flow.py",
+        '    AuthenticationState.REJECTED: "authentication_rejected",',
+        "",
     ),
     Mutant(
         "stripe: a resubmission does not look for the earlier intent",

@@ -644,3 +644,33 @@ def test_retries_exhausted_after_an_attempt_whose_answer_was_lost_leave_the_char
     final = current(conn, execution)
     assert (final.status, final.attempt_count) == (ExecutionStatus.PROCESSING, 1 + CARD_RETRIES)
     assert queues.depth(queues.dlq_url) == 0
+
+
+def test_each_retry_attempt_is_assessed_and_kept_but_its_attempt_is_counted_once(
+    rig: Rig, conn: Connection, queues: Queues, tenant_id: UUID
+) -> None:
+    from billing.authentication.flow import ThreeDSecure, ThreeDSecureSettings, sandbox_tokens
+    from billing.risk.gate import RiskGate
+    from billing.risk.postgres import AssessmentLog
+    from billing.risk.reviews import ReviewStore
+    from billing.services.pre_submission import PreSubmission
+
+    execution = card_execution(conn, tenant_id, "tok_transient_2")
+    checks = PreSubmission(
+        RiskGate(conn),
+        ThreeDSecure(conn, ThreeDSecureSettings(names.DEFAULT_PUBLIC_API_URL), sandbox_tokens=sandbox_tokens(conn)),
+        ReviewStore(conn),
+    )
+    first = ExecutionDriver(
+        ExecutionRepository(conn), {"sandbox": rig.sandbox}, rig.sqs_scheduler(), QuietObserver(),
+        backoff=rig.backoff, clock=rig.clock, jitter=rig.jitter, pre_submission=checks,
+    )  # fmt: skip
+    first.drive(execution, correlation_id="corr-risk-retry", context=CTX)
+    assert drain(rig.runtime()) == [RetryOutcome.RETRY_SCHEDULED, RetryOutcome.COMPLETED]
+
+    kept = AssessmentLog(conn).of_execution(tenant_id, execution.id)
+    assert [(a.attempt, a.decision) for a in kept] == [(1, "allow"), (2, "allow"), (3, "allow")]
+    # Velocity saw the execution once, whatever its attempts: every assessment read the same single row.
+    assert {a.facts["attempts_per_instrument_1h"] for a in kept} == {1}
+    assert event_types(conn, execution).count("billing.execution.risk_assessed") == 3
+    assert current(conn, execution).status is ExecutionStatus.COMPLETED

@@ -228,6 +228,12 @@ def test_a_charge_requiring_3ds_is_authenticated_frictionlessly_by_the_sandbox_a
         # Only a digest is kept, and the value was spent on this charge.
         assert re.fullmatch(r"[0-9a-f]{64}", row["authentication_value_digest"])
         assert row["value_used_at"] is not None
+        used = admin.execute(
+            "select outcome, actor from billing_audit.entries where event_type = 'chd.authentication_value_used' "
+            "and resource_id = %s",
+            [auth["id"]],
+        ).fetchall()
+        assert [(u["outcome"], u["actor"]) for u in used] == [("granted", "user:user-1")]
     else:
         assert row["authentication_value_digest"] is None
 
@@ -431,3 +437,23 @@ def test_a_review_nobody_decides_expires_and_the_charge_is_refused_never_sent_un
     assert (shown["status"], shown["last_error_code"]) == ("failed", "risk_review_expired")
     assert (shown["review"]["decision"], shown["review"]["decided_by"]) == ("expired", "billing-system")
     assert sandbox_charges(admin, held["id"]) == 0
+
+
+def test_the_database_keeps_an_authentication_moving_forward_and_its_value_used_once(
+    execute: ModuleType, conn: Connection, tenant_id: UUID
+) -> None:
+    made = charge(execute, tenant_id, {**LARGE, "payment_instrument_id": "tok_3ds"}, "guarded-auth")
+    auth_id = detail(execute, tenant_id, made["id"])["authentication"]["id"]
+    refused = [
+        "update billing.authentications set state = 'started', finished_at = null where id = %s",
+        "update billing.authentications set value_used_at = now() where id = %s",
+        "update billing.authentications set eci = '07' where id = %s",
+        "update billing.authentications set liability_shift = false where id = %s",
+        "delete from billing.authentications where id = %s",
+    ]
+    for statement in refused:
+        with pytest.raises(psycopg.Error) as raised, tenant_transaction(conn, tenant_id):
+            conn.execute(statement, [auth_id])
+        assert raised.value.sqlstate in ("BE020", "BE005", "42501"), statement
+    row = conn.execute("select 1")  # the connection is still usable
+    assert row.fetchone() is not None

@@ -17,9 +17,11 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing import resource_names as names
+from billing.authentication.flow import ThreeDSecure, ThreeDSecureSettings
 from billing.aws.dead_letters import DeadLetterTool, SqsDeadLetterSink, SqsQueue
 from billing.aws.retry_queue import SqsRetryScheduler
 from billing.db.attempts import AttemptLedger
+from billing.db.connection import Connection
 from billing.db.connection_provider import ConnectionProvider
 from billing.db.execution_repository import ExecutionRepository
 from billing.db.reversal_repository import ReversalRepository
@@ -28,7 +30,10 @@ from billing.domain.workflow import WorkflowWriteContext
 from billing.observability import PowertoolsExecutionObserver
 from billing.providers.directory import configured_providers
 from billing.rails.ports import PaymentProvider
+from billing.risk.gate import RiskGate
+from billing.risk.reviews import ReviewStore
 from billing.services.execution_driver import ExecutionDriver
+from billing.services.pre_submission import PreSubmission
 from billing.services.pre_submission_sweep import PreSubmissionSweep
 from billing.services.reconciliation import ReconcileConfig, ReconciliationWorker
 from billing.services.refunds import RefundFollower, RefundService
@@ -54,6 +59,14 @@ class RetrySettings(BackoffSettings):
     @classmethod
     def from_environment(cls) -> RetrySettings:
         return cls.model_validate(dict(os.environ))
+
+
+def resubmission_checks(conn: Connection) -> PreSubmission:
+    """What a resubmission is assessed with: the risk gate, and 3-D Secure only to read what the first attempt did
+    (a worker never starts an authentication, so it needs neither the public URL nor the sandbox's tokens)."""
+    no_public_pages = ThreeDSecureSettings(names.DEFAULT_PUBLIC_API_URL)
+    three_ds = ThreeDSecure(conn, no_public_pages, sandbox_tokens=lambda _tenant, _instrument: None)
+    return PreSubmission(RiskGate(conn), three_ds, ReviewStore(conn))
 
 
 class RetryRuntime:
@@ -100,6 +113,7 @@ class RetryRuntime:
             backoff=self.settings.backoff(),
             clock=self._clock,
             jitter=self._jitter,
+            pre_submission=resubmission_checks(conn),
         )
         return RetryWorker(
             repository,

@@ -188,14 +188,20 @@ class RiskRuleSetResource(BaseModel):
 
     version: int
     rules: list[dict[str, Any]] = Field(description="Rule objects: id, description, action, score, applies_to, when")
+    settings: dict[str, Any] = Field(
+        description="review_timeout_minutes, on_authentication_unavailable (proceed|fail), tra_score_threshold "
+        "(0: never), tra_ceiling (per currency, minor units)"
+    )
     created_at: datetime | None = Field(description="When this version was stored; null for the defaults")
     created_by: str | None
 
     @classmethod
     def of(cls, stored: StoredRuleSet) -> RiskRuleSetResource:
+        document = stored.rule_set.document()
         return cls(
             version=stored.rule_set.version,
-            rules=list(stored.rule_set.document()["rules"]),
+            rules=list(document["rules"]),
+            settings=dict(document["settings"]),
             created_at=stored.created_at,
             created_by=stored.created_by,
         )

@@ -22,6 +22,8 @@ class AuditEventType(StrEnum):
     INSTRUMENT_READ = "chd.instrument_read"
     INSTRUMENT_USED_IN_CHARGE = "chd.instrument_charged"
     INSTRUMENT_DEACTIVATED = "chd.instrument_deactivated"
+    # 3-D Secure: an authentication value (CAVV/AAV) received from the ACS and spent on its one charge, or refused.
+    AUTHENTICATION_VALUE_USED = "chd.authentication_value_used"
     AUTHENTICATION_FAILED = "auth.failed"
     WEBHOOK_SIGNATURE_REJECTED = "auth.webhook_signature_rejected"
     OPERATOR_ACTION = "admin.operator_action"
@@ -50,6 +52,7 @@ REQUIREMENTS: Final[Mapping[AuditEventType, tuple[str, ...]]] = MappingProxyType
         AuditEventType.INSTRUMENT_READ: ("10.2.1.1",),
         AuditEventType.INSTRUMENT_USED_IN_CHARGE: ("10.2.1.1",),
         AuditEventType.INSTRUMENT_DEACTIVATED: ("10.2.1.1",),
+        AuditEventType.AUTHENTICATION_VALUE_USED: ("10.2.1.1",),
         AuditEventType.AUTHENTICATION_FAILED: ("10.2.1.4",),
         AuditEventType.WEBHOOK_SIGNATURE_REJECTED: ("10.2.1.4",),
         AuditEventType.OPERATOR_ACTION: ("10.2.1.2",),

@@ -434,7 +434,7 @@ class ThreeDSecure:
                 return AuthenticationStep(StepKind.WAIT, record=current)
             self._event(record.tenant_id, execution_id, AUTHENTICATED_EVENT_TYPE, moved, context, correlation_id)
         if classified.state is AuthenticationState.SUCCEEDED and value is not None:
-            if not self._repository.use_value(moved, value):
+            if not self._repository.use_value(moved, value, actor=context.actor):
                 return AuthenticationStep(StepKind.REFUSE, error_code="authentication_expired", record=moved)
             data = AuthenticationData(
                 trans_status=message.trans_status.value,

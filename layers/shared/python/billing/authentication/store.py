@@ -14,6 +14,8 @@ from uuid import UUID, uuid4
 
 from psycopg.types.json import Jsonb
 
+from billing.audit.events import AuditEvent, AuditEventType, AuditOutcome
+from billing.audit.recorder import record_audit_event
 from billing.authentication.sandbox_acs import ChallengeSession
 from billing.db.connection import Connection
 from billing.db.sqlstates import translated_guard_errors
@@ -250,12 +252,26 @@ class AuthenticationRepository:
             row = self._conn.execute(_MOVE, params).fetchone()
         return _record(row) if row else None
 
-    def use_value(self, record: AuthenticationRecord, authentication_value: str) -> bool:
-        """Spend the authentication value on the charge; False if it was spent before or is not this one's."""
+    def use_value(self, record: AuthenticationRecord, authentication_value: str, *, actor: str) -> bool:
+        """Spend the authentication value on the charge; False if it was spent before or is not this one's. Audited
+        like a use of cardholder data (the entry names the authentication, never the value), granted or denied."""
         with translated_guard_errors(), tenant_transaction(self._conn, record.tenant_id):
             row = self._conn.execute(
                 _USE_VALUE, [record.tenant_id, record.id, value_digest(authentication_value)]
             ).fetchone()
+            record_audit_event(
+                self._conn,
+                AuditEvent(
+                    event_type=AuditEventType.AUTHENTICATION_VALUE_USED,
+                    outcome=AuditOutcome.GRANTED if row is not None else AuditOutcome.DENIED,
+                    actor=actor,
+                    tenant_id=record.tenant_id,
+                    resource_type="authentication",
+                    resource_id=str(record.id),
+                    purpose="charge",
+                    details={"execution_id": str(record.execution_id)},
+                ),
+            )
         return row is not None
 
     def low_value_usage(self, tenant_id: UUID, instrument_key: str, currency: str) -> tuple[int, int]:

@@ -113,7 +113,27 @@ class RiskGate:
         context: WorkflowWriteContext,
         correlation_id: str | None,
     ) -> Verdict:
-        attempt = execution.attempt_count + 1
+        """The decision for the execution's next attempt (its first submission)."""
+        verdict = self._assess(execution, signals, execution.attempt_count + 1, True, context, correlation_id)
+        assert verdict is not None, "a first assessment records its attempt"
+        return verdict
+
+    def reassess(
+        self, execution: Execution, *, context: WorkflowWriteContext, correlation_id: str | None
+    ) -> Verdict | None:
+        """The assessment of a resubmission (attempt N, already claimed): kept and shown, its attempt not counted
+        again; None for an execution that was never assessed (nothing to count it by)."""
+        return self._assess(execution, NO_SIGNALS, execution.attempt_count, False, context, correlation_id)
+
+    def _assess(
+        self,
+        execution: Execution,
+        signals: ClientSignals,
+        attempt: int,
+        record_attempt: bool,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+    ) -> Verdict | None:
         conn, tenant = self._conn, execution.tenant_id
         started = time.perf_counter_ns()
         with tenant_transaction(conn, tenant):
@@ -131,8 +151,11 @@ class RiskGate:
                     initiator=initiator,
                     device_fingerprint=signals.device_fingerprint,
                     ip_address=signals.ip_address,
-                )
+                ),
+                record=record_attempt,
             )
+            if velocity is None:
+                return None
             facts = _facts(execution, initiator, instrument, velocity, signals, conn)
             assessment = assess(stored, facts)
             log = AssessmentLog(conn)

@@ -147,7 +147,9 @@ class VelocityCounter:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def count(self, keys: AttemptKeys) -> Velocity:
+    def count(self, keys: AttemptKeys, *, record: bool = True) -> Velocity | None:
+        """Record the attempt (unless `record` is False: a resubmission, whose row exists) and count its velocity;
+        None when there is no row to count the attempt by (record=False for an execution never assessed)."""
         params: dict[str, Any] = {
             "tenant": keys.tenant_id,
             "execution": keys.execution_id,
@@ -168,9 +170,12 @@ class VelocityCounter:
         }
         with tenant_transaction(self._conn, keys.tenant_id):
             self._conn.execute(_LOCK, params)
-            recorded = self._conn.execute(_RECORD, params).fetchone() is not None
+            recorded = record and self._conn.execute(_RECORD, params).fetchone() is not None
             row = self._conn.execute(_COUNT, params).fetchone()
-        assert row is not None, "the attempt's row exists: recorded now or before"
+        if row is None:
+            # Counted "from" the execution's own row (the query's `mine`): none, nothing to count the attempt by.
+            assert not recorded, "a row recorded now is there to count"
+            return None
         return Velocity(
             attempts_per_instrument_1h=row["attempts_per_instrument_1h"],
             attempts_per_instrument_24h=row["attempts_per_instrument_24h"],

@@ -137,7 +137,14 @@ class ExecutionDriver:
     def resubmit(self, execution: Execution, *, correlation_id: str | None, context: WorkflowWriteContext) -> Execution:
         """Submit again under the same provider idempotency key (the retry worker, after claiming the attempt)."""
         started = time.perf_counter()
-        current = self._submit(execution, correlation_id=correlation_id, context=context)
+        three_ds = (
+            self._pre_submission.resubmission(execution, context=context, correlation_id=correlation_id)
+            if self._pre_submission is not None
+            else NO_THREE_DS
+        )
+        current = self._submit_with_action(
+            execution, correlation_id=correlation_id, context=context, three_ds=three_ds
+        ).execution
         self._observer.execution_result(
             current, duration_ms=(time.perf_counter() - started) * 1000, correlation_id=correlation_id
         )

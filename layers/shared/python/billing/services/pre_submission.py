@@ -13,6 +13,7 @@ from __future__ import annotations
 from billing.authentication.flow import AuthenticationStep, StepKind, ThreeDSecure
 from billing.domain.execution import Execution
 from billing.domain.workflow import WorkflowWriteContext
+from billing.rails.three_ds import NO_THREE_DS, Exemption, ThreeDSecureInstruction, ThreeDSecureMode
 from billing.risk.gate import ClientSignals, RiskGate, Verdict
 from billing.risk.reviews import REVIEW_EXPIRED_CODE, REVIEW_REJECTED_CODE, ReviewDecision, ReviewStore
 from billing.risk.rules import Action
@@ -34,6 +35,23 @@ class PreSubmission:
         self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
     ) -> Verdict:
         return self._risk.assess(execution, signals, context=context, correlation_id=correlation_id)
+
+    def resubmission(
+        self, execution: Execution, *, context: WorkflowWriteContext, correlation_id: str | None
+    ) -> ThreeDSecureInstruction:
+        """A resubmission (the retry worker's attempt N under the same key) is assessed and the assessment kept, but
+        never refused: the charge may already be lodged at the provider, and refusing it here could leave money
+        there that the engine does not book. It asks of 3-D Secure what the first submission asked, except an
+        engine-run authentication, whose single-use value went with the first submission."""
+        self._risk.reassess(execution, context=context, correlation_id=correlation_id)
+        record = self._three_ds.repository.of_execution(execution.tenant_id, execution.id)
+        if record is None:
+            return NO_THREE_DS
+        if record.exemption is not None:
+            return ThreeDSecureInstruction(ThreeDSecureMode.EXEMPT, exemption=Exemption(record.exemption))
+        if record.performed_by == "provider":
+            return ThreeDSecureInstruction(ThreeDSecureMode.REQUEST)
+        return NO_THREE_DS
 
     def check(
         self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
