@@ -140,20 +140,19 @@ class RiskGate:
             stored = RuleSetStore(conn).current(tenant).rule_set
             instrument = self.instrument_facts(tenant, execution.payment_instrument_id, execution.entity_contract_id)
             initiator = initiator_of(execution)
-            velocity = VelocityCounter(conn).count(
-                AttemptKeys(
-                    tenant_id=tenant,
-                    execution_id=execution.id,
-                    instrument_key=instrument.instrument_key,
-                    customer_key=execution.entity_contract_id,
-                    amount=Money(execution.amount, execution.currency),
-                    rail=execution.payment_rail,
-                    initiator=initiator,
-                    device_fingerprint=signals.device_fingerprint,
-                    ip_address=signals.ip_address,
-                ),
-                record=record_attempt,
+            keys = AttemptKeys(
+                tenant_id=tenant,
+                execution_id=execution.id,
+                instrument_key=instrument.instrument_key,
+                customer_key=execution.entity_contract_id,
+                amount=Money(execution.amount, execution.currency),
+                rail=execution.payment_rail,
+                initiator=initiator,
+                device_fingerprint=signals.device_fingerprint,
+                ip_address=signals.ip_address,
             )
+            counter = VelocityCounter(conn)
+            velocity = counter.count(keys) if record_attempt else counter.count_recorded(keys)
             if velocity is None:
                 return None
             facts = _facts(execution, initiator, instrument, velocity, signals, conn)

@@ -147,9 +147,18 @@ class VelocityCounter:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def count(self, keys: AttemptKeys, *, record: bool = True) -> Velocity | None:
-        """Record the attempt (unless `record` is False: a resubmission, whose row exists) and count its velocity;
-        None when there is no row to count the attempt by (record=False for an execution never assessed)."""
+    def count(self, keys: AttemptKeys) -> Velocity:
+        """Record the execution's attempt (once: a resubmission finds its row) and count its velocity."""
+        counted = self._count(keys, record=True)
+        assert counted is not None, "an attempt recorded now is there to count"
+        return counted
+
+    def count_recorded(self, keys: AttemptKeys) -> Velocity | None:
+        """Count a resubmission by the execution's existing row, recording nothing; None if it has none (an
+        execution never assessed)."""
+        return self._count(keys, record=False)
+
+    def _count(self, keys: AttemptKeys, *, record: bool) -> Velocity | None:
         params: dict[str, Any] = {
             "tenant": keys.tenant_id,
             "execution": keys.execution_id,
