@@ -6,6 +6,8 @@ Each test brings its own tenant; the sandbox provider and ACS run in this proces
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from types import ModuleType
@@ -457,3 +459,22 @@ def test_the_database_keeps_an_authentication_moving_forward_and_its_value_used_
         assert raised.value.sqlstate in ("BE020", "BE005", "42501"), statement
     row = conn.execute("select 1")  # the connection is still usable
     assert row.fetchone() is not None
+
+
+def test_twenty_parallel_submissions_on_one_card_let_exactly_five_through(aws: dict[str, str], tenant_id: UUID) -> None:
+    # Eight warm containers, each with its own connection, racing on one instrument: the advisory lock per key makes
+    # each assessment count every one committed before it, so no two can both slip under the limit of five.
+    handlers = [load_handler("execute", instance=str(n)) for n in range(8)]
+    bodies = [(handlers[n % len(handlers)], f"race-{n}") for n in range(20)]
+    owners: dict[int, threading.Lock] = {id(h): threading.Lock() for h in handlers}
+
+    def submit(item: tuple[ModuleType, str]) -> dict[str, Any]:
+        handler, key = item
+        # One request at a time per container, as Lambda runs them.
+        with owners[id(handler)]:
+            return charge(handler, tenant_id, {**CARD_REQUEST, "amount": 500}, key)
+
+    with ThreadPoolExecutor(max_workers=len(handlers)) as pool:
+        results = list(pool.map(submit, bodies))
+    outcomes = sorted((r["status"], r["last_error_code"]) for r in results)
+    assert outcomes == sorted([("completed", None)] * 5 + [("failed", "risk_blocked")] * 15)
