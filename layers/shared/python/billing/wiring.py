@@ -128,7 +128,6 @@ class ExecuteRuntime:
         """What risk and 3-D Secure decided for the execution, for GET /executions/{id}."""
         conn = self.connections.get()
         authentication = AuthenticationRepository(conn).of_execution(tenant_id, execution.id)
-        three_ds = self.three_ds()
         waiting = (
             authentication is not None
             and authentication.open
@@ -139,7 +138,8 @@ class ExecuteRuntime:
             assessments=AssessmentLog(conn).of_execution(tenant_id, execution.id),
             review=ReviewStore(conn).of(tenant_id, execution.id),
             authentication=authentication,
-            next_action=three_ds.redirect_for(authentication) if waiting and authentication else None,
+            # The 3-D Secure flow is built only for the execution that still waits for its customer.
+            next_action=self.three_ds().redirect_for(authentication) if waiting and authentication else None,
         )
 
     def rule_sets(self) -> RuleSetStore:

@@ -360,12 +360,10 @@ class AcsChallengeStore:
 
     def save(self, session: ChallengeSession) -> bool:
         """Keep the session's next state; False if it had ended meanwhile (a concurrent submission ended it)."""
+        stored = _stored_session(session)
         if session.ended:
             # An ended session keeps its last open form and says how it ended; its value is gone with the RReq.
-            stored = _stored_session(session)
             stored.update(status="open", ended_at=None)
-        else:
-            stored = _stored_session(session)
         with self._conn.transaction():
             row = self._conn.execute(_ACS_SAVE, [Jsonb(stored), session.status.value, session.acs_trans_id]).fetchone()
         return row is not None

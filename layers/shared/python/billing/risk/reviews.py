@@ -63,11 +63,10 @@ insert into billing.risk_reviews (tenant_id, execution_id, assessment_id, decisi
 values (%s, %s, %s, %s, %s, %s) returning *
 """
 # Executions held for review (their latest assessment says review, nobody decided) past their tenant's timeout,
-# every tenant's. The timeout is read from the assessment's facts-free columns: the rule set's settings at the
+# every tenant's. The timeout is the review_timeout_minutes setting of the rule set at the
 # version that decided, falling back to the default when that version is the engine's.
 _OVERDUE = """
-select a.tenant_id, a.execution_id, a.id as assessment_id, a.assessed_at,
-       coalesce((s.rules -> 'settings' ->> 'review_timeout_minutes')::int, %(default_minutes)s) as timeout_minutes
+select a.tenant_id, a.execution_id, a.id as assessment_id
   from billing.risk_assessments a
   join billing.billing_executions e on e.tenant_id = a.tenant_id and e.id = a.execution_id
   left join billing.risk_rule_sets s on s.tenant_id = a.tenant_id and s.version = a.rule_set_version
