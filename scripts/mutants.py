@@ -213,15 +213,15 @@ MUTANTS = [
     ),
     Mutant(
         "risk: velocity not serialised per key",
-        "layers/shared/python/billing/risk/velocity.py",
-        "            self._conn.execute(_LOCK, params)",
-        "            pass",
+        "sql/20261218_billing_risk_velocity_counts.sql",
+        "    perform pg_advisory_xact_lock(k)\n",
+        "    perform 1\n",
     ),
     Mutant(
         "risk: a retry counted again",
-        "layers/shared/python/billing/risk/velocity.py",
-        "on conflict (tenant_id, execution_id) do nothing",
-        "on conflict (tenant_id, execution_id) do update set amount = excluded.amount",
+        "sql/20261218_billing_risk_velocity_counts.sql",
+        "        on conflict (tenant_id, execution_id) do nothing;",
+        "        on conflict (tenant_id, execution_id) do update set amount = excluded.amount;",
     ),
     Mutant(
         "risk: the database lets a held charge be submitted",

@@ -99,6 +99,36 @@ def test_the_sixth_customer_card_attempt_on_one_instrument_within_an_hour_is_blo
     assert len(detail(execute, tenant_id, blocked["id"])["risk_assessments"]) == 1
 
 
+def test_the_tenant_wide_counter_is_counted_only_when_a_rule_reads_it_and_then_blocks_a_burst(
+    execute: ModuleType, admin: Connection, tenant_id: UUID
+) -> None:
+    unread = charge(execute, tenant_id, {**CARD_REQUEST, "payment_instrument_id": "tok_visa"}, "tenant-0")
+    facts = admin.execute(
+        "select facts from billing.risk_assessments where execution_id = %s", [unread["id"]]
+    ).fetchone()
+    assert facts is not None
+    assert facts["facts"]["attempts_per_tenant_1m"] is None  # the defaults read no tenant-wide counter
+    burst = {
+        "id": "tenant-burst",
+        "description": "Card testing across the tenant's cards",
+        "action": "block",
+        "score": 90,
+        "applies_to": {"initiator": "customer", "rails": ["card"]},
+        "when": {"attribute": "attempts_per_tenant_1m", "op": "gte", "value": 3},
+    }
+    rules(execute, tenant_id, {"rules": [burst]})
+    # Other customers and cards each time: only the tenant-wide counter sees the burst (the first charge counts).
+    made = [
+        charge(
+            execute, tenant_id, {**CARD_REQUEST, "entity_contract_id": f"c-{n}", "payment_instrument_id": t}, f"b{n}"
+        )
+        for n, t in enumerate(("tok_mastercard", "tok_amex"))
+    ]
+    assert [m["status"] for m in made] == ["completed", "failed"]
+    (assessment,) = detail(execute, tenant_id, made[-1]["id"])["risk_assessments"]
+    assert assessment["fired"][0]["inputs"] == {"attempts_per_tenant_1m": 3}
+
+
 def test_a_block_rule_wins_over_3ds_nothing_reaches_the_acs_or_the_provider(
     execute: ModuleType, admin: Connection, tenant_id: UUID
 ) -> None:

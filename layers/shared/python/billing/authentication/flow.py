@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
-from uuid import UUID
+from uuid import UUID, uuid4
+
+import psycopg
 
 from billing.authentication.classification import classify
 from billing.authentication.liability import liability_for
@@ -44,12 +46,16 @@ from billing.authentication.store import (
     AuthenticationRepository,
     NewAuthentication,
     Outcome,
+    low_value_usage_of,
+    queue_low_value_usage,
+    record_of,
     value_digest,
 )
 from billing.authentication.wire import WireMessage
-from billing.db.attempts import annotate
+from billing.db.attempts import annotate, queue_annotation
 from billing.db.connection import Connection
-from billing.db.tenancy import tenant_transaction
+from billing.db.sqlstates import translated_guard_errors
+from billing.db.tenancy import commit_without_flush_wait, pipelined_tenant_transaction, tenant_transaction
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.money import Money
 from billing.domain.transitions import EVENT_PREFIX
@@ -71,6 +77,7 @@ from billing.resource_names import API_BASE_PATH
 from billing.risk.defaults import SCA_AMOUNT
 from billing.risk.gate import Verdict
 from billing.risk.rules import Action, UnavailableAuthentication
+from billing.risk.velocity import lock_instrument
 
 AUTHENTICATION_REQUIRED_EVENT_TYPE: Final = EVENT_PREFIX + "authentication_required"
 AUTHENTICATED_EVENT_TYPE: Final = EVENT_PREFIX + "authenticated"
@@ -207,21 +214,24 @@ class ThreeDSecure:
         """The step for an execution whose risk decision is allow or require_3ds (or an approved review)."""
         if execution.payment_rail is not PaymentRail.CARD:
             return AuthenticationStep(StepKind.PROCEED)
-        existing = self._repository.of_execution(execution.tenant_id, execution.id)
+        # A decision made just now has no authentication yet (one is only ever started after its decision): the
+        # read is for a decision asked again. The insert's key stays the guard if that ever stops being true.
+        existing = None if verdict.fresh else self._repository.of_execution(execution.tenant_id, execution.id)
         if existing is not None:
             return self._resume(existing, verdict)
         amount = Money(execution.amount, execution.currency)
         required = verdict.decision == Action.REQUIRE_3DS.value
         if not required:
             if verdict.initiator is ChargeInitiator.MERCHANT:
-                return self._exempt(execution, verdict, Exemption.MERCHANT_INITIATED, context, correlation_id)
+                return self._exempted(execution, verdict, Exemption.MERCHANT_INITIATED, context, correlation_id)
             if not self._low_value(amount):
                 return AuthenticationStep(StepKind.PROCEED)
-            if self._low_value_counter_allows(execution, verdict, amount):
-                return self._exempt(execution, verdict, Exemption.LOW_VALUE, context, correlation_id)
+            exempted = self._exempt(execution, verdict, Exemption.LOW_VALUE, context, correlation_id)
+            if exempted is not None:
+                return exempted
             # Past the counter, a small charge needs the customer to authenticate like a large one.
         elif self._risk_analysis_exempts(verdict, amount):
-            return self._exempt(execution, verdict, Exemption.TRANSACTION_RISK_ANALYSIS, context, correlation_id)
+            return self._exempted(execution, verdict, Exemption.TRANSACTION_RISK_ANALYSIS, context, correlation_id)
         if execution.payment_provider != SANDBOX_PROVIDER:
             record, _ = self._repository.start(self._new(execution, verdict, performed_by="provider"))
             return AuthenticationStep(StepKind.PROCEED, _REQUEST, record=record)
@@ -259,12 +269,10 @@ class ThreeDSecure:
         line = SCA_AMOUNT.get(amount.currency)
         return line is not None and amount.amount < line
 
-    def _low_value_counter_allows(self, execution: Execution, verdict: Verdict, amount: Money) -> bool:
+    def _low_value_counter_allows(self, usage: tuple[int, int], amount: Money) -> bool:
         limit = low_value_limit(amount.currency)
         assert limit is not None, "a currency with a low-value line has a cumulative limit"
-        charges, total = self._repository.low_value_usage(
-            execution.tenant_id, verdict.instrument.instrument_key, amount.currency
-        )
+        charges, total = usage
         return charges + 1 <= LOW_VALUE_MAX_CHARGES and total + amount.amount <= limit
 
     def _risk_analysis_exempts(self, verdict: Verdict, amount: Money) -> bool:
@@ -278,7 +286,7 @@ class ThreeDSecure:
             and amount.amount <= ceiling
         )
 
-    def _exempt(
+    def _exempted(
         self,
         execution: Execution,
         verdict: Verdict,
@@ -286,14 +294,47 @@ class ThreeDSecure:
         context: WorkflowWriteContext,
         correlation_id: str | None,
     ) -> AuthenticationStep:
+        step = self._exempt(execution, verdict, exemption, context, correlation_id)
+        assert step is not None, "only the low-value exemption has a counter to refuse it"
+        return step
+
+    def _exempt(
+        self,
+        execution: Execution,
+        verdict: Verdict,
+        exemption: Exemption,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+    ) -> AuthenticationStep | None:
+        """Record the exemption with its event in one transaction (one round trip, two for the low-value counter);
+        None when the low-value counter is spent. The counter is read under the instrument's lock, so two charges
+        on one card cannot both take its last exempted charge."""
+        conn, tenant = self._conn, execution.tenant_id
         new = self._new(execution, verdict, performed_by="engine", state="exempted", exemption=exemption)
-        with tenant_transaction(self._conn, execution.tenant_id):
-            record, created = self._repository.start(new)
-            if created:
-                self._event(
-                    execution.tenant_id, execution.id, AUTHENTICATED_EVENT_TYPE, record, context, correlation_id
-                )
-        return AuthenticationStep(StepKind.PROCEED, _exempt_instruction(exemption), record=record)
+        authentication_id = uuid4()
+        try:
+            with translated_guard_errors(), pipelined_tenant_transaction(conn, tenant):
+                if exemption is Exemption.LOW_VALUE:
+                    lock_instrument(conn, tenant, new.instrument_key)
+                    usage = queue_low_value_usage(conn, tenant, new.instrument_key, new.amount.currency)
+                    if not self._low_value_counter_allows(low_value_usage_of(usage), new.amount):
+                        return None
+                inserted = self._repository.queue_new(new, authentication_id)
+                queue_annotation(
+                    conn, tenant, execution.id, AUTHENTICATED_EVENT_TYPE,
+                    exemption_summary(authentication_id, exemption),
+                    context=context, correlation_id=correlation_id,
+                )  # fmt: skip
+                # The claim that submits the charge commits normally after this (billing.db.tenancy).
+                commit_without_flush_wait(conn)
+        except psycopg.errors.UniqueViolation:
+            # Decided before, by another call for this execution: that decision stands.
+            existing = self._repository.of_execution(tenant, execution.id)
+            assert existing is not None, "the conflicting authentication exists"
+            return self._resume(existing, verdict)
+        row = inserted.fetchone()
+        assert row is not None, "an inserted authentication returns its row"
+        return AuthenticationStep(StepKind.PROCEED, _exempt_instruction(exemption), record=record_of(row))
 
     def _new(
         self,
@@ -542,6 +583,21 @@ _REQUEST: Final = ThreeDSecureInstruction(ThreeDSecureMode.REQUEST)
 
 def _exempt_instruction(exemption: Exemption) -> ThreeDSecureInstruction:
     return ThreeDSecureInstruction(ThreeDSecureMode.EXEMPT, exemption=exemption)
+
+
+def exemption_summary(authentication_id: UUID, exemption: Exemption) -> dict[str, object]:
+    """authentication_summary of an exempted authentication, known before its row is read back."""
+    return {
+        "authentication_id": str(authentication_id),
+        "state": "exempted",
+        "performed_by": "engine",
+        "exemption": exemption.value,
+        "trans_status": None,
+        "trans_status_reason": None,
+        "eci": None,
+        "liability_shift": False,
+        "message_version": None,
+    }
 
 
 def authentication_summary(record: AuthenticationRecord) -> dict[str, object]:

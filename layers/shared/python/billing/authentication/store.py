@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID, uuid4
 
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from billing.audit.events import AuditEvent, AuditEventType, AuditOutcome
@@ -65,7 +67,7 @@ class AuthenticationRecord:
         return self.state in OPEN_STATES
 
 
-def _record(row: dict[str, Any]) -> AuthenticationRecord:
+def record_of(row: dict[str, Any]) -> AuthenticationRecord:
     return AuthenticationRecord(
         tenant_id=row["tenant_id"],
         id=row["id"],
@@ -142,6 +144,9 @@ insert into billing.authentications (
 on conflict (tenant_id, execution_id) do nothing
 returning *
 """
+# An exemption is recorded in a transaction that sends its event in the same round trip: a row already there must
+# abort it (the event with it), not pass as "inserted".
+_INSERT_NEW = _INSERT.replace("on conflict (tenant_id, execution_id) do nothing\n", "")
 _OF_EXECUTION = "select * from billing.authentications where tenant_id = %s and execution_id = %s"
 _GET = "select * from billing.authentications where tenant_id = %s and id = %s"
 # Guarded on the open states: of two writers ending one authentication, the second changes nothing.
@@ -196,37 +201,24 @@ class AuthenticationRepository:
 
     def start(self, new: NewAuthentication) -> tuple[AuthenticationRecord, bool]:
         """The execution's authentication, inserted now (True) or as an earlier call left it (False)."""
-        params = {
-            "tenant": new.tenant_id,
-            "id": uuid4(),
-            "execution": new.execution_id,
-            "provider": new.provider,
-            "performed_by": new.performed_by,
-            "instrument_key": new.instrument_key,
-            "amount": new.amount.amount,
-            "currency": new.amount.currency,
-            "scheme": new.scheme,
-            "state": new.state,
-            "exemption": new.exemption,
-            "return_url": new.return_url,
-        }
+        params = _insert_params(new, uuid4())
         with translated_guard_errors(), tenant_transaction(self._conn, new.tenant_id):
             row = self._conn.execute(_INSERT, params).fetchone()
             if row is None:
                 row = self._conn.execute(_OF_EXECUTION, [new.tenant_id, new.execution_id]).fetchone()
                 assert row is not None, "the conflicting row exists"
-                return _record(row), False
-        return _record(row), True
+                return record_of(row), False
+        return record_of(row), True
 
     def of_execution(self, tenant_id: UUID, execution_id: UUID) -> AuthenticationRecord | None:
         with tenant_transaction(self._conn, tenant_id):
             row = self._conn.execute(_OF_EXECUTION, [tenant_id, execution_id]).fetchone()
-        return _record(row) if row else None
+        return record_of(row) if row else None
 
     def get(self, tenant_id: UUID, authentication_id: UUID) -> AuthenticationRecord | None:
         with tenant_transaction(self._conn, tenant_id):
             row = self._conn.execute(_GET, [tenant_id, authentication_id]).fetchone()
-        return _record(row) if row else None
+        return record_of(row) if row else None
 
     def move(self, record: AuthenticationRecord, outcome: Outcome) -> AuthenticationRecord | None:
         """Record the outcome; None if the authentication had already ended (another writer got there first)."""
@@ -250,7 +242,7 @@ class AuthenticationRepository:
         }
         with translated_guard_errors(), tenant_transaction(self._conn, record.tenant_id):
             row = self._conn.execute(_MOVE, params).fetchone()
-        return _record(row) if row else None
+        return record_of(row) if row else None
 
     def use_value(self, record: AuthenticationRecord, authentication_value: str, *, actor: str) -> bool:
         """Spend the authentication value on the charge; False if it was spent before or is not this one's. Audited
@@ -276,17 +268,50 @@ class AuthenticationRepository:
 
     def low_value_usage(self, tenant_id: UUID, instrument_key: str, currency: str) -> tuple[int, int]:
         """(charges, total minor units) exempted as low value on the instrument since its last authentication."""
-        params = {"tenant": tenant_id, "instrument": instrument_key, "currency": currency}
         with tenant_transaction(self._conn, tenant_id):
-            row = self._conn.execute(_LOW_VALUE_SINCE_LAST, params).fetchone()
-        assert row is not None
-        return int(row["charges"]), int(row["total"])
+            return low_value_usage_of(queue_low_value_usage(self._conn, tenant_id, instrument_key, currency))
+
+    def queue_new(self, new: NewAuthentication, authentication_id: UUID) -> Cursor[DictRow]:
+        """Send the insert of the execution's authentication on the connection, already in the tenant's scope; a
+        row already there fails the transaction (UniqueViolation) instead of being returned."""
+        return self._conn.execute(_INSERT_NEW, _insert_params(new, authentication_id))
 
     def overdue(self, limit: int = 100, *, as_of: datetime | None = None) -> list[AuthenticationRecord]:
         """Open authentications past their deadline at `as_of` (None: the database's clock), every tenant's."""
         with system_transaction(self._conn):
             rows = self._conn.execute(_OVERDUE, [as_of, limit]).fetchall()
-        return [_record(row) for row in rows]
+        return [record_of(row) for row in rows]
+
+
+def _insert_params(new: NewAuthentication, authentication_id: UUID) -> dict[str, Any]:
+    return {
+        "tenant": new.tenant_id,
+        "id": authentication_id,
+        "execution": new.execution_id,
+        "provider": new.provider,
+        "performed_by": new.performed_by,
+        "instrument_key": new.instrument_key,
+        "amount": new.amount.amount,
+        "currency": new.amount.currency,
+        "scheme": new.scheme,
+        "state": new.state,
+        "exemption": new.exemption,
+        "return_url": new.return_url,
+    }
+
+
+def queue_low_value_usage(conn: Connection, tenant_id: UUID, instrument_key: str, currency: str) -> Cursor[DictRow]:
+    """Ask, on `conn` already in the tenant's scope, what low_value_usage_of reads."""
+    return conn.execute(
+        _LOW_VALUE_SINCE_LAST, {"tenant": tenant_id, "instrument": instrument_key, "currency": currency}
+    )
+
+
+def low_value_usage_of(cursor: Cursor[DictRow]) -> tuple[int, int]:
+    """(charges, total minor units) exempted as low value on the instrument since its last authentication."""
+    row = cursor.fetchone()
+    assert row is not None, "an aggregate returns its row"
+    return int(row["charges"]), int(row["total"])
 
 
 # --- The sandbox ACS's side ------------------------------------------------------------------------------------------

@@ -165,7 +165,36 @@ def annotate(
 ) -> Execution | None:
     """Record an annotation event (kind 'annotation': old = new = the current status) and its outbox row, in one
     statement that locks the unchanged execution; the execution as it stands, or None if there is none."""
-    params = {
+    params = _annotation_params(tenant_id, execution_id, event_type, metadata, context, correlation_id)
+    return _write(conn, ANNOTATION_STATEMENT, params)
+
+
+def queue_annotation(
+    conn: Connection,
+    tenant_id: UUID,
+    execution_id: UUID,
+    event_type: str,
+    metadata: dict[str, Any],
+    *,
+    context: WorkflowWriteContext,
+    correlation_id: str | None,
+) -> None:
+    """annotate() on `conn` already in the tenant's scope, sent without waiting: in a pipeline it travels with the
+    statements around it (the caller's commit reports any error)."""
+    conn.execute(
+        ANNOTATION_STATEMENT, _annotation_params(tenant_id, execution_id, event_type, metadata, context, correlation_id)
+    )
+
+
+def _annotation_params(
+    tenant_id: UUID,
+    execution_id: UUID,
+    event_type: str,
+    metadata: dict[str, Any],
+    context: WorkflowWriteContext,
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    return {
         "tenant_id": tenant_id,
         "execution_id": execution_id,
         "event_id": uuid4(),
@@ -174,7 +203,6 @@ def annotate(
         "actor": context.actor,
         "correlation_id": correlation_id,
     }
-    return _write(conn, ANNOTATION_STATEMENT, params)
 
 
 def _write(conn: Connection, statement: str, params: dict[str, Any]) -> Execution | None:

@@ -46,6 +46,20 @@ _SET_SYSTEM = (
 )
 
 
+_FLUSH_LATER = "select set_config('synchronous_commit', 'off', true)"
+
+
+def commit_without_flush_wait(conn: Connection) -> None:
+    """Let the open transaction's COMMIT return before its WAL reaches disk (sent, not waited for, in a pipeline).
+
+    Only for a transaction that nothing outside the database acts on before a later transaction of the same flow
+    commits normally: WAL is flushed in order, so that later commit makes this one durable too, and a crash in
+    between loses a unit of work nobody was told about (the flow starts it again). The pre-submission steps qualify:
+    a charge reaches a provider only after the claim that follows them.
+    """
+    conn.execute(_FLUSH_LATER)
+
+
 def apply_timeouts(conn: Connection) -> None:
     """Bound the open transaction's waits without choosing a scope (under row-level security it sees nothing)."""
     conn.execute(_SET_TIMEOUTS)
@@ -77,6 +91,32 @@ def _scoped(conn: Connection, set_scope: str, params: list[str]) -> Iterator[Non
             conn.execute(_RESTORE_SCOPE, [outer["tenant_id"] or "", outer["scope"] or ""])
 
 
+@contextmanager
+def pipelined_tenant_transaction(conn: Connection, tenant_id: UUID) -> Iterator[Connection]:
+    """tenant_transaction in pipeline mode, with BEGIN and COMMIT sent as statements.
+
+    psycopg's own transaction block syncs with the server on entry and on exit; sent as statements, BEGIN and the
+    scope travel with the first statements and COMMIT with the last, so a unit of work costs one round trip per
+    point where the caller reads an answer (a fetch), plus one. Inside a caller's transaction it is a savepoint, as
+    tenant_transaction is.
+    """
+    if conn.info.transaction_status is not _IDLE:
+        with conn.pipeline(), tenant_transaction(conn, tenant_id):
+            yield conn
+        return
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(_SET_TENANT, [str(tenant_id)])
+            yield conn
+            conn.execute("COMMIT")
+    except BaseException:
+        # A statement failed (the server skipped the rest, COMMIT included) or the pipeline never synced.
+        if conn.info.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            conn.execute("ROLLBACK")
+        raise
+
+
 def run_in_tenant_scope(
     conn: Connection, tenant_id: UUID, sql: str, params: Sequence[Any] | Mapping[str, Any]
 ) -> list[dict[str, Any]]:
@@ -86,19 +126,6 @@ def run_in_tenant_scope(
     (psycopg's transaction block would add client-side bookkeeping and a sync per transition). Inside a caller's
     transaction it becomes a savepoint instead, so callers can still compose units of work.
     """
-    if conn.info.transaction_status is not _IDLE:
-        with tenant_transaction(conn, tenant_id):
-            cursor = conn.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
-    try:
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            conn.execute(_SET_TENANT, [str(tenant_id)])
-            cursor = conn.execute(sql, params)
-            conn.execute("COMMIT")
-    except BaseException:
-        # The statement failed (the server skipped COMMIT) or the pipeline never synced: end the transaction.
-        if conn.info.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
-            conn.execute("ROLLBACK")
-        raise
+    with pipelined_tenant_transaction(conn, tenant_id):
+        cursor = conn.execute(sql, params)
     return cursor.fetchall() if cursor.description else []

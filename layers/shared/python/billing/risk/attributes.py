@@ -163,8 +163,9 @@ class RiskFacts:
     distinct_customers_per_device_24h: int | None
     # Rows with this attempt's ip_key in 1 h; None exactly when the request carried no IP address.
     attempts_per_ip_1h: int | None
-    # All of the tenant's rows in the last minute: a burst across many cards is card testing too.
-    attempts_per_tenant_1m: int
+    # All of the tenant's rows in the last minute: a burst across many cards is card testing too. None when no rule
+    # of the tenant's rule set reads it: the one counter whose cost grows with the tenant's volume.
+    attempts_per_tenant_1m: int | None
 
     def __post_init__(self) -> None:
         problems = _problems(self)

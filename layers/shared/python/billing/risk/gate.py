@@ -13,22 +13,28 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from billing.db.attempts import annotate
+from billing.db.attempts import queue_annotation
 from billing.db.connection import Connection
-from billing.db.tenancy import tenant_transaction
+from billing.db.tenancy import commit_without_flush_wait, pipelined_tenant_transaction
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.money import Money
 from billing.domain.transitions import EVENT_PREFIX
 from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.model import is_instrument_id
 from billing.rails.ports import INITIATOR_METADATA_KEY, ChargeInitiator
-from billing.risk.attributes import COUNTRY_PATTERN, RiskFacts
+from billing.risk.attributes import COUNTRY_PATTERN, Attribute, RiskFacts
 from billing.risk.evaluation import Assessment, assess
-from billing.risk.postgres import AssessmentLog, AssessmentRecord, RuleSetStore
-from billing.risk.rules import RiskSettings
-from billing.risk.velocity import AttemptKeys, Velocity, VelocityCounter
+from billing.risk.postgres import (
+    AssessmentRecord,
+    assessment_record,
+    queue_current,
+    queue_new_record,
+    queue_of_attempt,
+)
+from billing.risk.rules import Action, RiskSettings
+from billing.risk.velocity import AttemptKeys, Velocity, queue_count
 
 RISK_ASSESSED_EVENT_TYPE: Final = EVENT_PREFIX + "risk_assessed"
 # The customer's country, when the billing system sends it (ISO 3166-1 alpha-2, in the execution's metadata).
@@ -89,6 +95,8 @@ class Verdict:
     settings: RiskSettings
     instrument: InstrumentFacts
     initiator: ChargeInitiator
+    # True when this call made the decision; False when it is the one kept for the attempt (asked again).
+    fresh: bool = False
 
     @property
     def decision(self) -> str:
@@ -134,10 +142,14 @@ class RiskGate:
         context: WorkflowWriteContext,
         correlation_id: str | None,
     ) -> Verdict | None:
+        # Two round trips in all: the locks, the attempt's row, the counts, the rule set and any kept assessment in
+        # the first; the assessment, its event and the commit in the second. Every read comes after the locks, so
+        # an assessment of the same key that committed while this one waited is counted (and kept, if it was this
+        # attempt's).
         conn, tenant = self._conn, execution.tenant_id
         started = time.perf_counter_ns()
-        with tenant_transaction(conn, tenant):
-            stored = RuleSetStore(conn).current(tenant).rule_set
+        with pipelined_tenant_transaction(conn, tenant):
+            rules = queue_current(conn, tenant)
             instrument = self.instrument_facts(tenant, execution.payment_instrument_id, execution.entity_contract_id)
             initiator = initiator_of(execution)
             keys = AttemptKeys(
@@ -151,29 +163,42 @@ class RiskGate:
                 device_fingerprint=signals.device_fingerprint,
                 ip_address=signals.ip_address,
             )
-            counter = VelocityCounter(conn)
-            velocity = counter.count(keys) if record_attempt else counter.count_recorded(keys)
+            counted = queue_count(conn, keys, record=record_attempt, as_rules_need=True)
+            earlier = queue_of_attempt(conn, tenant, execution.id, attempt)
+            stored = rules.rule_set().rule_set
+            velocity = counted.velocity()
+            kept = earlier.record()
             if velocity is None:
                 return None
-            facts = _facts(execution, initiator, instrument, velocity, signals, conn)
+            if velocity.attempts_per_tenant_1m is None and stored.reads(Attribute.ATTEMPTS_PER_TENANT_1M):
+                # A replacement of the rule set committed between the two reads: count what the newer one reads.
+                velocity = queue_count(conn, keys, record=False).velocity()
+                assert velocity is not None, "the attempt counted a moment ago is there"
+            if kept is not None:
+                return Verdict(kept, stored.settings, instrument, initiator, fresh=False)
+            facts = _facts(execution, initiator, instrument, velocity, signals)
             assessment = assess(stored, facts)
-            log = AssessmentLog(conn)
             duration_us = (time.perf_counter_ns() - started) // 1000
-            record = log.record(tenant, execution.id, attempt, assessment, facts, duration_us=duration_us)
-            if record is None:
-                kept = [r for r in log.of_execution(tenant, execution.id) if r.attempt == attempt]
-                record = kept[0]
-            else:
-                annotate(
-                    conn,
-                    tenant,
-                    execution.id,
-                    RISK_ASSESSED_EVENT_TYPE,
-                    _event_metadata(record, assessment),
-                    context=context,
-                    correlation_id=correlation_id,
-                )
-        return Verdict(record, stored.settings, instrument, initiator)
+            assessment_id = uuid4()
+            inserted = queue_new_record(
+                conn, assessment_id, tenant, execution.id, attempt, assessment, facts, duration_us
+            )
+            queue_annotation(
+                conn,
+                tenant,
+                execution.id,
+                RISK_ASSESSED_EVENT_TYPE,
+                _event_metadata(assessment_id, attempt, assessment),
+                context=context,
+                correlation_id=correlation_id,
+            )
+            if assessment.decision is not Action.REVIEW:
+                # Allowed, blocked or sent to 3-D Secure, the charge goes on to a transition that commits normally
+                # before anything leaves the engine; a review is answered to the client as it stands.
+                commit_without_flush_wait(conn)
+        row = inserted.fetchone()
+        assert row is not None, "an inserted assessment returns its row"
+        return Verdict(assessment_record(row), stored.settings, instrument, initiator, fresh=True)
 
     def instrument_facts(self, tenant_id: UUID, instrument_id: str | None, customer: str) -> InstrumentFacts:
         """A vault card by its fingerprint (the same card stored twice is one instrument to velocity); any other
@@ -199,24 +224,18 @@ class RiskGate:
         return bool(row and row["authenticated"])
 
 
-_NOW = "select now() as now"
-
-
 def _facts(
     execution: Execution,
     initiator: ChargeInitiator,
     instrument: InstrumentFacts,
     velocity: Velocity,
     signals: ClientSignals,
-    conn: Connection,
 ) -> RiskFacts:
     country = execution.metadata.get(CUSTOMER_COUNTRY_METADATA_KEY)
     age: int | None = None
     if instrument.created_at is not None:
         # The database's clock, as for the counters.
-        row = conn.execute(_NOW).fetchone()
-        assert row is not None
-        age = max(0, int((row["now"] - instrument.created_at).total_seconds()))
+        age = max(0, int((velocity.counted_at - instrument.created_at).total_seconds()))
     return RiskFacts(
         amount=Money(execution.amount, execution.currency),
         rail=PaymentRail(execution.payment_rail),
@@ -240,12 +259,12 @@ def _facts(
     )
 
 
-def _event_metadata(record: AssessmentRecord, assessment: Assessment) -> dict[str, object]:
+def _event_metadata(assessment_id: UUID, attempt: int, assessment: Assessment) -> dict[str, object]:
     return {
-        "assessment_id": str(record.id),
-        "attempt": record.attempt,
-        "decision": record.decision,
-        "score": record.score,
-        "rule_set_version": record.rule_set_version,
+        "assessment_id": str(assessment_id),
+        "attempt": attempt,
+        "decision": assessment.decision.value,
+        "score": assessment.score,
+        "rule_set_version": assessment.rule_set_version,
         "fired": [rule.rule_id for rule in assessment.fired],
     }

@@ -8,12 +8,16 @@ engine's defaults (version 0). Stored bodies are validated again when read, so a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from threading import Lock
+from typing import Any, Final
 from uuid import UUID, uuid4
 
 import psycopg
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
@@ -43,9 +47,34 @@ insert into billing.risk_assessments (
 on conflict (tenant_id, execution_id, attempt) do nothing
 returning *
 """
+# For a writer that read the attempt's kept assessment under the velocity locks: a conflict here is a bug, and must
+# abort the transaction (with the event sent beside it) rather than pass as "kept before".
+_RECORD_NEW = _RECORD.replace("on conflict (tenant_id, execution_id, attempt) do nothing\n", "")
 _OF_EXECUTION = """
 select * from billing.risk_assessments where tenant_id = %s and execution_id = %s order by attempt, assessed_at
 """
+_OF_ATTEMPT = """
+select * from billing.risk_assessments where tenant_id = %s and execution_id = %s and attempt = %s
+"""
+# Parsed rule sets by (tenant, version): a stored version never changes (BE019), so a container parses each once.
+_PARSED_MAX: Final = 512
+_parsed: OrderedDict[tuple[UUID, int], RuleSet] = OrderedDict()
+_parsed_lock = Lock()
+
+
+def _parsed_rule_set(tenant_id: UUID, row: dict[str, Any]) -> RuleSet:
+    key = (tenant_id, int(row["version"]))
+    with _parsed_lock:
+        cached = _parsed.get(key)
+        if cached is not None:
+            _parsed.move_to_end(key)
+            return cached
+    rule_set = parse_rule_set(row["rules"], version=row["version"])
+    with _parsed_lock:
+        _parsed[key] = rule_set
+        while len(_parsed) > _PARSED_MAX:
+            _parsed.popitem(last=False)
+    return rule_set
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +101,7 @@ class AssessmentRecord:
     duration_us: int
 
 
-def _record(row: dict[str, Any]) -> AssessmentRecord:
+def assessment_record(row: dict[str, Any]) -> AssessmentRecord:
     return AssessmentRecord(
         id=row["id"],
         execution_id=row["execution_id"],
@@ -93,10 +122,7 @@ class RuleSetStore:
 
     def current(self, tenant_id: UUID) -> StoredRuleSet:
         with tenant_transaction(self._conn, tenant_id):
-            row = self._conn.execute(_CURRENT, [tenant_id]).fetchone()
-        if row is None:
-            return StoredRuleSet(default_rule_set(), None, None)
-        return StoredRuleSet(parse_rule_set(row["rules"], version=row["version"]), row["created_at"], row["created_by"])
+            return queue_current(self._conn, tenant_id).rule_set()
 
     def replace(
         self, tenant_id: UUID, body: object, *, actor: str, expected_version: int | None = None
@@ -122,6 +148,25 @@ class RuleSetStore:
         return StoredRuleSet(candidate.with_version(current + 1), row["created_at"], actor)
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedRuleSet:
+    """The tenant's current rule set, asked for; read when first needed (one round trip with what follows)."""
+
+    tenant_id: UUID
+    cursor: Cursor[DictRow]
+
+    def rule_set(self) -> StoredRuleSet:
+        row = self.cursor.fetchone()
+        if row is None:
+            return StoredRuleSet(default_rule_set(), None, None)
+        return StoredRuleSet(_parsed_rule_set(self.tenant_id, row), row["created_at"], row["created_by"])
+
+
+def queue_current(conn: Connection, tenant_id: UUID) -> QueuedRuleSet:
+    """Ask for the tenant's current rule set on `conn`, already in the tenant's scope."""
+    return QueuedRuleSet(tenant_id, conn.execute(_CURRENT, [tenant_id]))
+
+
 class AssessmentLog:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -137,23 +182,68 @@ class AssessmentLog:
         duration_us: int,
     ) -> AssessmentRecord | None:
         """Keep the assessment of one attempt; None if that attempt's assessment was kept before (a redelivery)."""
-        params = {
-            "tenant": tenant_id,
-            "id": uuid4(),
-            "execution": execution_id,
-            "attempt": attempt,
-            "score": assessment.score,
-            "decision": assessment.decision.value,
-            "fired": Jsonb(assessment.fired_json()),
-            "facts": Jsonb(facts.as_json()),
-            "version": assessment.rule_set_version,
-            "duration": duration_us,
-        }
         with tenant_transaction(self._conn, tenant_id):
+            params = _record_params(uuid4(), tenant_id, execution_id, attempt, assessment, facts, duration_us)
             row = self._conn.execute(_RECORD, params).fetchone()
-        return _record(row) if row else None
+        return assessment_record(row) if row else None
+
+    def of_attempt(self, tenant_id: UUID, execution_id: UUID, attempt: int) -> AssessmentRecord | None:
+        with tenant_transaction(self._conn, tenant_id):
+            return queue_of_attempt(self._conn, tenant_id, execution_id, attempt).record()
 
     def of_execution(self, tenant_id: UUID, execution_id: UUID) -> list[AssessmentRecord]:
         with tenant_transaction(self._conn, tenant_id):
             rows = self._conn.execute(_OF_EXECUTION, [tenant_id, execution_id]).fetchall()
-        return [_record(row) for row in rows]
+        return [assessment_record(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedAssessment:
+    cursor: Cursor[DictRow]
+
+    def record(self) -> AssessmentRecord | None:
+        row = self.cursor.fetchone()
+        return assessment_record(row) if row else None
+
+
+def queue_of_attempt(conn: Connection, tenant_id: UUID, execution_id: UUID, attempt: int) -> QueuedAssessment:
+    """Ask for the assessment kept for one attempt, on `conn` already in the tenant's scope."""
+    return QueuedAssessment(conn.execute(_OF_ATTEMPT, [tenant_id, execution_id, attempt]))
+
+
+def queue_new_record(
+    conn: Connection,
+    assessment_id: UUID,
+    tenant_id: UUID,
+    execution_id: UUID,
+    attempt: int,
+    assessment: Assessment,
+    facts: RiskFacts,
+    duration_us: int,
+) -> Cursor[DictRow]:
+    """Send the insert of an attempt's first assessment on `conn`, already in the tenant's scope (see _RECORD_NEW)."""
+    params = _record_params(assessment_id, tenant_id, execution_id, attempt, assessment, facts, duration_us)
+    return conn.execute(_RECORD_NEW, params)
+
+
+def _record_params(
+    assessment_id: UUID,
+    tenant_id: UUID,
+    execution_id: UUID,
+    attempt: int,
+    assessment: Assessment,
+    facts: RiskFacts,
+    duration_us: int,
+) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "id": assessment_id,
+        "execution": execution_id,
+        "attempt": attempt,
+        "score": assessment.score,
+        "decision": assessment.decision.value,
+        "fired": Jsonb(assessment.fired_json()),
+        "facts": Jsonb(facts.as_json()),
+        "version": assessment.rule_set_version,
+        "duration": duration_us,
+    }

@@ -282,6 +282,22 @@ class RuleSet(BaseModel):
         """The same rules under the version storage assigned when it kept them."""
         return RuleSet(version=version, rules=self.rules, settings=self.settings)
 
+    def reads(self, attribute: Attribute) -> bool:
+        """Whether a condition of any rule tests `attribute` (a counter no rule reads need not be counted)."""
+        return any(_condition_reads(rule.when, attribute) for rule in self.rules)
+
+
+def _condition_reads(condition: Comparison | AllOf | AnyOf | Not, attribute: Attribute) -> bool:
+    match condition:
+        case Comparison():
+            return condition.attribute is attribute
+        case AllOf():
+            return any(_condition_reads(c, attribute) for c in condition.all_of)
+        case AnyOf():
+            return any(_condition_reads(c, attribute) for c in condition.any_of)
+        case Not():
+            return _condition_reads(condition.negated, attribute)
+
 
 def parse_rule_set(data: object, *, version: int) -> RuleSet:
     """Validate a rule set body (decoded JSON); ValidationFailed names every wrong field by its dotted path."""

@@ -12,15 +12,21 @@ counter of one assessment).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
 
 from billing.db.connection import Connection
 from billing.db.tenancy import tenant_transaction
 from billing.domain.execution import PaymentRail
 from billing.domain.money import Money
 from billing.rails.ports import ChargeInitiator
+from billing.risk.attributes import Attribute
+from billing.risk.defaults import default_rule_set
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +65,12 @@ class Velocity:
     distinct_customers_per_instrument_24h: int
     distinct_customers_per_device_24h: int | None
     attempts_per_ip_1h: int | None
-    attempts_per_tenant_1m: int
+    attempts_per_tenant_1m: int | None  # None: not counted (no rule reads it)
     # True when this call recorded the attempt; False when the execution's attempt was recorded before (a retry).
     recorded: bool
+    # The database's clock at the count (the transaction's start): instrument ages are measured by it too. Not one
+    # of the counts, so two Velocity values with the same counts are equal whenever they were counted.
+    counted_at: datetime = field(compare=False, default=datetime.min)
 
 
 def _digest(tenant_id: UUID, kind: str, value: str | None) -> str | None:
@@ -77,68 +86,25 @@ select pg_advisory_xact_lock(k) from (
 ) locks order by k
 """
 
-_RECORD = """
-insert into billing.risk_attempts (
-    tenant_id, execution_id, instrument_key, customer_key, device_key, ip_key, amount, currency, rail, initiator
-) values (
-    %(tenant)s, %(execution)s, %(instrument)s, %(customer)s, %(device)s, %(ip)s, %(amount)s, %(currency)s,
-    %(rail)s, %(initiator)s
-)
-on conflict (tenant_id, execution_id) do nothing
-returning execution_id
-"""
-
-# Every window's rows, and this execution's own row once more when it lies outside the window (a resubmission's row
-# is as old as its first assessment): "this attempt included, exactly once".
+# Locks, records (if asked) and counts: sql/20261218_billing_risk_velocity_counts.sql. Every window counts this
+# attempt exactly once, also when its row is older than the window (a resubmission's row is as old as its first
+# assessment); no row when the execution has no attempt row.
 _COUNT: Final = """
-with mine as (
-    select * from billing.risk_attempts where tenant_id = %(tenant)s and execution_id = %(execution)s
-), by_instrument as (
-    select r.execution_id, r.recorded_at, r.declined, r.customer_key from billing.risk_attempts r
-     where r.tenant_id = %(tenant)s and r.instrument_key = %(instrument)s
-       and r.recorded_at > now() - interval '24 hours'
-), by_customer as (
-    select r.execution_id, r.recorded_at, r.instrument_key, r.amount, r.currency from billing.risk_attempts r
-     where r.tenant_id = %(tenant)s and r.customer_key = %(customer)s and r.recorded_at > now() - interval '24 hours'
-), by_device as (
-    select r.customer_key from billing.risk_attempts r
-     where %(device)s::text is not null and r.tenant_id = %(tenant)s and r.device_key = %(device)s
-       and r.recorded_at > now() - interval '24 hours'
-), by_ip as (
-    select r.execution_id from billing.risk_attempts r
-     where %(ip)s::text is not null and r.tenant_id = %(tenant)s and r.ip_key = %(ip)s
-       and r.recorded_at > now() - interval '1 hour'
-), outside as (
-    select (m.recorded_at <= now() - interval '1 minute')::int as m1,
-           (m.recorded_at <= now() - interval '1 hour')::int as h1,
-           (m.recorded_at <= now() - interval '24 hours')::int as h24
-      from mine m
+select * from billing.count_risk_attempt(
+    %(tenant)s, %(execution)s, %(record)s, %(instrument)s, %(customer)s, %(device)s, %(ip)s, %(amount)s,
+    %(currency)s, %(rail)s, %(initiator)s, %(keys)s::text[], %(count_tenant)s
 )
-select
-    (select count(*) from by_instrument where recorded_at > now() - interval '1 hour') + o.h1
-        as attempts_per_instrument_1h,
-    (select count(*) from by_instrument) + o.h24 as attempts_per_instrument_24h,
-    (select count(*) from by_instrument where declined) as declines_per_instrument_24h,
-    (select count(*) from by_customer where recorded_at > now() - interval '1 hour') + o.h1
-        as attempts_per_customer_1h,
-    (select coalesce(sum(amount), 0) from by_customer where currency = %(currency)s)
-        + case when o.h24 = 1 then %(amount)s else 0 end as amount_per_customer_24h,
-    (select count(*) from (select instrument_key from by_customer union select %(instrument)s) k)
-        as distinct_instruments_per_customer_24h,
-    (select count(*) from (select customer_key from by_instrument union select %(customer)s) k)
-        as distinct_customers_per_instrument_24h,
-    case when %(device)s::text is null then null
-         else (select count(*) from (select customer_key from by_device union select %(customer)s) k) end
-        as distinct_customers_per_device_24h,
-    case when %(ip)s::text is null then null
-         else (select count(*) from by_ip)
-              + (select count(*) from mine m
-                  where m.recorded_at <= now() - interval '1 hour' or m.ip_key is distinct from %(ip)s) end
-        as attempts_per_ip_1h,
-    (select count(*) from billing.risk_attempts r
-      where r.tenant_id = %(tenant)s and r.recorded_at > now() - interval '1 minute') + o.m1 as attempts_per_tenant_1m
-  from outside o
 """
+# The tenant-wide counter is counted when the tenant's current rule set (read in the same statement, so the same
+# snapshot as the rule set the caller evaluates) mentions it anywhere; the test is textual, so it may count when no
+# condition reads it (a description naming it), never the other way round. No stored rule set: the defaults decide.
+_COUNT_AS_RULES_NEED: Final = _COUNT.replace(
+    "%(count_tenant)s",
+    "coalesce((select position('" + Attribute.ATTEMPTS_PER_TENANT_1M.value + "' in s.rules::text) > 0"
+    " from billing.risk_rule_sets s where s.tenant_id = %(tenant)s order by s.version desc limit 1),"
+    " %(count_tenant)s)",
+)
+_DEFAULTS_READ_TENANT: Final = default_rule_set().reads(Attribute.ATTEMPTS_PER_TENANT_1M)
 
 
 class VelocityCounter:
@@ -149,52 +115,86 @@ class VelocityCounter:
 
     def count(self, keys: AttemptKeys) -> Velocity:
         """Record the execution's attempt (once: a resubmission finds its row) and count its velocity."""
-        counted = self._count(keys, record=True)
+        with tenant_transaction(self._conn, keys.tenant_id):
+            counted = queue_count(self._conn, keys, record=True).velocity()
         assert counted is not None, "an attempt recorded now is there to count"
         return counted
 
     def count_recorded(self, keys: AttemptKeys) -> Velocity | None:
         """Count a resubmission by the execution's existing row, recording nothing; None if it has none (an
         execution never assessed)."""
-        return self._count(keys, record=False)
-
-    def _count(self, keys: AttemptKeys, *, record: bool) -> Velocity | None:
-        params: dict[str, Any] = {
-            "tenant": keys.tenant_id,
-            "execution": keys.execution_id,
-            "instrument": keys.instrument_key,
-            "customer": keys.customer_key,
-            "device": keys.device_key,
-            "ip": keys.ip_key,
-            "amount": keys.amount.amount,
-            "currency": keys.amount.currency,
-            "rail": keys.rail.value,
-            "initiator": keys.initiator.value,
-            "keys": [
-                f"instrument:{keys.instrument_key}",
-                f"customer:{keys.customer_key}",
-                *([f"device:{keys.device_key}"] if keys.device_key else []),
-                *([f"ip:{keys.ip_key}"] if keys.ip_key else []),
-            ],
-        }
         with tenant_transaction(self._conn, keys.tenant_id):
-            self._conn.execute(_LOCK, params)
-            recorded = record and self._conn.execute(_RECORD, params).fetchone() is not None
-            row = self._conn.execute(_COUNT, params).fetchone()
+            return queue_count(self._conn, keys, record=False).velocity()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCount:
+    """The lock, the attempt row and the count, sent; their answers read when the caller first needs them."""
+
+    keys: AttemptKeys
+    counted: Cursor[DictRow]
+
+    def velocity(self) -> Velocity | None:
+        row = self.counted.fetchone()
         if row is None:
-            # Counted "from" the execution's own row (the query's `mine`): none, nothing to count the attempt by.
-            assert not recorded, "a row recorded now is there to count"
+            # Counted "from" the execution's own row: none, nothing to count the attempt by.
             return None
         return Velocity(
             attempts_per_instrument_1h=row["attempts_per_instrument_1h"],
             attempts_per_instrument_24h=row["attempts_per_instrument_24h"],
             declines_per_instrument_24h=row["declines_per_instrument_24h"],
             attempts_per_customer_1h=row["attempts_per_customer_1h"],
-            amount_per_customer_24h=Money(int(row["amount_per_customer_24h"]), keys.amount.currency),
+            amount_per_customer_24h=Money(int(row["amount_per_customer_24h"]), self.keys.amount.currency),
             distinct_instruments_per_customer_24h=row["distinct_instruments_per_customer_24h"],
             distinct_customers_per_instrument_24h=row["distinct_customers_per_instrument_24h"],
             distinct_customers_per_device_24h=row["distinct_customers_per_device_24h"],
             attempts_per_ip_1h=row["attempts_per_ip_1h"],
             attempts_per_tenant_1m=row["attempts_per_tenant_1m"],
-            recorded=recorded,
+            recorded=row["recorded"],
+            counted_at=row["counted_at"],
         )
+
+
+def lock_keys(keys: AttemptKeys) -> list[str]:
+    """The advisory-lock keys of an attempt, as _LOCK hashes them with the tenant."""
+    return [
+        instrument_lock_key(keys.instrument_key),
+        f"customer:{keys.customer_key}",
+        *([f"device:{keys.device_key}"] if keys.device_key else []),
+        *([f"ip:{keys.ip_key}"] if keys.ip_key else []),
+    ]
+
+
+def instrument_lock_key(instrument_key: str) -> str:
+    return f"instrument:{instrument_key}"
+
+
+def lock_instrument(conn: Connection, tenant_id: UUID, instrument_key: str) -> None:
+    """Take (queue, in a pipeline) the instrument's advisory lock: counters of the instrument read after it and
+    written before the transaction ends are serialised with every assessment of the same instrument."""
+    conn.execute(_LOCK, {"tenant": tenant_id, "keys": [instrument_lock_key(instrument_key)]})
+
+
+def queue_count(conn: Connection, keys: AttemptKeys, *, record: bool, as_rules_need: bool = False) -> QueuedCount:
+    """Send the locks, the attempt's row (if `record`) and the count on `conn`, already in the tenant's scope.
+
+    Nothing is read back here: in a pipeline the call travels with whatever the caller sends next, and the answer
+    arrives in the same round trip when QueuedCount.velocity() is first called. `as_rules_need`: count the
+    tenant-wide counter only if the tenant's rule set reads it (the gate); else always (callers that show counts).
+    """
+    params: dict[str, Any] = {
+        "tenant": keys.tenant_id,
+        "execution": keys.execution_id,
+        "instrument": keys.instrument_key,
+        "customer": keys.customer_key,
+        "device": keys.device_key,
+        "ip": keys.ip_key,
+        "amount": keys.amount.amount,
+        "currency": keys.amount.currency,
+        "rail": keys.rail.value,
+        "initiator": keys.initiator.value,
+        "keys": lock_keys(keys),
+        "record": record,
+        "count_tenant": _DEFAULTS_READ_TENANT if as_rules_need else True,
+    }
+    return QueuedCount(keys, conn.execute(_COUNT_AS_RULES_NEED if as_rules_need else _COUNT, params))
