@@ -26,6 +26,8 @@ from typing import Final
 from uuid import UUID, uuid4
 
 import psycopg
+from psycopg import Cursor
+from psycopg.rows import DictRow
 
 from billing.authentication.classification import classify
 from billing.authentication.liability import liability_for
@@ -219,23 +221,55 @@ class ThreeDSecure:
         existing = None if verdict.fresh else self._repository.of_execution(execution.tenant_id, execution.id)
         if existing is not None:
             return self._resume(existing, verdict)
-        amount = Money(execution.amount, execution.currency)
-        required = verdict.decision == Action.REQUIRE_3DS.value
-        if not required:
-            if verdict.initiator is ChargeInitiator.MERCHANT:
-                return self._exempted(execution, verdict, Exemption.MERCHANT_INITIATED, context, correlation_id)
-            if not self._low_value(amount):
-                return AuthenticationStep(StepKind.PROCEED)
-            exempted = self._exempt(execution, verdict, Exemption.LOW_VALUE, context, correlation_id)
+        planned = self._planned(execution, verdict)
+        if isinstance(planned, AuthenticationStep):
+            return planned
+        if planned is not None:
+            exempted = self._exempt(execution, verdict, planned, context, correlation_id)
             if exempted is not None:
                 return exempted
-            # Past the counter, a small charge needs the customer to authenticate like a large one.
-        elif self._risk_analysis_exempts(verdict, amount):
-            return self._exempted(execution, verdict, Exemption.TRANSACTION_RISK_ANALYSIS, context, correlation_id)
+            # Past the low-value counter, a small charge needs the customer to authenticate like a large one.
         if execution.payment_provider != SANDBOX_PROVIDER:
             record, _ = self._repository.start(self._new(execution, verdict, performed_by="provider"))
             return AuthenticationStep(StepKind.PROCEED, _REQUEST, record=record)
         return self._authenticate_at_sandbox(execution, verdict, context, correlation_id)
+
+    def exemption_within(
+        self, execution: Execution, verdict: Verdict, *, context: WorkflowWriteContext, correlation_id: str | None
+    ) -> AuthenticationStep | None:
+        """decide() for a decision just made, inside the assessment's transaction (RiskGate.assess `within`): the
+        step when the charge needs no authentication (none applies, or an exemption, recorded here with its event
+        so it commits with the decision); None when it must authenticate, which decide() does after the commit (an
+        ACS or a provider is never called inside a transaction). The assessment holds the instrument's lock, so the
+        low-value counter read here is serialised as _exempt's is."""
+        if execution.payment_rail is not PaymentRail.CARD:
+            return AuthenticationStep(StepKind.PROCEED)
+        planned = self._planned(execution, verdict)
+        if isinstance(planned, AuthenticationStep) or planned is None:
+            return planned
+        amount = Money(execution.amount, execution.currency)
+        if planned is Exemption.LOW_VALUE:
+            usage = queue_low_value_usage(
+                self._conn, execution.tenant_id, verdict.instrument.instrument_key, amount.currency
+            )
+            if not self._low_value_counter_allows(low_value_usage_of(usage), amount):
+                return None
+        self._queue_exemption(execution, verdict, planned, uuid4(), context, correlation_id)
+        return AuthenticationStep(StepKind.PROCEED, _exempt_instruction(planned))
+
+    def _planned(self, execution: Execution, verdict: Verdict) -> AuthenticationStep | Exemption | None:
+        """What PSD2 asks of a card charge without an authentication yet: nothing (a step to proceed), an exemption
+        to claim (the low-value one subject to its counter), or None: the customer authenticates."""
+        amount = Money(execution.amount, execution.currency)
+        if verdict.decision != Action.REQUIRE_3DS.value:
+            if verdict.initiator is ChargeInitiator.MERCHANT:
+                return Exemption.MERCHANT_INITIATED
+            if not self._low_value(amount):
+                return AuthenticationStep(StepKind.PROCEED)
+            return Exemption.LOW_VALUE
+        if self._risk_analysis_exempts(verdict, amount):
+            return Exemption.TRANSACTION_RISK_ANALYSIS
+        return None
 
     def _resume(self, record: AuthenticationRecord, verdict: Verdict) -> AuthenticationStep:
         """A later call for an execution whose authentication exists: never a second one."""
@@ -286,18 +320,6 @@ class ThreeDSecure:
             and amount.amount <= ceiling
         )
 
-    def _exempted(
-        self,
-        execution: Execution,
-        verdict: Verdict,
-        exemption: Exemption,
-        context: WorkflowWriteContext,
-        correlation_id: str | None,
-    ) -> AuthenticationStep:
-        step = self._exempt(execution, verdict, exemption, context, correlation_id)
-        assert step is not None, "only the low-value exemption has a counter to refuse it"
-        return step
-
     def _exempt(
         self,
         execution: Execution,
@@ -310,21 +332,19 @@ class ThreeDSecure:
         None when the low-value counter is spent. The counter is read under the instrument's lock, so two charges
         on one card cannot both take its last exempted charge."""
         conn, tenant = self._conn, execution.tenant_id
-        new = self._new(execution, verdict, performed_by="engine", state="exempted", exemption=exemption)
+        amount = Money(execution.amount, execution.currency)
         authentication_id = uuid4()
         try:
             with translated_guard_errors(), pipelined_tenant_transaction(conn, tenant):
                 if exemption is Exemption.LOW_VALUE:
-                    lock_instrument(conn, tenant, new.instrument_key)
-                    usage = queue_low_value_usage(conn, tenant, new.instrument_key, new.amount.currency)
-                    if not self._low_value_counter_allows(low_value_usage_of(usage), new.amount):
+                    instrument_key = verdict.instrument.instrument_key
+                    lock_instrument(conn, tenant, instrument_key)
+                    usage = queue_low_value_usage(conn, tenant, instrument_key, amount.currency)
+                    if not self._low_value_counter_allows(low_value_usage_of(usage), amount):
                         return None
-                inserted = self._repository.queue_new(new, authentication_id)
-                queue_annotation(
-                    conn, tenant, execution.id, AUTHENTICATED_EVENT_TYPE,
-                    exemption_summary(authentication_id, exemption),
-                    context=context, correlation_id=correlation_id,
-                )  # fmt: skip
+                inserted = self._queue_exemption(
+                    execution, verdict, exemption, authentication_id, context, correlation_id
+                )
                 # The claim that submits the charge commits normally after this (billing.db.tenancy).
                 commit_without_flush_wait(conn)
         except psycopg.errors.UniqueViolation:
@@ -335,6 +355,25 @@ class ThreeDSecure:
         row = inserted.fetchone()
         assert row is not None, "an inserted authentication returns its row"
         return AuthenticationStep(StepKind.PROCEED, _exempt_instruction(exemption), record=record_of(row))
+
+    def _queue_exemption(
+        self,
+        execution: Execution,
+        verdict: Verdict,
+        exemption: Exemption,
+        authentication_id: UUID,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+    ) -> Cursor[DictRow]:
+        """Send the exempted authentication and its event, in the caller's tenant-scoped transaction."""
+        new = self._new(execution, verdict, performed_by="engine", state="exempted", exemption=exemption)
+        inserted = self._repository.queue_new(new, authentication_id)
+        queue_annotation(
+            self._conn, execution.tenant_id, execution.id, AUTHENTICATED_EVENT_TYPE,
+            exemption_summary(authentication_id, exemption),
+            context=context, correlation_id=correlation_id,
+        )  # fmt: skip
+        return inserted
 
     def _new(
         self,

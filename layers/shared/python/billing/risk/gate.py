@@ -10,6 +10,7 @@ execution) returns the decision kept for that attempt instead of deciding anew.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -103,6 +104,10 @@ class Verdict:
         return self.record.decision
 
 
+# Called inside the assessment's transaction with the decision just made (RiskGate.assess).
+WithinDecision = Callable[[Verdict], None]
+
+
 def initiator_of(execution: Execution) -> ChargeInitiator:
     return ChargeInitiator(execution.metadata.get(INITIATOR_METADATA_KEY, ChargeInitiator.CUSTOMER.value))
 
@@ -120,9 +125,15 @@ class RiskGate:
         *,
         context: WorkflowWriteContext,
         correlation_id: str | None,
+        within: WithinDecision | None = None,
     ) -> Verdict:
-        """The decision for the execution's next attempt (its first submission)."""
-        verdict = self._assess(execution, signals, execution.attempt_count + 1, True, context, correlation_id)
+        """The decision for the execution's next attempt (its first submission).
+
+        `within`, if given, is called with a decision made now (not one kept from before) inside the assessment's
+        transaction, before it commits: what it sends commits with the decision or not at all. Statements only;
+        nothing outside the database is called there.
+        """
+        verdict = self._assess(execution, signals, execution.attempt_count + 1, True, context, correlation_id, within)
         assert verdict is not None, "a first assessment records its attempt"
         return verdict
 
@@ -131,7 +142,7 @@ class RiskGate:
     ) -> Verdict | None:
         """The assessment of a resubmission (attempt N, already claimed): kept and shown, its attempt not counted
         again; None for an execution that was never assessed (nothing to count it by)."""
-        return self._assess(execution, NO_SIGNALS, execution.attempt_count, False, context, correlation_id)
+        return self._assess(execution, NO_SIGNALS, execution.attempt_count, False, context, correlation_id, None)
 
     def _assess(
         self,
@@ -141,6 +152,7 @@ class RiskGate:
         record_attempt: bool,
         context: WorkflowWriteContext,
         correlation_id: str | None,
+        within: WithinDecision | None,
     ) -> Verdict | None:
         # Two round trips in all: the locks, the attempt's row, the counts, the rule set and any kept assessment in
         # the first; the assessment, its event and the commit in the second. Every read comes after the locks, so
@@ -196,6 +208,21 @@ class RiskGate:
                 # Allowed, blocked or sent to 3-D Secure, the charge goes on to a transition that commits normally
                 # before anything leaves the engine; a review is answered to the client as it stands.
                 commit_without_flush_wait(conn)
+            if within is not None:
+                # As the row will read: assessed_at is now(), the transaction's start, which the count returned.
+                record = AssessmentRecord(
+                    id=assessment_id,
+                    execution_id=execution.id,
+                    attempt=attempt,
+                    score=assessment.score,
+                    decision=assessment.decision.value,
+                    fired=assessment.fired_json(),
+                    facts=facts.as_json(),
+                    rule_set_version=assessment.rule_set_version,
+                    assessed_at=velocity.counted_at,
+                    duration_us=duration_us,
+                )
+                within(Verdict(record, stored.settings, instrument, initiator, fresh=True))
         row = inserted.fetchone()
         assert row is not None, "an inserted assessment returns its row"
         return Verdict(assessment_record(row), stored.settings, instrument, initiator, fresh=True)

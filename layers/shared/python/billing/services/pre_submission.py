@@ -56,7 +56,21 @@ class PreSubmission:
     def check(
         self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
     ) -> AuthenticationStep:
-        verdict = self.verdict(execution, signals, context=context, correlation_id=correlation_id)
+        decided_within: list[AuthenticationStep] = []
+
+        def within(verdict: Verdict) -> None:
+            # A decision made just now that lets the charge go on: an exemption (or no 3-D Secure at all) commits
+            # with it, in its transaction.
+            if Action(verdict.decision) in (Action.ALLOW, Action.REQUIRE_3DS):
+                step = self._three_ds.exemption_within(
+                    execution, verdict, context=context, correlation_id=correlation_id
+                )
+                if step is not None:
+                    decided_within.append(step)
+
+        verdict = self._risk.assess(execution, signals, context=context, correlation_id=correlation_id, within=within)
+        if decided_within:
+            return decided_within[0]
         match Action(verdict.decision):
             case Action.BLOCK:
                 return AuthenticationStep(StepKind.REFUSE, error_code=RISK_BLOCKED_CODE)
