@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The bench-only dependencies (pyproject's `bench` extra), installed by `make bench` alone.
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test test-fast lint typecheck check demo serve token migrate compliance bench mutants openapi db-url db-stop clean audit-verify
@@ -31,6 +33,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -62,13 +68,14 @@ migrate: $(STAMP)
 compliance: migrate
 	$(PY) -m billing.workflow_compliance
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(PY) bench/lifecycle_throughput.py
 	$(PY) bench/cold_start_imports.py
 	$(PY) bench/audit_append.py
 	$(PY) bench/audited_instrument_reads.py
 	$(PY) bench/stripe_adapter_overhead.py
 	$(PY) bench/risk_assessment.py
+	$(PY) bench/settlement_reconciliation.py
 
 # Exit 1 and the first row that differs if the audit trail was changed. The key ring comes from Secrets Manager
 # (the local stack's moto while `make serve` runs) unless KEY_RING names an exported ring.

@@ -755,6 +755,195 @@ def audit_flow(stack: LocalStack, instrument_id: str) -> None:
     say(f"  {DIM}(the question itself is recorded too: audit.accessed by os:{getpass.getuser()}){RESET}")
 
 
+def _adyen_charges(stack: LocalStack, tenant_id: UUID, amounts: Sequence[int]) -> list[Any]:
+    """Card charges completed at Adyen, recorded as the execute path records Adyen's Authorised answer (the local
+    stack reaches no Adyen endpoint), each under a pspReference of Adyen's shape."""
+    from billing.db.execution_repository import ExecutionRepository
+    from billing.db.roles import DatabaseRole, login_url
+    from billing.domain.execution import ExecutionRequest, PaymentRail
+    from billing.domain.workflow import WorkflowWriteContext
+    from billing.local.provider_settlement_files import reference
+
+    context = WorkflowWriteContext.service_default()
+    charges = []
+    with connect(login_url(stack.database_url, DatabaseRole.APP)) as conn:
+        repository = ExecutionRepository(conn)
+        for amount in amounts:
+            request = ExecutionRequest(entity_contract_id="contract-acme-42", plan_contract_id="plan-pro-monthly",
+                                       amount=amount, currency="EUR", payment_rail=PaymentRail.CARD)  # fmt: skip
+            execution, _ = repository.insert_idempotent(
+                tenant_id, request, idempotency_key=f"adyen-{uuid4().hex[:8]}", payment_provider="adyen",
+                correlation_id="demo-adyen", context=context,
+            )  # fmt: skip
+            repository.mark_pending(tenant_id, execution.id, context)
+            repository.mark_processing(tenant_id, execution.id, context)
+            charges.append(
+                repository.mark_completed(
+                    tenant_id, execution.id, context, provider_reference=reference("Q", execution.id)
+                )
+            )
+    return charges
+
+
+def _adyen_refund(stack: LocalStack, charge: Any, amount: int) -> str:
+    """A partial refund Adyen reported by webhook (REFUND notification), recorded as the webhook path records it."""
+    from billing.db.reversal_repository import ProviderReversal, ReversalRepository
+    from billing.db.roles import DatabaseRole, login_url
+    from billing.domain.money import Money
+    from billing.domain.reversals import ReversalKind, ReversalStatus
+    from billing.domain.workflow import WorkflowWriteContext
+    from billing.local.provider_settlement_files import reference
+
+    modification = reference("R", charge.id, amount)
+    with connect(login_url(stack.database_url, DatabaseRole.APP)) as conn:
+        ReversalRepository(conn).record_provider_reversal(
+            ProviderReversal(
+                tenant_id=charge.tenant_id, execution_id=charge.id, provider="adyen",
+                provider_event_id=f"adyen-refund-{modification}", provider_event_type="REFUND",
+                kind=ReversalKind.REFUND, money=Money(amount, charge.currency), status=ReversalStatus.SUCCEEDED,
+                provider_reference=modification, reason=None, occurred_at=datetime.now(UTC),
+            ),
+            context=WorkflowWriteContext.webhook("adyen"), correlation_id="demo-adyen", metadata={},
+        )  # fmt: skip
+    return modification
+
+
+def _settled_today(stack: LocalStack, provider: str) -> list[Any]:
+    """Every execution the provider completed today, with its recorded reversals: what its report lists (all of them,
+    so executions of earlier demo runs today are not reported missing)."""
+    from billing.db.roles import DatabaseRole, login_url
+    from billing.db.settlement_queries import PostgresExecutionLookup
+    from billing.settlement.period import SettlementPeriod
+
+    period = SettlementPeriod.daily(datetime.now(UTC).date())
+    with connect(login_url(stack.database_url, DatabaseRole.WORKER)) as conn:
+        lookup = PostgresExecutionLookup(conn)
+        completed = [e for page in lookup.completed(provider, period.start_at, period.end_at) for e in page]
+        references = {e.provider_reference for e in completed if e.provider_reference}
+        found = {e.execution_id: e for e in lookup.find(provider, references, ())} if references else {}
+    return [found.get(e.execution_id, e) for e in completed]
+
+
+def _reconcile_by_hand(provider: str, path: Path) -> dict[str, Any]:
+    """`python -m billing.settlement run` in this process (the same code), its outputs under the local state folder."""
+    from billing.settlement.__main__ import main as settlement_cli
+
+    day = datetime.now(UTC).date().isoformat()
+    argv = ["run", "--provider", provider, "--file", str(path), "--date", day, "--out", str(local_state_dir())]
+    say(f"  $ python -m billing.settlement run --provider {provider} --file {_shown_path(path)} --date {day} "
+        f"--out {_shown_path(local_state_dir())}")  # fmt: skip
+    printed = io.StringIO()
+    if settlement_cli(argv, out=printed) != 0:
+        raise SystemExit(f"{RED}python -m billing.settlement run failed for {provider}{RESET}")
+    report: dict[str, Any] = json.loads(printed.getvalue())
+    return report
+
+
+def _shown_path(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    return str(path)
+
+
+def _show_report(report: dict[str, Any]) -> None:
+    from billing.domain.money import Money
+
+    counts = report["counts"]
+    found = ", ".join(f"{name} {count}" for name, count in counts.items() if count and name != "matched")
+    colour = GREEN if not report["discrepancy_count"] else YELLOW
+    say(f"  {report['provider']}: report {report['report_id']}, {counts.get('matched', 0)} items matched; "
+        f"{colour}{found or 'no discrepancies'}{RESET}")  # fmt: skip
+    for payout in report["payouts"]:
+        computed = Money(payout["computed_net"], payout["currency"]).format()
+        if payout["reported"] is None:
+            verdict = f"no payout line yet (not paid out in this file): items net {computed}"
+        else:
+            paid = Money(payout["reported"], payout["currency"]).format()
+            difference = Money(payout["difference"], payout["currency"]).format()
+            verdict = f"items net {computed}, payout line {paid} -> " + (
+                f"{GREEN}balances{RESET}" if payout["balances"] else f"{RED}does not balance ({difference}){RESET}"
+            )
+        say(f"    payout {payout['batch']} {payout['currency']}: {verdict}")
+    for item in report["discrepancies"]:
+        where = f"line {item['line']}" if item["line"] is not None else "our charge"
+        say(f"    {item['class']:<18} {where:<10} {DIM}{item['detail']}{RESET}")
+    say(f"    HTML report: {_shown_path(Path(report['outputs']['html']))}")
+
+
+def _listed(kind: Any, execution: Any, amount: int, when: datetime, **fields: Any) -> Any:
+    """One line of a provider's report about one of our executions (its payment, or a refund of it)."""
+    from billing.local.provider_settlement_files import ReportItem
+
+    return ReportItem(kind, amount, execution.currency, when, payment_reference=execution.provider_reference,
+                      execution_id=str(execution.execution_id), **fields)  # fmt: skip
+
+
+def provider_settlement_flow(stack: LocalStack, tenant_id: UUID) -> None:
+    title("27. Settlement on the providers' own formats: an Adyen and a Stripe report, reconciled by hand")
+    from billing.local.provider_settlement_files import (
+        AdyenSettlementDetailWriter,
+        StripePayoutReconciliationWriter,
+        adyen_card_fees,
+        reference,
+        stripe_card_fee,
+    )
+    from billing.settlement.formats.records import RecordKind
+    from billing.settlement.formats.stripe_itemized import STRIPE_FEE
+
+    now = datetime.now(UTC)
+    folder = local_state_dir() / "settlements"
+    say("  Adyen: three card charges completed at Adyen, 10.00 EUR of the 120.00 refunded (recorded from its webhook)")
+    paid, unlisted, refunded = _adyen_charges(stack, tenant_id, (4900, 1999, 12000))
+    recorded = _adyen_refund(stack, refunded, 1000)
+    # Adyen's Settlement Detail Report of today's batch: every charge Adyen completed today settled with its fees,
+    # each recorded refund listed, and the payout to the bank. Injected: the 19.99 charge left out, and a partial
+    # refund of the 49.00 charge (5.00) that nobody recorded.
+    batch = now.strftime("%j")
+    adyen = folder / "adyen" / now.date().isoformat() / f"settlement_detail_report_batch_{batch}.csv"
+    adyen.parent.mkdir(parents=True, exist_ok=True)
+    with adyen.open("w", newline="") as stream:
+        writer = AdyenSettlementDetailWriter(stream)
+        ours = _settled_today(stack, "adyen")
+        for execution in ours:
+            if execution.execution_id == unlisted.id:
+                continue
+            writer.write(_listed(RecordKind.SETTLED, execution, execution.amount, now,
+                                 fees=adyen_card_fees(execution.amount)), batch=batch)  # fmt: skip
+            for n, reversal in enumerate(execution.reversals):
+                own = recorded if execution.execution_id == refunded.id else reference("R", execution.execution_id, n)
+                refund = _listed(RecordKind.REFUNDED, execution, reversal.amount or 0, now, modification_reference=own)
+                writer.write(refund, batch=batch)
+        unrecorded = reference("R", paid.id, "unrecorded")
+        paid_listing = next(e for e in ours if e.execution_id == paid.id)
+        writer.write(
+            _listed(RecordKind.REFUNDED, paid_listing, 500, now, modification_reference=unrecorded), batch=batch
+        )
+        writer.payout(batch, "EUR", when=now)
+    _show_report(_reconcile_by_hand("adyen", adyen))
+
+    # Stripe's itemized payout reconciliation report of the charges made through Stripe above (sections 15 and 17
+    # to 20): each with Stripe's fee, the two partial refunds, and the payout, which is 5.00 EUR short of its items.
+    say("  Stripe: the charges made through Stripe above, with the two partial refunds of section 20")
+    payout = reference("po_", now.date(), length=27)
+    stripe = folder / "stripe" / now.date().isoformat() / "payout_reconciliation_itemized.csv"
+    stripe.parent.mkdir(parents=True, exist_ok=True)
+    with stripe.open("w", newline="") as stream:
+        stripe_writer = StripePayoutReconciliationWriter(stream)
+        currencies = {"EUR"}
+        for execution in _settled_today(stack, "stripe"):
+            fee = {STRIPE_FEE: stripe_card_fee(execution.amount)}
+            stripe_writer.write(_listed(RecordKind.SETTLED, execution, execution.amount, now, fees=fee), payout=payout)
+            for n, reversal in enumerate(execution.reversals):
+                own = reference("re_", execution.execution_id, n, length=27)
+                refund = _listed(RecordKind.REFUNDED, execution, reversal.amount or 0, now, modification_reference=own)
+                stripe_writer.write(refund, payout=payout)
+            currencies.add(execution.currency)
+        for currency in sorted(currencies):
+            stripe_writer.payout(payout, currency, off_by=-500 if currency == "EUR" else 0, when=now)
+    _show_report(_reconcile_by_hand("stripe", stripe))
+    say(f"  {DIM}open an HTML report in a browser: summary, payouts, fees, and each discrepancy, worst first{RESET}")
+
+
 def main() -> int:
     tenant_id = uuid4()
     say(f"{BOLD}Billing execution engine — local demo{RESET}")
@@ -780,6 +969,7 @@ def main() -> int:
         audit_flow(stack, instrument["id"])
         stripe_flows(client, stack)
         risk_flows(stack.base_url)
+        provider_settlement_flow(stack, tenant_id)
         title("Listing this tenant's executions")
         page = client.request("GET", f"{EXECUTIONS}?limit=50").body
         counts: dict[str, int] = {}

@@ -6,46 +6,57 @@ in the trail it reads (PCI DSS 10.2.1.3).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.api.http import answer_errors_as_problems, guard_request, with_correlation_header
 from billing.api.parameters import Rfc3339DateTime
 from billing.audit.api import AuditRuntime, access_of, json_response, scope_refusal
 from billing.audit.events import AuditEventType
-from billing.audit.queries import EventQuery, decode_cursor
+from billing.aws.cold_start import lazy_module, preload
 from billing.domain.errors import AuditRecordNotFound
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
 
-app = APIGatewayRestResolver(enable_validation=True)
+# The queries (the Merkle tree, the audit tables through psycopg) load with the first read; Powertools' parameter
+# markers bring its validation machinery, which the first validated request loads.
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi import params
+
+    from billing.audit import queries
+else:
+    params = lazy_module("aws_lambda_powertools.event_handler.openapi.params")
+    queries = lazy_module("billing.audit.queries")
+
+# Validation is switched on route by route, never on the resolver: a validating resolver builds Powertools' request
+# and response validation at import, a validating route on its first request.
+app = APIGatewayRestResolver()
 runtime = AuditRuntime()
 AUDIT = f"{API_BASE_PATH}/audit"
 
 
-@app.get(f"{AUDIT}/events")
+@app.get(f"{AUDIT}/events", enable_validation=True)
 def list_events(
-    tenant_id: Annotated[UUID | None, Query()] = None,
-    resource_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    event_type: Annotated[AuditEventType | None, Query()] = None,
-    occurred_from: Annotated[Rfc3339DateTime | None, Query(alias="from")] = None,
-    occurred_to: Annotated[Rfc3339DateTime | None, Query(alias="to")] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    tenant_id: Annotated[UUID | None, params.Query()] = None,
+    resource_id: Annotated[str | None, params.Query(min_length=1, max_length=200)] = None,
+    event_type: Annotated[AuditEventType | None, params.Query()] = None,
+    occurred_from: Annotated[Rfc3339DateTime | None, params.Query(alias="from")] = None,
+    occurred_to: Annotated[Rfc3339DateTime | None, params.Query(alias="to")] = None,
+    cursor: Annotated[str | None, params.Query(max_length=512)] = None,
+    limit: Annotated[int, params.Query(ge=1, le=500)] = 100,
 ) -> Response[str]:
-    query = EventQuery(
+    query = queries.EventQuery(
         tenant_id, resource_id, event_type, occurred_from, occurred_to,
-        decode_cursor(cursor) if cursor else None, limit,
+        queries.decode_cursor(cursor) if cursor else None, limit,
     )  # fmt: skip
     items, next_cursor = runtime.reader().events(query, access_of(app))
     return json_response(200, {"items": items, "next_cursor": next_cursor})
 
 
-@app.get(f"{AUDIT}/checkpoints/latest")
+@app.get(f"{AUDIT}/checkpoints/latest", enable_validation=True)
 def latest_checkpoint() -> Response[str]:
     checkpoint = runtime.reader().latest_checkpoint(access_of(app))
     if checkpoint is None:
@@ -53,8 +64,8 @@ def latest_checkpoint() -> Response[str]:
     return json_response(200, checkpoint.as_document())
 
 
-@app.get(f"{AUDIT}/proofs/<seq>")
-def inclusion_proof(seq: str, tree_size: Annotated[int, Query(ge=1)]) -> Response[str]:
+@app.get(f"{AUDIT}/proofs/<seq>", enable_validation=True)
+def inclusion_proof(seq: str, tree_size: Annotated[int, params.Query(ge=1)]) -> Response[str]:
     proof = runtime.reader().inclusion_proof(runtime.tree_index(seq, tree_size), tree_size, access_of(app))
     return json_response(200, proof.as_document())
 
@@ -85,3 +96,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return refusal
     app.append_context(request=request)
     return with_correlation_header(app.resolve(event, context), request.correlation_id)
+
+
+preload(
+    params,
+    "aws_lambda_powertools.event_handler.middlewares.openapi_validation",
+    queries,
+    "billing.audit.service",
+    "billing.db.connection_provider",
+)

@@ -3,19 +3,25 @@ entries into the Merkle tree and checkpoints the tree when it grew."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
 from billing.audit.wiring import CheckpointRuntime, CheckpointSettings
+from billing.aws.cold_start import lazy_module, preload
+from billing.observability import new_tracer
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy_module("psycopg")  # loaded by the first run, which needs the database anyway
 
 SERVICE = names.service_name(names.FunctionName.AUDIT_CHECKPOINT)
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = new_tracer(SERVICE)
 metrics = Metrics(namespace=names.METRICS_NAMESPACE, service=SERVICE)
 runtime = CheckpointRuntime(CheckpointSettings.from_environment())
 
@@ -39,3 +45,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     result = {**run.as_dict(), "rotations": rotated, "auth_failures": auth_failures}
     logger.info("audit checkpoint run", extra=result)
     return result
+
+
+preload(psycopg, *CheckpointRuntime.DEFERRED_MODULES)

@@ -13,10 +13,9 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +33,9 @@ from billing.auth.tokens import (
     verify_token,
 )
 from billing.domain.errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 logger = Logger()
 
@@ -64,7 +66,9 @@ intake = SqsAuthFailureSender(SETTINGS.audit_intake_queue_url, _sqs_client)
 
 @cache
 def _secrets() -> SecretsProvider:
-    # Created on first use, not at import, so importing this module needs no AWS region or endpoint.
+    # Created on first use, not at import: importing this module needs no AWS region or endpoint, nor boto3.
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
     return SecretsProvider()
 
 

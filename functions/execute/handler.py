@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.api.cursor import decode_cursor, encode_cursor
 from billing.api.http import answer_errors_as_problems, guard_request, with_correlation_header
 from billing.api.parameters import Rfc3339DateTime
 from billing.api.request_context import RequestContext
@@ -31,21 +28,36 @@ from billing.api.resources import (
     WorkflowPhaseResource,
     documented_responses,
 )
-from billing.db.execution_repository import ExecutionListQuery
-from billing.db.reversal_repository import refunded_amount
+from billing.aws.cold_start import lazy_module, preload
 from billing.domain.errors import ExecutionNotFound, MalformedRequest
 from billing.domain.execution import ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
-from billing.instruments.api import with_instrument_routes
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
-from billing.risk.gate import ClientSignals
-from billing.risk.reviews import ReviewDecision
-from billing.services.refunds import RefundBody
 from billing.wiring import ExecuteRuntime, ExecuteSettings
 
-app = APIGatewayRestResolver(enable_validation=True)
+# What only some routes use, imported by the first request that needs it (or at init when it is paid ahead), and
+# Powertools' parameter markers: they bring its validation machinery, which the first validated request loads.
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi import params
+
+    from billing.api import cursor as cursors
+    from billing.db import execution_repository, reversal_repository
+    from billing.risk import gate, reviews
+    from billing.services import refunds
+else:
+    params = lazy_module("aws_lambda_powertools.event_handler.openapi.params")
+    cursors = lazy_module("billing.api.cursor")
+    execution_repository = lazy_module("billing.db.execution_repository")
+    reversal_repository = lazy_module("billing.db.reversal_repository")
+    gate = lazy_module("billing.risk.gate")
+    reviews = lazy_module("billing.risk.reviews")
+    refunds = lazy_module("billing.services.refunds")
+
+# Validation is switched on route by route, never on the resolver: a validating resolver builds Powertools' request
+# and response validation at import (a fifth of it), a validating route on its first request.
+app = APIGatewayRestResolver()
 runtime = ExecuteRuntime(ExecuteSettings.from_environment())
 EXECUTIONS = f"{API_BASE_PATH}/executions"
 RISK_RULES = f"{API_BASE_PATH}/risk/rules"
@@ -64,13 +76,14 @@ def _json(status: int, model: Any) -> Response[Any]:
 
 @app.post(
     EXECUTIONS,
+    enable_validation=True,
     responses=documented_responses({201: "Created and driven", 200: "Replay: the execution this key created"}, 400),
 )
 def create_execution(
     body: ExecutionRequest,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, params.Header(alias="Idempotency-Key")] = None,
     device_fingerprint: Annotated[
-        str | None, Header(alias="X-Device-Fingerprint", description="The client's device fingerprint, for risk")
+        str | None, params.Header(alias="X-Device-Fingerprint", description="The client's device fingerprint, for risk")
     ] = None,
 ) -> Response[ExecutionResource]:
     request = _request()
@@ -81,37 +94,41 @@ def create_execution(
         payment_provider=None,  # routed by the instrument
         correlation_id=request.correlation_id,
         context=WorkflowWriteContext.user(request.actor),
-        signals=ClientSignals.of(device_fingerprint, _source_ip()),
+        signals=gate.ClientSignals.of(device_fingerprint, _source_ip()),
     )
     return _json(201 if outcome.created else 200, ExecutionResource.of(outcome.execution, outcome.next_action))
 
 
-@app.get(EXECUTIONS, responses=documented_responses({200: "One page, newest first"}, 400))
+@app.get(EXECUTIONS, enable_validation=True, responses=documented_responses({200: "One page, newest first"}, 400))
 def list_executions(
-    status: Annotated[ExecutionStatus | None, Query()] = None,
-    payment_rail: Annotated[PaymentRail | None, Query()] = None,
-    entity_contract_id: Annotated[str | None, Query(max_length=128)] = None,
-    plan_contract_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_from: Annotated[Rfc3339DateTime | None, Query()] = None,
-    created_to: Annotated[Rfc3339DateTime | None, Query()] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: Annotated[ExecutionStatus | None, params.Query()] = None,
+    payment_rail: Annotated[PaymentRail | None, params.Query()] = None,
+    entity_contract_id: Annotated[str | None, params.Query(max_length=128)] = None,
+    plan_contract_id: Annotated[str | None, params.Query(max_length=128)] = None,
+    created_from: Annotated[Rfc3339DateTime | None, params.Query()] = None,
+    created_to: Annotated[Rfc3339DateTime | None, params.Query()] = None,
+    cursor: Annotated[str | None, params.Query(max_length=512)] = None,
+    limit: Annotated[int, params.Query(ge=1, le=100)] = 20,
 ) -> Response[ExecutionPage]:
-    query = ExecutionListQuery(
+    query = execution_repository.ExecutionListQuery(
         status, payment_rail, entity_contract_id, plan_contract_id, created_from, created_to,
-        decode_cursor(cursor) if cursor else None, limit,
+        cursors.decode_cursor(cursor) if cursor else None, limit,
     )  # fmt: skip
     items, more = runtime.execution_service().list_page(_request().tenant_id, query)
-    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+    next_cursor = cursors.encode_cursor(items[-1].created_at, items[-1].id) if more else None
     return _json(200, ExecutionPage(items=[ExecutionResource.of(e) for e in items], next_cursor=next_cursor))
 
 
-@app.get(f"{EXECUTIONS}/<execution_id>", responses=documented_responses({200: "The execution and its timeline"}, 404))
+@app.get(
+    f"{EXECUTIONS}/<execution_id>",
+    enable_validation=True,
+    responses=documented_responses({200: "The execution and its timeline"}, 404),
+)
 def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     view = runtime.execution_service().view(_request().tenant_id, _uuid(execution_id))
     # Read through the repository alone: showing an execution needs no payment provider (nor its SDK).
     tenant = _request().tenant_id
-    refunds = runtime.reversals().of_execution(tenant, view.execution.id)
+    refunds_of_execution = runtime.reversals().of_execution(tenant, view.execution.id)
     risk = runtime.risk_view(tenant, view.execution)
     next_action = NextActionResource.stored(view.events) if view.execution.awaiting_settlement else None
     if risk.next_action is not None:
@@ -119,8 +136,8 @@ def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     detail = ExecutionDetail(
         **ExecutionResource.of(view.execution).model_dump(exclude={"next_action"}),
         next_action=next_action,
-        refunded_amount=refunded_amount(refunds),
-        refunds=[RefundResource.of(refund) for refund in refunds],
+        refunded_amount=reversal_repository.refunded_amount(refunds_of_execution),
+        refunds=[RefundResource.of(refund) for refund in refunds_of_execution],
         risk_assessments=[RiskAssessmentResource.of(record) for record in risk.assessments],
         review=ReviewResource.of(risk.review) if risk.review else None,
         authentication=AuthenticationResource.of(risk.authentication) if risk.authentication else None,
@@ -131,7 +148,11 @@ def get_execution(execution_id: str) -> Response[ExecutionDetail]:
     return _json(200, detail)
 
 
-@app.post(f"{EXECUTIONS}/<execution_id>/cancel", responses=documented_responses({200: "Canceled"}, 404, 409))
+@app.post(
+    f"{EXECUTIONS}/<execution_id>/cancel",
+    enable_validation=True,
+    responses=documented_responses({200: "Canceled"}, 404, 409),
+)
 def cancel_execution(execution_id: str) -> Response[ExecutionResource]:
     request = _request()
     canceled = runtime.execution_service().cancel(
@@ -145,14 +166,15 @@ def cancel_execution(execution_id: str) -> Response[ExecutionResource]:
 
 @app.post(
     f"{EXECUTIONS}/<execution_id>/review",
-    responses=documented_responses({200: "Decided: approved and driven on, or rejected"}, 404, 409),
+    enable_validation=True,
+    responses=documented_responses({200: "Decided: approved and driven on, or rejected"}, 400, 404, 409),
 )
 def review_execution(execution_id: str, body: ReviewBody) -> Response[ExecutionResource]:
     request = _request()
     outcome = runtime.execution_service().review(
         request.tenant_id,
         _uuid(execution_id),
-        ReviewDecision(body.decision),
+        reviews.ReviewDecision(body.decision),
         note=body.note,
         correlation_id=request.correlation_id,
         context=WorkflowWriteContext.user(request.actor),
@@ -162,14 +184,15 @@ def review_execution(execution_id: str, body: ReviewBody) -> Response[ExecutionR
 
 @app.post(
     f"{EXECUTIONS}/<execution_id>/refunds",
+    enable_validation=True,
     responses=documented_responses(
         {201: "Requested and sent to the provider", 200: "Replay: the refund this key created"}, 400, 404, 409
     ),
 )
 def refund_execution(
     execution_id: str,
-    body: RefundBody,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    body: refunds.RefundBody,
+    idempotency_key: Annotated[str | None, params.Header(alias="Idempotency-Key")] = None,
 ) -> Response[RefundResource]:
     request = _request()
     outcome = runtime.refund_service().request(
@@ -183,7 +206,11 @@ def refund_execution(
     return _json(201 if outcome.created else 200, RefundResource.of(outcome.refund))
 
 
-@app.get(RISK_RULES, responses=documented_responses({200: "The tenant's current rule set (version 0: the defaults)"}))
+@app.get(
+    RISK_RULES,
+    enable_validation=True,
+    responses=documented_responses({200: "The tenant's current rule set (version 0: the defaults)"}),
+)
 def get_risk_rules() -> Response[RiskRuleSetResource]:
     stored = runtime.rule_sets().current(_request().tenant_id)
     return _json(200, RiskRuleSetResource.of(stored))
@@ -191,10 +218,11 @@ def get_risk_rules() -> Response[RiskRuleSetResource]:
 
 @app.put(
     RISK_RULES,
+    enable_validation=True,
     responses=documented_responses({200: "Stored as the next version"}, 400, 409),
 )
 def replace_risk_rules(
-    if_match: Annotated[str | None, Header(alias="If-Match", description="The version being replaced")] = None,
+    if_match: Annotated[str | None, params.Header(alias="If-Match", description="The version being replaced")] = None,
 ) -> Response[RiskRuleSetResource]:
     request = _request()
     # Read raw: the rule format's own validation names every wrong field (422), beyond what a schema can say.
@@ -225,7 +253,7 @@ def _version(if_match: str | None) -> int | None:
     return int(text)
 
 
-@app.get(f"{API_BASE_PATH}/openapi.json", include_in_schema=False)
+@app.get(f"{API_BASE_PATH}/openapi.json", include_in_schema=False, enable_validation=True)
 def openapi_document() -> Response[str]:
     return Response(200, "application/json", openapi_json())
 
@@ -234,6 +262,11 @@ def openapi_document() -> Response[str]:
 def openapi_json() -> str:
     """The OpenAPI 3 document generated from the routes and models (docs/openapi.json is a committed copy): this
     function's routes and the payment instrument routes the vault function serves, so one document covers the API."""
+    # Deferred: Powertools' OpenAPI models cost a third of this module's import, and only this route uses them.
+    from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
+    from billing.instruments.api import with_instrument_routes
+
     document = app.get_openapi_json_schema(
         title="Billing execution API",
         version="1.0.0",
@@ -276,3 +309,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(tenant_id=str(request.tenant_id))
     app.append_context(request=request)
     return with_correlation_header(app.resolve(event, context), request.correlation_id)
+
+
+preload(
+    params,
+    "aws_lambda_powertools.event_handler.middlewares.openapi_validation",
+    cursors,
+    execution_repository,
+    reversal_repository,
+    gate,
+    reviews,
+    refunds,
+    *ExecuteRuntime.DEFERRED_MODULES,
+)

@@ -11,18 +11,24 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
+from billing.aws.cold_start import lazy_module, preload
 from billing.db.connection import Connection, connect, session_options
 from billing.db.connection_provider import database_url_from_environment
 from billing.db.migrations import apply_migrations, discover
 from billing.db.roles import LOGIN_USERS, DatabaseRole
+
+# Powertools' parameters bring boto3: loaded by the first secret read, not at import.
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities import parameters
+else:
+    parameters = lazy_module("aws_lambda_powertools.utilities.parameters")
 
 logger = Logger()
 
@@ -81,3 +87,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, l
         applied = apply_migrations(conn, migrations, passwords=passwords)
     logger.info("migrations applied", extra={"applied": applied, "available": len(migrations)})
     return {"applied": applied}
+
+
+preload(parameters)

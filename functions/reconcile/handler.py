@@ -4,16 +4,25 @@ expired, and recovers executions stuck in processing."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
+from billing.aws.cold_start import lazy_module, preload
 from billing.observability import logger, metrics, tracer
-from billing.services.reconciliation import ReconciliationReport, StopReason
 from billing.worker_wiring import ReconcileRuntime, ReconcileSettings
+
+# Loaded by the first run (which needs the database anyway), or at init when it is paid ahead.
+if TYPE_CHECKING:
+    import psycopg
+
+    from billing.services import reconciliation
+    from billing.services.reconciliation import ReconciliationReport
+else:
+    psycopg = lazy_module("psycopg")
+    reconciliation = lazy_module("billing.services.reconciliation")
 
 # No provider call starts later than this before the timeout: the call, the transition and the commit fit in it.
 SAFETY_MARGIN_MS = 15_000
@@ -39,7 +48,7 @@ def record(report: ReconciliationReport) -> None:
     for action, count in report.counts().items():
         metrics.add_metric(name=f"Reconcile_{action}", unit=MetricUnit.Count, value=count)
     metrics.add_metric(name="ReconcileFlagged", unit=MetricUnit.Count, value=len(report.flagged))
-    stopped_early = report.stop_reason is StopReason.TIME_BUDGET
+    stopped_early = report.stop_reason is reconciliation.StopReason.TIME_BUDGET
     metrics.add_metric(name="ReconcileStoppedOnTimeBudget", unit=MetricUnit.Count, value=int(stopped_early))
 
 
@@ -76,3 +85,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
     expired = dataclasses.asdict(swept) if swept is not None else None
     return {**report.summary(), "planned_changes": changes, "refunds": followed, "expired": expired}
+
+
+preload(psycopg, reconciliation, *ReconcileRuntime.DEFERRED_MODULES)

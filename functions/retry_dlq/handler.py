@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.aws.cold_start import lazy_module, preload
 from billing.domain.workflow import WorkflowWriteContext
 from billing.observability import logger, metrics, tracer
 from billing.worker_wiring import RetryRuntime, RetrySettings
+
+# Loaded by the first message or redrive (which needs the database anyway), or at init when it is paid ahead.
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy_module("psycopg")
 
 # A record is not started with less time left than one resubmit (provider call and two commits) needs.
 SAFETY_MARGIN_MS = 10_000
@@ -65,3 +71,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )
+
+
+preload(psycopg, *RetryRuntime.DEFERRED_MODULES)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from billing.aws.cold_start import lazy_module
 from billing.observability import logger, metrics, tracer
 from billing.settlement.wiring import SettlementReportCommand, SettlementReportRuntime, SettlementReportSettings
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    psycopg = lazy_module("psycopg")  # read only when a run fails
 
 runtime = SettlementReportRuntime(SettlementReportSettings.from_environment())
 

@@ -4,18 +4,25 @@ the execution's next_action handed out. Form fields are never logged: a one-time
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from billing.authentication.challenge import Page
-from billing.authentication.pages import result_page
+from billing.aws.cold_start import lazy_module, preload
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
 from billing.three_ds_wiring import ThreeDSRuntime
+
+# The challenge flow (EMV messages, the sandbox ACS, the execution driver) loads with the first page asked for.
+if TYPE_CHECKING:
+    from billing.authentication import challenge, pages
+    from billing.authentication.challenge import Page
+else:
+    challenge = lazy_module("billing.authentication.challenge")
+    pages = lazy_module("billing.authentication.pages")
 
 app = APIGatewayRestResolver()
 runtime = ThreeDSRuntime()
@@ -46,7 +53,8 @@ def _uuid(value: str) -> UUID | None:
 
 
 def _not_found() -> Response[str]:
-    return _html(Page(404, result_page(title="Authentication", message="This page does not exist.", return_url=None)))
+    page = pages.result_page(title="Authentication", message="This page does not exist.", return_url=None)
+    return _html(challenge.Page(404, page))
 
 
 @app.get(f"{THREE_DS}/<tenant>/<authentication>/challenge")
@@ -89,8 +97,8 @@ def no_page(_: Exception) -> Response[str]:
 def unexpected(_: Exception) -> Response[str]:
     logger.exception("unhandled error")
     runtime.connections.discard()
-    page = result_page(title="Authentication", message="Something went wrong; please try again.", return_url=None)
-    return _html(Page(500, page))
+    page = pages.result_page(title="Authentication", message="Something went wrong; please try again.", return_url=None)
+    return _html(challenge.Page(500, page))
 
 
 @logger.inject_lambda_context
@@ -98,3 +106,6 @@ def unexpected(_: Exception) -> Response[str]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+preload(challenge, pages, *ThreeDSRuntime.DEFERRED_MODULES)

@@ -7,13 +7,14 @@ is logged with the card fields erased (Powertools data masking), responses are n
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from aws_lambda_powertools.utilities.data_masking import DataMasking
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing.api.http import answer_errors_as_problems, guard_request, with_correlation_header
+from billing.aws.cold_start import preload
 from billing.domain.errors import PaymentInstrumentNotFound
 from billing.domain.workflow import WorkflowWriteContext
 from billing.instruments.api import instrument_routes
@@ -21,7 +22,12 @@ from billing.instruments.model import Caller
 from billing.observability import logger, metrics, tracer
 from billing.vault.wiring import VaultRuntime, VaultSettings
 
-app = APIGatewayRestResolver(enable_validation=True)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_masking import DataMasking
+
+# The instrument routes validate one by one (billing.instruments.api): a validating resolver would build Powertools'
+# validation machinery at import, a validating route builds it on its first request.
+app = APIGatewayRestResolver()
 runtime = VaultRuntime(VaultSettings.from_environment())
 app.include_router(instrument_routes(runtime.instrument_service))
 
@@ -35,7 +41,14 @@ MASKED_FIELDS: Final = (
     "sepa_debit.holder_name",
     "sepa_debit.mandate_reference",
 )
-masking = DataMasking(raise_on_missing_field=False)
+
+
+@cache
+def masking() -> DataMasking:
+    # Built by the first body that holds card data: Powertools' data masking is a sixth of this module's import.
+    from aws_lambda_powertools.utilities.data_masking import DataMasking
+
+    return DataMasking(raise_on_missing_field=False)
 
 
 def _caller() -> Caller:
@@ -52,7 +65,7 @@ def masked_body(event: dict[str, Any]) -> Any:
     if not isinstance(body, dict):
         return "<not an object>"
     present = [path for path in MASKED_FIELDS if _has(body, path.split("."))]
-    return masking.erase(body, fields=present) if present else body
+    return masking().erase(body, fields=present) if present else body
 
 
 def _has(document: Any, path: list[str]) -> bool:
@@ -95,3 +108,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     actor = WorkflowWriteContext.user(request.actor).actor
     app.append_context(caller=Caller(request.tenant_id, actor, request.correlation_id, source))
     return with_correlation_header(app.resolve(event, context), request.correlation_id)
+
+
+preload(
+    "aws_lambda_powertools.event_handler.openapi.params",
+    "aws_lambda_powertools.event_handler.middlewares.openapi_validation",
+    "billing.instruments.repository",
+    "aws_lambda_powertools.utilities.data_masking",
+    *VaultRuntime.DEFERRED_MODULES,
+)

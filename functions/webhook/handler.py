@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -13,14 +13,23 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billing.api.http import guard_unverified_request, problem_response, with_correlation_header
 from billing.api.input_safety import require_storable_events
 from billing.api.request_context import correlation_id_of
-from billing.audit import record_audit_event
-from billing.audit.hooks import webhook_signature_rejected
+from billing.aws.cold_start import lazy_module, preload
 from billing.domain.errors import BillingError, SignatureInvalid, UnknownWebhookProvider, WebhookRetryLater
 from billing.observability import logger, metrics, tracer
 from billing.resource_names import API_BASE_PATH
-from billing.services.webhook_processing import DeliveryResult, verified_events
 from billing.webhook_wiring import WebhookRuntime
 from billing.webhooks.verification import RawWebhook
+
+# Imported by the first delivery (psycopg, every provider's parser), or at init when it is paid ahead.
+if TYPE_CHECKING:
+    from billing import audit
+    from billing.audit import hooks as audit_hooks
+    from billing.services import webhook_processing
+    from billing.services.webhook_processing import DeliveryResult
+else:
+    audit = lazy_module("billing.audit")
+    audit_hooks = lazy_module("billing.audit.hooks")
+    webhook_processing = lazy_module("billing.services.webhook_processing")
 
 app = APIGatewayRestResolver()
 runtime = WebhookRuntime()
@@ -35,7 +44,7 @@ def _correlation_id() -> str:
 @app.post(f"{API_BASE_PATH}/webhook/<provider>")
 def receive_webhook(provider: str) -> Response[str]:
     raw = RawWebhook.from_api_gateway_event(app.current_event.raw_event, provider=provider, clock=runtime.clock)
-    events = verified_events(raw, runtime.registry, runtime.secrets)
+    events = webhook_processing.verified_events(raw, runtime.registry, runtime.secrets)
     require_storable_events(events)
     delivery = runtime.processor().process(raw, events, correlation_id=_correlation_id())
     _observe(delivery)
@@ -104,11 +113,11 @@ def _audit_rejection(error: SignatureInvalid) -> None:
     # PCI DSS 10.2.1.4. A failed audit write must not turn a 401 into a 500 the provider retries forever: it is
     # logged and counted (an alarm on the metric), and the delivery is still refused.
     source_ip = ((app.current_event.raw_event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
-    event = webhook_signature_rejected(
+    event = audit_hooks.webhook_signature_rejected(
         error.provider, error.reason, correlation_id=_correlation_id(), source_ip=source_ip
     )
     try:
-        record_audit_event(runtime.connections.get(), event)
+        audit.record_audit_event(runtime.connections.get(), event)
     except Exception:
         runtime.connections.discard()
         metrics.add_metric(name="AuditWriteFailed", unit=MetricUnit.Count, value=1)
@@ -138,3 +147,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if refused is not None:
         return refused
     return with_correlation_header(app.resolve(event, context), correlation_id)
+
+
+preload(audit, audit_hooks, webhook_processing, *WebhookRuntime.DEFERRED_MODULES)

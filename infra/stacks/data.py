@@ -596,9 +596,39 @@ class DataStack(Stack):
                 evaluation_periods=1,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
+            *self._payout_mismatch_alarms(),
         ]
         for alarm in alarms:
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+
+    def _payout_mismatch_alarms(self) -> list[cloudwatch.Alarm]:
+        """A settlement payout whose items do not add up to what the provider paid out: money missing from the bank.
+
+        The settlement_report function emits the metric on every run, zero included, with its `period` dimension:
+        daily and weekly runs cover the same days, so each has its alarm and either one finding a mismatch fires.
+        """
+        settlement = names.service_name(names.FunctionName.SETTLEMENT_REPORT)
+        return [
+            cloudwatch.Alarm(
+                self,
+                f"SettlementPayoutMismatch{kind.value.title()}",
+                alarm_description=f"A {kind.value} settlement report found a payout that does not balance: its "
+                "items' net amounts differ from the payout line the provider wrote. Open the period's report "
+                "(reports bucket, or GET /settlement-reports) and compare the batch's computed and reported figures",
+                metric=cloudwatch.Metric(
+                    namespace=names.METRICS_NAMESPACE,
+                    metric_name=names.SETTLEMENT_PAYOUT_MISMATCH_METRIC,
+                    dimensions_map={"service": settlement, "period": kind.value},
+                    statistic="Sum",
+                    period=Duration.hours(1),
+                ),
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                threshold=0,
+                evaluation_periods=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            for kind in names.ReportPeriod
+        ]
 
     def _event_bus(self) -> None:
         config = self.config

@@ -23,7 +23,6 @@ from infra.assets import (
     MIGRATIONS_DIR_IN_FUNCTION,
     SEED_KEY_MATERIAL_SOURCE,
     LambdaAssets,
-    function_source,
 )
 from infra.config import StageConfig
 from infra.functions import FUNCTIONS, Access, FunctionSpec, vault_role_name
@@ -40,6 +39,8 @@ RETRY_MAX_CONCURRENCY = 2
 # The deploy-time seeding of the key secrets: a handful of Secrets Manager calls.
 SEED_KEY_MATERIAL_TIMEOUT = Duration.seconds(30)
 _ASSET_EXCLUDES = ["__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache"]
+# The built folders (infra/assets.py) keep their __pycache__: it holds the runtime's bytecode, compiled for it.
+_BUILT_ASSET_EXCLUDES = [".mypy_cache", ".pytest_cache"]
 # What Lambda needs to attach a function to the VPC; AWS documents these on Resource "*" (no resource scoping).
 _ENI_ACTIONS = [
     "ec2:CreateNetworkInterface",
@@ -73,7 +74,7 @@ class ServiceStack(Stack):
         self.layer = lambda_.LayerVersion(
             self,
             "SharedLayer",
-            code=lambda_.Code.from_asset(str(assets.shared_layer), exclude=_ASSET_EXCLUDES),
+            code=lambda_.Code.from_asset(str(assets.shared_layer), exclude=_BUILT_ASSET_EXCLUDES),
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],
             description=(
@@ -139,10 +140,8 @@ class ServiceStack(Stack):
         }
         environment.update(self._grant(role, spec))
         if spec.name is FunctionName.MIGRATE:
-            code_dir = self.assets.migrate_function
             environment[names.ENV_MIGRATIONS_DIR] = f"{LAMBDA_TASK_ROOT}/{MIGRATIONS_DIR_IN_FUNCTION}"
-        else:
-            code_dir = function_source(spec.name.value)
+        code_dir = self.assets.function_code(spec.name.value)
         network = self.network
         function = lambda_.Function(
             self,
@@ -151,7 +150,7 @@ class ServiceStack(Stack):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=HANDLER,
-            code=lambda_.Code.from_asset(str(code_dir), exclude=_ASSET_EXCLUDES),
+            code=lambda_.Code.from_asset(str(code_dir), exclude=_BUILT_ASSET_EXCLUDES),
             layers=[self.layer],
             memory_size=spec.memory_mb,
             timeout=spec.timeout,

@@ -161,3 +161,50 @@ def test_card_number_search_finds_a_planted_number_in_any_column_and_in_the_log(
 )
 def test_card_number_pattern_matches_the_digits_however_separated(text: str, found: bool) -> None:
     assert (re.search(_demo().card_number_pattern(" 4242 4242 4242 4242 "), text) is not None) is found
+
+
+REPORTED = re.compile(
+    r"^  (?P<provider>adyen|stripe): report (?P<id>[0-9a-f-]{36}), (?P<matched>\d+) items matched; (?P<found>.+)$",
+    flags=re.MULTILINE,
+)
+HTML_REPORT = re.compile(r"^    HTML report: (?P<path>\S+\.html)$", flags=re.MULTILINE)
+
+
+def test_demo_reconciles_its_adyen_and_stripe_charges_from_the_providers_report_formats(
+    demo_run: tuple[str, Path, str],
+) -> None:
+    out, _, url = demo_run
+
+    reports = {match["provider"]: match for match in REPORTED.finditer(out)}
+    html = [Path(match["path"]) for match in HTML_REPORT.finditer(out)]
+
+    # Adyen: the 49.00 and 120.00 charges and the recorded 10.00 refund match; the 19.99 charge left out of the
+    # file and the 5.00 partial refund nobody recorded are flagged.
+    assert reports["adyen"]["found"] == "missing_from_file 1, reversal_missing 1", out
+    assert int(reports["adyen"]["matched"]) == 3
+    assert re.search(r"payout \d+ EUR: items net 152\.81 EUR, payout line 152\.81 EUR -> balances", out), out
+    assert re.search(r"reversal_missing\s+line \d+\s+provider Refunded 5\.00 EUR; no refund of that amount", out)
+    assert re.search(r"missing_from_file\s+our charge\s+completed 19\.99 EUR; no adyen file listed it", out), out
+    # Stripe: every charge made through Stripe and both partial refunds of section 20 match, each refund by its
+    # amount; the payout is 5.00 EUR short of its items.
+    assert reports["stripe"]["found"] == "payout_mismatch 1", out
+    assert int(reports["stripe"]["matched"]) >= 5
+    assert re.search(r"payout po_\w+ EUR: items net [\d.]+ EUR, payout line [\d.]+ EUR -> does not balance "
+                     r"\(-5\.00 EUR\)", out), out  # fmt: skip
+    # Each report saved, and its self-contained page written under the local state folder.
+    assert len(html) == 2
+    adyen_page, stripe_page = (path.read_text() for path in html)
+    assert 'id="payouts"' in adyen_page
+    assert 'id="class-missing_from_file"' in adyen_page
+    assert 'id="class-reversal_missing"' in adyen_page
+    assert 'id="class-payout_mismatch"' in stripe_page
+    with connect(url) as conn:
+        saved = conn.execute(
+            "select provider, discrepancy_count, payouts_balance from billing.settlement_reports where id = any(%s)"
+            " order by provider",
+            [[reports["adyen"]["id"], reports["stripe"]["id"]]],
+        ).fetchall()
+    assert saved == [
+        {"provider": "adyen", "discrepancy_count": 2, "payouts_balance": True},
+        {"provider": "stripe", "discrepancy_count": 1, "payouts_balance": False},
+    ]

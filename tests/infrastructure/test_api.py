@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from billing import resource_names as names
+from billing.local.api_gateway import AUTHORIZER_CACHE_SECONDS
 from billing.resource_names import FunctionName, Route
 from infra.api import AUTHORIZATION_HEADER_PATTERN, AUTHORIZER_CACHE_TTL, waf_number_greater_than, waf_path_pattern
 from tests.infrastructure import cfn
@@ -77,6 +78,10 @@ def test_authorizer_checks_bearer_header_shape_and_caches_decisions(dev: Synthes
     assert props["IdentityValidationExpression"] == AUTHORIZATION_HEADER_PATTERN
     assert props["AuthorizerResultTtlInSeconds"] == AUTHORIZER_CACHE_TTL.to_seconds()
     assert cfn.function_id(dev.raw["service"], FunctionName.AUTHORIZER) in cfn.references(props["AuthorizerUri"])
+
+
+def test_local_gateway_caches_authorizer_decisions_as_long_as_the_deployed_api() -> None:
+    assert AUTHORIZER_CACHE_TTL.to_seconds() == AUTHORIZER_CACHE_SECONDS
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])

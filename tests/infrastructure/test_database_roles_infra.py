@@ -37,6 +37,7 @@ SECRETS_READ: dict[FunctionName, frozenset[str]] = {
     # Its own login user's, the fingerprint keys and (it tokenizes cards at the providers) the providers' credentials.
     FunctionName.VAULT: frozenset({"billing_vault", "fingerprint", "provider"}),
     FunctionName.AUDIT: frozenset({"billing_auditor"}),
+    FunctionName.SETTLEMENT_API: frozenset({"billing_finance"}),
     # The worker's, and the checkpoint signing key ring.
     FunctionName.AUDIT_CHECKPOINT: frozenset({"worker", "audit_keys"}),
     # After a 3-D Secure challenge it submits the charge, as the execute function would.
@@ -52,6 +53,7 @@ SECRETS_WATCHED: dict[FunctionName, frozenset[str]] = {
             "worker",
             "billing_vault",
             "billing_auditor",
+            "billing_finance",
             "webhook",
             "provider",
             "jwt",

@@ -10,6 +10,7 @@ import pytest
 from billing import resource_names as names
 from billing.resource_names import FunctionName
 from infra.assets import MIGRATIONS_SOURCE
+from infra.bytecode import version_tag
 from infra.functions import FUNCTIONS, Access
 from tests.infrastructure import cfn
 from tests.infrastructure.conftest import Synthesized
@@ -228,9 +229,10 @@ def _queue_users(synth: Synthesized, action: str, queue_marker: str) -> set[Func
     }
 
 
-def test_only_the_relay_may_publish_events(dev: Synthesized) -> None:
+def test_only_the_relay_and_the_settlement_report_may_publish_events(dev: Synthesized) -> None:
+    # The relay publishes the outbox; a settlement report announces itself once saved (billing.settlement.events).
     publishers = {f for f in ALL_FUNCTIONS if "events:PutEvents" in cfn.actions(dev.raw["service"], f)}
-    assert publishers == {FunctionName.OUTBOX_RELAY}
+    assert publishers == {FunctionName.OUTBOX_RELAY, FunctionName.SETTLEMENT_REPORT}
 
 
 def test_only_the_retry_worker_touches_the_dlq_and_only_the_submitters_enqueue_retries(dev: Synthesized) -> None:
@@ -338,7 +340,8 @@ def test_shared_layer_asset_holds_the_billing_package_for_python312_arm64(dev: S
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
     package = dev.asset_build_dir / "shared-layer-code-only" / "python" / "billing"
     assert (package / "resource_names.py").is_file()
-    assert not list(package.rglob("__pycache__"))
+    # Bytecode for the runtime's Python only (tests/infrastructure/test_bytecode.py), never a developer's own.
+    assert {path.name.split(".")[-2] for path in package.rglob("*.pyc")} <= {version_tag()}
     assert not (package / "local").exists()  # developer-only code stays out of Lambda
 
 

@@ -234,7 +234,15 @@ def test_webhook_inbox_cannot_be_deleted_or_truncated_at_run_time(role_conn: Con
 
 
 @pytest.mark.parametrize(
-    "table", ["billing_executions", *APPEND_ONLY, "billing_outbox", "billing_inbox.webhook_events"]
+    "table",
+    [
+        "billing_executions",
+        *APPEND_ONLY,
+        "billing_outbox",
+        "billing_inbox.webhook_events",
+        "settlement_reports",
+        "settlement_discrepancies",
+    ],
 )
 def test_truncate_is_refused_by_trigger_even_for_the_owner(admin: Connection, table: str) -> None:
     qualified = table if "." in table else f"billing.{table}"

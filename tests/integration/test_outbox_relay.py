@@ -1060,7 +1060,7 @@ def test_handler_run_publishes_and_emits_published_failed_and_lag_metrics(
     try:
         result = handler.lambda_handler({}, FakeLambdaContext())
     finally:
-        handler.CONNECTIONS.discard()
+        handler.connections().discard()
 
     assert (result["published"], result["stop_reason"]) == (6, "drained")
     assert len(bus.received()) == 6

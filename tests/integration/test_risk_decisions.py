@@ -20,7 +20,11 @@ import pytest
 
 from billing.db.connection import Connection
 from billing.db.tenancy import tenant_transaction
+from billing.domain.execution import Execution, ExecutionRequest
+from billing.domain.workflow import WorkflowWriteContext
 from billing.local.lambda_loader import load_handler
+from billing.risk.gate import NO_SIGNALS
+from billing.services.execution_service import CreateOutcome
 from billing.services.pre_submission_sweep import PreSubmissionSweep
 from tests.factories import CARD_REQUEST
 from tests.lambda_harness import EXECUTIONS_PATH, api_event, call, post_execution, response_json
@@ -493,18 +497,26 @@ def test_the_database_keeps_an_authentication_moving_forward_and_its_value_used_
 
 def test_twenty_parallel_submissions_on_one_card_let_exactly_five_through(aws: dict[str, str], tenant_id: UUID) -> None:
     # Eight warm containers, each with its own connection, racing on one instrument: the advisory lock per key makes
-    # each assessment count every one committed before it, so no two can both slip under the limit of five.
+    # each assessment count every one committed before it, so no two can both slip under the limit of five. They
+    # race below the API resolver: Powertools keeps the current event on a class attribute (one invocation per
+    # process in Lambda), so resolvers of several containers in one process would read each other's requests.
     handlers = [load_handler("execute", instance=str(n)) for n in range(8)]
     bodies = [(handlers[n % len(handlers)], f"race-{n}") for n in range(20)]
     owners: dict[int, threading.Lock] = {id(h): threading.Lock() for h in handlers}
+    request = ExecutionRequest.model_validate({**CARD_REQUEST, "amount": 500})
 
-    def submit(item: tuple[ModuleType, str]) -> dict[str, Any]:
+    def submit(item: tuple[ModuleType, str]) -> Execution:
         handler, key = item
         # One request at a time per container, as Lambda runs them.
         with owners[id(handler)]:
-            return charge(handler, tenant_id, {**CARD_REQUEST, "amount": 500}, key)
+            outcome: CreateOutcome = handler.runtime.execution_service().execute(
+                tenant_id, request, idempotency_key=key, payment_provider=None, correlation_id=key,
+                context=WorkflowWriteContext.user("race"), signals=NO_SIGNALS,
+            )  # fmt: skip
+        return outcome.execution
 
     with ThreadPoolExecutor(max_workers=len(handlers)) as pool:
-        results = list(pool.map(submit, bodies))
-    outcomes = sorted((r["status"], r["last_error_code"]) for r in results)
+        executions = list(pool.map(submit, bodies))
+    assert len({e.id for e in executions}) == 20
+    outcomes = sorted((e.status.value, e.last_error_code) for e in executions)
     assert outcomes == sorted([("completed", None)] * 5 + [("failed", "risk_blocked")] * 15)

@@ -1,10 +1,9 @@
-"""Settlement reports on real PostgreSQL, the sandbox provider and moto S3.
+"""Settlement reports of the sandbox provider's own CSV on real PostgreSQL, the sandbox provider and moto S3.
 
 The service reads every tenant's executions, so each test gets a private database cloned from a migrated template.
 Each piece runs as the role production gives it: charges are made as the execute function makes them (billing_app,
-`app_db`), the report is built as the settlement function builds it (billing_worker, `db`).
-Charges are made now and reported on today's (UTC) period: nothing sleeps and no date is invented. A test that
-could straddle midnight UTC (its charges on two days) is skipped instead of failing for the wrong reason.
+`app_db`), the report is built and saved as the settlement function builds it (billing_worker, `db`).
+Charges are made now and reported on today's (UTC) period: nothing sleeps and no date is invented.
 """
 
 from __future__ import annotations
@@ -12,99 +11,56 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionRepository
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
-from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.sandbox import SandboxProvider, Settlement, connections_to
 from billing.resource_names import FunctionName
 from billing.services.execution_driver import ExecutionDriver
 from billing.services.ports import RetryRequest
-from billing.settlement.files import FileError, SettlementStatus, settlement_file_key
-from billing.settlement.matching import Classified, MatchClass
+from billing.settlement.files import SettlementStatus, settlement_file_key
+from billing.settlement.outcome import DiscrepancyClass
 from billing.settlement.period import SettlementPeriod
-from billing.settlement.report import ReportKeys, SettlementReport
-from billing.settlement.s3 import S3ObjectStore
+from billing.settlement.report import CSV_COLUMNS, ReportKeys, period_index_key
 from billing.settlement.sandbox_files import SandboxDiscrepancy, sandbox_settlement_lines, write_sandbox_settlement_file
-from billing.settlement.service import SettlementReportService
 from tests.factories import create_execution
+from tests.integration import settlement_run_rig
+from tests.integration.settlement_run_rig import (
+    CTX,
+    FILES_BUCKET,
+    REPORTS_BUCKET,
+    Aws,
+    Recorder,
+    put_file,
+    report_keys,
+    saved_discrepancies,
+    saved_reports,
+    service,
+    stored_json,
+    today,
+)
 from tests.lambda_harness import FakeLambdaContext, load_handler, set_function_environment
 
-CTX = WorkflowWriteContext.service_default()
-REGION: Final = "eu-west-1"
-FILES_BUCKET = "billing-provider-settlement-files-123456789012-eu-west-1"
-REPORTS_BUCKET = "billing-reports-123456789012-eu-west-1"
+# The rig's fixtures, used here by name.
+aws_world = settlement_run_rig.aws_world
+not_just_before_midnight = settlement_run_rig.not_just_before_midnight
+s3 = settlement_run_rig.s3
 
-
-# -- databases, buckets, sandbox, clock -----------------------------------------------------------------------------
-
-
-# Far longer than any test here takes: its charges and its report all fall on one UTC day.
-MIDNIGHT_MARGIN = timedelta(seconds=30)
-
-
-@pytest.fixture(autouse=True)
-def not_just_before_midnight() -> None:
-    now = datetime.now(UTC)
-    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
-    if midnight - now < MIDNIGHT_MARGIN:
-        pytest.skip("too close to midnight UTC: the test's charges could fall on two days")
+C = DiscrepancyClass
 
 
 @pytest.fixture
 def sandbox(private_app_url: str) -> SandboxProvider:
     """The sandbox provider as the execute function reaches it."""
     return SandboxProvider(connections_to(private_app_url))
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        for bucket in (FILES_BUCKET, REPORTS_BUCKET):
-            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-        yield client
-
-
-@dataclass
-class Recorder:
-    """The service's observer, remembering what it was told."""
-
-    flagged: dict[MatchClass, int] = field(default_factory=dict)
-    file_errors: list[FileError] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    written: list[ReportKeys] = field(default_factory=list)
-
-    def discrepancies(self, period: SettlementPeriod, match_class: MatchClass, items: Sequence[Classified]) -> None:
-        self.flagged[match_class] = len(items)
-
-    def file_problems(self, period: SettlementPeriod, errors: Sequence[FileError], missing: Sequence[str]) -> None:
-        self.file_errors.extend(errors)
-        self.missing.extend(missing)
-
-    def report_written(self, report: SettlementReport, keys: ReportKeys) -> None:
-        self.written.append(keys)
-
-
-def service(db: Connection, s3: Any, observer: Recorder | None = None) -> SettlementReportService:
-    return SettlementReportService(
-        db, S3ObjectStore(s3, FILES_BUCKET), S3ObjectStore(s3, REPORTS_BUCKET), observer or Recorder()
-    )
 
 
 # -- charges through the real driver --------------------------------------------------------------------------------
@@ -146,20 +102,6 @@ def reference(execution: Execution) -> str:
     return execution.provider_reference
 
 
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
-def stored_json(s3: Any, key: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(s3.get_object(Bucket=REPORTS_BUCKET, Key=key)["Body"].read())
-    return body
-
-
-def report_keys(s3: Any) -> list[str]:
-    listed = s3.list_objects_v2(Bucket=REPORTS_BUCKET, Prefix="reports/")
-    return sorted(obj["Key"] for obj in listed.get("Contents", []))
-
-
 @dataclass
 class Day:
     """One tenant's day of charges with every kind of outcome."""
@@ -195,11 +137,15 @@ def a_day_of_charges(app_db: Connection, sandbox: SandboxProvider) -> Day:
     return Day(cards, yen, debit, failed, declined)
 
 
+def findings(world: Aws, keys: ReportKeys) -> list[tuple[str, str | None]]:
+    return sorted((d["class"], d["provider_reference"]) for d in stored_json(world.s3, keys.json)["discrepancies"])
+
+
 # -- the daily report -----------------------------------------------------------------------------------------------
 
 
-def test_daily_report_classifies_matched_mismatched_and_missing_items_and_lands_in_the_reports_bucket(
-    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
+def test_daily_report_classifies_matched_mismatched_and_missing_items_and_lands_in_the_database_and_the_bucket(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, aws_world: Aws
 ) -> None:
     charges = a_day_of_charges(app_db, sandbox)
     day = today()
@@ -208,120 +154,177 @@ def test_daily_report_classifies_matched_mismatched_and_missing_items_and_lands_
     ]
     amount_changed, left_out = paid_in_file_order[:2]
     injected = [SandboxDiscrepancy.AMOUNT, SandboxDiscrepancy.MISSING_FROM_FILE, SandboxDiscrepancy.UNKNOWN_REFERENCE]
-    key = write_sandbox_settlement_file(db, s3, FILES_BUCKET, day, inject=injected)
+    key = write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day, inject=injected)
     observer = Recorder()
 
-    run = service(db, s3, observer).run(SettlementPeriod.daily(day))
+    run = service(db, aws_world, observer).run(SettlementPeriod.daily(day))
 
-    report = run.report
-    classes = {(d.match_class, d.provider_reference) for d in report.discrepancies}
-    unknown = next(d for d in report.discrepancies if d.match_class is MatchClass.MISSING_INTERNALLY)
-    assert classes == {
-        (MatchClass.AMOUNT_MISMATCH, amount_changed),
-        (MatchClass.MISSING_FROM_FILE, left_out),
-        (MatchClass.MISSING_INTERNALLY, unknown.provider_reference),
-        (MatchClass.STATUS_MISMATCH, reference(charges.settled_unknown_to_us)),
-    }
-    matched = {i.provider_reference for i in report.items if i.match_class is MatchClass.MATCHED}
+    (report,) = run.reports
+    summary = report.summary
+    assert (report.created, report.supersedes, summary.provider) == (True, None, "sandbox")
+    assert report.keys is not None
+    unknown = next(r for c, r in findings(aws_world, report.keys) if c == C.MISSING_INTERNALLY.value)
+    expected = sorted(
+        [
+            (C.AMOUNT_MISMATCH.value, amount_changed),
+            (C.MISSING_FROM_FILE.value, left_out),
+            (C.MISSING_INTERNALLY.value, unknown),
+            (C.STATUS_MISMATCH.value, reference(charges.settled_unknown_to_us)),
+        ]
+    )
+    assert findings(aws_world, report.keys) == expected
     everything_charged = {reference(e) for e in (*charges.cards, charges.yen, charges.failed_debit)}
-    assert matched == everything_charged - {amount_changed, left_out}
-    # The declined card moved no money: the provider does not list it and nothing is flagged for it.
-    assert reference(charges.declined) not in {i.provider_reference for i in report.items}
-    assert (report.files[0].key, report.files[0].lines, report.complete, report.missing_files) == (key, 7, True, ())
+    assert summary.counts[C.MATCHED] == len(everything_charged - {amount_changed, left_out})
+    assert [(f.source, f.format, f.records, f.line_errors) for f in summary.files] == [(key, "sandbox_csv", 7, 0)]
+    assert (summary.missing_files, summary.file_errors, summary.payouts) == ((), (), ())
 
     amounts = {reference(e): e.amount for e in (*charges.cards, charges.settled_unknown_to_us)}
-    eur = report.totals_for("EUR")
+    totals = {t.currency: t for t in summary.totals}
     cards_total = sum(e.amount for e in charges.cards)
-    assert eur.provider_paid == cards_total - amounts[left_out] + 1 + 1000 + charges.settled_unknown_to_us.amount
-    assert (eur.provider_failed, eur.internal_completed) == (charges.failed_debit.amount, cards_total)
-    assert eur.internal_failed == charges.failed_debit.amount + charges.declined.amount
-    assert (report.totals_for("JPY").provider_paid, report.totals_for("JPY").matched) == (5000, 5000)
+    assert totals["EUR"].settled == cards_total - amounts[left_out] + 1 + 1000 + charges.settled_unknown_to_us.amount
+    # Our side: what we completed in the period (the declined card and the failed debit are not).
+    assert totals["EUR"].expected_settled == cards_total
+    assert (totals["JPY"].settled, totals["JPY"].expected_settled) == (5000, 5000)
 
-    keys = ReportKeys.for_period(SettlementPeriod.daily(day))
-    assert run.keys == keys
-    assert report_keys(s3) == sorted([keys.json, keys.csv])
-    stored = stored_json(s3, keys.json)
-    assert stored == json.loads(report.to_json())
-    assert stored["counts"] == {
-        "missing_internally": 1,
-        "missing_from_file": 1,
-        "status_mismatch": 1,
-        "currency_mismatch": 0,
-        "amount_mismatch": 1,
-        "duplicate_in_file": 0,
-        "ambiguous_reference": 0,
-        "matched": len(matched),
+    # Saved once, with every discrepancy, as the settlement API will read it.
+    (saved,) = saved_reports(private_admin)
+    assert (saved["id"], saved["discrepancy_count"], saved["superseded_by"]) == (summary.report_id, 4, None)
+    rows = saved_discrepancies(private_admin, summary.report_id)
+    assert sorted((r["class"], r["provider_reference"]) for r in rows) == expected
+    assert {r["id"] for r in rows} == {
+        UUID(d["id"]) for d in stored_json(aws_world.s3, report.keys.json)["discrepancies"]
     }
+
+    # The bucket: the report's three renderings under its id, and the period's index naming it.
+    period_key = period_index_key(SettlementPeriod.daily(day))
+    assert report_keys(aws_world.s3) == sorted([report.keys.json, report.keys.csv, report.keys.html, period_key])
+    index = stored_json(aws_world.s3, period_key)
+    assert [(r["provider"], r["report_id"], r["report"]["json"]) for r in index["reports"]] == [
+        ("sandbox", str(summary.report_id), report.keys.json)
+    ]
     csv_rows = list(
-        csv.DictReader(io.StringIO(s3.get_object(Bucket=REPORTS_BUCKET, Key=keys.csv)["Body"].read().decode()))
+        csv.DictReader(
+            io.StringIO(aws_world.s3.get_object(Bucket=REPORTS_BUCKET, Key=report.keys.csv)["Body"].read().decode())
+        )
     )
-    assert sorted((r["class"], r["provider_reference"]) for r in csv_rows) == sorted(
-        (c.value, ref) for c, ref in classes
-    )
-    assert observer.flagged == {
-        MatchClass.MISSING_INTERNALLY: 1,
-        MatchClass.MISSING_FROM_FILE: 1,
-        MatchClass.STATUS_MISMATCH: 1,
-        MatchClass.CURRENCY_MISMATCH: 0,
-        MatchClass.AMOUNT_MISMATCH: 1,
-        MatchClass.DUPLICATE_IN_FILE: 0,
-        MatchClass.AMBIGUOUS_REFERENCE: 0,
+    assert tuple(csv_rows[0]) == CSV_COLUMNS
+    assert sorted((r["class"], r["provider_reference"]) for r in csv_rows) == expected
+    html = aws_world.s3.get_object(Bucket=REPORTS_BUCKET, Key=report.keys.html)["Body"].read().decode()
+    assert html.startswith("<!DOCTYPE html>")
+    assert 'id="discrepancies"' in html
+
+    assert [s.report_id for s in observer.reports] == [summary.report_id]
+    assert {c: len(items) for c, items in observer.samples[0].items()} == {
+        C.AMOUNT_MISMATCH: 1,
+        C.MISSING_FROM_FILE: 1,
+        C.MISSING_INTERNALLY: 1,
+        C.STATUS_MISMATCH: 1,
     }
-    assert observer.written == [keys]
+    (event,) = aws_world.received()
+    assert (event["source"], event["detail-type"], event["detail"]["report_id"]) == (
+        "billing.settlement",
+        "billing.settlement.report_generated",
+        str(summary.report_id),
+    )
+    assert (event["detail"]["counts"]["amount_mismatch"], event["detail"]["created"]) == (1, True)
+    assert run.summary()["counts"]["missing_internally"] == 1
 
 
-def test_running_a_period_again_overwrites_its_report_with_what_is_true_now(
-    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
+def test_a_corrected_file_gives_a_new_report_that_supersedes_the_first(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, aws_world: Aws
 ) -> None:
     charges = a_day_of_charges(app_db, sandbox)
     day = today()
-    write_sandbox_settlement_file(db, s3, FILES_BUCKET, day, inject=[SandboxDiscrepancy.DUPLICATE])
-    first = service(db, s3).run(SettlementPeriod.daily(day))
+    write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day, inject=[SandboxDiscrepancy.DUPLICATE])
+    (first,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
     # The provider corrects its file, and the settled debit's webhook arrives.
-    write_sandbox_settlement_file(db, s3, FILES_BUCKET, day)
+    write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day)
     pending = charges.settled_unknown_to_us
     ExecutionRepository(app_db).confirm_from_pending(pending.tenant_id, pending.id, CTX)
 
-    second = service(db, s3).run(SettlementPeriod.daily(day))
+    (second,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
 
-    assert {d.match_class for d in first.report.discrepancies} == {
-        MatchClass.DUPLICATE_IN_FILE,
-        MatchClass.STATUS_MISMATCH,
-    }
-    assert second.keys == first.keys
-    assert report_keys(s3) == sorted([first.keys.json, first.keys.csv])
-    stored = stored_json(s3, second.keys.json)
-    assert (stored["complete"], stored["discrepancies"]) == (True, [])
-    assert stored["counts"]["matched"] == 7
-    assert s3.get_object(Bucket=REPORTS_BUCKET, Key=second.keys.csv)["Body"].read().decode().count("\n") == 1
+    assert first.keys is not None
+    assert second.keys is not None
+    assert findings(aws_world, first.keys) == sorted(
+        [(C.DUPLICATE_IN_FILE.value, reference(charges.cards[0])), (C.STATUS_MISMATCH.value, reference(pending))]
+    )
+    assert (second.created, second.supersedes, second.summary.supersedes) == (
+        True,
+        first.summary.report_id,
+        first.summary.report_id,
+    )
+    stored = stored_json(aws_world.s3, second.keys.json)
+    assert (stored["discrepancies"], stored["counts"]["matched"], stored["supersedes"]) == (
+        [],
+        7,
+        str(first.summary.report_id),
+    )
+    assert [(r["id"], r["superseded_by"]) for r in saved_reports(private_admin)] == [
+        (first.summary.report_id, second.summary.report_id),
+        (second.summary.report_id, None),
+    ]
+    # The first report's objects stay (its id names them); the period's index now names the second.
+    index = stored_json(aws_world.s3, period_index_key(SettlementPeriod.daily(day)))
+    assert [r["report_id"] for r in index["reports"]] == [str(second.summary.report_id)]
+    assert first.keys.json in report_keys(aws_world.s3)
+
+
+def test_a_rerun_of_the_same_file_keeps_the_saved_report_even_after_the_database_changed(
+    db: Connection,
+    app_db: Connection,
+    private_admin: Connection,
+    sandbox: SandboxProvider,
+    aws_world: Aws,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    charges = a_day_of_charges(app_db, sandbox)
+    day = today()
+    write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day)
+    (first,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
+    assert first.keys is not None
+    written = stored_json(aws_world.s3, first.keys.json)
+    # The settled debit's webhook arrives; the provider's file is the same.
+    pending = charges.settled_unknown_to_us
+    ExecutionRepository(app_db).confirm_from_pending(pending.tenant_id, pending.id, CTX)
+
+    (again,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
+
+    # The report id names the files: the saved report stands, and so do its objects, which say what it says.
+    assert (again.summary.report_id, again.created, again.reproduced) == (first.summary.report_id, False, False)
+    assert again.summary.discrepancy_count == 0  # what this run found, not what was saved
+    assert [r["discrepancy_count"] for r in saved_reports(private_admin)] == [1]
+    assert stored_json(aws_world.s3, first.keys.json) == written
+    assert [r.getMessage() for r in caplog.records].count("billing.settlement.rerun_differs") == 1
+    assert [e["detail"]["created"] for e in aws_world.received()] == [True]
 
 
 def test_weekly_report_reads_the_seven_daily_files_of_the_iso_week(
-    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, aws_world: Aws
 ) -> None:
     charges = a_day_of_charges(app_db, sandbox)
     period = SettlementPeriod.weekly(today())
     for day in period.days():
-        write_sandbox_settlement_file(db, s3, FILES_BUCKET, day)
+        write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day)
 
-    complete = service(db, s3).run(period).report
+    (complete,) = service(db, aws_world).run(period).reports
     absent = settlement_file_key("sandbox", period.days()[2])
-    s3.delete_object(Bucket=FILES_BUCKET, Key=absent)
+    aws_world.s3.delete_object(Bucket=FILES_BUCKET, Key=absent)
     observer = Recorder()
-    with_gap = service(db, s3, observer).run(period).report
+    (with_gap,) = service(db, aws_world, observer).run(period).reports
 
-    assert [f.day for f in complete.files] == [d.isoformat() for d in period.days()]
-    assert (complete.complete, complete.counts[MatchClass.MATCHED]) == (True, 6)
-    assert [d.provider_reference for d in complete.discrepancies] == [reference(charges.settled_unknown_to_us)]
-    assert (len(with_gap.files), with_gap.missing_files, with_gap.complete) == (6, (absent,), False)
-    assert observer.missing == [absent]
-    keys = ReportKeys.for_period(period)
-    assert report_keys(s3) == sorted([keys.json, keys.csv])
-    assert stored_json(s3, keys.json)["missing_files"] == [absent]
+    assert [f.source for f in complete.summary.files] == [settlement_file_key("sandbox", d) for d in period.days()]
+    assert (complete.summary.missing_files, complete.summary.counts[C.MATCHED]) == ((), 6)
+    assert complete.keys is not None
+    assert findings(aws_world, complete.keys) == [(C.STATUS_MISMATCH.value, reference(charges.settled_unknown_to_us))]
+    assert (len(with_gap.summary.files), with_gap.summary.missing_files) == (6, (absent,))
+    assert observer.reports[0].missing_files == (absent,)
+    assert with_gap.keys is not None
+    assert stored_json(aws_world.s3, with_gap.keys.json)["missing_files"] == [absent]
 
 
 def test_a_malformed_row_is_reported_with_its_line_and_the_rest_of_the_file_still_reconciled(
-    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, aws_world: Aws
 ) -> None:
     card = charge(app_db, sandbox, uuid4(), amount=1999)
     day = today()
@@ -332,33 +335,47 @@ def test_a_malformed_row_is_reported_with_its_line_and_the_rest_of_the_file_stil
         f"{reference(card)},1999,EUR,paid,{settled},25\n"
         f"sbx_0000,19.99,EUR,paid,{settled},\n"
     )
-    s3.put_object(Bucket=FILES_BUCKET, Key=key, Body=content.encode())
-    observer = Recorder()
+    put_file(aws_world.s3, key, content.encode())
 
-    report = service(db, s3, observer).run(SettlementPeriod.daily(day)).report
+    (report,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
 
-    assert [(e.source, e.line) for e in report.file_errors] == [(key, 3)]
-    assert "amount '19.99' is not an integer of minor units" in report.file_errors[0].message
-    assert observer.file_errors == list(report.file_errors)
-    assert [(i.match_class, i.provider_reference) for i in report.items] == [(MatchClass.MATCHED, reference(card))]
-    assert (report.complete, report.totals_for("EUR").provider_fees) == (False, 25)
+    summary = report.summary
+    assert [(e["source"], e["line"]) for e in summary.line_errors] == [(key, 3)]
+    assert "amount '19.99' is not an integer of minor units" in str(summary.line_errors[0]["reason"])
+    assert (summary.counts[C.MATCHED], summary.discrepancy_count, summary.line_error_count) == (1, 0, 1)
+    assert [(t.currency, t.fees, t.net) for t in summary.totals] == [("EUR", 25, 1974)]
+
+
+def test_a_file_in_no_known_format_is_a_file_error_not_a_crash(
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, aws_world: Aws
+) -> None:
+    card = charge(app_db, sandbox, uuid4(), amount=1999)
+    day = today()
+    put_file(aws_world.s3, settlement_file_key("sandbox", day), b"what,is,this\n1,2,3\n")
+
+    (report,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
+
+    assert [dict(e) for e in report.summary.file_errors] == [
+        {"source": settlement_file_key("sandbox", day), "reason": "header fits no known format"}
+    ]
+    assert report.keys is not None
+    assert findings(aws_world, report.keys) == [(C.MISSING_FROM_FILE.value, reference(card))]
 
 
 def test_a_provider_we_charged_through_without_a_file_has_every_day_missing(
-    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, aws_world: Aws
 ) -> None:
     card = charge(app_db, sandbox, uuid4(), amount=1999)
 
-    report = service(db, s3).run(SettlementPeriod.daily(today())).report
+    (report,) = service(db, aws_world).run(SettlementPeriod.daily(today())).reports
 
-    assert report.missing_files == (settlement_file_key("sandbox", today()),)
-    assert [(d.match_class, d.provider_reference) for d in report.discrepancies] == [
-        (MatchClass.MISSING_FROM_FILE, reference(card))
-    ]
+    assert report.summary.missing_files == (settlement_file_key("sandbox", today()),)
+    assert report.keys is not None
+    assert findings(aws_world, report.keys) == [(C.MISSING_FROM_FILE.value, reference(card))]
 
 
 def test_a_debit_the_provider_settled_yesterday_and_we_completed_today_is_not_missing_from_todays_file(
-    db: Connection, app_db: Connection, sandbox: SandboxProvider, s3: Any, private_db_url: str
+    db: Connection, app_db: Connection, sandbox: SandboxProvider, aws_world: Aws, private_db_url: str
 ) -> None:
     day = today()
     debit = charge(app_db, sandbox, uuid4(), amount=3000, rail=PaymentRail.SEPA_DEBIT, instrument="iban_settles_paid")
@@ -367,14 +384,14 @@ def test_a_debit_the_provider_settled_yesterday_and_we_completed_today_is_not_mi
         reference(debit), Settlement.PAID
     )
     ExecutionRepository(app_db).confirm_from_pending(debit.tenant_id, debit.id, CTX)
-    write_sandbox_settlement_file(db, s3, FILES_BUCKET, day - timedelta(days=1))
-    write_sandbox_settlement_file(db, s3, FILES_BUCKET, day)
+    write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day - timedelta(days=1))
+    write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day)
 
-    report = service(db, s3).run(SettlementPeriod.daily(day)).report
+    (report,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
 
     assert [ln.provider_reference for ln in sandbox_settlement_lines(db, day - timedelta(days=1))] == [reference(debit)]
-    assert (report.items, report.complete) == ((), True)
-    assert report.totals_for("EUR").internal_completed == 3000
+    assert (report.summary.discrepancy_count, report.summary.missing_files) == (0, ())
+    assert [t.expected_settled for t in report.summary.totals] == [3000]
 
 
 def completed_with_reference(app_db: Connection, provider_reference: str) -> Execution:
@@ -387,7 +404,7 @@ def completed_with_reference(app_db: Connection, provider_reference: str) -> Exe
 
 
 def test_a_reference_two_tenants_carry_is_ambiguous_and_matched_to_neither(
-    db: Connection, app_db: Connection, s3: Any
+    db: Connection, app_db: Connection, aws_world: Aws
 ) -> None:
     day = today()
     shared = "sbx_" + uuid4().hex[:24]
@@ -395,15 +412,19 @@ def test_a_reference_two_tenants_carry_is_ambiguous_and_matched_to_neither(
     assert first.tenant_id != second.tenant_id
     settled = datetime.now(UTC).isoformat()
     content = f"provider_reference,amount,currency,status,settled_at\n{shared},1999,EUR,paid,{settled}\n"
-    s3.put_object(Bucket=FILES_BUCKET, Key=settlement_file_key("sandbox", day), Body=content.encode())
+    put_file(aws_world.s3, settlement_file_key("sandbox", day), content.encode())
 
-    report = service(db, s3).run(SettlementPeriod.daily(day)).report
+    (report,) = service(db, aws_world).run(SettlementPeriod.daily(day)).reports
 
     # Listed, so neither execution is missing from the file; which one the line settles is for a human to say.
-    assert [(i.match_class, i.provider_reference, i.record) for i in report.items] == [
-        (MatchClass.AMBIGUOUS_REFERENCE, shared, None)
-    ]
-    assert report.totals_for("EUR").internal_completed == first.amount + second.amount
+    assert report.keys is not None
+    (item,) = stored_json(aws_world.s3, report.keys.json)["discrepancies"]
+    assert (item["class"], item["provider_reference"], item["execution_id"]) == (
+        C.AMBIGUOUS_REFERENCE.value,
+        shared,
+        None,
+    )
+    assert [t.expected_settled for t in report.summary.totals] == [first.amount + second.amount]
 
 
 def test_a_discrepancy_that_cannot_be_injected_is_refused(db: Connection) -> None:
@@ -432,7 +453,7 @@ def test_handler_reports_the_requested_day_and_by_default_yesterday(
     db: Connection,
     app_db: Connection,
     sandbox: SandboxProvider,
-    s3: Any,
+    aws_world: Aws,
     private_db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -440,12 +461,17 @@ def test_handler_reports_the_requested_day_and_by_default_yesterday(
 ) -> None:
     charge(app_db, sandbox, uuid4(), amount=1999)
     day = today()
-    write_sandbox_settlement_file(db, s3, FILES_BUCKET, day, inject=[SandboxDiscrepancy.AMOUNT])
+    write_sandbox_settlement_file(db, aws_world.s3, FILES_BUCKET, day, inject=[SandboxDiscrepancy.AMOUNT])
     # The function connects as its production role, billing_worker (private_db_url).
     set_function_environment(
         monkeypatch,
         FunctionName.SETTLEMENT_REPORT,
-        {"DATABASE_URL": private_db_url, "SETTLEMENT_BUCKET": FILES_BUCKET, "REPORTS_BUCKET": REPORTS_BUCKET},
+        {
+            "DATABASE_URL": private_db_url,
+            "SETTLEMENT_BUCKET": FILES_BUCKET,
+            "REPORTS_BUCKET": REPORTS_BUCKET,
+            "EVENT_BUS_NAME": "billing-events",
+        },
     )
     handler = load_handler("settlement_report")
     capsys.readouterr()
@@ -453,22 +479,27 @@ def test_handler_reports_the_requested_day_and_by_default_yesterday(
     requested = handler.lambda_handler({"period": "daily", "date": day.isoformat()}, FakeLambdaContext())
     scheduled = handler.lambda_handler({"period": "daily"}, FakeLambdaContext())
 
-    today_keys = ReportKeys.for_period(SettlementPeriod.daily(day))
-    yesterday_keys = ReportKeys.for_period(SettlementPeriod.daily(day - timedelta(days=1)))
+    today_index = period_index_key(SettlementPeriod.daily(day))
+    yesterday_index = period_index_key(SettlementPeriod.daily(day - timedelta(days=1)))
     assert (requested["report_json"], requested["counts"]["amount_mismatch"], requested["complete"]) == (
-        today_keys.json,
+        today_index,
         1,
         True,
     )
+    (todays,) = requested["reports"]
+    assert (todays["provider"], todays["created"], todays["discrepancy_count"]) == ("sandbox", True, 1)
     assert (scheduled["report_json"], scheduled["start"], scheduled["missing_files"]) == (
-        yesterday_keys.json,
+        yesterday_index,
         (day - timedelta(days=1)).isoformat(),
         1,
     )
-    assert report_keys(s3) == sorted([today_keys.json, today_keys.csv, yesterday_keys.json, yesterday_keys.csv])
+    assert {today_index, yesterday_index, todays["report"]["json"], todays["report"]["html"]} <= set(
+        report_keys(aws_world.s3)
+    )
     metrics = emitted_metrics(capsys.readouterr().out)
     assert (metrics["SettlementDiscrepancy_amount_mismatch"], metrics["SettlementMatched"]) == (1.0, 0.0)
     assert (metrics["SettlementDiscrepancy_missing_from_file"], metrics["SettlementFilesMissing"]) == (0.0, 1.0)
-    [flagged] = [r for r in caplog.records if r.getMessage() == "billing.settlement.discrepancy"]
-    assert (getattr(flagged, "class", None), getattr(flagged, "count", None)) == ("amount_mismatch", 1)
-    assert stored_json(s3, today_keys.json)["discrepancies"][0]["provider_item"]["status"] == SettlementStatus.PAID
+    assert metrics["SettlementDiscrepancy_payout_mismatch"] == 0.0
+    flagged = [r for r in caplog.records if r.getMessage() == "billing.settlement.discrepancy"]
+    assert [(getattr(r, "class", None), getattr(r, "count", None)) for r in flagged] == [("amount_mismatch", 1)]
+    assert len(aws_world.received()) == 2  # one report a run: today's, then yesterday's (no file, one missing)

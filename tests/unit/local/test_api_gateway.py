@@ -1,7 +1,9 @@
 """The local API Gateway: routes, proxy events, authorizer, limits and response mapping.
 
 The route functions are tiny stand-ins written to tmp_path that echo what they received. The authorizer is the real
-functions/authorizer/handler.py with only its Secrets Manager lookup replaced by the local dev settings.
+functions/authorizer/handler.py with only its Secrets Manager lookup replaced by the local dev settings. They run in
+in-process containers (Isolation.THREAD), so the authorizer reaches this process's moto mock; how containers are kept
+apart is tests/unit/local/test_containers.py's subject.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from moto import mock_aws
 from billing import resource_names as names
 from billing.auth.tokens import LOCAL_ISSUER, LOCAL_TOKEN_SETTINGS, TokenSettings, issue_token
 from billing.local.api_gateway import (
+    DEFAULT_MAX_CONTAINERS,
     HttpRequest,
     HttpResponse,
+    Isolation,
     LocalApiGateway,
     LocalFunctions,
     LocalHttpServer,
@@ -42,6 +46,7 @@ from billing.local.api_gateway import (
     policy_allows,
     response_from_proxy_result,
 )
+from billing.local.stack import stage_concurrency
 from billing.paths import REPO_ROOT
 from billing.resource_names import FunctionName, Route
 
@@ -142,7 +147,7 @@ def functions_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_credentia
 
 @pytest.fixture
 def gateway(functions_dir: Path) -> LocalApiGateway:
-    return LocalApiGateway(LocalFunctions(functions_dir))
+    return LocalApiGateway(LocalFunctions(functions_dir, isolation=Isolation.THREAD))
 
 
 def _token(subject: str = "alice", tenant: UUID = TENANT) -> str:
@@ -317,12 +322,67 @@ def test_invalid_token_is_401_without_invoking_the_function(
 
 
 def test_policy_that_denies_the_call_is_403(tmp_path: Path) -> None:
-    gateway = LocalApiGateway(LocalFunctions(_write_functions(tmp_path / "functions", DENYING_AUTHORIZER)))
+    functions = LocalFunctions(_write_functions(tmp_path / "functions", DENYING_AUTHORIZER), isolation=Isolation.THREAD)
+    gateway = LocalApiGateway(functions)
 
     response = gateway.handle(_request("GET", EXECUTIONS, token=_token()))
 
     _assert_problem(response, 403, "forbidden")
     assert _invocations(tmp_path / "functions") == []
+
+
+# Allows exactly the call it was asked about and counts its invocations, as a narrow policy would.
+NARROW_AUTHORIZER = """
+from pathlib import Path
+
+CALLS = Path(__file__).parent / "calls.log"
+
+
+def lambda_handler(event, context):
+    with CALLS.open("a") as calls:
+        calls.write(event["methodArn"] + "\\n")
+    if event["authorizationToken"] == "Bearer refused":
+        raise Exception("Unauthorized")
+    return {
+        "principalId": "someone",
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": event["methodArn"]}],
+        },
+        "context": {"tenant_id": "t", "subject": "someone"},
+    }
+"""
+
+
+def test_authorizer_answer_is_cached_per_token_and_checked_against_each_call(tmp_path: Path) -> None:
+    functions_dir = _write_functions(tmp_path / "functions", NARROW_AUTHORIZER)
+    gateway = LocalApiGateway(LocalFunctions(functions_dir, isolation=Isolation.THREAD))
+    token = (("Authorization", "Bearer cached"),)
+    calls = functions_dir / "authorizer" / "calls.log"
+
+    first = gateway.handle(_request("GET", EXECUTIONS, headers=token))
+    again = gateway.handle(_request("GET", EXECUTIONS, headers=token))
+    # The cached policy names the first call only: another method is refused without asking the authorizer again,
+    # as in API Gateway (which is why the real authorizer's policy covers every route).
+    other = gateway.handle(_request("POST", EXECUTIONS, headers=token, body=b"{}"))
+
+    assert (first.status, again.status) == (200, 200)
+    _assert_problem(other, 403, "forbidden")
+    assert len(calls.read_text().splitlines()) == 1
+
+
+def test_a_refused_token_is_not_cached(tmp_path: Path) -> None:
+    functions_dir = _write_functions(tmp_path / "functions", NARROW_AUTHORIZER)
+    gateway = LocalApiGateway(LocalFunctions(functions_dir, isolation=Isolation.THREAD))
+
+    for _ in range(2):
+        _assert_problem(
+            gateway.handle(_request("GET", EXECUTIONS, headers=(("Authorization", "Bearer refused"),))),
+            401,
+            "unauthenticated",
+        )
+
+    assert len((functions_dir / "authorizer" / "calls.log").read_text().splitlines()) == 2
 
 
 def test_webhook_route_needs_no_token_and_gets_no_authorizer_context(gateway: LocalApiGateway) -> None:
@@ -570,7 +630,7 @@ def test_concurrent_invocations_run_in_separate_containers_that_stay_warm(
     # Both invocations must be inside the handler at once to pass the barrier: a shared container would deadlock.
     gate = types.SimpleNamespace(barrier=threading.Barrier(2))
     monkeypatch.setitem(sys.modules, "_unit_gate", gate)
-    functions = LocalFunctions(tmp_path)
+    functions = LocalFunctions(tmp_path, isolation=Isolation.THREAD)
     seen: list[str] = []
 
     threads = [
@@ -584,6 +644,50 @@ def test_concurrent_invocations_run_in_separate_containers_that_stay_warm(
     assert len(set(seen)) == 2
     gate.barrier = threading.Barrier(1)
     assert functions.invoke(FunctionName.RECONCILE, {}) in seen  # warm: no third cold start
+
+
+HELD_HANDLER = """
+import _unit_hold
+
+
+def lambda_handler(event, context):
+    _unit_hold.entered.set()
+    _unit_hold.release.wait(timeout=30)
+    return {"statusCode": 200, "body": "held"}
+"""
+
+
+def test_a_function_at_its_concurrency_limit_answers_429_until_a_container_frees_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "webhook").mkdir()
+    (tmp_path / "webhook" / "handler.py").write_text(HELD_HANDLER)
+    hold = types.SimpleNamespace(entered=threading.Event(), release=threading.Event())
+    monkeypatch.setitem(sys.modules, "_unit_hold", hold)
+    functions = LocalFunctions(tmp_path, isolation=Isolation.THREAD, concurrency={FunctionName.WEBHOOK: 1})
+    gateway = LocalApiGateway(functions, queue_seconds=0)
+    held: list[HttpResponse] = []
+    busy = threading.Thread(target=lambda: held.append(gateway.handle(_request("POST", f"{WEBHOOK}/sandbox"))))
+    busy.start()
+    assert hold.entered.wait(timeout=30)
+
+    refused = gateway.handle(_request("POST", f"{WEBHOOK}/sandbox"))
+    hold.release.set()
+    busy.join(timeout=30)
+    served = gateway.handle(_request("POST", f"{WEBHOOK}/sandbox"))
+
+    _assert_problem(refused, 429, "throttled")
+    assert refused.header("Retry-After") == "1"
+    assert [r.status for r in held] == [200]
+    assert served.status == 200
+
+
+def test_concurrency_limits_follow_the_dev_stages_reserved_concurrency() -> None:
+    functions = LocalFunctions(isolation=Isolation.THREAD, concurrency=stage_concurrency())
+
+    assert functions.concurrency_limit(FunctionName.EXECUTE) == 10
+    assert functions.concurrency_limit(FunctionName.RECONCILE) == 1
+    assert functions.concurrency_limit(FunctionName.AUTHORIZER) == DEFAULT_MAX_CONTAINERS  # not reserved
 
 
 def test_one_log_line_per_request_with_status_and_correlation_id(

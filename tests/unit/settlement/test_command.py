@@ -59,11 +59,18 @@ def test_anything_else_is_refused(event: dict[str, Any]) -> None:
         SettlementReportCommand.model_validate(event)
 
 
-def test_settings_require_both_buckets() -> None:
-    settings = SettlementReportSettings.model_validate({"SETTLEMENT_BUCKET": "files", "REPORTS_BUCKET": "reports"})
+def test_settings_require_both_buckets_and_the_event_bus() -> None:
+    complete = {"SETTLEMENT_BUCKET": "files", "REPORTS_BUCKET": "reports", "EVENT_BUS_NAME": "billing-events"}
+    settings = SettlementReportSettings.model_validate(complete)
 
-    assert (settings.settlement_bucket, settings.reports_bucket) == ("files", "reports")
+    assert (settings.settlement_bucket, settings.reports_bucket, settings.event_bus_name) == (
+        "files",
+        "reports",
+        "billing-events",
+    )
     with pytest.raises(ValidationError, match="REPORTS_BUCKET"):
-        SettlementReportSettings.model_validate({"SETTLEMENT_BUCKET": "files"})
+        SettlementReportSettings.model_validate({**complete, "REPORTS_BUCKET": ""})
     with pytest.raises(ValidationError, match="SETTLEMENT_BUCKET"):
-        SettlementReportSettings.model_validate({"SETTLEMENT_BUCKET": "", "REPORTS_BUCKET": "reports"})
+        SettlementReportSettings.model_validate({**complete, "SETTLEMENT_BUCKET": ""})
+    with pytest.raises(ValidationError, match="EVENT_BUS_NAME"):
+        SettlementReportSettings.model_validate({"SETTLEMENT_BUCKET": "files", "REPORTS_BUCKET": "reports"})

@@ -25,6 +25,9 @@ EVENT_BUS_NAME: Final = "billing-events"
 # Every event the outbox relay publishes carries this Source; its DetailType is the outbox row's event_type
 # (billing.execution.created, billing.execution.failed, ...), so rules can select on either.
 EVENT_SOURCE: Final = "billing.execution"
+# Settlement reports announce themselves under their own Source (billing.settlement.events): they are no
+# execution's events and do not pass through the outbox.
+SETTLEMENT_EVENT_SOURCE: Final = "billing.settlement"
 EVENT_ARCHIVE_NAME: Final = "billing-events-archive"
 
 # --- Queues ---------------------------------------------------------------------------------------------------
@@ -95,6 +98,9 @@ def database_login_secret_name(user: str) -> str:
 
 # --- Functions and observability --------------------------------------------------------------------------------
 METRICS_NAMESPACE: Final = "Billing"
+# Emitted by every settlement report run (zero included, dimensions service and period); a payout that does not
+# balance alarms on it (infra/stacks/data.py). billing.settlement.observability names every class's metric alike.
+SETTLEMENT_PAYOUT_MISMATCH_METRIC: Final = "SettlementDiscrepancy_payout_mismatch"
 
 
 class FunctionName(StrEnum):
@@ -115,6 +121,8 @@ class FunctionName(StrEnum):
     AUDIT_CHECKPOINT = "audit_checkpoint"
     # The customer's browser during 3-D Secure: the challenge redirect, the sandbox ACS's pages, the notification.
     THREE_DS = "three_ds"
+    # Finance's API over the saved settlement reports: read them, page through discrepancies, resolve them.
+    SETTLEMENT_API = "settlement_api"
 
 
 def service_name(function: FunctionName) -> str:
@@ -220,6 +228,19 @@ ROUTES: Final = (
     Route("GET", f"{API_BASE_PATH}/audit/events", FunctionName.AUDIT, authorized=True),
     Route("GET", f"{API_BASE_PATH}/audit/checkpoints/latest", FunctionName.AUDIT, authorized=True),
     Route("GET", f"{API_BASE_PATH}/audit/proofs/{{seq}}", FunctionName.AUDIT, authorized=True),
+    # Settlement reports, for finance: the function also requires the token's `finance` scope (403 otherwise).
+    # Platform-wide: one provider's file covers many tenants, so they are not filtered by the caller's tenant.
+    Route("GET", f"{API_BASE_PATH}/settlement-reports", FunctionName.SETTLEMENT_API, authorized=True),
+    Route("GET", f"{API_BASE_PATH}/settlement-reports/{{id}}", FunctionName.SETTLEMENT_API, authorized=True),
+    Route(
+        "GET", f"{API_BASE_PATH}/settlement-reports/{{id}}/discrepancies", FunctionName.SETTLEMENT_API, authorized=True
+    ),
+    Route(
+        "POST",
+        f"{API_BASE_PATH}/settlement-reports/{{id}}/discrepancies/{{discrepancy_id}}/resolve",
+        FunctionName.SETTLEMENT_API,
+        authorized=True,
+    ),
 )
 
 # --- Schedules (EventBridge Scheduler expressions, UTC) ------------------------------------------------------
@@ -266,3 +287,5 @@ AUDIT_INTAKE_QUEUE_NAME: Final = "billing-audit-intake"
 ENV_AUDIT_INTAKE_QUEUE_URL: Final = "AUDIT_INTAKE_QUEUE_URL"
 # The token scope the audit API requires (space-separated `scope` claim; billing.auth.tokens).
 AUDITOR_SCOPE: Final = "auditor"
+# The token scope the settlement reports API requires.
+FINANCE_SCOPE: Final = "finance"

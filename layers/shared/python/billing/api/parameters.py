@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator
@@ -23,3 +23,16 @@ def _rfc3339_text(value: Any) -> Any:
 
 
 Rfc3339DateTime = Annotated[datetime, BeforeValidator(_rfc3339_text)]
+
+# OpenAPI's `format: date`: exactly YYYY-MM-DD.
+_CALENDAR_DAY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _calendar_day_text(value: Any) -> Any:
+    # Without this, pydantic reads "1712750400" as seconds since the epoch and a date-time as its day.
+    if isinstance(value, str) and not _CALENDAR_DAY.fullmatch(value):
+        raise ValueError("must be a calendar day, YYYY-MM-DD")
+    return value
+
+
+CalendarDay = Annotated[date, BeforeValidator(_calendar_day_text)]

@@ -51,6 +51,11 @@ _STATUS_BY_ERROR: dict[type[e.BillingError], int] = {
     # The audit API: a token without the auditor scope, and a checkpoint or tree index that does not exist.
     e.ScopeRequired: 403,
     e.AuditRecordNotFound: 404,
+    # Settlement reports (the finance API): a resolution is given once.
+    e.SettlementReportNotFound: 404,
+    e.SettlementDiscrepancyNotFound: 404,
+    e.SettlementDiscrepancyResolvedAlready: 409,
+    e.SettlementRecordChangeRefused: 409,
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
@@ -11,14 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing.api.input_safety import MAX_JSON_DEPTH
 from billing.api.problems import PROBLEM_CONTENT_TYPE
-from billing.authentication.store import AuthenticationRecord
-from billing.db.reversal_repository import Reversal
-from billing.domain.execution import Execution, ExecutionEvent
 from billing.domain.status import ExecutionStatus
-from billing.rails.results import NextAction
 from billing.resource_names import MAX_REQUEST_BODY_BYTES
-from billing.risk.postgres import AssessmentRecord, StoredRuleSet
-from billing.risk.reviews import Review
+
+# What the resources are built from, named only in annotations: importing them here would load the repositories
+# (and psycopg) into every API function's cold start, before a request needs a database.
+if TYPE_CHECKING:
+    from billing.authentication.store import AuthenticationRecord
+    from billing.db.reversal_repository import Reversal
+    from billing.domain.execution import Execution, ExecutionEvent
+    from billing.rails.results import NextAction
+    from billing.risk.postgres import AssessmentRecord, StoredRuleSet
+    from billing.risk.reviews import Review
 
 
 class NextActionResource(BaseModel):

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
 from billing import resource_names as names
 from billing.api.problems import problem_for, proxy_response
 from billing.api.request_context import RequestContext
-from billing.audit.service import AuditAccess, AuditReader
-from billing.auth.tokens import scopes_of
-from billing.db.connection_provider import ConnectionProvider
-from billing.db.roles import DatabaseRole
 from billing.domain.errors import FieldError, ScopeRequired, ValidationFailed
+
+# The reader and its connection (psycopg) are imported by the first request that reads, not at cold start.
+if TYPE_CHECKING:
+    from billing.audit.service import AuditAccess, AuditReader
+    from billing.db.connection_provider import ConnectionProvider
 
 _MAX_SEQ: Final = 2**63 - 1
 
@@ -26,9 +27,14 @@ class AuditRuntime:
 
     @cached_property
     def connections(self) -> ConnectionProvider:
+        from billing.db.connection_provider import ConnectionProvider
+        from billing.db.roles import DatabaseRole
+
         return ConnectionProvider(role=DatabaseRole.AUDITOR)
 
     def reader(self) -> AuditReader:
+        from billing.audit.service import AuditReader
+
         return AuditReader(self.connections.get())
 
     @staticmethod
@@ -41,6 +47,8 @@ class AuditRuntime:
 
 def scopes_in(event: dict[str, Any]) -> frozenset[str]:
     """The scopes the authorizer vouched for (Lambda authorizer context, or JWT claims); none if malformed."""
+    from billing.auth.tokens import scopes_of  # here: its module brings PyJWT and cryptography, ~70 ms of import
+
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
     claims = authorizer.get("claims") or {}
     try:
@@ -55,6 +63,8 @@ def _source_ip(event: dict[str, Any]) -> str | None:
 
 
 def _access(event: dict[str, Any], request: RequestContext) -> AuditAccess:
+    from billing.audit.service import AuditAccess
+
     return AuditAccess(
         actor=request.actor,
         correlation_id=request.correlation_id,

@@ -18,14 +18,15 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from billing.audit.events import AuditEvent, AuditEventType, AuditOutcome
 from billing.audit.leaf import rfc3339_utc
-from billing.audit.recorder import record_audit_event
-from billing.db.connection import Connection
-from billing.db.tenancy import apply_timeouts
+
+# The sending side (the authorizer, which has no database) never needs the recording side's psycopg.
+if TYPE_CHECKING:
+    from billing.db.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,21 @@ class SqsAuthFailureSender:
         return True
 
 
+def record_audit_event(conn: Connection, event: AuditEvent) -> None:
+    """billing.audit.recorder's, imported by the first recording: the sender must not load psycopg."""
+    from billing.audit.recorder import record_audit_event as record
+
+    record(conn, event)
+
+
 def drain_auth_failures(conn: Connection, sqs: Any, queue_url: str, *, max_messages: int = MAX_MESSAGES_PER_RUN) -> int:
     """Receive up to `max_messages` queued rejections and record them as audit entries; how many were recorded.
 
     SQS calls happen outside the transaction; an SQS failure ends the drain (logged) and the rest waits for the next
     run, a database failure propagates. A message that is not an intake message is logged and left on the queue.
     """
+    from billing.db.tenancy import apply_timeouts
+
     received = recorded = 0
     while received < max_messages:
         try:

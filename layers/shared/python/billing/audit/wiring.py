@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, Json
 
 from billing import resource_names as names
-from billing.audit.intake import drain_auth_failures
-from billing.audit.keys import SecretsManagerKeyRing
-from billing.audit.rotations import SecretsManagerVersions, record_rotations
-from billing.audit.s3 import S3CheckpointStore
-from billing.audit.sequencer import AuditCheckpointer
-from billing.db.connection_provider import ConnectionProvider
-from billing.db.roles import DatabaseRole
+
+# Only the settings are needed at cold start; the checkpointer, its keys and stores and the database connection
+# (psycopg, cryptography) are imported by the method that first builds them.
+if TYPE_CHECKING:
+    from billing.audit.s3 import S3CheckpointStore
+    from billing.audit.sequencer import AuditCheckpointer
+    from billing.db.connection_provider import ConnectionProvider
 
 
 class CheckpointSettings(BaseModel):
@@ -40,6 +40,8 @@ class CheckpointSettings(BaseModel):
 
 
 def checkpoint_store(s3: Any, bucket: str, *, require_object_lock: bool = False) -> S3CheckpointStore:
+    from billing.audit.s3 import S3CheckpointStore
+
     return S3CheckpointStore(
         s3,
         bucket,
@@ -51,9 +53,27 @@ def checkpoint_store(s3: Any, bucket: str, *, require_object_lock: bool = False)
 class CheckpointRuntime:
     """The checkpointer, built once per container and reused while it is warm."""
 
+    # What the methods below import on first use (billing.aws.cold_start.preload loads them when init is paid ahead).
+    DEFERRED_MODULES: Final = (
+        "billing.db.connection_provider",
+        "billing.audit.intake",
+        "billing.audit.keys",
+        "billing.audit.rotations",
+        "billing.audit.s3",
+        "billing.audit.sequencer",
+        "boto3",
+    )
+
     def __init__(self, settings: CheckpointSettings, connections: ConnectionProvider | None = None) -> None:
         self.settings = settings
-        self.connections = connections or ConnectionProvider(role=DatabaseRole.WORKER)
+        self._given_connections = connections
+
+    @cached_property
+    def connections(self) -> ConnectionProvider:
+        from billing.db.connection_provider import ConnectionProvider
+        from billing.db.roles import DatabaseRole
+
+        return self._given_connections or ConnectionProvider(role=DatabaseRole.WORKER)
 
     @cached_property
     def _clients(self) -> tuple[Any, Any, Any]:
@@ -69,15 +89,22 @@ class CheckpointRuntime:
 
     def record_auth_failures(self) -> int:
         """Record the rejected tokens waiting in the intake queue (at least once); how many."""
+        from billing.audit.intake import drain_auth_failures
+
         if self.settings.intake_queue_url is None:
             return 0
         return drain_auth_failures(self.connections.get(), self._clients[2], self.settings.intake_queue_url)
 
     def record_rotations(self) -> list[str]:
         """Audit every watched secret whose current version is new since the last run; their names."""
+        from billing.audit.rotations import SecretsManagerVersions, record_rotations
+
         versions = SecretsManagerVersions(self._clients[0])
         return record_rotations(self.connections.get(), versions, self.settings.watched_credentials)
 
     def checkpointer(self) -> AuditCheckpointer:
+        from billing.audit.keys import SecretsManagerKeyRing
+        from billing.audit.sequencer import AuditCheckpointer
+
         keys = SecretsManagerKeyRing(self._clients[0], self.settings.key_secret_id)
         return AuditCheckpointer(self.connections.get(), keys, self.store)

@@ -48,12 +48,21 @@ class SqsRetryScheduler:
     def __init__(
         self, client: Any, queue_url: str, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     ) -> None:
-        self._client = client
+        self._client: Callable[[], Any] = lambda: client
         self._queue_url = queue_url
         self._clock = clock
 
+    @classmethod
+    def created_on_first_use(
+        cls, client: Callable[[], Any], queue_url: str, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> SqsRetryScheduler:
+        """A scheduler whose SQS client is made by the first retry: a request that schedules none never loads boto3."""
+        scheduler = cls(None, queue_url, clock=clock)
+        scheduler._client = client
+        return scheduler
+
     def schedule(self, request: RetryRequest) -> None:
-        self._client.send_message(
+        self._client().send_message(
             QueueUrl=self._queue_url,
             MessageBody=encode_retry(request),
             DelaySeconds=delay_until(request.not_before, self._clock()),

@@ -34,6 +34,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from billing.db.connection import Connection
+from billing.db.planner import walk_in_index_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +47,15 @@ class SweepSql:
     old_enough: str
 
 
-# Uses billing_executions_awaiting_settlement (submitted_at) where status = 'pending' and submitted_at is not null.
+# Uses billing_executions_awaiting_settlement (submitted_at, tenant_id, id) where status = 'pending' and
+# submitted_at is not null: the fresh walk's order.
 AWAITING_SETTLEMENT: Final = SweepSql(
     status="pending",
     since="submitted_at",
     old_enough="e.submitted_at is not null and e.submitted_at < %(cutoff)s",
 )
-# Uses billing_executions_processing_since (updated_at) where status = 'processing'. A processing execution with
-# a retry on the queue is not stuck until that retry is overdue by as long as an ordinary one may take.
+# Uses billing_executions_processing_since (updated_at, tenant_id, id) where status = 'processing'. A processing
+# execution with a retry on the queue is not stuck until that retry is overdue by as long as an ordinary one may take.
 STUCK_PROCESSING: Final = SweepSql(
     status="processing",
     since="updated_at",
@@ -204,14 +206,16 @@ update billing.reconciliation_leases l
 """
 
 # Schedules of executions that left the status without the worker (a webhook settled them): they would otherwise
-# stay in reconciliation_leases_due for ever. Once per run and sweep, through that index.
+# stay in reconciliation_leases_due for ever. Once per run and sweep, through that index, and only those due: a
+# schedule that is not due costs nothing until it is (the due walk would step over it then), so a run reads the
+# schedules it is about to walk anyway, not every schedule there is.
 _RETIRE_STALE = """
 update billing.reconciliation_leases l
    set attempts = 0, next_check_at = null, last_outcome = 'left_' || l.status, updated_at = clock_timestamp()
   from billing.billing_executions e
  where e.tenant_id = l.tenant_id and e.id = l.execution_id
    and l.status = %(status)s
-   and l.next_check_at is not null
+   and l.next_check_at <= %(now)s
    and e.status <> l.status
    and (l.lease_expires_at is null or l.lease_expires_at <= %(now)s)
 """
@@ -276,6 +280,8 @@ def claim(
     claimed: their webhooks and settlement reports tell, asking could not.
     """
     statement = _STATEMENTS[sweep.status][(due, lease.until is None)]
+    # Each walk's index is in the walk's order: read it so, a batch at a time, not every candidate sorted.
+    walk_in_index_order(conn)
     params = {
         "now": now,
         "cutoff": cutoff,
@@ -329,7 +335,8 @@ def release(conn: Connection, claimed: Sequence[Claimed], owner: str) -> None:
 
 
 def retire_stale_schedules(conn: Connection, sweep: SweepSql, *, now: datetime) -> int:
-    """Clear the schedules of the sweep's executions that left its status without the worker; how many."""
+    """Clear the due schedules of the sweep's executions that left its status without the worker; how many."""
+    walk_in_index_order(conn)
     return conn.execute(_RETIRE_STALE, {"status": sweep.status, "now": now}).rowcount
 
 

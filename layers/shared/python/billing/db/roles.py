@@ -1,6 +1,6 @@
 """The database roles: who owns the schema, who the functions connect as, and what each may do.
 
-Three group roles (NOLOGIN) hold the privileges; login users are members of exactly one of them, so a password
+Group roles (NOLOGIN) hold the privileges; login users are members of exactly one of them, so a password
 can rotate (Secrets Manager, one secret per login user) without touching a single grant:
 
 - `billing_owner` owns the schemas and every object in them. Only the migration runner acts as it (it connects
@@ -13,6 +13,8 @@ can rotate (Secrets Manager, one secret per login user) without touching a singl
   set).
 - `billing_vault` is the card vault function, the only role that can read the encrypted card numbers.
 - `billing_auditor` is the auditors' read-only view of the audit trail.
+- `billing_finance` is the settlement reports API: it reads the saved reports (platform-wide, every tenant's) and
+  writes a discrepancy's resolution, nothing else.
 
 The grants themselves live in the migrations (sql/), next to the tables they are about.
 """
@@ -42,9 +44,17 @@ class DatabaseRole(StrEnum):
     VAULT = "billing_vault"
     # Auditors' read-only view of the audit trail.
     AUDITOR = "billing_auditor"
+    # Finance's view of the saved settlement reports, every tenant's; it may write a discrepancy's resolution.
+    FINANCE = "billing_finance"
 
 
-RUNTIME_ROLES: Final = (DatabaseRole.APP, DatabaseRole.WORKER, DatabaseRole.VAULT, DatabaseRole.AUDITOR)
+RUNTIME_ROLES: Final = (
+    DatabaseRole.APP,
+    DatabaseRole.WORKER,
+    DatabaseRole.VAULT,
+    DatabaseRole.AUDITOR,
+    DatabaseRole.FINANCE,
+)
 # The roles whose functions change executions (the raw-SQL guard tests run as each).
 EXECUTION_WRITERS: Final = (DatabaseRole.APP, DatabaseRole.WORKER)
 
@@ -64,6 +74,9 @@ LOGIN_USERS: Final = {
     DatabaseRole.VAULT: LoginUser("billing_vault_user", DatabaseRole.VAULT, "billing_vault_dev_NOT_FOR_PRODUCTION"),
     DatabaseRole.AUDITOR: LoginUser(
         "billing_auditor_user", DatabaseRole.AUDITOR, "billing_auditor_dev_NOT_FOR_PRODUCTION"
+    ),
+    DatabaseRole.FINANCE: LoginUser(
+        "billing_finance_user", DatabaseRole.FINANCE, "billing_finance_dev_NOT_FOR_PRODUCTION"
     ),
 }
 
@@ -210,5 +223,6 @@ FUNCTION_ROLES: Final = MappingProxyType(
         FunctionName.AUDIT_CHECKPOINT: DatabaseRole.WORKER,
         FunctionName.VAULT: DatabaseRole.VAULT,
         FunctionName.THREE_DS: DatabaseRole.APP,
+        FunctionName.SETTLEMENT_API: DatabaseRole.FINANCE,
     }
 )

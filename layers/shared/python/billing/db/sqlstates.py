@@ -24,6 +24,7 @@ from billing.domain.errors import (
     RefundExceedsCaptured,
     ReversalChangeRefused,
     RiskHistoryRefused,
+    SettlementRecordChangeRefused,
     SubmissionRefusedByRisk,
     UnrecordedChange,
 )
@@ -62,6 +63,9 @@ class GuardState(StrEnum):
     # 3-D Secure and submission after risk (sql/20261215_billing_authentications.sql): an authentication's states
     # only move forward, its value is used once; nothing is submitted against the risk decision:
     AUTHENTICATION_OR_SUBMISSION = "BE020"
+    # Settlement reports (sql/20261216_billing_settlement_reports.sql): a report changes only to be superseded, once;
+    # a discrepancy only to be resolved, once, its three resolution columns together:
+    SETTLEMENT_RECORD_CHANGE = "BE021"
 
 
 GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
@@ -83,6 +87,7 @@ GUARD_ERRORS: Mapping[str, type[BillingError]] = MappingProxyType(
         GuardState.REVERSAL_CHANGE: ReversalChangeRefused,
         GuardState.RISK_HISTORY: RiskHistoryRefused,
         GuardState.AUTHENTICATION_OR_SUBMISSION: SubmissionRefusedByRisk,
+        GuardState.SETTLEMENT_RECORD_CHANGE: SettlementRecordChangeRefused,
     }
 )
 

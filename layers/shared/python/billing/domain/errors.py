@@ -428,3 +428,31 @@ class AuthenticationNotFound(BillingError):
     """No 3-D Secure authentication under this address (or another tenant's)."""
 
     code = "authentication_not_found"
+
+
+# --- Settlement reports (billing.settlement.store) -------------------------------------------------------------
+
+
+class SettlementReportNotFound(BillingError):
+    """No settlement report with this id."""
+
+    code = "settlement_report_not_found"
+
+
+class SettlementDiscrepancyNotFound(BillingError):
+    """The report has no discrepancy with this id."""
+
+    code = "settlement_discrepancy_not_found"
+
+
+class SettlementDiscrepancyResolvedAlready(BillingError):
+    """The discrepancy was resolved before: a resolution is given once and never changed."""
+
+    code = "settlement_discrepancy_resolved_already"
+
+
+class SettlementRecordChangeRefused(BillingError):
+    """A saved report or discrepancy was about to change beyond what its table allows (superseded_by once, a
+    resolution once); the database refused it."""
+
+    code = "settlement_record_change_refused"

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol, Self
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import (
     BaseModel,
@@ -33,6 +32,7 @@ from billing.api.cursor import decode_cursor, encode_cursor
 from billing.api.input_safety import MAX_JSON_DEPTH
 from billing.api.problems import PROBLEM_CONTENT_TYPE
 from billing.api.resources import Problem
+from billing.aws.cold_start import lazy_module
 from billing.domain.execution import looks_like_card_number
 from billing.instruments.model import (
     Attr,
@@ -43,8 +43,16 @@ from billing.instruments.model import (
     PaymentInstrument,
     instrument_uuid,
 )
-from billing.instruments.repository import InstrumentListQuery
 from billing.resource_names import API_BASE_PATH, MAX_REQUEST_BODY_BYTES
+
+# Powertools' parameter markers bring its validation machinery: loaded by the first validated request (the routes
+# validate one by one, see instrument_routes), not with the vault function's import.
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi import params
+
+    from billing.instruments.repository import InstrumentListQuery
+else:
+    params = lazy_module("aws_lambda_powertools.event_handler.openapi.params")
 
 PAYMENT_INSTRUMENTS: Final = f"{API_BASE_PATH}/payment-instruments"
 TAG: Final = "Payment instruments"
@@ -266,21 +274,31 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
     @router.post(
         PAYMENT_INSTRUMENTS,
         tags=[TAG],
+        enable_validation=True,
         responses=_responses({201: "Saved", 200: "Replay: the instrument this key created"}, 400),
     )
     def create_payment_instrument(
-        body: InstrumentCreateRequest, idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+        body: InstrumentCreateRequest,
+        idempotency_key: Annotated[str | None, params.Header(alias="Idempotency-Key")] = None,
     ) -> Response[InstrumentResource]:
         outcome = service().create(caller(), body, idempotency_key=idempotency_key or "")
         return _json(201 if outcome.created else 200, InstrumentResource.of(outcome.instrument))
 
-    @router.get(PAYMENT_INSTRUMENTS, tags=[TAG], responses=_responses({200: "One page, newest first"}, 400))
+    @router.get(
+        PAYMENT_INSTRUMENTS,
+        tags=[TAG],
+        enable_validation=True,
+        responses=_responses({200: "One page, newest first"}, 400),
+    )
     def list_payment_instruments(
-        entity_contract_id: Annotated[str, Query(max_length=128)],
-        status: Annotated[InstrumentStatus | None, Query()] = None,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        entity_contract_id: Annotated[str, params.Query(max_length=128)],
+        status: Annotated[InstrumentStatus | None, params.Query()] = None,
+        cursor: Annotated[str | None, params.Query(max_length=512)] = None,
+        limit: Annotated[int, params.Query(ge=1, le=100)] = 20,
     ) -> Response[InstrumentPage]:
+        # Imported here, not at the top: the repository brings psycopg into the cold start of every API function.
+        from billing.instruments.repository import InstrumentListQuery
+
         query = InstrumentListQuery(entity_contract_id, status, decode_cursor(cursor) if cursor else None, limit)
         items, more = service().list_page(caller(), query)
         last = items[-1] if more else None
@@ -288,7 +306,10 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
         return _json(200, InstrumentPage(items=[InstrumentResource.of(i) for i in items], next_cursor=next_cursor))
 
     @router.get(
-        f"{PAYMENT_INSTRUMENTS}/<instrument_id>", tags=[TAG], responses=_responses({200: "The instrument"}, 404)
+        f"{PAYMENT_INSTRUMENTS}/<instrument_id>",
+        tags=[TAG],
+        enable_validation=True,
+        responses=_responses({200: "The instrument"}, 404),
     )
     def get_payment_instrument(instrument_id: str) -> Response[InstrumentResource]:
         return _json(200, InstrumentResource.of(service().get(caller(), instrument_id)))
@@ -296,6 +317,7 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
     @router.delete(
         f"{PAYMENT_INSTRUMENTS}/<instrument_id>",
         tags=[TAG],
+        enable_validation=True,
         responses=_responses({200: "Deactivated (or already ended); its history is kept"}, 404, 409),
     )
     def deactivate_payment_instrument(instrument_id: str) -> Response[InstrumentResource]:

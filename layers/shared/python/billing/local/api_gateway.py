@@ -7,16 +7,18 @@ What API Gateway and WAF do in AWS happens here, in the same order:
 2. The route table resource_names.ROUTES picks the resource (404 unknown path, 405 known path with another method).
 3. On authorized routes the real authorizer function (functions/authorizer) is invoked with a TOKEN event; an
    `Unauthorized` error gives 401, a policy that does not allow the call gives 403. No Authorization header at all
-   gives 401 without invoking it, as API Gateway does for a TOKEN authorizer's identity source.
+   gives 401 without invoking it, as API Gateway does for a TOKEN authorizer's identity source. A policy is cached
+   per token for five minutes, as API Gateway caches it.
 4. The route's function gets a proxy event in the v1 (REST API) format with requestContext.authorizer set from the
    authorizer's answer, and its proxy result becomes the HTTP response (502 if it raises or the result is malformed).
 
 Gateway-generated errors are application/problem+json: {type, title, status, code, detail}.
 
-Each function's `functions/<name>/handler.py` is loaded by file path once per "container" and reused while warm.
-Concurrent requests to one function get separate containers (module instances), as concurrent Lambda invocations
-do, so module-level state in a handler is never shared between two in-flight requests. Modules of the shared layer
-(`billing.*`) are imported once per process, though, unlike in AWS.
+Each function's `functions/<name>/handler.py` runs in containers (billing.local.containers): a process each, which
+imports the handler once and then serves one invocation at a time while warm, as a Lambda execution environment
+does. Concurrent requests to one function get separate containers, up to the function's concurrency limit; past it a
+request waits for a container, first come first served, and is answered 429 when none frees up within
+DEFAULT_QUEUE_SECONDS, as API Gateway's throttling answers rather than letting a throttled function fail.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
@@ -46,7 +50,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from billing import resource_names as names
 from billing.api.problems import PROBLEM_CONTENT_TYPE, problem_body
-from billing.local.lambda_loader import load_module, running_function
+from billing.local.containers import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_SECONDS,
+    LOCAL_ACCOUNT_ID,
+    LOCAL_REGION,
+    FunctionError,
+    FunctionNotDeployed,
+    Invocation,
+    ProcessContainer,
+    Zygote,
+    trace_id_for,
+)
+from billing.local.containers import LocalLambdaContext as LocalLambdaContext  # where callers have imported it
+from billing.local.lambda_loader import load_module
 from billing.paths import REPO_ROOT
 from billing.resource_names import FunctionName, Route
 
@@ -55,14 +72,18 @@ log = logging.getLogger("billing.local.api")
 FUNCTIONS_DIR: Final = REPO_ROOT / "functions"
 LOCAL_STAGE: Final = "local"
 LOCAL_API_ID: Final = "local"
-# moto's default account; the local stack's ARNs all carry it.
-LOCAL_ACCOUNT_ID: Final = "123456789012"
-LOCAL_REGION: Final = "eu-west-1"
-# API Gateway stops waiting for an integration after 29 s; locally the deadline is only reported, never enforced.
-DEFAULT_TIMEOUT_SECONDS: Final = 29.0
-DEFAULT_MEMORY_MB: Final = 512
-# Lambda's default per-function concurrency is far higher; ten in-flight containers is plenty on a laptop.
+# A function's containers when nothing sets its concurrency (the stack sets each function's from the dev stage's
+# reserved concurrency): Lambda's own default is far higher; ten in-flight containers is plenty on a laptop.
 DEFAULT_MAX_CONTAINERS: Final = 10
+# How long a request waits for a busy function's container before the gateway refuses it with 429, as API
+# Gateway's stage throttling does (in AWS a function throttled at its reserved concurrency would be a 500 behind a
+# proxy integration, so the stage's limit sits in front of it). Well under API Gateway's 29 s integration timeout.
+DEFAULT_QUEUE_SECONDS: Final = 10.0
+# API Gateway caches a TOKEN authorizer's decision per token (infra/api.py AUTHORIZER_CACHE_TTL, checked equal by a
+# test); the same token is not re-verified within it, on any route.
+AUTHORIZER_CACHE_SECONDS: Final = 300.0
+# Entries kept at most; the oldest go first (a load test with a token per request must not grow it without end).
+AUTHORIZER_CACHE_ENTRIES: Final = 10_000
 # Oversized bodies are read and thrown away up to API Gateway's own payload limit, so the client gets the 413
 # instead of a connection reset; anything larger is cut off by closing the connection.
 _DRAIN_LIMIT_BYTES: Final = names.API_GATEWAY_MAX_PAYLOAD_BYTES
@@ -357,53 +378,72 @@ def response_from_proxy_result(result: Any) -> HttpResponse:
 # --- Functions --------------------------------------------------------------------------------------------------
 
 
-class LocalLambdaContext(LambdaContext):
-    """What the Lambda runtime passes as `context`, for one invocation of a local function."""
+class Isolation(StrEnum):
+    """How the containers of a LocalFunctions are kept apart."""
 
-    def __init__(
-        self,
-        function_name: str,
-        *,
-        region: str = LOCAL_REGION,
-        account_id: str = LOCAL_ACCOUNT_ID,
-        memory_limit_in_mb: int = DEFAULT_MEMORY_MB,
-        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-        request_id: str | None = None,
-    ) -> None:
-        self._function_name = function_name
-        self._function_version = "$LATEST"
-        self._invoked_function_arn = f"arn:aws:lambda:{region}:{account_id}:function:{function_name}"
-        self._memory_limit_in_mb = memory_limit_in_mb
-        self._aws_request_id = request_id or str(uuid4())
-        self._log_group_name = f"/aws/lambda/{function_name}"
-        self._log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid4().hex}"
-        self._tenant_id = None
-        self._deadline = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+    # Each container a process (billing.local.containers): as isolated as Lambda's. The local stack runs this way.
+    PROCESS = "process"
+    # Each container a module instance in this process: handler globals are separate, but os.environ, the shared
+    # package and Powertools' class-level state (the resolver's current event, unflushed metrics) are shared, so
+    # concurrent invocations see each other's. Only for tests of the gateway itself that fake AWS in-process.
+    THREAD = "thread"
 
 
-class FunctionNotDeployed(LookupError):
-    """functions/<name>/handler.py does not exist (yet) or has no lambda_handler."""
+class ConcurrencyLimitReached(Exception):
+    """Every container the function may have is busy, and none came free within the wait allowed."""
 
 
 def function_environment(function: FunctionName) -> dict[str, str]:
-    """Per-function variables, applied while the function's module is imported (the process shares one environ)."""
+    """Per-function variables, on top of the stack's: what the CDK app sets on that function alone."""
     return {names.ENV_POWERTOOLS_SERVICE_NAME: names.service_name(function)}
 
 
 _container_numbers = itertools.count(1)
 
 
+class _ModuleContainer:
+    """A container as a module instance in this process (Isolation.THREAD)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.alive = True
+
+    def invoke(self, event: Any, invocation: Invocation) -> Any:
+        return self._handler(event, invocation.context())
+
+    def close(self) -> None:
+        self.alive = False
+
+
+Container = _ModuleContainer | ProcessContainer
+
+
+@dataclass
+class _Waiter:
+    """A caller queued for a container: handed an idle one, or allowed to start one, by whoever frees a slot."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    container: Container | None = None
+    may_start: bool = False
+
+
 @dataclass
 class _Pool:
-    idle: list[Handler] = field(default_factory=list)
+    limit: int
+    idle: list[Container] = field(default_factory=list)
     containers: int = 0
+    # First come, first served: a freed container goes to the longest waiter, never to a newcomer that happens to
+    # take the lock first (barging is what stretched p99 to 4.4x p50 under 50 clients).
+    waiting: deque[_Waiter] = field(default_factory=deque)
 
 
 class LocalFunctions:
-    """The functions/ folder run as Lambda runs it: one module instance per container, containers reused when warm."""
+    """The functions/ folder run as Lambda runs it: one invocation at a time per container, a new container for a
+    concurrent invocation up to the function's concurrency limit, containers reused while warm.
+
+    Past the limit an invocation waits for a container, first come first served, up to `queue_seconds` when the
+    caller gives one (then ConcurrencyLimitReached), as reserved concurrency caps a function in AWS.
+    """
 
     def __init__(
         self,
@@ -412,87 +452,185 @@ class LocalFunctions:
         region: str = LOCAL_REGION,
         account_id: str = LOCAL_ACCOUNT_ID,
         max_containers: int = DEFAULT_MAX_CONTAINERS,
+        concurrency: Mapping[FunctionName, int] | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         memory_mb: int = DEFAULT_MEMORY_MB,
         environment: Callable[[FunctionName], Mapping[str, str]] = function_environment,
+        isolation: Isolation = Isolation.PROCESS,
     ) -> None:
+        """max_containers: the limit of a function `concurrency` does not name (its reserved concurrency)."""
         self.functions_dir = functions_dir
+        self.isolation = isolation
         self._region = region
         self._account_id = account_id
         self._max_containers = max_containers
+        self._concurrency = dict(concurrency or {})
         self._timeout_seconds = timeout_seconds
         self._memory_mb = memory_mb
         self._environment = environment
         self._pools: dict[FunctionName, _Pool] = {}
-        self._available = threading.Condition()
-        # Imports run one at a time: module loading and the temporary environment must not interleave.
+        self._lock = threading.Lock()
+        self._all: set[Container] = set()
+        self._zygote = Zygote() if isolation is Isolation.PROCESS else None
+        # THREAD only: module loading and its temporary environment must not interleave.
         self._load_lock = threading.Lock()
 
     def handler_path(self, function: FunctionName) -> Path:
         return self.functions_dir / function.value / "handler.py"
 
-    def _load(self, function: FunctionName) -> Handler:
+    def concurrency_limit(self, function: FunctionName) -> int:
+        """How many containers `function` may have at once."""
+        return self._concurrency.get(function, self._max_containers)
+
+    def warm_up(self) -> None:
+        """Start the zygote now, so its imports overlap the caller's start-up instead of the first request."""
+        if self._zygote is not None:
+            self._zygote.start()
+
+    def close(self) -> None:
+        """Stop every container and the zygote; an invocation still running fails with FunctionError."""
+        with self._lock:
+            containers, self._all = list(self._all), set()
+            for pool in self._pools.values():
+                pool.idle.clear()
+        for container in containers:
+            container.close()
+        if self._zygote is not None:
+            self._zygote.close()
+
+    def __enter__(self) -> LocalFunctions:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def invoke(
+        self,
+        function: FunctionName,
+        event: dict[str, Any],
+        *,
+        request_id: str | None = None,
+        queue_seconds: float | None = None,
+    ) -> Any:
+        """Run the function's lambda_handler on `event` in a warm container (or a new one) and return its result.
+
+        queue_seconds: how long to wait for a container when all are busy (None: as long as it takes).
+        """
+        container = self._acquire(function, queue_seconds)
+        invocation = Invocation(
+            names.service_name(function),
+            self._region,
+            self._account_id,
+            self._memory_mb,
+            self._timeout_seconds,
+            request_id or str(uuid4()),
+            trace_id_for(event),
+        )
+        started = time.perf_counter()
+        try:
+            return container.invoke(event, invocation)
+        finally:
+            self._release(function, container)
+            elapsed = _ms_since(started)
+            if elapsed > self._timeout_seconds * 1000:
+                log.warning("%s ran %.0f ms: it would have timed out in AWS", function.value, elapsed)
+
+    def _pool(self, function: FunctionName) -> _Pool:
+        pool = self._pools.get(function)
+        if pool is None:
+            pool = self._pools[function] = _Pool(self.concurrency_limit(function))
+        return pool
+
+    def _acquire(self, function: FunctionName, queue_seconds: float | None) -> Container:
+        with self._lock:
+            pool = self._pool(function)
+            if pool.idle:
+                return pool.idle.pop()  # the most recently used: warm caches, as Lambda prefers too
+            if pool.containers < pool.limit:
+                pool.containers += 1
+                waiter = None
+            else:
+                waiter = _Waiter()
+                pool.waiting.append(waiter)
+        if waiter is not None:
+            handed = waiter.ready.wait(queue_seconds)
+            with self._lock:
+                if not handed and waiter.container is None and not waiter.may_start:
+                    pool.waiting.remove(waiter)
+                    raise ConcurrencyLimitReached(
+                        f"{function.value}: all {pool.limit} containers busy for {queue_seconds:g} s"
+                    )
+            if waiter.container is not None:
+                return waiter.container
+        try:
+            return self._start(function)
+        except BaseException:
+            self._free_slot(function)
+            raise
+
+    def _release(self, function: FunctionName, container: Container) -> None:
+        if not container.alive:  # it died mid-invocation: its slot goes to whoever waits
+            container.close()
+            with self._lock:
+                self._all.discard(container)
+            self._free_slot(function)
+            return
+        with self._lock:
+            pool = self._pool(function)
+            if container not in self._all:  # closed meanwhile (the stack stopped)
+                container.close()
+                return
+            if pool.waiting:
+                waiter = pool.waiting.popleft()
+                waiter.container = container
+                waiter.ready.set()
+            else:
+                pool.idle.append(container)
+
+    def _free_slot(self, function: FunctionName) -> None:
+        """A container is gone (or never started): the longest waiter may start one in its place."""
+        with self._lock:
+            pool = self._pool(function)
+            if pool.waiting:
+                waiter = pool.waiting.popleft()
+                waiter.may_start = True
+                waiter.ready.set()
+            else:
+                pool.containers -= 1
+
+    def _start(self, function: FunctionName) -> Container:
         path = self.handler_path(function)
         if not path.is_file():
             raise FunctionNotDeployed(f"{path} does not exist")
-        with self._load_lock:
-            # Unique per container across the process: pydantic may look a model's module up again later.
-            module_name = f"_billing_local_{function.value}_{next(_container_numbers)}"
-            started = time.perf_counter()
-            with _temporary_environment(self._environment(function)), running_function():
-                module = load_module(path, module_name)
-            log.info("%s cold start: %s loaded in %.0f ms", function.value, path.name, _ms_since(started))
+        # Unique per container across the process: pydantic may look a model's module up again later.
+        module_name = f"_billing_local_{function.value}_{next(_container_numbers)}"
+        started = time.perf_counter()
+        container: Container
+        if self._zygote is not None:
+            environment = {**os.environ, **self._environment(function)}
+            container = ProcessContainer.start(self._zygote, path, module_name, environment)
+            where = f"container {container.pid}"
+        else:
+            container = _ModuleContainer(self._load_in_process(function, path, module_name))
+            where = "in-process container"
+        log.info("%s cold start: %s loaded in %.0f ms (%s)", function.value, path.name, _ms_since(started), where)
+        with self._lock:
+            self._all.add(container)
+        return container
+
+    def _load_in_process(self, function: FunctionName, path: Path, module_name: str) -> Handler:
+        with self._load_lock, _temporary_environment(self._environment(function)):
+            module = load_module(path, module_name)
         handler = getattr(module, "lambda_handler", None)
         if not callable(handler):
             raise FunctionNotDeployed(f"{path} has no lambda_handler")
         loaded: Handler = handler
         return loaded
 
-    def _acquire(self, function: FunctionName) -> Handler:
-        with self._available:
-            pool = self._pools.setdefault(function, _Pool())
-            while not pool.idle and pool.containers >= self._max_containers:
-                self._available.wait()
-            if pool.idle:
-                return pool.idle.pop()
-            pool.containers += 1
-        try:
-            return self._load(function)
-        except BaseException:
-            with self._available:
-                pool.containers -= 1
-                self._available.notify()
-            raise
-
-    def _release(self, function: FunctionName, handler: Handler) -> None:
-        with self._available:
-            self._pools[function].idle.append(handler)
-            self._available.notify()
-
-    def invoke(self, function: FunctionName, event: dict[str, Any], *, request_id: str | None = None) -> Any:
-        """Run the function's lambda_handler on `event` in a warm container (or a new one) and return its result."""
-        handler = self._acquire(function)
-        context = LocalLambdaContext(
-            names.service_name(function),
-            region=self._region,
-            account_id=self._account_id,
-            memory_limit_in_mb=self._memory_mb,
-            timeout_seconds=self._timeout_seconds,
-            request_id=request_id,
-        )
-        started = time.perf_counter()
-        try:
-            with running_function():
-                return handler(event, context)
-        finally:
-            self._release(function, handler)
-            elapsed = _ms_since(started)
-            if elapsed > self._timeout_seconds * 1000:
-                log.warning("%s ran %.0f ms: it would have timed out in AWS", function.value, elapsed)
-
 
 @contextmanager
 def _temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
+    # Isolation.THREAD only: the variables exist while the module is imported, for every thread of the process.
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -580,13 +718,22 @@ class LocalApiGateway:
         account_id: str = LOCAL_ACCOUNT_ID,
         api_id: str = LOCAL_API_ID,
         stage: str = LOCAL_STAGE,
+        queue_seconds: float = DEFAULT_QUEUE_SECONDS,
+        authorizer_cache_seconds: float = AUTHORIZER_CACHE_SECONDS,
     ) -> None:
+        """queue_seconds: how long a request waits for a busy function's container before its 429;
+        authorizer_cache_seconds: how long an authorizer's answer is reused for the same token (0: never)."""
         self.functions = functions
         self.routes = tuple(routes)
+        self.queue_seconds = queue_seconds
         self._region = region
         self._account_id = account_id
         self._api_id = api_id
         self._stage = stage
+        self._authorizer_cache_seconds = authorizer_cache_seconds
+        # Authorization header -> (monotonic expiry, the authorizer's answer), oldest first.
+        self._authorizer_cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._authorizer_cache_lock = threading.Lock()
 
     def body_limit(self, path: str) -> int:
         """Largest body accepted on `path` (see body_limit)."""
@@ -639,12 +786,14 @@ class LocalApiGateway:
         )
         function = match.route.function
         try:
-            result = self.functions.invoke(function, event, request_id=request_id)
+            result = self.functions.invoke(function, event, request_id=request_id, queue_seconds=self.queue_seconds)
+        except ConcurrencyLimitReached as exc:
+            raise _throttled(exc) from None
         except FunctionNotDeployed as exc:
             log.error("%s: %s", function.value, exc)
             raise GatewayRefusal(502, "function_not_deployed", str(exc)) from None
-        except Exception:
-            log.exception("%s raised", function.value)
+        except Exception as exc:
+            _log_function_error(function, exc)
             raise GatewayRefusal(502, "function_error", f"the {function.value} function raised an error") from None
         try:
             return response_from_proxy_result(result)
@@ -653,7 +802,11 @@ class LocalApiGateway:
             raise GatewayRefusal(502, "malformed_function_response", str(exc)) from None
 
     def _authorize(self, request: HttpRequest) -> dict[str, Any]:
-        """requestContext.authorizer for an allowed call; GatewayRefusal (401, 403, 500) otherwise."""
+        """requestContext.authorizer for an allowed call; GatewayRefusal (401, 403, 429, 500) otherwise.
+
+        The answer for a token is reused for AUTHORIZER_CACHE_SECONDS, as API Gateway caches it: its policy is
+        checked against each call's own methodArn.
+        """
         if not request.header("Authorization"):
             raise _unauthenticated()
         arn = method_arn(
@@ -665,20 +818,12 @@ class LocalApiGateway:
             stage=self._stage,
         )
         started = time.perf_counter()
-        try:
-            answer = self.functions.invoke(FunctionName.AUTHORIZER, token_authorizer_event(request, arn))
-        except FunctionNotDeployed as exc:
-            log.error("authorizer: %s", exc)
-            raise GatewayRefusal(500, "authorizer_failed", str(exc)) from None
-        except Exception as exc:
-            if str(exc) == "Unauthorized":
-                raise _unauthenticated() from None
-            log.exception("authorizer raised")
-            raise GatewayRefusal(500, "authorizer_failed", "the authorizer raised an error") from None
+        token = request.header("Authorization") or ""
+        answer = self._cached_authorization(token)
+        if answer is None:
+            answer = self._invoke_authorizer(request, arn)
+            self._cache_authorization(token, answer)
         latency = int(_ms_since(started))
-        if not isinstance(answer, dict) or not isinstance(answer.get("policyDocument"), dict):
-            log.error("authorizer returned no policy document: %r", answer)
-            raise GatewayRefusal(500, "authorizer_failed", "the authorizer returned no policy")
         if not policy_allows(answer["policyDocument"], arn):
             raise GatewayRefusal(403, "forbidden", "the authorizer does not allow this call")
         context = answer.get("context") or {}
@@ -688,6 +833,63 @@ class LocalApiGateway:
             log.error("authorizer context values must be strings, numbers or booleans: %r", context)
             raise GatewayRefusal(500, "authorizer_failed", "the authorizer returned an invalid context")
         return {**context, "principalId": answer.get("principalId"), "integrationLatency": latency}
+
+    def _invoke_authorizer(self, request: HttpRequest, arn: str) -> dict[str, Any]:
+        """The authorizer's answer (it has a policy document); GatewayRefusal (401, 429, 500) otherwise."""
+        try:
+            answer = self.functions.invoke(
+                FunctionName.AUTHORIZER, token_authorizer_event(request, arn), queue_seconds=self.queue_seconds
+            )
+        except ConcurrencyLimitReached as exc:
+            raise _throttled(exc) from None
+        except FunctionNotDeployed as exc:
+            log.error("authorizer: %s", exc)
+            raise GatewayRefusal(500, "authorizer_failed", str(exc)) from None
+        except Exception as exc:
+            if str(exc) == "Unauthorized":
+                raise _unauthenticated() from None
+            _log_function_error(FunctionName.AUTHORIZER, exc)
+            raise GatewayRefusal(500, "authorizer_failed", "the authorizer raised an error") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("policyDocument"), dict):
+            log.error("authorizer returned no policy document: %r", answer)
+            raise GatewayRefusal(500, "authorizer_failed", "the authorizer returned no policy")
+        return answer
+
+    def _cached_authorization(self, token: str) -> dict[str, Any] | None:
+        """The authorizer's answer for this token while API Gateway would still have it cached."""
+        with self._authorizer_cache_lock:
+            cached = self._authorizer_cache.get(token)
+            if cached is None:
+                return None
+            expires, answer = cached
+            if time.monotonic() < expires:
+                return answer
+            del self._authorizer_cache[token]
+            return None
+
+    def _cache_authorization(self, token: str, answer: dict[str, Any]) -> None:
+        # Only a policy is cached, as in API Gateway: an `Unauthorized` token is sent to the authorizer every time.
+        if self._authorizer_cache_seconds <= 0:
+            return
+        with self._authorizer_cache_lock:
+            self._authorizer_cache[token] = (time.monotonic() + self._authorizer_cache_seconds, answer)
+            self._authorizer_cache.move_to_end(token)
+            while len(self._authorizer_cache) > AUTHORIZER_CACHE_ENTRIES:
+                self._authorizer_cache.popitem(last=False)
+
+
+def _throttled(exc: ConcurrencyLimitReached) -> GatewayRefusal:
+    log.warning("throttled: %s", exc)
+    # The code and detail of the deployed API's THROTTLED gateway response (infra/api.py).
+    return GatewayRefusal(429, "throttled", "too many requests; retry with backoff", (("Retry-After", "1"),))
+
+
+def _log_function_error(function: FunctionName, error: Exception) -> None:
+    if isinstance(error, FunctionError):
+        # Its traceback is the container's, already in the function's log; here, what the gateway saw.
+        log.error("%s raised %s: %s", function.value, error.error_type, error)
+    else:
+        log.exception("%s raised", function.value)
 
 
 # --- HTTP server ------------------------------------------------------------------------------------------------

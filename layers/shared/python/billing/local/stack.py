@@ -6,8 +6,10 @@
 
 Every AWS resource the functions use is created in moto under its name from billing.resource_names, and the
 environment variables the CDK app sets in AWS are set here in os.environ, so the real handlers run unchanged.
-The environment is restored when the stack stops. While it runs, warnings raised by function code go to the
-functions' output (stdout) with their logs, not to the terminal's stderr.
+The environment is restored when the stack stops. The functions run in containers of their own (processes, see
+billing.local.containers), each with the environment it was started with and at most the dev stage's reserved
+concurrency of them per function (cdk.json); what they write, warnings included, is the functions' output (this
+process's stdout), not the terminal's stderr.
 """
 
 from __future__ import annotations
@@ -35,16 +37,10 @@ from billing.db.connection_provider import role_url_variable
 from billing.db.migrations import apply_migrations
 from billing.db.roles import RUNTIME_ROLES, login_url
 from billing.instruments.fingerprints import fingerprint_secret_value
-from billing.local.api_gateway import (
-    FUNCTIONS_DIR,
-    LOCAL_ACCOUNT_ID,
-    LOCAL_REGION,
-    LocalApiGateway,
-    LocalFunctions,
-    LocalHttpServer,
-)
+from billing.local.api_gateway import FUNCTIONS_DIR, LocalApiGateway, LocalFunctions, LocalHttpServer
+from billing.local.containers import LOCAL_ACCOUNT_ID, LOCAL_REGION
 from billing.local.event_sources import SqsEventSource
-from billing.local.lambda_loader import function_warnings_to_function_output
+from billing.paths import REPO_ROOT
 from billing.providers.directory import (
     ENV_STRIPE_API_BASE,
     ENV_STRIPE_SECRET_ID,
@@ -72,6 +68,9 @@ LOCAL_TUNING: Final = {
     names.ENV_RETRY_BACKOFF_CAP_SECONDS: "4",
     names.ENV_RECONCILE_PENDING_AFTER_SECONDS: "0",
 }
+# The stage whose reserved concurrency the local functions get (cdk.json), so local load meets the same caps.
+LOCAL_CONCURRENCY_STAGE: Final = "dev"
+CDK_JSON: Final = REPO_ROOT / "cdk.json"
 # Local only: a queue subscribed to every billing event on the bus, so the demo and tests can see what was published.
 EVENTS_TAP_QUEUE_NAME: Final = "billing-events-tap"
 EVENTS_TAP_RULE_NAME: Final = "billing-events-tap"
@@ -222,6 +221,18 @@ def _port_from_env(variable: str, default: int) -> int:
     return port
 
 
+def stage_concurrency(stage: str = LOCAL_CONCURRENCY_STAGE, cdk_json: Path = CDK_JSON) -> dict[FunctionName, int]:
+    """The stage's reservedConcurrency per function, from cdk.json (the CDK app's own source): what caps a
+    function's containers locally, and with them its database connections, as it caps them in AWS."""
+    try:
+        stages = json.loads(cdk_json.read_text())["context"]["stages"]
+    except (OSError, KeyError, ValueError):
+        return {}  # not a checkout: every function gets the default limit
+    reserved = stages.get(stage, {}).get("reservedConcurrency", {})
+    known = {function.value for function in FunctionName}
+    return {FunctionName(name): int(limit) for name, limit in reserved.items() if name in known}
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Readable stack and request lines on stderr (handlers keep logging Powertools JSON to stdout)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -280,7 +291,6 @@ class LocalStack:
             raise RuntimeError("the local stack is already running")
         started = time.perf_counter()
         try:
-            self._exit.enter_context(function_warnings_to_function_output())
             self._bind_http()
             self._set_environment(
                 {**_DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region},
@@ -384,8 +394,13 @@ class LocalStack:
     def _bind_http(self) -> None:
         # Bound first, so a port already in use fails in milliseconds, before the database and moto start.
         # Connections queue in the listen backlog until _serve_http() starts answering them.
-        self._functions = LocalFunctions(self._functions_dir, region=self.region, account_id=self.account_id)
-        gateway = LocalApiGateway(self._functions, region=self.region, account_id=self.account_id)
+        functions = LocalFunctions(
+            self._functions_dir, region=self.region, account_id=self.account_id, concurrency=stage_concurrency()
+        )
+        self._exit.callback(functions.close)
+        functions.warm_up()  # the containers' zygote imports its libraries while the database and moto start
+        self._functions = functions
+        gateway = LocalApiGateway(functions, region=self.region, account_id=self.account_id)
         server = LocalHttpServer(gateway, self.host, self.port)
         self._server = server
         self._exit.callback(server.server_close)

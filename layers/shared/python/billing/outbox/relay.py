@@ -44,6 +44,9 @@ the relay that still holds the row's lease.
 A row that failed max_attempts times (failed_attempts) is parked: no longer claimed (so an oversized or otherwise
 unpublishable event is not retried forever) and, by rule 1, still holding back its execution's later events. The
 run reports parked rows so an operator can act (docs/events.md).
+
+A run that drained the outbox then archives what was published more than a day ago (billing.outbox.archive), as
+long as its time budget lasts: the live table keeps only what the relay still works on and the last day.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ from uuid import UUID, uuid4
 from psycopg import pq
 
 from billing.db.connection import Connection
+from billing.db.planner import walk_in_index_order
 from billing.db.tenancy import system_transaction
 from billing.domain.backoff import BackoffPolicy
+from billing.outbox.archive import DEFAULT_ARCHIVE_AFTER, archive_while
 from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_chunk, retried_last, too_large
 from billing.outbox.events import OutboundEvent, event_from_outbox_row
 from billing.outbox.ports import EventPublisher, PublishUnavailable
@@ -191,6 +196,8 @@ class RelayReport:
     parked: int
     oldest_unpublished_age_seconds: float | None
     stop_reason: StopReason
+    # Published rows this run moved to the archive (only a drained run archives).
+    archived: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,10 +243,12 @@ class OutboxRelay:
         lease_duration: timedelta = DEFAULT_LEASE_DURATION,
         clock: Clock = lambda: datetime.now(UTC),
         idle_in_transaction_timeout: timedelta | None = None,
+        archive_after: timedelta | None = DEFAULT_ARCHIVE_AFTER,
     ) -> None:
         """`idle_in_transaction_timeout` bounds the idle time inside the relay's own transactions (None keeps the
         10 s every scope sets). Nothing waits inside them, so a tight bound costs nothing; tests set one far below
-        a slow PutEvents call to prove that no call happens inside a transaction."""
+        a slow PutEvents call to prove that no call happens inside a transaction. `archive_after`: how long a
+        published row stays in the live outbox before a drained run archives it (None: never)."""
         if batch_size < 1 or max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be positive")
         if lease_duration <= timedelta(0):
@@ -251,6 +260,7 @@ class OutboxRelay:
         self._retry_backoff = retry_backoff
         self._lease_duration = lease_duration
         self._clock = clock
+        self._archive_after = archive_after
         self._idle_limit_ms = (
             None
             if idle_in_transaction_timeout is None
@@ -269,6 +279,9 @@ class OutboxRelay:
                 break
             if not self._batch(state):
                 state.stop_reason = StopReason.DRAINED
+        archived = 0
+        if state.stop_reason is StopReason.DRAINED and self._archive_after is not None:
+            archived = archive_while(self._conn, lambda: time_budget() > 0, older_than=self._archive_after)
         with self._transaction():
             backlog = self._conn.execute(_BACKLOG, {"max_attempts": self._max_attempts}).fetchone()
         assert backlog is not None, "an aggregate without group by returns one row"
@@ -285,6 +298,7 @@ class OutboxRelay:
                 None if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
             ),
             stop_reason=state.stop_reason,
+            archived=archived,
         )
 
     def _batch(self, state: _Run) -> bool:
@@ -339,6 +353,8 @@ class OutboxRelay:
         """Phase 1: lock and lease a batch, and commit, so that nothing stays locked while the bus is called."""
         now = self._clock()
         with self._transaction():
+            # Read billing_outbox_claim_order in its order and stop at the batch, however long the backlog.
+            walk_in_index_order(self._conn)
             return self._conn.execute(
                 _CLAIM,
                 {

@@ -8,6 +8,7 @@ already processed the original drop it. Only published rows are replayed: unpubl
 sending one ahead of it could put it on the bus before an earlier event of its execution. Copies go out in outbox
 id order under the relay's chunking rules (one event per execution per call); once a copy fails, its execution's
 later copies are skipped. Reads only: the rows' published_at, publish_attempts and last_error stay as they are.
+Rows the relay has archived (billing.outbox.archive) are replayed from the archive, the same way.
 Every replay (dry runs too) is an operator action in the audit trail (PCI DSS 10.2.1.2): what was asked, by whom,
 and how it ended.
 """
@@ -38,6 +39,12 @@ from billing.outbox.ports import EventPublisher, PublishUnavailable
 
 # Rows read per query: bounded memory for a replay of a long time range.
 _PAGE_SIZE = 500
+# Published rows live in the outbox for a day, then in its archive (billing.outbox.archive): a row is in exactly one
+# of the two, moved in one statement, so a page's snapshot finds it once. Ids stay unique across both.
+_COLUMNS = "tenant_id, id, event_id, aggregate_id, event_type, payload, occurred_at, published_at"
+_PUBLISHED = (
+    f"select {_COLUMNS} from billing.billing_outbox union all select {_COLUMNS} from billing.billing_outbox_archive"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +157,9 @@ def _replay(
         conditions.append(sql.SQL("occurred_at >= %(since)s"))
     if until is not None:
         conditions.append(sql.SQL("occurred_at < %(until)s"))
-    query = sql.SQL(
-        "select tenant_id, id, event_id, aggregate_id, event_type, payload, occurred_at"
-        " from billing.billing_outbox where {} order by id limit %(limit)s"
-    ).format(sql.SQL(" and ").join(conditions))
+    query = sql.SQL("select * from ({}) o where {} order by id limit %(limit)s").format(
+        sql.SQL(_PUBLISHED), sql.SQL(" and ").join(conditions)
+    )
     params: dict[str, Any] = {
         "execution_id": execution_id,
         "tenant_id": tenant_id,

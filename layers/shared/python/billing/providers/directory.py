@@ -21,7 +21,7 @@ from billing.providers.credentials import adyen_credentials, stripe_credentials
 from billing.providers.routing import ADYEN, STRIPE
 from billing.rails.adapters import SANDBOX
 from billing.rails.ports import PaymentProvider
-from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.rails.sandbox import KeptConnections, SandboxProvider
 from billing.resource_names import ENV_PROVIDER_CREDENTIAL_SECRET_IDS, ENV_PROVIDER_RETURN_URL
 
 ENV_STRIPE_SECRET_ID: Final = ENV_PROVIDER_CREDENTIAL_SECRET_IDS[STRIPE]
@@ -36,8 +36,9 @@ ENV_ADYEN_API_BASE: Final = "ADYEN_API_BASE"
 def configured_providers(role: DatabaseRole, environ: Mapping[str, str] | None = None) -> dict[str, PaymentProvider]:
     """The payment providers a function connecting as `role` can reach, by name (payment_provider)."""
     env = os.environ if environ is None else environ
-    # The sandbox is an external system: it gets its own connections, never the billing transaction.
-    connections = connections_to(database_url_from_environment(role=role))
+    # The sandbox is an external system: it gets its own connection, never the billing transaction; kept while the
+    # container is warm, as a provider's HTTP connection would be.
+    connections = KeptConnections(database_url_from_environment(role=role))
     tokens = ProviderTokenLookup(connections)
     providers: dict[str, PaymentProvider] = {SANDBOX: InstrumentTokenProvider(SandboxProvider(connections), tokens)}
     return_url = env.get(ENV_PROVIDER_RETURN_URL) or None

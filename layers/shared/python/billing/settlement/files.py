@@ -109,7 +109,7 @@ def parse_settlement_key(key: str) -> tuple[str, date] | None:
         return None
 
 
-class _RowError(ValueError):
+class SettlementRowInvalid(ValueError):
     """One field of one row is wrong; the message names the field."""
 
 
@@ -146,8 +146,10 @@ def parse_settlement_file(content: bytes, *, provider: str, day: date, source: s
             line_number = previous_end + 1
             previous_end = reader.line_num
             try:
-                lines.append(_parse_row(row, width, provider=provider, day=day, source=source, line=line_number))
-            except _RowError as exc:
+                lines.append(
+                    parse_settlement_row(row, width, provider=provider, day=day, source=source, line=line_number)
+                )
+            except SettlementRowInvalid as exc:
                 errors.append(FileError(source, line_number, str(exc)))
     except csv.Error as exc:
         # Broken quoting: the reader cannot tell where rows end, so nothing after this point can be trusted.
@@ -165,28 +167,37 @@ def _check_header(header: Sequence[str]) -> bool | None:
     return None
 
 
-def _parse_row(row: Sequence[str], width: int, *, provider: str, day: date, source: str, line: int) -> SettlementLine:
+def parse_settlement_row(
+    row: Sequence[str], width: int, *, provider: str, day: date | None, source: str, line: int
+) -> SettlementLine:
+    """One data row of the format (`width` 5 or 6 fields); SettlementRowInvalid naming the field at fault.
+
+    `day` is the file's day, which settled_at must fall on (UTC); None when the file's name carries no day (a file
+    handed to the CLI), and the line's own UTC day is taken.
+    """
     if not row:
-        raise _RowError("blank line")
+        raise SettlementRowInvalid("blank line")
     if len(row) != width:
-        raise _RowError(f"expected {width} fields, found {len(row)}")
+        raise SettlementRowInvalid(f"expected {width} fields, found {len(row)}")
     reference, amount_text, currency, status_text, settled_text = row[:5]
     fee_text = row[5] if width == len(HEADER) else ""
     if _REFERENCE.fullmatch(reference) is None:
-        raise _RowError(f"provider_reference {reference[:_SHOWN]!r} is not 1-128 of [A-Za-z0-9_.:-]")
+        raise SettlementRowInvalid(f"provider_reference {reference[:_SHOWN]!r} is not 1-128 of [A-Za-z0-9_.:-]")
     amount = _minor_units("amount", amount_text)
     if amount == 0:
-        raise _RowError("amount must be positive")
+        raise SettlementRowInvalid("amount must be positive")
     if not is_known_currency(currency):
-        raise _RowError(f"currency {currency[:_SHOWN]!r} is not an ISO 4217 code in upper case")
+        raise SettlementRowInvalid(f"currency {currency[:_SHOWN]!r} is not an ISO 4217 code in upper case")
     try:
         status = SettlementStatus(status_text)
     except ValueError:
         allowed = "/".join(SettlementStatus)
-        raise _RowError(f"status {status_text[:_SHOWN]!r} is not one of {allowed}") from None
+        raise SettlementRowInvalid(f"status {status_text[:_SHOWN]!r} is not one of {allowed}") from None
     settled_at = _timestamp(settled_text)
-    if settled_at.astimezone(UTC).date() != day:
-        raise _RowError(f"settled_at {settled_text} is not on the file's day {day.isoformat()} (UTC)")
+    if day is None:
+        day = settled_at.astimezone(UTC).date()
+    elif settled_at.astimezone(UTC).date() != day:
+        raise SettlementRowInvalid(f"settled_at {settled_text} is not on the file's day {day.isoformat()} (UTC)")
     fee = _minor_units("fee", fee_text) if fee_text != "" else None
     return SettlementLine(
         provider=provider,
@@ -204,10 +215,12 @@ def _parse_row(row: Sequence[str], width: int, *, provider: str, day: date, sour
 
 def _minor_units(field: str, text: str) -> int:
     if _MINOR_UNITS.fullmatch(text) is None:
-        raise _RowError(f"{field} {text[:_SHOWN]!r} is not an integer of minor units (digits only, e.g. 1999)")
+        raise SettlementRowInvalid(
+            f"{field} {text[:_SHOWN]!r} is not an integer of minor units (digits only, e.g. 1999)"
+        )
     value = int(text)
     if value > MAX_AMOUNT_MINOR:
-        raise _RowError(f"{field} {text[:_SHOWN]} exceeds {MAX_AMOUNT_MINOR}")
+        raise SettlementRowInvalid(f"{field} {text[:_SHOWN]} exceeds {MAX_AMOUNT_MINOR}")
     return value
 
 
@@ -215,10 +228,10 @@ def _timestamp(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise _RowError(f"settled_at {text[:_SHOWN]!r} is not an ISO 8601 timestamp") from None
+        raise SettlementRowInvalid(f"settled_at {text[:_SHOWN]!r} is not an ISO 8601 timestamp") from None
     if value.tzinfo is None:
         # A time without an offset is ambiguous by up to a day: it could land the item in the wrong report.
-        raise _RowError(f"settled_at {text[:_SHOWN]!r} has no UTC offset (write e.g. 2026-04-10T09:15:00Z)")
+        raise SettlementRowInvalid(f"settled_at {text[:_SHOWN]!r} has no UTC offset (write e.g. 2026-04-10T09:15:00Z)")
     return value
 
 

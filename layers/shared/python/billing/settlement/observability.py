@@ -1,99 +1,113 @@
 """Flags what a settlement report found: one metric per discrepancy class on every run, a log line per class found.
 
-Metrics are emitted with zero too, so an alarm on a class sees "none today" instead of missing data. Log lines carry
-a bounded sample of the items; the report in the reports bucket holds them all.
+Metrics are emitted with zero too, so an alarm on a class sees "none today" instead of missing data; the payout
+alarm (infra/stacks/data.py) watches SettlementDiscrepancy_payout_mismatch. Log lines carry a bounded sample of
+the items; the report in the reports bucket and the database hold them all.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from billing.observability import logger, metrics
-from billing.settlement.files import FileError
-from billing.settlement.matching import Classified, MatchClass
-from billing.settlement.period import SettlementPeriod
-from billing.settlement.report import ReportKeys, SettlementReport
+from billing.settlement.outcome import DISCREPANCY_CLASSES, Discrepancy, DiscrepancyClass, ReportSummary
+from billing.settlement.report import ReportKeys
 
 # Items quoted per log line: enough to start investigating, small enough for one CloudWatch event (256 KB).
 LOG_SAMPLE: Final = 20
+METRIC_PREFIX: Final = "SettlementDiscrepancy_"
+PAYOUT_MISMATCH_METRIC: Final = METRIC_PREFIX + DiscrepancyClass.PAYOUT_MISMATCH.value
+
+
+def discrepancy_metric(discrepancy_class: DiscrepancyClass) -> str:
+    return METRIC_PREFIX + discrepancy_class.value
 
 
 class PowertoolsSettlementObserver:
     """Implements SettlementObserver with the functions' shared Powertools logger and metrics."""
 
-    def discrepancies(self, period: SettlementPeriod, match_class: MatchClass, items: Sequence[Classified]) -> None:
-        metrics.add_metric(name=f"SettlementDiscrepancy_{match_class.value}", unit=MetricUnit.Count, value=len(items))
-        if not items:
-            return
-        amounts: Counter[str] = Counter()
-        for item in items:
-            money = item.line or item.record
-            if money is not None:
-                amounts[money.currency] += money.amount
-        logger.warning(
-            "billing.settlement.discrepancy",
-            extra={
-                "event": "billing.settlement.discrepancy",
-                **_period(period),
-                "class": match_class.value,
-                "count": len(items),
-                # Minor units per currency of the items in this class (provider's figure where it has one).
-                "amounts": dict(sorted(amounts.items())),
-                "sample": [_sample(item) for item in items[:LOG_SAMPLE]],
-            },
+    def report_finished(
+        self,
+        summary: ReportSummary,
+        keys: ReportKeys,
+        samples: Mapping[DiscrepancyClass, Sequence[Discrepancy]],
+        amounts: Mapping[DiscrepancyClass, Mapping[str, int]],
+        *,
+        created: bool,
+    ) -> None:
+        where = _where(summary)
+        for klass in DISCREPANCY_CLASSES:
+            count = summary.counts.get(klass, 0)
+            metrics.add_metric(name=discrepancy_metric(klass), unit=MetricUnit.Count, value=count)
+            if not count:
+                continue
+            logger.warning(
+                "billing.settlement.discrepancy",
+                extra={
+                    "event": "billing.settlement.discrepancy",
+                    **where,
+                    "class": klass.value,
+                    "count": count,
+                    # Minor units per currency of the items in this class (the provider's figure where it has one).
+                    "amounts": dict(sorted(amounts.get(klass, {}).items())),
+                    "sample": [_sample(d) for d in samples.get(klass, ())[:LOG_SAMPLE]],
+                },
+            )
+        metrics.add_metric(
+            name="SettlementMatched", unit=MetricUnit.Count, value=summary.counts.get(DiscrepancyClass.MATCHED, 0)
         )
-
-    def file_problems(self, period: SettlementPeriod, errors: Sequence[FileError], missing: Sequence[str]) -> None:
-        metrics.add_metric(name="SettlementFileErrors", unit=MetricUnit.Count, value=len(errors))
-        metrics.add_metric(name="SettlementFilesMissing", unit=MetricUnit.Count, value=len(missing))
-        if errors:
+        metrics.add_metric(name="SettlementFileErrors", unit=MetricUnit.Count, value=len(summary.file_errors))
+        metrics.add_metric(name="SettlementLineErrors", unit=MetricUnit.Count, value=summary.line_error_count)
+        metrics.add_metric(name="SettlementFilesMissing", unit=MetricUnit.Count, value=len(summary.missing_files))
+        if summary.file_errors or summary.line_error_count:
             logger.error(
                 "billing.settlement.file_errors",
                 extra={
                     "event": "billing.settlement.file_errors",
-                    **_period(period),
-                    "count": len(errors),
-                    "sample": [error.as_dict() for error in errors[:LOG_SAMPLE]],
+                    **where,
+                    "file_errors": [dict(e) for e in summary.file_errors[:LOG_SAMPLE]],
+                    "line_errors": summary.line_error_count,
+                    "sample": [dict(e) for e in summary.line_errors[:LOG_SAMPLE]],
                 },
             )
-        if missing:
+        if summary.missing_files:
             logger.warning(
                 "billing.settlement.files_missing",
-                extra={"event": "billing.settlement.files_missing", **_period(period), "keys": list(missing)},
+                extra={"event": "billing.settlement.files_missing", **where, "keys": list(summary.missing_files)},
             )
-
-    def report_written(self, report: SettlementReport, keys: ReportKeys) -> None:
-        metrics.add_metric(
-            name="SettlementMatched", unit=MetricUnit.Count, value=report.counts.get(MatchClass.MATCHED, 0)
-        )
         logger.info(
             "billing.settlement.report",
             extra={
                 "event": "billing.settlement.report",
-                **report.summary(),
-                "report_json": keys.json,
-                "report_csv": keys.csv,
+                **where,
+                "report_id": str(summary.report_id),
+                # Not "created": a LogRecord attribute. False: a re-run of the same files, saved before.
+                "new_report": created,
+                "discrepancies": summary.discrepancy_count,
+                "payouts_balance": summary.payouts_balance,
+                "counts": {c.value: n for c, n in summary.counts.items()},
+                "report_keys": keys.as_dict(),
             },
         )
 
 
-def _period(period: SettlementPeriod) -> dict[str, str]:
-    return {"period": period.kind.value, "start": period.start.isoformat(), "end": period.end.isoformat()}
-
-
-def _sample(item: Classified) -> dict[str, Any]:
-    sample: dict[str, Any] = {
-        "provider": item.provider,
-        "provider_reference": item.provider_reference,
-        "detail": item.detail,
+def _where(summary: ReportSummary) -> dict[str, str]:
+    return {
+        "provider": summary.provider,
+        "start": summary.period_start.isoformat(),
+        "end": summary.period_end.isoformat(),
     }
-    if item.line is not None:
-        sample["file"] = f"{item.line.source}:{item.line.line_number}"
-    if item.record is not None:
-        sample["tenant_id"] = str(item.record.tenant_id)
-        sample["execution_id"] = str(item.record.execution_id)
-    return sample
+
+
+def _sample(d: Discrepancy) -> dict[str, object]:
+    return {
+        "id": str(d.id),
+        "provider_reference": d.provider_reference,
+        "file": None if d.source is None else f"{d.source}:{d.line_number}",
+        "tenant_id": None if d.tenant_id is None else str(d.tenant_id),
+        "execution_id": None if d.execution_id is None else str(d.execution_id),
+        "detail": d.detail,
+    }

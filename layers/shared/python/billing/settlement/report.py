@@ -1,9 +1,16 @@
-"""The settlement reconciliation report: what was read, how every item was classified, and the money on both sides.
+"""Where a settlement report is written and how it is rendered as JSON and CSV, streamed (the HTML: html_report).
 
-Rendered twice under `reports/<period>/<start>_<end>.{json,csv}` (end exclusive): the JSON holds everything (files,
-file errors, counts per class, totals per currency, discrepancies); the CSV is the discrepancy list alone, one row
-per item, for whoever works through it in a spreadsheet. Amounts are integers of minor units in both; the JSON adds
-a display form ("1.500 KWD", "1000 JPY") that is for reading only.
+One report per provider and period, under keys named by its id, so a report once written is never overwritten by
+another (the same files give the same id, and the same objects again):
+
+    reports/<daily|weekly>/<start>_<end>/<provider>/<report_id>.json|.csv|.html     (end exclusive)
+
+and one index per period, at the key the period's report has always had, naming the current report of each
+provider and where it is: reports/<daily|weekly>/<start>_<end>.json.
+
+The JSON holds the summary (outcome.ReportSummary.as_dict()) and every discrepancy, worst class first; the CSV is
+the discrepancy list alone, one row per item, for working through in a spreadsheet. Amounts are integers of minor
+units in both. Both are produced as a stream of byte chunks from the spooled discrepancies, never held whole.
 """
 
 from __future__ import annotations
@@ -11,339 +18,141 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Final, assert_never
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
 
-from billing.domain.money import Money, currency_exponent
-from billing.domain.status import ExecutionStatus
-from billing.settlement.files import FileError, ParsedFile, SettlementStatus
-from billing.settlement.matching import CLASS_ORDER, Classified, InternalRecord, MatchClass
+from billing.settlement.outcome import Discrepancy, ReportSummary
 from billing.settlement.period import SettlementPeriod
 
 REPORTS_PREFIX: Final = "reports/"
-REPORT_FORMAT_VERSION: Final = 1
+REPORT_FORMAT_VERSION: Final = 2
+JSON_CONTENT_TYPE: Final = "application/json"
+CSV_CONTENT_TYPE: Final = "text/csv; charset=utf-8"
+HTML_CONTENT_TYPE: Final = "text/html; charset=utf-8"
 CSV_COLUMNS: Final = (
+    "id",
     "class",
     "also",
-    "provider",
+    "source",
+    "line",
     "provider_reference",
-    "file_key",
-    "file_line",
-    "provider_status",
-    "provider_amount",
-    "provider_currency",
-    "provider_fee",
-    "settled_at",
+    "record_kind",
+    "batch",
+    "payment_method",
     "tenant_id",
     "execution_id",
-    "execution_status",
-    "execution_amount",
-    "execution_currency",
-    "execution_reversed",
-    "execution_finished_at",
+    "expected_amount",
+    "expected_currency",
+    "reported_amount",
+    "reported_currency",
     "detail",
 )
+# Rows per CSV chunk and discrepancies per JSON chunk: a few hundred KB per write.
+_ROWS_PER_CHUNK: Final = 2000
+# A spreadsheet runs a cell that starts with one of these as a formula; text from a provider's file must not be.
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def period_stem(period: SettlementPeriod) -> str:
+    return f"{REPORTS_PREFIX}{period.kind.value}/{period.start.isoformat()}_{period.end.isoformat()}"
+
+
+def period_index_key(period: SettlementPeriod) -> str:
+    """The period's index: which report is current for each provider (the key the period's report always had)."""
+    return f"{period_stem(period)}.json"
 
 
 @dataclass(frozen=True, slots=True)
 class ReportKeys:
-    """Where a period's report is written; the same period always gets the same keys, so a re-run overwrites."""
+    """Where one report's renderings are; the same report id always gets the same keys."""
 
     json: str
     csv: str
+    html: str
 
     @classmethod
-    def for_period(cls, period: SettlementPeriod) -> ReportKeys:
-        stem = f"{REPORTS_PREFIX}{period.kind.value}/{period.start.isoformat()}_{period.end.isoformat()}"
-        return cls(json=f"{stem}.json", csv=f"{stem}.csv")
+    def for_report(cls, period: SettlementPeriod, provider: str, report_id: UUID) -> ReportKeys:
+        stem = f"{period_stem(period)}/{provider}/{report_id}"
+        return cls(json=f"{stem}.json", csv=f"{stem}.csv", html=f"{stem}.html")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"json": self.json, "csv": self.csv, "html": self.html}
 
 
-@dataclass(frozen=True, slots=True)
-class FileSummary:
-    key: str
-    provider: str
-    day: str
-    lines: int
-    errors: int
+def report_document_head(summary: ReportSummary) -> dict[str, Any]:
+    return {"report": "settlement_reconciliation", "format_version": REPORT_FORMAT_VERSION, **summary.as_dict()}
 
 
-@dataclass(frozen=True, slots=True)
-class CurrencyTotals:
-    """Sums in minor units of one currency: the provider's files and our executions finished in the period."""
-
-    currency: str
-    provider_paid: int = 0
-    provider_failed: int = 0
-    provider_refunded: int = 0
-    provider_chargeback: int = 0
-    provider_fees: int = 0
-    internal_completed: int = 0
-    internal_failed: int = 0
-    # Lines classified matched: the part of the provider's figures that agrees with ours item by item.
-    matched: int = 0
-
-    @property
-    def provider_net(self) -> int:
-        """What the provider pays out for the period: settled payments less money returned and its fees."""
-        return self.provider_paid - self.provider_refunded - self.provider_chargeback - self.provider_fees
-
-    @property
-    def paid_difference(self) -> int:
-        """Provider-paid minus our completed: zero when both sides agree in aggregate."""
-        return self.provider_paid - self.internal_completed
-
-    def as_dict(self) -> dict[str, Any]:
-        def money(amount: int) -> dict[str, Any]:
-            return {"amount": amount, "display": Money(amount, self.currency).format()}
-
-        return {
-            "currency": self.currency,
-            "exponent": currency_exponent(self.currency),
-            "provider": {
-                "paid": money(self.provider_paid),
-                "failed": money(self.provider_failed),
-                "refunded": money(self.provider_refunded),
-                "chargeback": money(self.provider_chargeback),
-                "fees": money(self.provider_fees),
-                "net": money(self.provider_net),
-            },
-            "internal": {"completed": money(self.internal_completed), "failed": money(self.internal_failed)},
-            "matched": money(self.matched),
-            "paid_difference": money(self.paid_difference),
-        }
+def json_chunks(
+    summary: ReportSummary, discrepancies: Iterable[Discrepancy], *, extra: Mapping[str, Any] | None = None
+) -> Iterator[bytes]:
+    """{"report": ..., <summary>, <extra>, "discrepancies": [...]} as UTF-8 chunks, one discrepancy per line."""
+    head = json.dumps({**report_document_head(summary), **(extra or {})}, ensure_ascii=False, indent=1)
+    # The head is a non-empty object: drop its closing brace and continue it with the list.
+    yield (head[: head.rindex("}")].rstrip() + ',\n "discrepancies": [').encode()
+    separator = "\n  "
+    batch: list[str] = []
+    for discrepancy in discrepancies:
+        batch.append(separator + json.dumps(discrepancy.as_dict(), ensure_ascii=False))
+        separator = ",\n  "
+        if len(batch) >= _ROWS_PER_CHUNK:
+            yield "".join(batch).encode()
+            batch = []
+    batch.append("\n ]\n}\n")
+    yield "".join(batch).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class SettlementReport:
-    """One period's reconciliation."""
-
-    period: SettlementPeriod
-    generated_at: datetime
-    files: tuple[FileSummary, ...]
-    missing_files: tuple[str, ...]
-    file_errors: tuple[FileError, ...]
-    items: tuple[Classified, ...]
-    totals: tuple[CurrencyTotals, ...]
-    counts: dict[MatchClass, int] = field(default_factory=dict)
-
-    @property
-    def discrepancies(self) -> list[Classified]:
-        return [item for item in self.items if item.is_discrepancy]
-
-    @property
-    def complete(self) -> bool:
-        """Every expected file was there and every row of it was read."""
-        return not self.missing_files and not self.file_errors
-
-    @property
-    def period_closed(self) -> bool:
-        """False for a report on a period still running (e.g. today): more items may settle."""
-        return self.period.end_at <= self.generated_at
-
-    def totals_for(self, currency: str) -> CurrencyTotals:
-        for totals in self.totals:
-            if totals.currency == currency:
-                return totals
-        return CurrencyTotals(currency)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            **self.period.as_dict(),
-            "complete": self.complete,
-            "period_closed": self.period_closed,
-            "files": len(self.files),
-            "missing_files": len(self.missing_files),
-            "file_errors": len(self.file_errors),
-            "discrepancies": len(self.discrepancies),
-            "counts": {c.value: self.counts.get(c, 0) for c in CLASS_ORDER},
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "report": "settlement_reconciliation",
-            "format_version": REPORT_FORMAT_VERSION,
-            "period": self.period.as_dict(),
-            "generated_at": _iso(self.generated_at),
-            "period_closed": self.period_closed,
-            "complete": self.complete,
-            "files": [
-                {"key": f.key, "provider": f.provider, "day": f.day, "lines": f.lines, "errors": f.errors}
-                for f in self.files
-            ],
-            "missing_files": list(self.missing_files),
-            "file_errors": [error.as_dict() for error in self.file_errors],
-            "counts": {c.value: self.counts.get(c, 0) for c in CLASS_ORDER},
-            "totals": [totals.as_dict() for totals in self.totals],
-            "discrepancies": [_discrepancy_dict(item) for item in self.discrepancies],
-        }
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.as_dict(), indent=2, ensure_ascii=False).encode() + b"\n"
-
-    def to_csv(self) -> bytes:
-        buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for item in self.discrepancies:
-            writer.writerow(_csv_row(item))
-        return buffer.getvalue().encode()
+def csv_chunks(discrepancies: Iterable[Discrepancy]) -> Iterator[bytes]:
+    """The CSV_COLUMNS header, then one row per discrepancy, as UTF-8 chunks."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for rows, discrepancy in enumerate(discrepancies, start=1):
+        writer.writerow(csv_row(discrepancy))
+        if rows % _ROWS_PER_CHUNK == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
 
 
-def build_report(
-    period: SettlementPeriod,
-    *,
-    files: Sequence[ParsedFile],
-    missing_files: Iterable[str],
-    records: Iterable[InternalRecord],
-    items: Iterable[Classified],
-    generated_at: datetime,
-    extra_errors: Iterable[FileError] = (),
-) -> SettlementReport:
-    """Assemble the report: order the items, count them per class and total both sides per currency."""
-    ordered = sorted(items, key=_item_order)
-    counts = Counter(item.match_class for item in ordered)
-    # currency -> CurrencyTotals field -> minor units; sums of ints, so exact whatever the currency's exponent.
-    sums: dict[str, Counter[str]] = {}
-
-    def add(currency: str, total: str, amount: int) -> None:
-        sums.setdefault(currency, Counter())[total] += amount
-
-    for parsed in files:
-        for line in parsed.lines:
-            add(line.currency, _provider_total(line.status), line.amount)
-            add(line.currency, "provider_fees", line.fee or 0)
-    for item in ordered:
-        if item.match_class is MatchClass.MATCHED and item.line is not None:
-            add(item.line.currency, "matched", item.line.amount)
-    unique = {(r.tenant_id, r.execution_id): r for r in records}
-    for record in unique.values():
-        if period.contains(record.finished_at):
-            total = _internal_total(record.status)
-            if total is not None:
-                add(record.currency, total, record.amount)
-    totals = {currency: CurrencyTotals(currency, **dict(values)) for currency, values in sums.items()}
-
-    return SettlementReport(
-        period=period,
-        generated_at=generated_at,
-        files=tuple(
-            FileSummary(f.source, f.provider, f.day.isoformat(), len(f.lines), len(f.errors))
-            for f in sorted(files, key=lambda f: (f.provider, f.day))
-        ),
-        missing_files=tuple(sorted(missing_files)),
-        file_errors=(*extra_errors, *(error for f in files for error in f.errors)),
-        items=tuple(ordered),
-        totals=tuple(totals[c] for c in sorted(totals)),
-        counts={c: counts.get(c, 0) for c in CLASS_ORDER},
-    )
-
-
-def _provider_total(status: SettlementStatus) -> str:
-    """Which of the provider's totals a settled item counts towards."""
-    match status:
-        case SettlementStatus.PAID:
-            return "provider_paid"
-        case SettlementStatus.FAILED:
-            return "provider_failed"
-        case SettlementStatus.REFUNDED:
-            return "provider_refunded"
-        case SettlementStatus.CHARGEBACK:
-            return "provider_chargeback"
-        case _:
-            assert_never(status)
-
-
-def _internal_total(status: ExecutionStatus) -> str | None:
-    """Which of our totals an execution finished in the period counts towards (only final outcomes do)."""
-    match status:
-        case ExecutionStatus.COMPLETED:
-            return "internal_completed"
-        case ExecutionStatus.FAILED:
-            return "internal_failed"
-        case ExecutionStatus.CANCELED | ExecutionStatus.CREATED | ExecutionStatus.PENDING | ExecutionStatus.PROCESSING:
-            # Canceled never reached the provider's books; the others are not finished.
-            return None
-        case _:
-            assert_never(status)
-
-
-def _item_order(item: Classified) -> tuple[int, str, str, str, int]:
-    line = item.line
+def csv_row(d: Discrepancy) -> tuple[str | int, ...]:
     return (
-        CLASS_ORDER.index(item.match_class),
-        item.provider,
-        item.provider_reference,
-        line.source if line is not None else "",
-        line.line_number if line is not None else 0,
+        str(d.id),
+        d.discrepancy_class.value,
+        " ".join(c.value for c in d.also),
+        _text(d.source),
+        "" if d.line_number is None else d.line_number,
+        _text(d.provider_reference),
+        d.record_kind or "",
+        _text(d.batch),
+        _text(d.payment_method),
+        "" if d.tenant_id is None else str(d.tenant_id),
+        "" if d.execution_id is None else str(d.execution_id),
+        "" if d.expected_amount is None else d.expected_amount,
+        d.expected_currency or "",
+        "" if d.reported_amount is None else d.reported_amount,
+        d.reported_currency or "",
+        _text(d.detail),
     )
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _discrepancy_dict(item: Classified) -> dict[str, Any]:
-    line, record, first = item.line, item.record, item.first_listed
-    return {
-        "class": item.match_class.value,
-        "also": [c.value for c in item.also],
-        "provider": item.provider,
-        "provider_reference": item.provider_reference,
-        "detail": item.detail,
-        "file": {"key": line.source, "line": line.line_number} if line is not None else None,
-        "first_listed": {"key": first.source, "line": first.line_number} if first is not None else None,
-        "provider_item": (
-            {
-                "status": line.status.value,
-                "amount": line.amount,
-                "currency": line.currency,
-                "fee": line.fee,
-                "settled_at": _iso(line.settled_at),
-            }
-            if line is not None
-            else None
-        ),
-        "execution": (
-            {
-                "tenant_id": str(record.tenant_id),
-                "execution_id": str(record.execution_id),
-                "status": record.status.value,
-                "amount": record.amount,
-                "currency": record.currency,
-                "reversed": record.reversed,
-                "finished_at": _iso(record.finished_at),
-            }
-            if record is not None
-            else None
-        ),
+def period_index(period: SettlementPeriod, generated_at: datetime, reports: Sequence[Mapping[str, Any]]) -> bytes:
+    """The period's index document: each provider's current report, its figures and its keys."""
+    document = {
+        "report": "settlement_reconciliation_index",
+        "format_version": REPORT_FORMAT_VERSION,
+        "period": period.as_dict(),
+        "generated_at": generated_at.isoformat(),
+        "reports": list(reports),
     }
+    return json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
 
 
-def _csv_row(item: Classified) -> tuple[str | int, ...]:
-    line, record = item.line, item.record
-    return (
-        item.match_class.value,
-        " ".join(c.value for c in item.also),
-        item.provider,
-        item.provider_reference,
-        line.source if line else "",
-        line.line_number if line else "",
-        line.status.value if line else "",
-        line.amount if line else "",
-        line.currency if line else "",
-        "" if line is None or line.fee is None else line.fee,
-        (_iso(line.settled_at) or "") if line else "",
-        str(record.tenant_id) if record else "",
-        str(record.execution_id) if record else "",
-        record.status.value if record else "",
-        record.amount if record else "",
-        record.currency if record else "",
-        ("true" if record.reversed else "false") if record else "",
-        (_iso(record.finished_at) or "") if record else "",
-        item.detail,
-    )
+def _text(value: str | None) -> str:
+    if not value:
+        return ""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing import resource_names as names
-from billing.db.connection_provider import ConnectionProvider
-from billing.db.roles import DatabaseRole
-from billing.instruments.fingerprints import FingerprintKeys, SecretsManagerFingerprintKeys
-from billing.providers.credentials import stripe_credentials
-from billing.providers.directory import ENV_STRIPE_API_BASE, ENV_STRIPE_SECRET_ID, ENV_STRIPE_SERVER_PROFILE
-from billing.vault.kms import KmsDataKeys
-from billing.vault.provisioning import ProviderTokenizer, SandboxCardTokenizer
-from billing.vault.service import VaultService
-from billing.vault.vault import CardVault
+
+# Only the settings are needed at cold start; the vault, KMS, the fingerprint keys and the database connection
+# (psycopg, cryptography, boto3) are imported by the method that first builds them.
+if TYPE_CHECKING:
+    from billing.db.connection_provider import ConnectionProvider
+    from billing.instruments.fingerprints import FingerprintKeys
+    from billing.vault.kms import KmsDataKeys
+    from billing.vault.provisioning import ProviderTokenizer
+    from billing.vault.service import VaultService
 
 
 class VaultSettings(BaseModel):
@@ -36,6 +36,18 @@ class VaultSettings(BaseModel):
 class VaultRuntime:
     """Everything the vault function needs, built once per Lambda container and reused while it is warm."""
 
+    # What the methods below import on first use (billing.aws.cold_start.preload loads them when init is paid ahead).
+    DEFERRED_MODULES: Final = (
+        "billing.db.connection_provider",
+        "billing.instruments.fingerprints",
+        "billing.providers.credentials",
+        "billing.providers.directory",
+        "billing.vault.kms",
+        "billing.vault.provisioning",
+        "billing.vault.service",
+        "billing.vault.vault",
+    )
+
     def __init__(
         self,
         settings: VaultSettings,
@@ -45,25 +57,43 @@ class VaultRuntime:
         fingerprint_keys: FingerprintKeys | None = None,
     ) -> None:
         self.settings = settings
-        self.connections = connections or ConnectionProvider(role=DatabaseRole.VAULT)
+        self._given_connections = connections
         self._kms_client = kms_client
         self._fingerprint_keys = fingerprint_keys
 
     @cached_property
+    def connections(self) -> ConnectionProvider:
+        from billing.db.connection_provider import ConnectionProvider
+        from billing.db.roles import DatabaseRole
+
+        return self._given_connections or ConnectionProvider(role=DatabaseRole.VAULT)
+
+    @cached_property
     def data_keys(self) -> KmsDataKeys:
+        from billing.vault.kms import KmsDataKeys
+
         return KmsDataKeys(self.settings.kms_key_id, self._kms_client)
 
     @cached_property
     def fingerprint_keys(self) -> FingerprintKeys:
+        from billing.instruments.fingerprints import SecretsManagerFingerprintKeys
+
         return self._fingerprint_keys or SecretsManagerFingerprintKeys(self.settings.fingerprint_secret_id)
 
     def instrument_service(self) -> VaultService:
+        from billing.vault.service import VaultService
+        from billing.vault.vault import CardVault
+
         conn = self.connections.get()
         return VaultService(conn, CardVault(conn, self.data_keys), self.fingerprint_keys, self.tokenizers)
 
     @cached_property
     def tokenizers(self) -> list[ProviderTokenizer]:
         """A token per configured card provider, so routing can charge a saved card through any of them."""
+        from billing.providers.credentials import stripe_credentials
+        from billing.providers.directory import ENV_STRIPE_API_BASE, ENV_STRIPE_SECRET_ID, ENV_STRIPE_SERVER_PROFILE
+        from billing.vault.provisioning import SandboxCardTokenizer
+
         tokenizers: list[ProviderTokenizer] = [SandboxCardTokenizer()]
         secret_id = os.environ.get(ENV_STRIPE_SECRET_ID)
         if secret_id:

@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.settlement.formats.amounts import AmountInvalid, is_reportable_currency, to_minor_units
+from billing.settlement.formats.amounts import REPORTABLE_CURRENCIES, AmountInvalid, to_minor_units
 from billing.settlement.formats.records import (
     Columns,
     LineError,
@@ -141,6 +141,10 @@ _DATE_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0
 _MAX_BATCH_DIGITS: Final = 18
 _MAX_EXCHANGE_RATE: Final = 32
 _RATE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Distinct amount texts remembered per currency and file (a few MB at most).
+_MAX_REMEMBERED: Final = 20_000
+# Most rows carry no Modification Merchant Reference: they share one empty, read-only mapping.
+_NO_METADATA: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 class AdyenSettlementDetailReport:
@@ -203,6 +207,12 @@ class _Layout:
             if columns.has(column)
         )
         self._zones: dict[str, tzinfo] = {}
+        # A report's rows mostly repeat their batch and exchange rate: each is checked once per change of value.
+        self._batch: tuple[str, str | None] | None = None
+        self._rate: tuple[str, str | None] | None = None
+        # Amount cells repeat (a fixed commission on every row, the same prices over and over): each distinct text is
+        # converted once per currency, then looked up. Bounded, since a corrupt file could hold a million distinct ones.
+        self._minor: dict[str, dict[str, int]] = {}
 
     def __call__(self, row: list[str], line_number: int) -> ProviderRecord:
         row.append("")
@@ -229,7 +239,7 @@ class _Layout:
         if raw_type == "":
             raise RowInvalid(TYPE, "Type is empty", "")
         net_currency = _currency(NET_CURRENCY, net_currency_text)
-        net = _signed(NET_DEBIT, net_debit, NET_CREDIT, net_credit, net_currency)
+        net = self._signed(NET_DEBIT, net_debit, NET_CREDIT, net_credit, net_currency)
         if gross_currency_text == "":
             # Fee and payout rows move no customer money: Adyen leaves the gross side empty.
             if gross_debit != "" or gross_credit != "":
@@ -237,18 +247,26 @@ class _Layout:
             gross_currency, gross = net_currency, 0
         else:
             gross_currency = _currency(GROSS_CURRENCY, gross_currency_text)
-            gross = _signed(GROSS_DEBIT, gross_debit, GROSS_CREDIT, gross_credit, gross_currency)
+            gross = self._signed(GROSS_DEBIT, gross_debit, GROSS_CREDIT, gross_credit, gross_currency)
         fees = MappingProxyType(
             {
-                fee: _amount(column, cells[position], net_currency, empty_is_zero=True)
+                fee: self._amount(column, text, net_currency) if (text := cells[position]) else 0
                 for position, fee, column in self._fee_columns
             }
         )
-        metadata = MappingProxyType(
-            {"modification_merchant_reference": modification_merchant_reference}
+        metadata = (
+            MappingProxyType({"modification_merchant_reference": modification_merchant_reference})
             if modification_merchant_reference
-            else {}
+            else _NO_METADATA
         )
+        # In the order the fields were always checked: a row's first wrong cell is the one reported.
+        created_at = self._created_at(creation_date, time_zone)
+        batch = self._batch
+        if batch is None or batch[0] != batch_number:
+            batch = self._batch = (batch_number, _batch(batch_number))
+        rate = self._rate
+        if rate is None or rate[0] != exchange_rate:
+            rate = self._rate = (exchange_rate, _exchange_rate(exchange_rate))
         return ProviderRecord(
             provider=PROVIDER,
             source=self._source,
@@ -259,17 +277,46 @@ class _Layout:
             secondary_reference=modification_reference or None,
             merchant_reference=merchant_reference or None,
             payment_method=payment_method or None,
-            created_at=self._created_at(creation_date, time_zone),
+            created_at=created_at,
             gross_amount=gross,
             gross_currency=gross_currency,
             net_amount=net,
             net_currency=net_currency,
             fees=fees,
-            batch=_batch(batch_number),
-            exchange_rate=_exchange_rate(exchange_rate),
+            batch=batch[1],
+            exchange_rate=rate[1],
             metadata=metadata,
             merchant_account=merchant_account or None,
         )
+
+    def _amount(self, field: str, text: str, currency: str) -> int:
+        """to_minor_units of a non-empty cell, remembered per currency (only amounts that converted are kept)."""
+        known = self._minor.get(currency)
+        if known is None:
+            known = self._minor[currency] = {}
+        value = known.get(text)
+        if value is None:
+            value = _amount(field, text, currency, empty_is_zero=False)
+            if len(known) >= _MAX_REMEMBERED:
+                known.clear()
+            known[text] = value
+        return value
+
+    def _signed(self, debit_field: str, debit_text: str, credit_field: str, credit_text: str, currency: str) -> int:
+        """credit - debit; the columns carry the sign, so a signed value in either is refused, as is using both."""
+        # Most rows fill one side only; the empty side costs nothing (this runs twice for each of a million rows).
+        debit = self._unsigned(debit_field, debit_text, currency) if debit_text else 0
+        credit = self._unsigned(credit_field, credit_text, currency) if credit_text else 0
+        if debit and credit:
+            raise RowInvalid(
+                debit_field, f"both {debit_field} and {credit_field} are non-zero", f"{debit_text}/{credit_text}"
+            )
+        return credit - debit
+
+    def _unsigned(self, field: str, text: str, currency: str) -> int:
+        if text[0] == "-":
+            raise RowInvalid(field, f"{field} is negative (the column gives the sign)", text)
+        return self._amount(field, text, currency)
 
     def _created_at(self, text: str, zone_name: str) -> datetime:
         zone = self._zones.get(zone_name)
@@ -306,7 +353,7 @@ def _zone(name: str) -> tzinfo:
 
 
 def _currency(field: str, text: str) -> str:
-    if not is_reportable_currency(text):
+    if text not in REPORTABLE_CURRENCIES:
         raise RowInvalid(field, f"{field} is not an ISO 4217 code in upper case", text)
     return text
 
@@ -316,24 +363,6 @@ def _amount(field: str, text: str, currency: str, *, empty_is_zero: bool) -> int
         return to_minor_units(text, currency, field=field, empty_is_zero=empty_is_zero)
     except AmountInvalid as exc:
         raise RowInvalid(field, f"{field} {exc.reason}", text) from None
-
-
-def _signed(debit_field: str, debit_text: str, credit_field: str, credit_text: str, currency: str) -> int:
-    """credit - debit; the columns carry the sign, so a signed value in either is refused, as is using both."""
-    # Most rows fill one side only; the empty side costs nothing (this runs twice for each of a million rows).
-    debit = _unsigned(debit_field, debit_text, currency) if debit_text else 0
-    credit = _unsigned(credit_field, credit_text, currency) if credit_text else 0
-    if debit and credit:
-        raise RowInvalid(
-            debit_field, f"both {debit_field} and {credit_field} are non-zero", f"{debit_text}/{credit_text}"
-        )
-    return credit - debit
-
-
-def _unsigned(field: str, text: str, currency: str) -> int:
-    if text[0] == "-":
-        raise RowInvalid(field, f"{field} is negative (the column gives the sign)", text)
-    return _amount(field, text, currency, empty_is_zero=False)
 
 
 def _batch(text: str) -> str | None:

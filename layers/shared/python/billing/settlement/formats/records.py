@@ -23,6 +23,8 @@ class RecordKind(StrEnum):
     """What one row of a provider's report is, in our words; the provider's own word stays in raw_type."""
 
     SETTLED = "settled"  # a payment settled to us (Adyen Settled, Stripe charge)
+    # A payment that did not settle (a returned debit): only the engine's own sandbox CSV lists these ("failed").
+    FAILED = "failed"
     REFUNDED = "refunded"  # money returned to the customer
     CHARGEBACK = "chargeback"  # money the customer's bank took back (Stripe dispute)
     CHARGEBACK_REVERSED = "chargeback_reversed"  # a chargeback won back (Stripe dispute_reversal)

@@ -1,0 +1,244 @@
+"""One provider's period reconciled: its files streamed in chunks, matched, totalled, and summed up in a report.
+
+    reconciled = Reconciler(lookup).run(provider="adyen", period=period, files=files, lookback=earlier,
+                                        generated_at=now)
+    store.save(conn, reconciled.summary, reconciled.discrepancies())
+
+Memory is bounded by the chunk, not the file: two chunks of CHUNK_RECORDS rows are held at a time (one being
+classified, the next one's lookup running on a worker thread while it is parsed), with the executions their
+references name (one lookup per chunk); across chunks only the Matcher's compact tables, the batches' sums and the
+totals remain, and findings go to the spool on local disk. No database transaction waits on the file: each lookup
+is its own short transaction, begun and committed on the worker thread, whatever the reading does meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final
+
+from billing.domain.money import Money
+from billing.settlement.formats.records import LineError, ProviderRecord
+from billing.settlement.outcome import (
+    CLASS_SEVERITY,
+    Discrepancy,
+    DiscrepancyClass,
+    FileRead,
+    ReportSummary,
+    report_id_for,
+)
+from billing.settlement.period import SettlementPeriod
+from billing.settlement.reconciliation.fee_bands import FeeBands
+from billing.settlement.reconciliation.findings import Finding, masked, masked_values
+from billing.settlement.reconciliation.matching import Candidates, Matcher, ids_needed, references_needed
+from billing.settlement.reconciliation.ours import OurExecution
+from billing.settlement.reconciliation.payouts import Payouts
+from billing.settlement.reconciliation.ports import ExecutionLookup
+from billing.settlement.reconciliation.reading import FileReading, SettlementFile
+from billing.settlement.reconciliation.spool import FindingSpool
+from billing.settlement.reconciliation.totals import Totals
+
+# Rows per lookup: one `= any(%s)` statement of up to this many references stays well inside a statement timeout,
+# and the chunk with its executions stays in the tens of MB.
+CHUNK_RECORDS: Final = 20_000
+# Line errors quoted in the summary; all are counted (a corrupt file could have a million).
+MAX_LINE_ERRORS_SHOWN: Final = 100
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """A report's summary and its findings, spooled; close() (or `with`) removes the spool."""
+
+    summary: ReportSummary
+    spool: FindingSpool
+
+    def __enter__(self) -> Reconciliation:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def discrepancies(self) -> Iterator[Discrepancy]:
+        """Every discrepancy, worst class first; a new stream each call."""
+        return self.spool.discrepancies(self.summary.report_id)
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+@dataclass(slots=True)
+class _Run:
+    provider: str
+    matcher: Matcher
+    spool: FindingSpool
+    totals: Totals = field(default_factory=Totals)
+    payouts: Payouts = field(default_factory=Payouts)
+    reads: list[FileRead] = field(default_factory=list)
+    file_errors: list[Mapping[str, Any]] = field(default_factory=list)
+    line_errors: list[Mapping[str, Any]] = field(default_factory=list)
+    line_error_count: int = 0
+
+
+class Reconciler:
+    """Runs one provider's period; the same files (and database state) give the same report id and findings."""
+
+    def __init__(
+        self, lookup: ExecutionLookup, *, chunk_records: int = CHUNK_RECORDS, spool_directory: str | None = None
+    ) -> None:
+        if chunk_records < 1:
+            raise ValueError("chunk_records must be positive")
+        self._lookup = lookup
+        self._chunk = chunk_records
+        self._spool_directory = spool_directory
+
+    def run(
+        self,
+        *,
+        provider: str,
+        period: SettlementPeriod,
+        files: Sequence[SettlementFile],
+        lookback: Sequence[SettlementFile] = (),
+        missing_files: Iterable[str] = (),
+        file_errors: Iterable[Mapping[str, Any]] = (),
+        generated_at: datetime,
+    ) -> Reconciliation:
+        """Read the look-back files (for listings and duplicates only), then the period's, then flag the period's
+        completed executions that no file listed and the payouts that do not balance."""
+        spool = FindingSpool(self._spool_directory)
+        try:
+            run = _Run(provider, Matcher(provider, FeeBands(self._lookup.fee_bands(provider))), spool)
+            run.file_errors.extend(masked_values(e) for e in file_errors)
+            for file in lookback:
+                self._read(run, file, report=False)
+            for file in files:
+                self._read(run, file, report=True)
+            self._missing_from_file(run, period)
+            for finding in run.payouts.findings():
+                spool.add(finding)
+            spool.seal()
+        except BaseException:
+            spool.close()
+            raise
+        counts = {c: spool.counts.get(c, 0) for c in CLASS_SEVERITY}
+        counts[DiscrepancyClass.MATCHED] = run.matcher.matched
+        notes: list[str] = []
+        if generated_at < period.end_at:
+            notes.append("the period has not ended: more items may settle before it does")
+        if lookback:
+            earlier = ", ".join(f.source for f in lookback)
+            notes.append(
+                f"look-back files, read for listings and duplicates only (their own report has them): {earlier}"
+            )
+        if run.line_error_count > len(run.line_errors):
+            notes.append(f"{run.line_error_count - len(run.line_errors)} more line errors are counted but not quoted")
+        summary = ReportSummary(
+            report_id=report_id_for(provider, period.start, period.end, run.reads),
+            provider=provider,
+            period_start=period.start,
+            period_end=period.end,
+            generated_at=generated_at,
+            files=tuple(run.reads),
+            file_errors=tuple(run.file_errors),
+            line_errors=tuple(run.line_errors),
+            line_error_count=run.line_error_count,
+            missing_files=tuple(sorted(masked(key) or key for key in missing_files)),
+            totals=run.totals.currency_totals(),
+            payouts=run.payouts.checks(),
+            fees_by_type=run.totals.fees_by_type(),
+            fees_by_payment_method=run.totals.fees_by_payment_method(),
+            counts=counts,
+            notes=tuple(masked(note) or note for note in notes),
+        )
+        return Reconciliation(summary, spool)
+
+    def _read(self, run: _Run, file: SettlementFile, *, report: bool) -> None:
+        reading = FileReading(file, run.provider)
+        chunk: list[ProviderRecord] = []
+        # Each chunk's lookup runs on a worker thread while this one parses the next chunk and classifies the one
+        # before: the database's time (a third of a run, on its own core) overlaps the parsing instead of adding to
+        # it. One lookup at a time, on the lookup's own connection, which nothing else uses meanwhile; chunks are
+        # still classified in file order, so the findings are the same as one chunk after the other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settlement-lookup") as lookups:
+            waiting: tuple[list[ProviderRecord], Future[Candidates]] | None = None
+            for item in reading.items():
+                if isinstance(item, LineError):
+                    if report:
+                        run.line_error_count += 1
+                        if len(run.line_errors) < MAX_LINE_ERRORS_SHOWN:
+                            run.line_errors.append(masked_values(item.as_dict()))
+                    continue
+                chunk.append(item)
+                if len(chunk) >= self._chunk:
+                    submitted = (chunk, lookups.submit(self._candidates, run.provider, chunk))
+                    if waiting is not None:
+                        self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+                    waiting, chunk = submitted, []
+            if chunk:
+                submitted = (chunk, lookups.submit(self._candidates, run.provider, chunk))
+                if waiting is not None:
+                    self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+                waiting = submitted
+            if waiting is not None:
+                self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+        run.reads.append(reading.read())
+        if reading.file_error is not None and report:
+            run.file_errors.append(masked_values(reading.file_error.as_dict()))
+
+    def _candidates(self, provider: str, chunk: Sequence[ProviderRecord]) -> Candidates:
+        """The executions a chunk's rows name: by reference, then by the execution id the rows echo (the fallback)."""
+        references = references_needed(chunk)
+        executions = self._lookup.find(provider, references, ()) if references else []
+        found = Candidates.of(executions)
+        fallback = ids_needed(chunk, found)
+        if fallback:
+            found = Candidates.of([*executions, *self._lookup.find(provider, (), fallback)])
+        return found
+
+    def _match(
+        self,
+        run: _Run,
+        chunk: Sequence[ProviderRecord],
+        found: Candidates,
+        default_batch: str | None,
+        *,
+        report: bool,
+    ) -> None:
+        for record in chunk:
+            batch = record.batch or default_batch
+            finding = run.matcher.classify(record, found, batch=batch, report=report)
+            if not report:
+                continue
+            run.totals.add(record)
+            run.payouts.add(record, batch)
+            if finding is not None:
+                run.spool.add(finding)
+
+    def _missing_from_file(self, run: _Run, period: SettlementPeriod) -> None:
+        for page in self._lookup.completed(run.provider, period.start_at, period.end_at):
+            for execution in page:
+                run.totals.expect(execution.currency, execution.amount)
+                if not run.matcher.is_listed(execution):
+                    run.spool.add(_missing(run.provider, execution))
+
+
+def _missing(provider: str, execution: OurExecution) -> Finding:
+    money = Money(execution.amount, execution.currency).format()
+    return Finding(
+        discrepancy_class=DiscrepancyClass.MISSING_FROM_FILE,
+        source=None,
+        line_number=None,
+        provider_reference=execution.provider_reference,
+        record_kind=None,
+        tenant_id=execution.tenant_id,
+        execution_id=execution.execution_id,
+        expected_amount=execution.amount,
+        expected_currency=execution.currency,
+        reported_amount=None,
+        reported_currency=None,
+        detail=f"completed {money}; no {provider} file listed it",
+    )
