@@ -60,7 +60,8 @@ from billing.webhooks.secrets import webhook_secrets_from_env
 CLIENTS: Final = int(os.environ.get("LOAD_CLIENTS", "50"))
 SECONDS: Final = float(os.environ.get("LOAD_SECONDS", "60"))
 HIGH_CLIENTS: Final = int(os.environ.get("LOAD_HIGH_CLIENTS", "100"))
-WARMUP_SECONDS: Final = float(os.environ.get("LOAD_WARMUP_SECONDS", "20"))
+WARMUP_SECONDS: Final = float(os.environ.get("LOAD_WARMUP_SECONDS", "10"))
+WARMUP_LIMIT_SECONDS: Final = 120.0
 DATABASE_NAME: Final = "billing_load_test"
 HOST: Final = "127.0.0.1"
 EXECUTIONS: Final = f"{API_BASE_PATH}/executions"
@@ -166,6 +167,7 @@ class Client(threading.Thread):
         self._halt = stop
         self._secret = secret
         self._step = number % len(CYCLE)
+        self._done = 0
         self._tenant: UUID = uuid4()
         self._token = issue_token(LOCAL_TOKEN_SETTINGS, self._tenant, f"load-{number}")
         self._connection: http.client.HTTPConnection | None = None
@@ -173,10 +175,16 @@ class Client(threading.Thread):
         self._last_create: tuple[str, dict[str, Any], str] | None = None  # key, body, id
         self._unsettled: list[tuple[str, int, str]] = []  # provider reference, amount, currency
 
+    @property
+    def warm(self) -> bool:
+        """Whether this client has been round the whole cycle once (so every function it calls has a container)."""
+        return self._done >= len(CYCLE)
+
     def run(self) -> None:
         while not self._halt.is_set():
             route = CYCLE[self._step % len(CYCLE)]
             self._step += 1
+            self._done += 1
             measured = self._recorder.measuring.is_set()
             outcome = self._do(route)
             if measured:
@@ -368,8 +376,14 @@ def run_phase(
     threads = [Client(number, port, recorder, stop, secret) for number in range(clients)]
     for thread in threads:
         thread.start()
-    if warmup > 0:
-        time.sleep(warmup)  # the containers' cold starts happen here, not in the measurement
+    # Warm-up: at least `warmup` seconds and until every client has been round its cycle once, so the containers'
+    # cold starts (webhooks come last: after a SEPA debit) happen here, not in the measurement.
+    started = time.monotonic()
+    time.sleep(warmup)
+    deadline = started + WARMUP_LIMIT_SECONDS
+    while not all(thread.warm for thread in threads) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print(f"  warm-up {time.monotonic() - started:.0f} s ({clients} clients)", flush=True)
     recorder.take()
     sampler.reset()
     recorder.measuring.set()
@@ -419,7 +433,8 @@ def main() -> int:
         f"local stack on {HOST} (scripts/serve.py), database {DATABASE_NAME}; its log: {log_path}\n"
         f"containers per function: execute {limits.get(FunctionName.EXECUTE, DEFAULT_MAX_CONTAINERS)}, webhook "
         f"{limits.get(FunctionName.WEBHOOK, DEFAULT_MAX_CONTAINERS)}, authorizer {DEFAULT_MAX_CONTAINERS} (dev stage's "
-        f"reserved concurrency; {DEFAULT_MAX_CONTAINERS} where none is set); warm-up {WARMUP_SECONDS:g} s per run",
+        f"reserved concurrency; {DEFAULT_MAX_CONTAINERS} where none is set); warm-up: at least "
+        f"{WARMUP_SECONDS:g} s and one cycle per client, not counted",
         flush=True,
     )
     results: list[PhaseResult] = []

@@ -5,7 +5,8 @@
    has (mostly completed, declines, refunds, cancellations, debits awaiting settlement, a few pending, created and
    processing ones), each with its lifecycle events, outbox rows (published but for a backlog), workflow rows,
    velocity attempt and reconciliation schedule. The outbox backlog is seeded first, alone, so the relay's claim is
-   measured once with no published row beside it. Then VACUUM (ANALYZE), as autovacuum keeps a table.
+   measured once with no published row beside it. The outbox is then laid out oldest first, as inserts leave it
+   (CLUSTER: the seed writes tenant by tenant), and everything VACUUM (ANALYZE)d, as autovacuum keeps a table.
 2. Every hot query of billing.local.query_plans (the engine's own repository and query functions, called as the
    role production uses with its tenant or system scope, on parameters drawn at random from the seeded rows):
    QUERY_PLANS_RUNS runs each after a warm-up, p50/p99, and an EXPLAIN (ANALYZE, BUFFERS) of its statements
@@ -13,8 +14,9 @@
    big tables (inside functions too), and the server's own execution time beside the client's. Baseline in the
    same run: the primary-key lookup of an execution (ExecutionRepository.get); each p99 beside it as a ratio.
    Goal: p99 <= 5 ms for request and worker queries; batch reads (a settlement file's lookups, hundreds to
-   thousands of rows a statement) are judged per 1,000 rows returned. The load average is printed: the machine's
-   other work shows in the p99s, less in the ratios and the server times.
+   thousands of rows a statement) by p99 per 1,000 rows returned <= 50 ms (a million-line file's lookups in under
+   a minute). The load average is printed: the machine's other work shows in the p99s, less in the ratios and
+   the server times.
 3. The outbox relay's claim as published rows accumulate: with none, with every seeded row published (millions),
    and after billing.outbox.archive moved them to billing.billing_outbox_archive (then VACUUM, as autovacuum
    would), with the archive's own throughput. The database is dropped at the end (QUERY_PLANS_KEEP=1 keeps it).
@@ -48,6 +50,8 @@ RUNS: Final = int(os.environ.get("QUERY_PLANS_RUNS", "300"))
 BATCH_RUNS: Final = 10
 WARM_UP: Final = 20
 GOAL_MS: Final = 5.0
+# Batch reads, per 1,000 rows returned: a million-line settlement file's lookups in under a minute.
+BATCH_GOAL_MS_PER_1K: Final = 50.0
 SEED_CONNECTIONS: Final = max(1, min(2, os.cpu_count() or 1))
 DATABASE: Final = "billing_bench_query_plans"
 
@@ -81,7 +85,8 @@ class Measured:
         return self.p99
 
     def met(self) -> bool:
-        return self.judged_ms() <= GOAL_MS and not any(self.seq_scans.values())
+        goal = BATCH_GOAL_MS_PER_1K if self.query.kind is Kind.BATCH else GOAL_MS
+        return self.judged_ms() <= goal and not any(self.seq_scans.values())
 
 
 def _at(ordered: list[float], fraction: float) -> float:
@@ -153,6 +158,14 @@ def _seeded(admin: Connection) -> str:
     return ", ".join(parts)
 
 
+def _in_insertion_order(admin_url: str) -> None:
+    """Lay the outbox out as production's inserts leave it, oldest first (the seed writes tenant by tenant, each
+    tenant's history at once): what archiving by age reads in order rather than page by scattered page."""
+    with connect(admin_url, application_name="bench-query-plans") as conn:
+        conn.execute("select set_config('statement_timeout', '0', false)")
+        conn.execute("cluster billing.billing_outbox using billing_outbox_occurred")
+
+
 def _checkpoint(admin_url: str) -> None:
     # The seed's dirty pages go to disk now, not during the measurement (CHECKPOINT needs a superuser or
     # pg_checkpoint: elsewhere the server's own checkpoints do it).
@@ -168,7 +181,7 @@ def _print_table(results: list[Measured]) -> None:
     print(f"  {'query':<46} {'kind':<7} {'p50 ms':>7} {'p99 ms':>7} {'x base':>7} {'server':>7} {'rows':>7}  goal")
     for m in results:
         judged = m.judged_ms()
-        goal = ("p99/1k rows " if m.query.kind is Kind.BATCH else "p99 ") + f"{judged:.2f} ms"
+        goal = ("p99 per 1k rows " if m.query.kind is Kind.BATCH else "p99 ") + f"{judged:.2f} ms"
         seq = [t for t, n in m.seq_scans.items() if n]
         verdict = ("met" if m.met() else "NOT met") + (f" (seq scan on {', '.join(seq)})" if seq else "")
         print(f"  {m.query.name:<46} {m.query.kind.value:<7} {m.p50:7.2f} {m.p99:7.2f} "
@@ -188,6 +201,16 @@ def _load() -> str:
 
 
 def main() -> None:
+    try:
+        run()
+    finally:
+        if not os.environ.get("QUERY_PLANS_KEEP"):
+            # Tens of GB at a million executions: the next run seeds afresh anyway (QUERY_PLANS_KEEP=1 keeps it).
+            with psycopg.connect(database_url(), autocommit=True) as server:
+                server.execute(f'drop database if exists "{DATABASE}" with (force)')
+
+
+def run() -> None:
     run_started = time.perf_counter()
     admin_url = fresh_database(database_url(), DATABASE)
     urls = _urls(admin_url)
@@ -203,6 +226,7 @@ def main() -> None:
     claim_empty = claim_timing(urls[DatabaseRole.WORKER], relay_claim)
 
     seed(admin_url, shape, part=Part.PUBLISHED, connections=SEED_CONNECTIONS)
+    _in_insertion_order(admin_url)
     vacuum_analyze(admin_url)
     _checkpoint(admin_url)
     seeded_in = time.perf_counter() - started
@@ -229,7 +253,13 @@ def main() -> None:
     _print_table(results)
     hot = [m for m in results if m.query.kind is not Kind.BATCH]
     worst = max(hot, key=lambda m: m.p99)
-    print(f"  goal every hot query p99 <= {GOAL_MS:.0f} ms and no sequential scan on {', '.join(BIG_TABLES)} -> "
+    within = sum(m.p99 <= GOAL_MS for m in hot)
+    near_base = sum(m.p99 <= 2 * results[0].p99 for m in hot)
+    print(f"  {within} of {len(hot)} request and worker queries p99 <= {GOAL_MS:.0f} ms; {near_base} within 2x the "
+          f"baseline's p99 (what this machine gives a primary-key lookup now); slowest server time "
+          f"{max(m.server_ms for m in hot):.2f} ms")  # fmt: skip
+    print(f"  goal every hot query p99 <= {GOAL_MS:.0f} ms (batch reads <= {BATCH_GOAL_MS_PER_1K:.0f} ms per 1,000 "
+          f"rows) and no sequential scan on {', '.join(BIG_TABLES)} -> "
           f"{'met' if all(m.met() for m in results) else 'NOT met'} (worst request/worker p99: {worst.query.name} "
           f"{worst.p99:.2f} ms, {worst.p99 / results[0].p99:.1f}x the baseline)")  # fmt: skip
 
@@ -261,14 +291,12 @@ def main() -> None:
         f"  archive_published (1 day kept, {MAX_ROWS_PER_CALL:,} rows a call): {archived:,} rows moved in "
         f"{archive_seconds:.1f} s ({archived / max(archive_seconds, 1e-9):,.0f} rows/s)"
     )
-    flat = max(claim_full.p99, claim_archived.p99) <= max(GOAL_MS, 2 * claim_empty.p99)
-    print(f"  goal claim p99 flat as published rows accumulate (<= 2x the empty outbox's, or <= {GOAL_MS:.0f} ms) -> "
-          f"{'met' if flat else 'NOT met'}")  # fmt: skip
+    # The work (buffers) is the figure the machine's other load cannot move; the times are printed beside it.
+    flat = max(claim_full.buffers, claim_archived.buffers) <= 2 * claim_empty.buffers
+    print(f"  goal claim flat as published rows accumulate (buffers <= 2x the empty outbox's) -> "
+          f"{'met' if flat else 'NOT met'} (p50 x empty: {claim_full.p50 / claim_empty.p50:.2f} with every row "
+          f"published, {claim_archived.p50 / claim_empty.p50:.2f} after archiving)")  # fmt: skip
     print(f"whole run, migrations included: {time.perf_counter() - run_started:.0f} s; {_load()}")
-    if not os.environ.get("QUERY_PLANS_KEEP"):
-        # Tens of GB at a million executions: the next run seeds afresh anyway (QUERY_PLANS_KEEP=1 keeps it).
-        with psycopg.connect(database_url(), autocommit=True) as server:
-            server.execute(f'drop database if exists "{DATABASE}" with (force)')
 
 
 if __name__ == "__main__":

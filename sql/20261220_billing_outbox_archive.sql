@@ -17,7 +17,8 @@
 -- deletes published rows older than `older_than` and inserts exactly those rows into the archive, so a row is in
 -- one table or the other, never neither. It touches nothing unpublished (the outbox's own guard, BE005, refuses that
 -- too), at most 10,000 rows a call, oldest first through billing_outbox_occurred, and skips rows another
--- transaction has locked. Runs as billing_owner.
+-- transaction has locked. The rows it deletes are the ones it locked, found again by their ctid (stable while the
+-- statement holds their lock) rather than a second primary-key lookup each. Runs as billing_owner.
 
 create table billing.billing_outbox_archive (
     tenant_id        uuid        not null,
@@ -68,7 +69,7 @@ begin
     end if;
     -- published_at >= occurred_at, so the occurred_at bound lets billing_outbox_occurred start and stop the scan.
     with candidates as (
-        select o.tenant_id, o.id
+        select o.ctid
           from billing.billing_outbox o
          where o.occurred_at < cutoff and o.published_at < cutoff
          order by o.occurred_at
@@ -77,7 +78,7 @@ begin
     ), gone as (
         delete from billing.billing_outbox o
          using candidates c
-         where o.tenant_id = c.tenant_id and o.id = c.id and o.published_at is not null
+         where o.ctid = c.ctid and o.published_at is not null
         returning o.*
     )
     insert into billing.billing_outbox_archive (

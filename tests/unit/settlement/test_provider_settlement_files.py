@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import pytest
@@ -24,8 +25,8 @@ from billing.settlement.reconciliation.payouts import Payouts
 WHEN = datetime(2026, 4, 10, 9, 30, tzinfo=UTC)  # 11:30 CEST in Adyen's file
 
 
-def _records(parsed: object) -> list[ProviderRecord]:
-    records = list(parsed)  # type: ignore[call-overload]
+def _records(parsed: Iterable[ProviderRecord | LineError]) -> list[ProviderRecord]:
+    records = list(parsed)
     assert not [r for r in records if isinstance(r, LineError)], records
     return [r for r in records if isinstance(r, ProviderRecord)]
 

@@ -288,6 +288,13 @@ select %(tenant)s, p.id, 'pending', 1 + p.h2 %% 5, now() - interval '5 minutes' 
  where p.outcome = 'settling' and p.r3 < 80
 """
 
+# A long seed's first schedules would all be due by its end: as a steady state leaves them, relative to the end.
+_RETIME = """
+update billing.reconciliation_leases
+   set next_check_at = now() - interval '5 minutes' + (abs(hashtext(execution_id::text)) % 3600) * interval '1 second'
+ where next_check_at is not null
+"""
+
 _REFUND_EVENT_ID = "md5(r.id::text || 'billing.execution.reversed')::uuid"
 # A provider-reported refund of each refunded execution three days after it completed (half of them partial), with
 # its reversal event and outbox row, as billing.db.reversal_repository records one.
@@ -409,6 +416,8 @@ def seed(admin_url: str, shape: SeedShape, *, part: Part = Part.ALL, connections
         thread.join()
     if failures:
         raise failures[0]
+    with connect(admin_url, application_name="billing-seed") as conn:
+        conn.execute(_RETIME)
 
 
 def vacuum_analyze(admin_url: str, tables: Sequence[str] = TABLES) -> None:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, cast
 from uuid import UUID, uuid4
@@ -151,8 +151,15 @@ def draw_sample(admin: Connection, *, size: int = 200, references: int = 2_000, 
             [[e.id for e in executions]],
         ).fetchall()
     ]
-    # Yesterday's file of the provider with the most completed charges: what a daily settlement run reads.
-    start = (now - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # The last full day's file (yesterday's, at scale) of the provider with the most completed charges in it: what
+    # a daily settlement run reads.
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    last = admin.execute(
+        "select max(finished_at) as at from billing.billing_executions"
+        " where status = 'completed' and provider_reference is not null and finished_at < %s",
+        [today],
+    ).fetchone()
+    start = ((last and last["at"]) or today - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
     busiest = admin.execute(
         "select payment_provider, count(*) as n from billing.billing_executions"
@@ -344,8 +351,9 @@ _RECONCILE: Final = ReconcileConfig()
 
 def _sweep(sweep: SweepSql, age: timedelta, *, due: bool) -> Callable[[Connection, Any], int]:
     def call(conn: Connection, _: Any) -> int:
-        # ReconciliationWorker._batch's claim of a run's first batch (adyen does not poll: unpolled).
-        now = _db_now(conn)
+        # ReconciliationWorker._batch's claim of a run's first batch (adyen does not poll: unpolled), on the worker's
+        # own clock.
+        now = datetime.now(UTC)
         with system_transaction(conn):
             claimed = claim_executions(
                 conn, sweep, due=due, now=now, cutoff=now - age, after=Cursor.start(), limit=_RECONCILE.batch_size,
@@ -357,19 +365,13 @@ def _sweep(sweep: SweepSql, age: timedelta, *, due: bool) -> Callable[[Connectio
 
 
 def _retire(conn: Connection, _: Any) -> int:
-    now = _db_now(conn)
+    now = datetime.now(UTC)
     with system_transaction(conn):
         return retire_stale_schedules(conn, AWAITING_SETTLEMENT, now=now)
 
 
 def _refunds_due(conn: Connection, _: Any) -> int:
     return len(ReversalRepository(conn).claim_due(limit=_RECONCILE.batch_size, lease=_RECONCILE.lease_duration))
-
-
-def _db_now(conn: Connection) -> datetime:
-    row = conn.execute("select clock_timestamp() as now").fetchone()
-    assert row is not None
-    return cast(datetime, row["now"])
 
 
 def _settlement_find(conn: Connection, s: Sample) -> int:
@@ -462,9 +464,10 @@ def hot_queries(sample: Sample) -> list[HotQuery]:
         HotQuery("refund: refundable amount", "ReversalRepository.refundable", app, R, executions, _refundable),
         HotQuery("risk: velocity count", "VelocityCounter.count_recorded", app, R, (lambda s: s.attempted),
                  _velocity),
+        # The backlog count first: the claims after it leave dead versions (rolled back) in the index it reads.
+        HotQuery("relay: backlog count", "outbox.relay._BACKLOG", worker, Kind.WORKER, nothing, _relay_backlog),
         HotQuery("relay: claim a batch (100)", "OutboxRelay._claim", worker, Kind.WORKER, nothing, _relay_claim,
                  rollback=True),
-        HotQuery("relay: backlog count", "outbox.relay._BACKLOG", worker, Kind.WORKER, nothing, _relay_backlog),
         HotQuery("reconcile: claim awaiting settlement", "reconciliation_queries.claim", worker, Kind.WORKER,
                  nothing, _sweep(AWAITING_SETTLEMENT, _RECONCILE.pending_after, due=False), rollback=True),
         HotQuery("reconcile: claim settlement rechecks due", "reconciliation_queries.claim", worker, Kind.WORKER,
@@ -491,18 +494,44 @@ def hot_queries(sample: Sample) -> list[HotQuery]:
 
 
 class Recorder:
-    """A connection that remembers every statement sent through it, in order, and sends it on."""
+    """A connection that remembers every statement sent through it or its cursors, in order, and sends it on."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self.statements: list[tuple[str, Any]] = []
+        self.statements: list[tuple[Any, Any]] = []
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        self.statements.append((str(query) if isinstance(query, str) else query, params))
+        self.statements.append((query, params))
         return self._conn.execute(query, params, **kwargs)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _RecordingCursor:
+        return _RecordingCursor(self._conn.cursor(*args, **kwargs), self.statements)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+class _RecordingCursor:
+    """A cursor of a Recorder: its statements go into the recorder's list."""
+
+    def __init__(self, cursor: Any, statements: list[tuple[Any, Any]]) -> None:
+        self._cursor = cursor
+        self._statements = statements
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _RecordingCursor:
+        self._statements.append((query, params))
+        self._cursor.execute(query, params, **kwargs)
+        return self
+
+    def __enter__(self) -> _RecordingCursor:
+        self._cursor.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
 
 
 @contextmanager
@@ -512,7 +541,7 @@ def rolled_back(conn: Connection) -> Iterator[Connection]:
         yield conn
 
 
-def recorded(conn: Connection, query: HotQuery, param: Any) -> list[tuple[str, Any]]:
+def recorded(conn: Connection, query: HotQuery, param: Any) -> list[tuple[Any, Any]]:
     """The statements `query` sends for `param`, recorded from a real call that is rolled back."""
     recorder = Recorder(conn)
     with rolled_back(conn):
@@ -606,7 +635,7 @@ def _since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def explain(
-    conn: Connection, statements: Sequence[tuple[str, Any]], *, analyze: bool, tables: Sequence[str] = BIG_TABLES
+    conn: Connection, statements: Sequence[tuple[Any, Any]], *, analyze: bool, tables: Sequence[str] = BIG_TABLES
 ) -> Explained:
     """Replay `statements` in a rolled-back transaction, each data statement under EXPLAIN (FORMAT JSON) (with
     ANALYZE and BUFFERS if `analyze`: then it also runs, and the counters count it)."""
@@ -614,7 +643,11 @@ def explain(
     plans: list[Plan] = []
     with rolled_back(conn):
         before = _counted(conn, tables)
-        for statement, params in statements:
+        for recorded_statement, params in statements:
+            # A composed statement (psycopg.sql) explains as the text it renders to on this connection.
+            statement = (
+                recorded_statement if isinstance(recorded_statement, str) else recorded_statement.as_string(conn)
+            )
             if _CONTROL.match(statement):
                 continue
             if not is_data_statement(statement):

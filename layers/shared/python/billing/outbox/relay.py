@@ -281,7 +281,7 @@ class OutboxRelay:
                 state.stop_reason = StopReason.DRAINED
         archived = 0
         if state.stop_reason is StopReason.DRAINED and self._archive_after is not None:
-            archived = archive_while(self._conn, lambda: time_budget() > 0, older_than=self._archive_after)
+            archived = archive_while(self._conn, time_budget, older_than=self._archive_after)
         with self._transaction():
             backlog = self._conn.execute(_BACKLOG, {"max_attempts": self._max_attempts}).fetchone()
         assert backlog is not None, "an aggregate without group by returns one row"

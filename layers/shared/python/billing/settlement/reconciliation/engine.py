@@ -4,17 +4,15 @@
                                         generated_at=now)
     store.save(conn, reconciled.summary, reconciled.discrepancies())
 
-Memory is bounded by the chunk, not the file: two chunks of CHUNK_RECORDS rows are held at a time (one being
-classified, the next one's lookup running on a worker thread while it is parsed), with the executions their
+Memory is bounded by the chunk, not the file: CHUNK_RECORDS rows are held at a time, with the executions their
 references name (one lookup per chunk); across chunks only the Matcher's compact tables, the batches' sums and the
-totals remain, and findings go to the spool on local disk. No database transaction waits on the file: each lookup
-is its own short transaction, begun and committed on the worker thread, whatever the reading does meanwhile.
+totals remain, and findings go to the spool on local disk. No database transaction is open while a file is read:
+each lookup is its own, between two reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -159,32 +157,19 @@ class Reconciler:
     def _read(self, run: _Run, file: SettlementFile, *, report: bool) -> None:
         reading = FileReading(file, run.provider)
         chunk: list[ProviderRecord] = []
-        # Each chunk's lookup runs on a worker thread while this one parses the next chunk and classifies the one
-        # before: the database's time (a third of a run, on its own core) overlaps the parsing instead of adding to
-        # it. One lookup at a time, on the lookup's own connection, which nothing else uses meanwhile; chunks are
-        # still classified in file order, so the findings are the same as one chunk after the other.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settlement-lookup") as lookups:
-            waiting: tuple[list[ProviderRecord], Future[Candidates]] | None = None
-            for item in reading.items():
-                if isinstance(item, LineError):
-                    if report:
-                        run.line_error_count += 1
-                        if len(run.line_errors) < MAX_LINE_ERRORS_SHOWN:
-                            run.line_errors.append(masked_values(item.as_dict()))
-                    continue
-                chunk.append(item)
-                if len(chunk) >= self._chunk:
-                    submitted = (chunk, lookups.submit(self._candidates, run.provider, chunk))
-                    if waiting is not None:
-                        self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
-                    waiting, chunk = submitted, []
-            if chunk:
-                submitted = (chunk, lookups.submit(self._candidates, run.provider, chunk))
-                if waiting is not None:
-                    self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
-                waiting = submitted
-            if waiting is not None:
-                self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+        for item in reading.items():
+            if isinstance(item, LineError):
+                if report:
+                    run.line_error_count += 1
+                    if len(run.line_errors) < MAX_LINE_ERRORS_SHOWN:
+                        run.line_errors.append(masked_values(item.as_dict()))
+                continue
+            chunk.append(item)
+            if len(chunk) >= self._chunk:
+                self._match(run, chunk, self._candidates(run.provider, chunk), reading.default_batch, report=report)
+                chunk = []
+        if chunk:
+            self._match(run, chunk, self._candidates(run.provider, chunk), reading.default_batch, report=report)
         run.reads.append(reading.read())
         if reading.file_error is not None and report:
             run.file_errors.append(masked_values(reading.file_error.as_dict()))
