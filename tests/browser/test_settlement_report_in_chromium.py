@@ -78,7 +78,7 @@ def test_every_section_is_laid_out(browser: Chrome, report_url: str) -> None:
 
     summary = wait_for(browser, "#summary")
     assert summary.text.startswith(
-        "1 of 2 payouts do not balance. 1 batch not paid out in these files. 10 discrepancies"
+        "1 of 2 payouts does not balance. 1 batch not paid out in these files. 10 discrepancies"
     )
     for section in ("report-header", "files", "totals", "payouts", "fees", "chart", "discrepancies"):
         element = browser.find_element(By.ID, section)

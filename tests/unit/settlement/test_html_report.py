@@ -140,7 +140,7 @@ def test_summary_line_says_which_payouts_do_not_balance_and_how_many_discrepanci
     assert attributes["class"] == "attention"
     assert attributes["data-payouts-balance"] == "false"
     assert page.text("summary") == (
-        "1 of 2 payouts do not balance. 1 batch not paid out in these files. "
+        "1 of 2 payouts does not balance. 1 batch not paid out in these files. "
         "9 discrepancies in 7 classes; the worst: payout mismatch (1). "
         "1 file could not be read. 1 expected file missing. 2 lines could not be read."
     )

@@ -22,8 +22,11 @@ from billing.db.connection import Connection
 _WALK_IN_INDEX_ORDER: Final = (
     "select set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
 )
+_NOR_SORT: Final = ", set_config('enable_sort', 'off', true)"
 
 
-def walk_in_index_order(conn: Connection) -> None:
-    """For the rest of the open transaction, plan with index scans only (see the module docstring)."""
-    conn.execute(_WALK_IN_INDEX_ORDER)
+def walk_in_index_order(conn: Connection, *, forbid_sort: bool = False) -> None:
+    """For the rest of the open transaction, plan with index scans only (see the module docstring). `forbid_sort`
+    also rules out reading a range and sorting it, for a page whose index is in the page's order (the settlement
+    period scan: an index range plus a sort looks cheaper than the walk for the same misjudged selectivity)."""
+    conn.execute(_WALK_IN_INDEX_ORDER + (_NOR_SORT if forbid_sort else ""))

@@ -319,7 +319,8 @@ def _summary_line(summary: ReportSummary, groups: Sequence[_Group]) -> str:
     elif unbalanced == 0:
         parts.append("All payouts balance." if len(payouts) > 1 else "The payout balances.")
     else:
-        parts.append(f"{_count(unbalanced)} of {_plural(len(payouts), 'payout')} do not balance.")
+        verb = "does" if unbalanced == 1 else "do"
+        parts.append(f"{_count(unbalanced)} of {_plural(len(payouts), 'payout')} {verb} not balance.")
     if open_batches:
         parts.append(f"{_plural(open_batches, 'batch', 'batches')} not paid out in these files.")
     total = sum(g.count for g in groups)
