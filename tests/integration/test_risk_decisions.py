@@ -400,6 +400,23 @@ def test_small_charges_are_exempt_until_the_low_value_counter_is_spent_then_auth
     assert [m["status"] for m in made] == ["pending", "pending", "pending", "completed", "pending"]
 
 
+def test_the_decision_its_exemption_and_the_claim_for_submission_commit_in_one_transaction(
+    execute: ModuleType, admin: Connection, tenant_id: UUID
+) -> None:
+    small = charge(execute, tenant_id, {**CARD_REQUEST, "amount": 1500}, "one-transaction")
+    assert small["status"] == "completed"
+    rows = admin.execute(
+        "select type, new_status, recorded_txid::text as txid from billing.billing_execution_events"
+        " where tenant_id = %s and execution_id = %s",
+        [tenant_id, small["id"]],
+    ).fetchall()
+    by_type = {r["type"].removeprefix("billing.execution."): r for r in rows}
+    # Nothing between the decision and the claim: another caller sees both or neither.
+    decided = {by_type[t]["txid"] for t in ("risk_assessed", "authenticated", "processing")}
+    assert len(decided) == 1
+    assert decided.isdisjoint({by_type["pending"]["txid"], by_type["completed"]["txid"]})
+
+
 def test_a_merchant_initiated_renewal_skips_3ds_and_customer_velocity_but_is_counted(
     execute: ModuleType, tenant_id: UUID
 ) -> None:

@@ -14,9 +14,12 @@ import psycopg
 import pytest
 
 from billing.authentication.flow import AUTHENTICATED_EVENT_TYPE, AUTHENTICATION_REQUIRED_EVENT_TYPE
+from billing.db.attempts import queue_annotation
 from billing.db.connection import Connection, connect
+from billing.db.execution_repository import ExecutionRepository
 from billing.db.roles import DatabaseRole
 from billing.db.sqlstates import GuardState
+from billing.db.tenancy import pipelined_tenant_transaction
 from billing.db.webhook_inbox import AMOUNT_MISMATCH_EVENT_TYPE
 from billing.domain.reversals import PAID_AFTER_FAILURE_EVENT_TYPE, REVERSAL_EVENT_TYPES
 from billing.domain.status import ALLOWED_TRANSITIONS, ExecutionStatus, is_terminal
@@ -27,7 +30,9 @@ from billing.domain.transitions import (
     RETRY_ATTEMPT_EVENT_TYPE,
     RETRY_SCHEDULED_EVENT_TYPE,
     TRANSITIONS,
+    TransitionMethod,
 )
+from billing.domain.workflow import WorkflowWriteContext
 from billing.risk.gate import RISK_ASSESSED_EVENT_TYPE
 from billing.risk.reviews import REVIEW_APPROVED_EVENT_TYPE
 from tests.integration.raw_sql import (
@@ -332,3 +337,52 @@ def test_event_type_tables_in_sql_equal_the_python_transitions(conn: Connection)
         **dict.fromkeys(REVERSAL_EVENT_TYPES, "reversal"),
         **dict.fromkeys(annotations, "annotation"),
     }
+
+
+_ANNOTATION = (
+    "insert into billing.billing_execution_events (tenant_id, id, execution_id, type, old_status, new_status)"
+    " values (%(tenant)s, gen_random_uuid(), %(id)s, %(type)s, %(status)s, %(status)s)"
+)
+
+
+def test_an_annotation_must_name_a_status_the_execution_holds_or_held_in_its_transaction(
+    role_conn: Connection, conn: Connection, tenant_id: UUID
+) -> None:
+    # Moved on to processing in an earlier transaction: a risk decision "in pending" now is a false record.
+    processing = execution_in(conn, tenant_id, S.PROCESSING)
+    said_pending = {**_ids(processing), "type": RISK_ASSESSED_EVENT_TYPE, "status": S.PENDING.value}
+    assert refusal(role_conn, tenant_id, _ANNOTATION, said_pending) == GuardState.UNRECORDED_CHANGE
+    # A status it never held at all, and an annotation that claims a change, are refused too.
+    pending = execution_in(conn, tenant_id, S.PENDING)
+    never = {**_ids(pending), "type": RISK_ASSESSED_EVENT_TYPE, "status": S.COMPLETED.value}
+    assert refusal(role_conn, tenant_id, _ANNOTATION, never) == GuardState.UNRECORDED_CHANGE
+    claims_change = _ANNOTATION.replace("%(status)s, %(status)s", "'pending', 'processing'")
+    assert refusal(role_conn, tenant_id, claims_change, never) == GuardState.UNRECORDED_CHANGE
+
+
+def test_an_annotation_in_pending_commits_with_the_claim_that_moves_the_execution_on(
+    role_conn: Connection, conn: Connection, admin: Connection, tenant_id: UUID
+) -> None:
+    pending = execution_in(conn, tenant_id, S.PENDING)
+    with pipelined_tenant_transaction(role_conn, tenant_id):
+        context = WorkflowWriteContext.service_default()
+        queue_annotation(
+            role_conn, tenant_id, pending.id, RISK_ASSESSED_EVENT_TYPE, {}, context=context, correlation_id=None
+        )
+        claim = ExecutionRepository(role_conn).queue_mark_processing(
+            tenant_id, pending.id, context, correlation_id=None
+        )
+    assert claim.result().status is S.PROCESSING
+    rows = admin.execute(
+        "select type, old_status, new_status, recorded_txid::text as txid from billing.billing_execution_events"
+        " where tenant_id = %s and execution_id = %s",
+        [tenant_id, pending.id],
+    ).fetchall()
+    claim_txid = next(r["txid"] for r in rows if r["new_status"] == "processing")
+    last_two = [(r["type"], r["old_status"], r["new_status"]) for r in rows if r["txid"] == claim_txid]
+    assert sorted(last_two) == sorted(
+        [
+            (RISK_ASSESSED_EVENT_TYPE, "pending", "pending"),
+            (TRANSITIONS[TransitionMethod.MARK_PROCESSING].event_type, "pending", "processing"),
+        ]
+    )

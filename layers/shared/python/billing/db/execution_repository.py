@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any, NoReturn
 from uuid import UUID, uuid4
 
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
@@ -203,6 +205,24 @@ def _event_from_row(row: Mapping[str, Any]) -> ExecutionEvent:
         correlation_id=row["correlation_id"],
         occurred_at=row["occurred_at"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTransition:
+    """A state change sent inside a caller's pipelined transaction (ExecutionRepository.queue_mark_processing)."""
+
+    repository: ExecutionRepository
+    cursor: Cursor[DictRow]
+    tenant_id: UUID
+    execution_id: UUID
+    expected: ExecutionStatus
+
+    def result(self) -> Execution:
+        """After the transaction committed: the changed execution, or TransitionConflict if its guard refused."""
+        row = self.cursor.fetchone()
+        if row is None:
+            self.repository.raise_conflict(self.tenant_id, self.execution_id, self.expected)
+        return execution_from_row(row)
 
 
 class ExecutionRepository:
@@ -445,7 +465,7 @@ class ExecutionRepository:
             "correlation_id": correlation_id,
         }
         row = self._write(_RETRY_SCHEDULED_STATEMENTS, params, event_id, WorkflowPhase.PROCESSING, context)
-        return row if row is not None else self._raise_conflict(tenant_id, execution_id, ExecutionStatus.PROCESSING)
+        return row if row is not None else self.raise_conflict(tenant_id, execution_id, ExecutionStatus.PROCESSING)
 
     # -- internals ---------------------------------------------------------------------------------------
 
@@ -471,13 +491,38 @@ class ExecutionRepository:
         target = to_status or spec.to_statuses[0]
         if source not in spec.from_statuses or target not in spec.to_statuses:
             raise InvalidTransition(f"{method} cannot move an execution from {source} to {target}")
+        params = self._transition_params(
+            method, tenant_id, execution_id, source, target, context=context, provider_reference=provider_reference,
+            error_code=error_code, correlation_id=correlation_id, metadata=metadata, submitted=submitted,
+            attempt=attempt, unsubmitted_only=unsubmitted_only,
+        )  # fmt: skip
+        row = self._write(_TRANSITION_STATEMENTS, params, params["event_id"], spec.phase, context)
+        return row if row is not None else self.raise_conflict(tenant_id, execution_id, source)
+
+    @staticmethod
+    def _transition_params(
+        method: TransitionMethod,
+        tenant_id: UUID,
+        execution_id: UUID,
+        source: ExecutionStatus,
+        target: ExecutionStatus,
+        *,
+        context: WorkflowWriteContext,
+        provider_reference: str | None = None,
+        error_code: str | None = None,
+        correlation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        submitted: bool = False,
+        attempt: bool = False,
+        unsubmitted_only: bool = False,
+    ) -> dict[str, Any]:
         event_id = uuid4()
         event_metadata = dict(metadata or {})
         if error_code is not None:
             event_metadata["error_code"] = error_code
         if provider_reference is not None:
             event_metadata["provider_reference"] = provider_reference
-        params = {
+        params: dict[str, Any] = {
             "tenant_id": tenant_id,
             "execution_id": execution_id,
             "old_status": source.value,
@@ -489,15 +534,30 @@ class ExecutionRepository:
             "attempt_increment": 1 if attempt else 0,
             "unsubmitted_only": unsubmitted_only,
             "event_id": event_id,
-            "event_type": spec.event_type,
+            "event_type": TRANSITIONS[method].event_type,
             "event_metadata": Jsonb(event_metadata),
             "actor": context.actor,
             "correlation_id": correlation_id,
         }
-        row = self._write(_TRANSITION_STATEMENTS, params, event_id, spec.phase, context)
-        return row if row is not None else self._raise_conflict(tenant_id, execution_id, source)
+        return params
 
-    def _raise_conflict(self, tenant_id: UUID, execution_id: UUID, expected: ExecutionStatus) -> NoReturn:
+    def queue_mark_processing(
+        self, tenant_id: UUID, execution_id: UUID, context: WorkflowWriteContext, *, correlation_id: str | None
+    ) -> QueuedTransition:
+        """mark_processing sent in the caller's open, tenant-scoped (pipelined) transaction without waiting: it
+        commits with what the caller wrote before it, or not at all. QueuedTransition.result(), after the commit,
+        is the claimed execution or the TransitionConflict mark_processing would raise."""
+        spec = TRANSITIONS[TransitionMethod.MARK_PROCESSING]
+        params = self._transition_params(
+            TransitionMethod.MARK_PROCESSING, tenant_id, execution_id, spec.from_statuses[0], spec.to_statuses[0],
+            context=context, attempt=True, unsubmitted_only=True, correlation_id=correlation_id,
+        )  # fmt: skip
+        params.update(workflow_params(params["event_id"], spec.phase, context))
+        cursor = self._conn.execute(_TRANSITION_STATEMENTS[self._authoritative_write], params)
+        return QueuedTransition(self, cursor, tenant_id, execution_id, spec.from_statuses[0])
+
+    def raise_conflict(self, tenant_id: UUID, execution_id: UUID, expected: ExecutionStatus) -> NoReturn:
+        """The error of a transition whose guard refused: not found, or in another status than `expected`."""
         current = self.get(tenant_id, execution_id)
         if current is None:
             raise ExecutionNotFound(f"execution {execution_id} not found", execution_id=str(execution_id))

@@ -104,8 +104,9 @@ class Verdict:
         return self.record.decision
 
 
-# Called inside the assessment's transaction with the decision just made (RiskGate.assess).
-WithinDecision = Callable[[Verdict], None]
+# Called inside the assessment's transaction with the decision just made (RiskGate.assess); True when what it sent
+# must be durable when the transaction commits (a claim that lets a provider be called next).
+WithinDecision = Callable[[Verdict], bool]
 
 
 def initiator_of(execution: Execution) -> ChargeInitiator:
@@ -204,10 +205,7 @@ class RiskGate:
                 context=context,
                 correlation_id=correlation_id,
             )
-            if assessment.decision is not Action.REVIEW:
-                # Allowed, blocked or sent to 3-D Secure, the charge goes on to a transition that commits normally
-                # before anything leaves the engine; a review is answered to the client as it stands.
-                commit_without_flush_wait(conn)
+            durable = assessment.decision is Action.REVIEW
             if within is not None:
                 # As the row will read: assessed_at is now(), the transaction's start, which the count returned.
                 record = AssessmentRecord(
@@ -222,7 +220,11 @@ class RiskGate:
                     assessed_at=velocity.counted_at,
                     duration_us=duration_us,
                 )
-                within(Verdict(record, stored.settings, instrument, initiator, fresh=True))
+                durable = within(Verdict(record, stored.settings, instrument, initiator, fresh=True)) or durable
+            if not durable:
+                # Allowed, blocked or sent to 3-D Secure, the charge goes on to a transition that commits normally
+                # before anything leaves the engine; a review is answered to the client as it stands.
+                commit_without_flush_wait(conn)
         row = inserted.fetchone()
         assert row is not None, "an inserted assessment returns its row"
         return Verdict(assessment_record(row), stored.settings, instrument, initiator, fresh=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 from billing.authentication.flow import AuthenticationStep, StepKind
-from billing.db.execution_repository import ExecutionRepository
+from billing.db.execution_repository import ExecutionRepository, QueuedTransition
 from billing.domain.backoff import BackoffPolicy
 from billing.domain.errors import TransitionConflict
 from billing.domain.execution import Execution
@@ -103,8 +103,11 @@ class ExecutionDriver:
             current = self._guarded(lambda: self._repository.mark_pending(
                 current.tenant_id, current.id, context, correlation_id=correlation_id), current)  # fmt: skip
         if current.status is ExecutionStatus.PENDING and current.submitted_at is None:
+            claim: QueuedTransition | None = None
             if step is None and self._pre_submission is not None:
-                step = self._pre_submission.check(current, signals, context=context, correlation_id=correlation_id)
+                step, claim = self._pre_submission.check_and_claim(
+                    current, signals, context=context, correlation_id=correlation_id, claim_with=self._repository
+                )
             if step is not None and step.kind is StepKind.WAIT:
                 return Driven(current, step.next_action)
             if step is not None and step.kind is StepKind.REFUSE:
@@ -118,8 +121,12 @@ class ExecutionDriver:
                 )
                 return Driven(current)
             try:
-                current = self._repository.mark_processing(
-                    current.tenant_id, current.id, context, correlation_id=correlation_id
+                current = (
+                    claim.result()
+                    if claim is not None
+                    else self._repository.mark_processing(
+                        current.tenant_id, current.id, context, correlation_id=correlation_id
+                    )
                 )
             except TransitionConflict:
                 # Another caller owns the submission: report where it is, never submit twice.

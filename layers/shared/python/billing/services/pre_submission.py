@@ -11,6 +11,7 @@ The decision (billing.risk.gate) is kept once per attempt, so asking again gives
 from __future__ import annotations
 
 from billing.authentication.flow import AuthenticationStep, StepKind, ThreeDSecure
+from billing.db.execution_repository import ExecutionRepository, QueuedTransition
 from billing.domain.execution import Execution
 from billing.domain.workflow import WorkflowWriteContext
 from billing.rails.three_ds import NO_THREE_DS, Exemption, ThreeDSecureInstruction, ThreeDSecureMode
@@ -56,21 +57,53 @@ class PreSubmission:
     def check(
         self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
     ) -> AuthenticationStep:
-        decided_within: list[AuthenticationStep] = []
+        step, _ = self.check_and_claim(execution, signals, context=context, correlation_id=correlation_id)
+        return step
 
-        def within(verdict: Verdict) -> None:
+    def check_and_claim(
+        self,
+        execution: Execution,
+        signals: ClientSignals,
+        *,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+        claim_with: ExecutionRepository | None = None,
+    ) -> tuple[AuthenticationStep, QueuedTransition | None]:
+        """check(), and with `claim_with`, the claim for submission (pending -> processing) when a decision made
+        now lets the charge go on without waiting: sent in the decision's transaction, so the decision, any
+        exemption and the claim commit together (one transaction fewer per charge, and nothing can change between
+        the decision and the claim). The claim's result (or its TransitionConflict) comes from the second item;
+        None: the caller claims, if the step proceeds."""
+        decided_within: list[AuthenticationStep] = []
+        claims: list[QueuedTransition] = []
+
+        def within(verdict: Verdict) -> bool:
             # A decision made just now that lets the charge go on: an exemption (or no 3-D Secure at all) commits
-            # with it, in its transaction.
-            if Action(verdict.decision) in (Action.ALLOW, Action.REQUIRE_3DS):
-                step = self._three_ds.exemption_within(
-                    execution, verdict, context=context, correlation_id=correlation_id
+            # with it, in its transaction, and so does the claim.
+            if Action(verdict.decision) not in (Action.ALLOW, Action.REQUIRE_3DS):
+                return False
+            step = self._three_ds.exemption_within(execution, verdict, context=context, correlation_id=correlation_id)
+            if step is None:
+                return False
+            decided_within.append(step)
+            if claim_with is None or step.kind is not StepKind.PROCEED:
+                return False
+            claims.append(
+                claim_with.queue_mark_processing(
+                    execution.tenant_id, execution.id, context, correlation_id=correlation_id
                 )
-                if step is not None:
-                    decided_within.append(step)
+            )
+            return True
 
         verdict = self._risk.assess(execution, signals, context=context, correlation_id=correlation_id, within=within)
         if decided_within:
-            return decided_within[0]
+            return decided_within[0], claims[0] if claims else None
+        return self._after(execution, verdict, context=context, correlation_id=correlation_id), None
+
+    def _after(
+        self, execution: Execution, verdict: Verdict, *, context: WorkflowWriteContext, correlation_id: str | None
+    ) -> AuthenticationStep:
+        """The step for a decision kept from before, or one that asks more than its transaction could give."""
         match Action(verdict.decision):
             case Action.BLOCK:
                 return AuthenticationStep(StepKind.REFUSE, error_code=RISK_BLOCKED_CODE)
