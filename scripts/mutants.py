@@ -237,6 +237,18 @@ MUTANTS = [
         "correlation_id=correlation_id)",
     ),
     Mutant(
+        "risk: an annotation may name a status held in another transaction",
+        "sql/20261221_billing_annotation_in_claiming_transaction.sql",
+        "               and not (e.changed_txid = pg_current_xact_id() and exists (",
+        "               and not (exists (",
+    ),
+    Mutant(
+        "risk: the claim is made after the decision's transaction",
+        "layers/shared/python/billing/services/pre_submission.py",
+        "            if claim_with is None or step.kind is not StepKind.PROCEED:",
+        "            if True:",
+    ),
+    Mutant(
         "3ds: an authentication value may be used twice",
         AUTHENTICATIONS,
         "    if old.value_used_at is not null and new.value_used_at is distinct from old.value_used_at then",
