@@ -16,10 +16,12 @@
     make bench                                            # embedded PostgreSQL
     DATABASE_URL=... make bench                           # any other server
     RISK_BENCH_ATTEMPTS=200000 BENCH_SECONDS=5 .venv/bin/python bench/risk_assessment.py
+    .venv/bin/python bench/risk_assessment.py --reuse     # measure again on the database seeded last time
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import queue
@@ -29,11 +31,13 @@ from typing import Final
 from uuid import UUID, uuid4
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from billing import resource_names as names
 from billing.authentication.flow import ThreeDSecure, ThreeDSecureSettings, sandbox_tokens
 from billing.db.connection import connect
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.migrations import apply_migrations
 from billing.db.roles import DatabaseRole, login_url
 from billing.domain.execution import Execution, ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
@@ -50,6 +54,7 @@ ATTEMPTS: Final = int(os.environ.get("RISK_BENCH_ATTEMPTS", "1000000"))
 SECONDS: Final = float(os.environ.get("BENCH_SECONDS", "5"))
 TENANTS: Final = 50
 BENCH_TENANT_SHARE: Final = 0.3
+DATABASE: Final = "billing_bench_risk"
 SAMPLES: Final = 2000
 WARM_UP: Final = 50
 THREADS: Final = 4
@@ -324,14 +329,37 @@ def _met(condition: bool) -> str:
     return "met" if condition else "NOT met"
 
 
+def _seeded(server_url: str) -> str | None:
+    """The admin URL of an earlier run's database if it holds at least ATTEMPTS attempts (pending migrations
+    applied), else None."""
+    url = make_conninfo(server_url, dbname=DATABASE)
+    try:
+        with connect(url) as conn:
+            row = conn.execute("select count(*) as n from billing.risk_attempts").fetchone()
+            if row is None or row["n"] < ATTEMPTS:
+                return None
+            apply_migrations(conn)
+    except psycopg.Error:
+        return None
+    return url
+
+
 def main() -> None:
     run_started = time.perf_counter()
-    admin_url = fresh_database(database_url(), "billing_bench_risk")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--reuse", action="store_true", help="measure on the database an earlier run seeded")
+    args = parser.parse_args()
+    admin_url = _seeded(database_url()) if args.reuse else None
+    if admin_url is None:
+        admin_url = fresh_database(database_url(), DATABASE)
+        took = seed(admin_url)
+        how = f"seeded with their executions and vacuumed in {took:.0f} s"
+    else:
+        how = "seeded by an earlier run (--reuse), migrations applied again"
     app_url = login_url(admin_url, DatabaseRole.APP)
-    took = seed(admin_url)
     mine = _tenants()[0][1]
     print(f"risk assessment: {ATTEMPTS:,} attempts in billing.risk_attempts ({TENANTS} tenants, {mine:,} in the "
-          f"benchmarked one, over 48 h), seeded with their executions and vacuumed in {took:.0f} s")  # fmt: skip
+          f"benchmarked one, over 48 h), {how}")  # fmt: skip
     assessed, baseline = latency(app_url)
     print(f"  RiskGate.assess, {SAMPLES} samples (1/4 hot keys, 1/2 seeded, 1/4 new):  {_summary(assessed)}")
     print(f"  baseline mark_pending (one transition), same execution and connection: {_summary(baseline)}")

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from billing.db.connection import Connection
 from billing.db.sqlstates import translated_guard_errors
-from billing.db.tenancy import run_in_tenant_scope
+from billing.db.tenancy import pipelined_tenant_transaction, run_in_tenant_scope
 from billing.db.workflow_writer import authoritative_write_enabled, workflow_cte, workflow_params
 from billing.domain.errors import ExecutionNotFound, InvalidTransition, TransitionConflict
 from billing.domain.execution import Execution, ExecutionEvent, ExecutionRequest, PaymentRail
@@ -280,11 +280,14 @@ class ExecutionRepository:
         payment_provider: str,
         correlation_id: str | None,
         context: WorkflowWriteContext,
+        accept: bool = False,
     ) -> tuple[Execution, bool]:
         """Insert a created execution with its event, outbox and workflow rows; (row, True) if this call won.
 
         When another request already holds the idempotency key, nothing is written and (winner, False) is
-        returned; the caller decides whether that is a replay or a reused key.
+        returned; the caller decides whether that is a replay or a reused key. With `accept`, the execution won
+        is also moved on to pending (mark_pending, its own event, outbox and workflow rows) in the same
+        transaction: what a caller that executes at once does next anyway, one commit sooner.
         """
         event_id = uuid4()
         params = {
@@ -307,13 +310,36 @@ class ExecutionRepository:
             "event_metadata": Jsonb({"amount": request.amount, "currency": request.currency}),
             "actor": context.actor,
         }
-        row = self._write(_INSERT_STATEMENTS, params, event_id, WorkflowPhase.CREATED, context)
+        row = (
+            self._insert_accepted(params, context, correlation_id)
+            if accept
+            else self._write(_INSERT_STATEMENTS, params, event_id, WorkflowPhase.CREATED, context)
+        )
         if row is not None:
             return row, True
         assert idempotency_key is not None, "an insert without a key cannot conflict"
         winner = self.find_by_idempotency_key(tenant_id, idempotency_key)
         assert winner is not None, "the conflicting row is committed before ON CONFLICT gives way"
         return winner, False
+
+    def _insert_accepted(
+        self, params: dict[str, Any], context: WorkflowWriteContext, correlation_id: str | None
+    ) -> Execution | None:
+        """The insert and created -> pending in one pipelined transaction; the pending row, or None when the
+        idempotency key was taken (the insert wrote nothing, so the transition found no row to move)."""
+        tenant_id, execution_id = params["tenant_id"], params["id"]
+        params.update(workflow_params(params["event_id"], WorkflowPhase.CREATED, context))
+        spec = TRANSITIONS[TransitionMethod.MARK_PENDING]
+        pending = self._transition_params(
+            TransitionMethod.MARK_PENDING, tenant_id, execution_id, spec.from_statuses[0], spec.to_statuses[0],
+            context=context, correlation_id=correlation_id,
+        )  # fmt: skip
+        pending.update(workflow_params(pending["event_id"], spec.phase, context))
+        with translated_guard_errors(), pipelined_tenant_transaction(self._conn, tenant_id):
+            self._conn.execute(_INSERT_STATEMENTS[self._authoritative_write], params)
+            accepted = self._conn.execute(_TRANSITION_STATEMENTS[self._authoritative_write], pending)
+        row = accepted.fetchone()
+        return execution_from_row(row) if row is not None else None
 
     # -- the ten transitions ----------------------------------------------------------------------------
 

@@ -67,9 +67,11 @@ class ExecutionService:
         payment_provider: str | None,
         correlation_id: str | None,
         context: WorkflowWriteContext,
+        accept: bool = False,
     ) -> CreateOutcome:
         """Create an execution exactly once per (tenant, idempotency key); payment_provider None: routed by the
-        instrument (a replay keeps the provider it was created with)."""
+        instrument (a replay keeps the provider it was created with). `accept`: created as pending, in the same
+        transaction (execute drives it on at once)."""
         key = validate_idempotency_key(idempotency_key)
         fingerprint = request.fingerprint()
         # Layer 1: the cheap read. Most retries end here without touching the write path.
@@ -105,6 +107,7 @@ class ExecutionService:
             payment_provider=payment_provider,
             correlation_id=correlation_id,
             context=context,
+            accept=accept,
         )
         if created:
             return CreateOutcome(execution, created=True)
@@ -131,6 +134,7 @@ class ExecutionService:
             payment_provider=payment_provider,
             correlation_id=correlation_id,
             context=context,
+            accept=True,
         )
         driven = self._driver.drive_with_action(
             outcome.execution, correlation_id=correlation_id, context=context, signals=signals
