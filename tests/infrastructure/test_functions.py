@@ -197,6 +197,10 @@ def test_reserved_concurrency_follows_stage_config(stage: str, request: pytest.F
     # The single-runner jobs must never overlap themselves.
     for function in (FunctionName.OUTBOX_RELAY, FunctionName.RECONCILE, FunctionName.MIGRATE):
         assert synth.built.config.reserved_concurrency[function] == 1
+    # Every function that connects holds at most one connection per container: its reserved concurrency is the
+    # bound on what it can take from RDS Proxy, so none may be unbounded.
+    connecting = {name for name, spec in FUNCTIONS.items() if spec.database_role is not None}
+    assert connecting <= set(synth.built.config.reserved_concurrency), "a connecting function without a bound"
 
 
 @pytest.mark.parametrize("function", ALL_FUNCTIONS)
