@@ -76,6 +76,7 @@ bench: $(BENCH_STAMP)
 	$(PY) bench/stripe_adapter_overhead.py
 	$(PY) bench/risk_assessment.py
 	$(PY) bench/settlement_reconciliation.py
+	$(PY) bench/relay_throughput.py
 
 # Exit 1 and the first row that differs if the audit trail was changed. The key ring comes from Secrets Manager
 # (the local stack's moto while `make serve` runs) unless KEY_RING names an exported ring.

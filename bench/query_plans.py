@@ -15,8 +15,9 @@
    same run: the primary-key lookup of an execution (ExecutionRepository.get); each p99 beside it as a ratio.
    Goal: p99 <= 5 ms for request and worker queries; batch reads (a settlement file's lookups, hundreds to
    thousands of rows a statement) by p99 per 1,000 rows returned <= 50 ms (a million-line file's lookups in under
-   a minute). The load average is printed: the machine's other work shows in the p99s, less in the ratios and
-   the server times.
+   a minute); so is reconciliation's whole retirement pass, per 1,000 due schedules walked (each of its bounded
+   statements is a worker query of its own). The load average is printed: the machine's other work shows in the
+   p99s, less in the ratios and the server times.
 3. The outbox relay's claim as published rows accumulate: with none, with every seeded row published (millions),
    and after billing.outbox.archive moved them to billing.billing_outbox_archive (then VACUUM, as autovacuum
    would), with the archive's own throughput. The database is dropped at the end (QUERY_PLANS_KEEP=1 keeps it).

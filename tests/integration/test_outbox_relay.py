@@ -124,7 +124,8 @@ class EventsClient:
 
     A failed entry never reaches the bus and its answer is InternalFailure in its position, exactly how
     EventBridge reports a partial failure; the others go through the real (moto) put_events. before_call runs
-    first on every call, with the number of the call (1 for the first); it may wait, sleep or raise.
+    first on every call, with the number of the call (1 for the first, in the order calls began: the relay makes
+    several at once); it may wait, sleep or raise.
     """
 
     client: Any
@@ -133,10 +134,13 @@ class EventsClient:
     calls: list[list[Mapping[str, Any]]] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
+    _numbering: threading.Lock = field(default_factory=threading.Lock)
 
     def put_events(self, *, Entries: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:  # noqa: N803 (boto3 name)
-        self.calls.append(list(Entries))
-        self.before_call(len(self.calls))
+        with self._numbering:
+            self.calls.append(list(Entries))
+            number = len(self.calls)
+        self.before_call(number)
         failing = [self.fail(outbox_id(entry)) for entry in Entries]
         passing = [entry for entry, fails in zip(Entries, failing, strict=True) if not fails]
         answers = iter(self.client.put_events(Entries=passing)["Entries"] if passing else [])
@@ -349,7 +353,9 @@ def test_run_with_25_executions_sends_calls_of_10_10_and_5(
 
     report = relay(db, client).run(plenty_of_time)
 
-    assert [len(call) for call in client.calls] == [10, 10, 5]
+    # The first call alone, then the other two (at once with concurrent calls, in either order).
+    assert len(client.calls[0]) == 10
+    assert sorted(len(call) for call in client.calls[1:]) == [5, 10]
     assert report.published == 25
     assert len(bus.received()) == 25
 
@@ -363,8 +369,9 @@ def test_run_with_100_kb_events_keeps_every_call_within_256_kb(
 
     report = relay(db, client).run(plenty_of_time)
 
-    # Five small created events in one call, then the five 100 KB pending events two by two.
-    assert [len(call) for call in client.calls] == [5, 2, 2, 1]
+    # Five small created events in one call, then the five 100 KB pending events two by two (at once).
+    assert len(client.calls[0]) == 5
+    assert sorted(len(call) for call in client.calls[1:]) == [1, 2, 2]
     assert_calls_within_limits(client, private_admin)
     assert report.published == 10
     assert sorted(delivered_ids(bus.received())) == sorted(by_id(private_admin))
@@ -375,7 +382,7 @@ def test_run_with_a_batch_smaller_than_the_backlog_drains_it_in_several_batches(
 ) -> None:
     make_events(app_db, tenant_id, executions=5, events_each=5)
 
-    report = relay(db, EventsClient(bus.events), batch_size=7).run(plenty_of_time)
+    report = relay(db, EventsClient(bus.events), batch_size=7, backlog_batch_size=7).run(plenty_of_time)
 
     assert report.published == 25
     assert report.batches >= 4
@@ -383,6 +390,77 @@ def test_run_with_a_batch_smaller_than_the_backlog_drains_it_in_several_batches(
     delivered = delivered_ids(bus.received())
     assert sorted(delivered) == sorted(by_id(private_admin))
     assert_in_order_per_execution(private_admin, delivered)
+
+
+def test_after_its_first_call_a_run_makes_several_calls_at_once_with_no_execution_in_two_of_them(
+    db: Connection, app_db: Connection, private_admin: Connection, bus: Bus, tenant_id: UUID
+) -> None:
+    # Given 30 executions with two events each: after the run's first call (ten created events) the other twenty
+    # created events and ten of the pending ones can go at once, three calls that must all be in flight together
+    make_events(app_db, tenant_id, executions=30, events_each=2)
+    together = threading.Barrier(3, timeout=10)
+
+    def meet(call: int) -> None:
+        if call in (2, 3, 4):
+            together.wait()
+
+    client = EventsClient(bus.events, before_call=meet)
+
+    report = relay(db, client, concurrent_calls=3).run(plenty_of_time)
+
+    # Then the three met (a call made after another's answer would have broken the barrier), and none of them
+    # shared an execution with another: each execution's second event went after the answer to its first
+    aggregate_of = {row["id"]: row["aggregate_id"] for row in outbox(private_admin)}
+    wave = [{aggregate_of[oid] for oid in call} for call in client.sent()[1:4]]
+    assert [len(call) for call in client.sent()[:4]] == [10, 10, 10, 10]
+    assert len(wave[0] | wave[1] | wave[2]) == 30
+    assert (report.published, report.unpublished, len(client.calls)) == (60, 0, 6)
+    assert_calls_within_limits(client, private_admin)
+    assert_in_order_per_execution(private_admin, delivered_ids(bus.received()))
+
+
+def test_run_whose_call_fails_with_an_error_of_ours_records_the_others_answers_and_leaves_its_rows_leased(
+    db: Connection, app_db: Connection, private_admin: Connection, bus: Bus, tenant_id: UUID
+) -> None:
+    # Given 25 rows: one call alone, then two at once, the first of which the publisher fails to make (a bug)
+    make_events(app_db, tenant_id, executions=25, events_each=1)
+
+    def bug(call: int) -> None:
+        if call == 2:
+            raise RuntimeError("a bug in the publisher")
+
+    client = EventsClient(bus.events, before_call=bug)
+    clock = Clock()
+
+    with pytest.raises(RuntimeError, match="a bug in the publisher"):
+        relay(db, client, clock=clock, concurrent_calls=2).run(plenty_of_time)
+
+    # Then what the bus accepted is recorded, and the failed call's rows wait for the lease to lapse, unattempted
+    broken = set(client.sent()[1])
+    rows = by_id(private_admin)
+    assert {oid for oid, r in rows.items() if r["published_at"] is not None} == set(client.accepted)
+    assert set(client.accepted) == set(rows) - broken
+    assert {oid for oid, r in rows.items() if r["lease_owner"] is not None} == broken
+    assert all(rows[oid]["publish_attempts"] == 0 for oid in broken)
+
+    later = relay(db, EventsClient(bus.events), clock=clock.advance(DEFAULT_LEASE_DURATION)).run(plenty_of_time)
+
+    assert (later.published, later.unpublished) == (len(broken), 0)
+    assert sorted(delivered_ids(bus.received())) == sorted(rows)
+
+
+def test_run_behind_a_backlog_claims_the_backlog_batch_size_after_a_full_claim(
+    db: Connection, app_db: Connection, private_admin: Connection, bus: Bus, tenant_id: UUID
+) -> None:
+    make_events(app_db, tenant_id, executions=30, events_each=1)
+    client = EventsClient(bus.events)
+
+    report = relay(db, client, batch_size=5, backlog_batch_size=20).run(plenty_of_time)
+
+    # 5 rows first; that claim was full, so the next takes 20; that one was full too, and the last finds 5.
+    assert (report.batches, report.claimed, report.published, report.unpublished) == (3, 30, 30, 0)
+    assert len(client.calls[0]) == 5
+    assert sorted(delivered_ids(bus.received())) == sorted(by_id(private_admin))
 
 
 def test_run_inside_an_open_transaction_is_refused(db: Connection, bus: Bus) -> None:

@@ -25,6 +25,13 @@ from pydantic import ValidationError
 
 from billing.db.connection import Connection, connect
 from billing.db.execution_repository import ExecutionRepository
+from billing.db.reconciliation_queries import (
+    AWAITING_SETTLEMENT,
+    Cursor,
+    retire_stale_schedules,
+    retire_stale_schedules_step,
+)
+from billing.db.tenancy import system_transaction
 from billing.domain.errors import ProviderUnavailable, TransitionConflict
 from billing.domain.execution import Execution, PaymentRail
 from billing.domain.status import ExecutionStatus
@@ -657,6 +664,33 @@ def test_schedule_of_an_execution_a_webhook_settled_is_retired(
     assert report.findings == ()
     lease = lease_of(private_admin, execution)
     assert (lease["attempts"], lease["next_check_at"], lease["last_outcome"]) == (0, None, "left_pending")
+
+
+def test_stale_schedules_are_retired_step_by_bounded_step(
+    db: Connection, app_db: Connection, private_admin: Connection, slow_sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given three scheduled debits, two of which a webhook then settled
+    executions = [pending_debit(app_db, slow_sandbox, tenant_id, "iban_settles_paid") for _ in range(3)]
+    clock = Clock()
+    worker(db, slow_sandbox, clock=clock).run(plenty_of_time)
+    settled, still_pending = executions[:2], executions[2]
+    for execution in settled:
+        ExecutionRepository(app_db).confirm_from_pending(
+            tenant_id, execution.id, WorkflowWriteContext.webhook("sandbox")
+        )
+    now = clock.advance(timedelta(hours=2)).now
+
+    # When the retirement walks one due schedule per statement
+    with system_transaction(db):
+        first = retire_stale_schedules_step(db, AWAITING_SETTLEMENT, now=now, after=Cursor.start(), limit=1)
+        retired = retire_stale_schedules(db, AWAITING_SETTLEMENT, now=now, step=1)
+
+    # Then a step walks no more than its limit and says where the next starts, and the pass retires exactly the
+    # settled ones
+    assert (first.walked, first.after is not None) == (1, True)
+    assert first.retired + retired == 2
+    assert [lease_of(private_admin, e)["last_outcome"] for e in settled] == ["left_pending", "left_pending"]
+    assert lease_of(private_admin, still_pending)["next_check_at"] is not None
 
 
 def test_execution_recovered_to_settlement_pending_starts_its_checks_afresh(

@@ -14,6 +14,7 @@ from billing.outbox.chunking import (
     MAX_ENTRIES_PER_CALL,
     entry_size,
     next_chunk,
+    next_wave,
     retried_last,
     too_large,
 )
@@ -136,6 +137,60 @@ def test_next_chunk_with_an_oversized_first_entry_raises() -> None:
 
 def test_next_chunk_of_nothing_returns_nothing() -> None:
     assert next_chunk([]) == ([], [])
+
+
+def all_waves(pending: list[OutboundEvent], max_calls: int) -> list[list[list[OutboundEvent]]]:
+    waves = []
+    while pending:
+        wave, pending = next_wave(pending, max_calls)
+        waves.append(wave)
+    return waves
+
+
+def test_next_wave_of_distinct_executions_is_next_chunks_calls_side_by_side() -> None:
+    events = [event() for _ in range(45)]
+
+    waves = all_waves(events, 4)
+
+    assert [[len(call) for call in wave] for wave in waves] == [[10, 10, 10, 10], [5]]
+    assert [e for wave in waves for call in wave for e in call] == events
+
+
+def test_next_wave_never_puts_two_events_of_one_execution_in_one_wave_and_keeps_their_order() -> None:
+    x, y = uuid4(), uuid4()
+    x1, y1, x2, other, x3, y2 = event(x), event(y), event(x), event(), event(x), event(y)
+    crowd = [event() for _ in range(9)]
+
+    waves = all_waves([x1, *crowd, y1, x2, other, x3, y2], 3)
+
+    # x2 and y2 would fit in the wave's second call: they wait for the answers to x1 and y1.
+    assert waves == [[[x1, *crowd], [y1, other]], [[x2, y2]], [[x3]]]
+    for wave in waves:
+        keys = [e.ordering_key for call in wave for e in call]
+        assert len(keys) == len(set(keys))
+
+
+def test_next_wave_sends_what_one_call_had_no_room_for_in_the_next_call() -> None:
+    big_a, big_b, small = sized(200 * 1024), sized(100 * 1024), sized(1024)
+
+    wave, rest = next_wave([big_a, big_b, small], 2)
+
+    assert wave == [[big_a, small], [big_b]]
+    assert rest == []
+
+
+def test_next_wave_of_one_call_is_next_chunk() -> None:
+    x = uuid4()
+    events = [event(x), event(), event(x), *(event() for _ in range(12))]
+
+    wave, rest = next_wave(events, 1)
+
+    assert [wave[0], rest] == list(next_chunk(events))
+
+
+def test_next_wave_with_no_call_allowed_raises() -> None:
+    with pytest.raises(ValueError, match="at least one call"):
+        next_wave([event()], 0)
 
 
 def test_retried_last_moves_executions_that_failed_before_behind_the_others_whole_and_in_order() -> None:

@@ -208,17 +208,46 @@ update billing.reconciliation_leases l
 # Schedules of executions that left the status without the worker (a webhook settled them): they would otherwise
 # stay in reconciliation_leases_due for ever. Once per run and sweep, through that index, and only those due: a
 # schedule that is not due costs nothing until it is (the due walk would step over it then), so a run reads the
-# schedules it is about to walk anyway, not every schedule there is.
+# schedules it is about to walk anyway, not every schedule there is. A statement walks at most RETIRE_STEP of them in
+# the index's order from a keyset cursor (the walk reads the index, the retirement probes each walked execution by
+# its primary key), so however many are due (every schedule, after a worker outage) no statement grows past a
+# bounded step: the caller repeats it from the last schedule walked until a step walks fewer than its limit.
 _RETIRE_STALE = """
-update billing.reconciliation_leases l
-   set attempts = 0, next_check_at = null, last_outcome = 'left_' || l.status, updated_at = clock_timestamp()
-  from billing.billing_executions e
- where e.tenant_id = l.tenant_id and e.id = l.execution_id
-   and l.status = %(status)s
-   and l.next_check_at <= %(now)s
-   and e.status <> l.status
-   and (l.lease_expires_at is null or l.lease_expires_at <= %(now)s)
+with walked as materialized (
+    select l.tenant_id, l.execution_id, l.next_check_at
+      from billing.reconciliation_leases l
+     where l.status = %(status)s
+       and l.next_check_at <= %(now)s
+       and l.next_check_at >= %(after_at)s
+       and (l.next_check_at, l.tenant_id, l.execution_id) > (%(after_at)s, %(after_tenant)s::uuid, %(after_id)s::uuid)
+     order by l.next_check_at, l.tenant_id, l.execution_id
+     limit %(limit)s
+), retired as (
+    update billing.reconciliation_leases l
+       set attempts = 0, next_check_at = null, last_outcome = 'left_' || l.status, updated_at = clock_timestamp()
+      from walked w
+      join billing.billing_executions e on e.tenant_id = w.tenant_id and e.id = w.execution_id
+     where l.tenant_id = w.tenant_id and l.execution_id = w.execution_id
+       and l.status = %(status)s
+       and l.next_check_at <= %(now)s
+       -- the same test on the execution alone: only a stale schedule's lease row is looked up again
+       and e.status <> %(status)s
+       and e.status <> l.status
+       and (l.lease_expires_at is null or l.lease_expires_at <= %(now)s)
+    returning 1
+), last as (
+    select w.next_check_at, w.tenant_id, w.execution_id
+      from walked w
+     order by w.next_check_at desc, w.tenant_id desc, w.execution_id desc
+     limit 1
+)
+select (select count(*) from walked) as walked, (select count(*) from retired) as retired,
+       last.next_check_at, last.tenant_id, last.execution_id
+  from (values (1)) one (n)
+  left join last on true
 """
+# Schedules one retirement statement walks: a few milliseconds of primary-key probes at most.
+RETIRE_STEP: Final = 250
 
 # last_outcome keeps the start of the text: exception messages can be long.
 _MAX_OUTCOME_CHARS = 1_000
@@ -334,10 +363,39 @@ def release(conn: Connection, claimed: Sequence[Claimed], owner: str) -> None:
         )
 
 
-def retire_stale_schedules(conn: Connection, sweep: SweepSql, *, now: datetime) -> int:
-    """Clear the due schedules of the sweep's executions that left its status without the worker; how many."""
+@dataclass(frozen=True, slots=True)
+class RetireStep:
+    """One bounded retirement statement: schedules walked and retired, and where the next step starts (None when
+    this one walked the last due schedule)."""
+
+    walked: int
+    retired: int
+    after: Cursor | None
+
+
+def retire_stale_schedules_step(
+    conn: Connection, sweep: SweepSql, *, now: datetime, after: Cursor, limit: int = RETIRE_STEP
+) -> RetireStep:
+    """Walk up to `limit` due schedules of the sweep after `after`, clearing those whose execution left its status."""
     walk_in_index_order(conn)
-    return conn.execute(_RETIRE_STALE, {"status": sweep.status, "now": now}).rowcount
+    row = conn.execute(_RETIRE_STALE, {"status": sweep.status, "now": now, "limit": limit, **after.params()}).fetchone()
+    assert row is not None, "the statement returns one row"
+    walked = int(row["walked"])
+    last = Cursor(row["next_check_at"], row["tenant_id"], row["execution_id"]) if walked else None
+    return RetireStep(walked=walked, retired=int(row["retired"]), after=last if walked >= limit else None)
+
+
+def retire_stale_schedules(conn: Connection, sweep: SweepSql, *, now: datetime, step: int = RETIRE_STEP) -> int:
+    """Clear the due schedules of the sweep's executions that left its status without the worker; how many.
+
+    Step by bounded step (retire_stale_schedules_step), all in the caller's transaction."""
+    retired = 0
+    after: Cursor | None = Cursor.start()
+    while after is not None:
+        done = retire_stale_schedules_step(conn, sweep, now=now, after=after, limit=step)
+        retired += done.retired
+        after = done.after
+    return retired
 
 
 def _bookkeeping(tenant_id: UUID, execution_id: UUID, owner: str, outcome: str) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from pydantic import (
 from billing.api.cursor import decode_cursor, encode_cursor
 from billing.api.input_safety import MAX_JSON_DEPTH
 from billing.api.problems import PROBLEM_CONTENT_TYPE
-from billing.api.resources import Problem
 from billing.aws.cold_start import lazy_module
 from billing.domain.execution import looks_like_card_number
 from billing.instruments.model import (
@@ -251,10 +250,14 @@ _PROBLEMS: Final[dict[int, str]] = {
 _EVERY_ROUTE: Final = (401, 413, 415, 422)
 
 
-def _responses(success: dict[int, str], *problems: int) -> dict[int, OpenAPIResponse]:
+def _responses(
+    success: dict[int, str], *problems: int, problem_model: type[BaseModel] | None
+) -> dict[int, OpenAPIResponse]:
     responses: dict[int, OpenAPIResponse] = {status: {"description": text} for status, text in success.items()}
     for status in sorted({*problems, *_EVERY_ROUTE}):
-        responses[status] = {"description": _PROBLEMS[status], "content": {PROBLEM_CONTENT_TYPE: {"model": Problem}}}
+        responses[status] = {"description": _PROBLEMS[status]}
+        if problem_model is not None:
+            responses[status]["content"] = {PROBLEM_CONTENT_TYPE: {"model": problem_model}}
     return responses
 
 
@@ -262,9 +265,13 @@ def _json(status: int, model: Any) -> Response[Any]:
     return Response(status, "application/json", model)
 
 
-def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
+def instrument_routes(service: Callable[[], InstrumentApi], *, problem_model: type[BaseModel] | None = None) -> Router:
     """The four instrument routes as a fresh Router calling `service()`; the caller comes from the resolver's
-    context ("caller", set per request by the function that serves them)."""
+    context ("caller", set per request by the function that serves them).
+
+    `problem_model` documents the body of the error responses (billing.api.resources.Problem, for the OpenAPI
+    document). The vault, which serves the routes and no document, leaves it out: the API's resource models are a
+    twentieth of its cold start, and no request of its reads them (problems are built by billing.api.problems)."""
     router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves its __init__ unannotated
 
     def caller() -> Caller:
@@ -275,7 +282,9 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
         PAYMENT_INSTRUMENTS,
         tags=[TAG],
         enable_validation=True,
-        responses=_responses({201: "Saved", 200: "Replay: the instrument this key created"}, 400),
+        responses=_responses(
+            {201: "Saved", 200: "Replay: the instrument this key created"}, 400, problem_model=problem_model
+        ),
     )
     def create_payment_instrument(
         body: InstrumentCreateRequest,
@@ -288,7 +297,7 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
         PAYMENT_INSTRUMENTS,
         tags=[TAG],
         enable_validation=True,
-        responses=_responses({200: "One page, newest first"}, 400),
+        responses=_responses({200: "One page, newest first"}, 400, problem_model=problem_model),
     )
     def list_payment_instruments(
         entity_contract_id: Annotated[str, params.Query(max_length=128)],
@@ -309,7 +318,7 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
         f"{PAYMENT_INSTRUMENTS}/<instrument_id>",
         tags=[TAG],
         enable_validation=True,
-        responses=_responses({200: "The instrument"}, 404),
+        responses=_responses({200: "The instrument"}, 404, problem_model=problem_model),
     )
     def get_payment_instrument(instrument_id: str) -> Response[InstrumentResource]:
         return _json(200, InstrumentResource.of(service().get(caller(), instrument_id)))
@@ -318,7 +327,9 @@ def instrument_routes(service: Callable[[], InstrumentApi]) -> Router:
         f"{PAYMENT_INSTRUMENTS}/<instrument_id>",
         tags=[TAG],
         enable_validation=True,
-        responses=_responses({200: "Deactivated (or already ended); its history is kept"}, 404, 409),
+        responses=_responses(
+            {200: "Deactivated (or already ended); its history is kept"}, 404, 409, problem_model=problem_model
+        ),
     )
     def deactivate_payment_instrument(instrument_id: str) -> Response[InstrumentResource]:
         return _json(200, InstrumentResource.of(service().deactivate(caller(), instrument_id)))
@@ -333,8 +344,10 @@ def _not_served_here() -> InstrumentApi:
 def instrument_openapi_paths() -> dict[str, Any]:
     """{"paths": ..., "schemas": ...} of the instrument routes, for another function's OpenAPI document. Built on a
     resolver that never handles a request."""
+    from billing.api.resources import Problem
+
     documentation = APIGatewayRestResolver(enable_validation=True)
-    documentation.include_router(instrument_routes(_not_served_here))
+    documentation.include_router(instrument_routes(_not_served_here, problem_model=Problem))
     document = documentation.get_openapi_schema(title="payment instruments", version="1").model_dump(
         mode="json", by_alias=True, exclude_none=True
     )

@@ -25,11 +25,12 @@ from billing.db.connection import Connection
 from billing.db.execution_repository import ExecutionListQuery, ExecutionRepository
 from billing.db.reconciliation_queries import (
     AWAITING_SETTLEMENT,
+    RETIRE_STEP,
     STUCK_PROCESSING,
     Cursor,
     Lease,
     SweepSql,
-    retire_stale_schedules,
+    retire_stale_schedules_step,
 )
 from billing.db.reconciliation_queries import claim as claim_executions
 from billing.db.reversal_repository import ReversalRepository
@@ -337,7 +338,8 @@ def _relay_claim(conn: Connection, _: Any) -> int:
     # OutboxRelay's phase 1 as a run's first batch makes it (the relay's own claim, parameters and scope).
     outbox_relay = relay.OutboxRelay(conn, _NoPublisher())
     state = relay._Run(lease_owner=f"relay:{uuid4()}", time_budget=lambda: 1.0)
-    return len(outbox_relay._claim(state))
+    claimed = outbox_relay._claim(state, record=None)
+    return 0 if claimed is None else len(claimed.claimed)
 
 
 def _relay_backlog(conn: Connection, _: Any) -> int:
@@ -364,10 +366,24 @@ def _sweep(sweep: SweepSql, age: timedelta, *, due: bool) -> Callable[[Connectio
     return call
 
 
-def _retire(conn: Connection, _: Any) -> int:
+def _retire_step(conn: Connection, _: Any) -> int:
+    # One bounded statement of the retirement (the first: the earliest due schedules), as the worker repeats it.
     now = datetime.now(UTC)
     with system_transaction(conn):
-        return retire_stale_schedules(conn, AWAITING_SETTLEMENT, now=now)
+        return retire_stale_schedules_step(conn, AWAITING_SETTLEMENT, now=now, after=Cursor.start()).walked
+
+
+def _retire_pass(conn: Connection, _: Any) -> int:
+    # The whole pass a run makes before its first due batch, step after step: judged per schedule walked.
+    now = datetime.now(UTC)
+    walked = 0
+    with system_transaction(conn):
+        after: Cursor | None = Cursor.start()
+        while after is not None:
+            step = retire_stale_schedules_step(conn, AWAITING_SETTLEMENT, now=now, after=after)
+            walked += step.walked
+            after = step.after
+    return walked
 
 
 def _refunds_due(conn: Connection, _: Any) -> int:
@@ -476,8 +492,11 @@ def hot_queries(sample: Sample) -> list[HotQuery]:
                  nothing, _sweep(STUCK_PROCESSING, _RECONCILE.stuck_after, due=False), rollback=True),
         HotQuery("reconcile: claim stuck rechecks due", "reconciliation_queries.claim", worker, Kind.WORKER,
                  nothing, _sweep(STUCK_PROCESSING, _RECONCILE.stuck_after, due=True), rollback=True),
-        HotQuery("reconcile: retire stale schedules", "reconciliation_queries.retire_stale_schedules", worker,
-                 Kind.WORKER, nothing, _retire, rollback=True),
+        HotQuery(f"reconcile: retire stale schedules ({RETIRE_STEP})",
+                 "reconciliation_queries.retire_stale_schedules_step", worker, Kind.WORKER, nothing, _retire_step,
+                 rollback=True),
+        HotQuery("reconcile: retire stale schedules, whole pass", "reconciliation_queries.retire_stale_schedules",
+                 worker, Kind.BATCH, nothing, _retire_pass, rollback=True),
         HotQuery("reconcile: claim refunds due", "ReversalRepository.claim_due", worker, Kind.WORKER, nothing,
                  _refunds_due, rollback=True),
         HotQuery("settlement: executions of a day's references", "PostgresExecutionLookup.find", worker,
@@ -606,9 +625,20 @@ class Plan:
         return float(self.document.get("Execution Time", 0.0))
 
     def buffers(self) -> tuple[int, int]:
-        """Shared buffers hit and read by the statement (the root counts its children's)."""
+        """Shared buffers hit and read by the statement: the root counts its children's, but not those of a
+        data-modifying CTE the main query never reads (a claim's lease update), which runs on its own at the end."""
         root = self.root
-        return int(root.get("Shared Hit Blocks", 0)), int(root.get("Shared Read Blocks", 0))
+        read_ctes = {node["CTE Name"] for node in self.nodes() if "CTE Name" in node}
+        counted = [root] + [
+            child
+            for child in root.get("Plans", [])
+            if str(child.get("Subplan Name", "")).startswith("CTE ")
+            and child["Subplan Name"].removeprefix("CTE ") not in read_ctes
+        ]
+        return (
+            sum(int(node.get("Shared Hit Blocks", 0)) for node in counted),
+            sum(int(node.get("Shared Read Blocks", 0)) for node in counted),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,33 @@ def next_chunk(pending: Sequence[OutboundEvent]) -> tuple[list[OutboundEvent], l
     return chunk, rest
 
 
+def next_wave(
+    pending: Sequence[OutboundEvent], max_calls: int
+) -> tuple[list[list[OutboundEvent]], list[OutboundEvent]]:
+    """Split off up to `max_calls` PutEvents calls to make at once, and the rest (in its order).
+
+    No execution has an event in two calls of a wave, so every call of it may be sent concurrently: the calls are
+    next_chunk's, each built from the events whose execution no earlier call of the wave took, and what one call
+    passes over (too large to fit beside the others) may still go in the next one. An execution sends its next
+    event in a later wave, once this one's answers are known.
+    """
+    if max_calls < 1:
+        raise ValueError("a wave has at least one call")
+    calls: list[list[OutboundEvent]] = []
+    taken: set[tuple[UUID, UUID]] = set()
+    rest = list(pending)
+    while rest and len(calls) < max_calls:
+        open_to_this_call = [event for event in rest if event.ordering_key not in taken]
+        if not open_to_this_call:
+            break
+        chunk, _ = next_chunk(open_to_this_call)
+        calls.append(chunk)
+        taken.update(event.ordering_key for event in chunk)
+        in_chunk = {event.outbox_id for event in chunk}
+        rest = [event for event in rest if event.outbox_id not in in_chunk]
+    return calls, rest
+
+
 def retried_last(events: Sequence[OutboundEvent], failed_before: Mapping[int, int]) -> list[OutboundEvent]:
     """Events in the order to send them: executions whose oldest event here failed before go after the others.
 

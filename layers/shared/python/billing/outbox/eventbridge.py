@@ -60,8 +60,8 @@ class EventBridgePublisher:
         ]
 
 
-def build_event_publisher(bus_name: str) -> EventBridgePublisher:
-    """Publisher over a boto3 client with tight timeouts (AWS_ENDPOINT_URL points it at moto locally).
+def build_events_client() -> Any:
+    """A boto3 "events" client with tight timeouts (AWS_ENDPOINT_URL points it at moto locally).
 
     The relay holds no transaction during a call (billing.outbox.relay), so the bound is the run's: no call starts
     within 10 s of the Lambda's timeout, and one call including its retry must fit in that. A call that times out
@@ -71,4 +71,9 @@ def build_event_publisher(bus_name: str) -> EventBridgePublisher:
     from botocore.config import Config
 
     config = Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard", "max_attempts": 2})
-    return EventBridgePublisher(boto3.client("events", config=config), bus_name)
+    return boto3.client("events", config=config)
+
+
+def build_event_publisher(bus_name: str) -> EventBridgePublisher:
+    """Publisher over build_events_client()."""
+    return EventBridgePublisher(build_events_client(), bus_name)

@@ -22,7 +22,11 @@ class PublishUnavailable(Exception):
 
 
 class EventPublisher(Protocol):
-    """Puts at most one PutEvents call's worth of events on the bus (see billing.outbox.chunking)."""
+    """Puts at most one PutEvents call's worth of events on the bus (see billing.outbox.chunking).
+
+    The relay makes several calls at once, from threads of its own: publish must be safe to call concurrently
+    (a boto3 client is).
+    """
 
     def publish(self, events: Sequence[OutboundEvent]) -> list[PublishResult]:
         """One result per event, in the same order; raises PublishUnavailable when the call itself failed."""

@@ -7,14 +7,20 @@ No PutEvents call is made inside a database transaction. Each batch goes through
    it may send, commit. Rows that never failed are claimed before rows that did.
 2. Publish with PutEvents, no transaction open: a slow or failing call costs its own rows and nothing else. No
    lock waits on it and no session limit ends it (idle_in_transaction_session_timeout would end the session and
-   roll back what earlier calls had recorded).
-3. Record each call's answers in a short transaction of their own: accepted rows get published_at; refused rows,
-   and every row of a call that failed as a whole, count a failure and get next_attempt_at (exponential backoff),
-   so a failing row waits instead of heading the next batches; their leases end. Rows the batch claimed and did
-   not send are released at its end.
+   roll back what earlier calls had recorded). Calls go in waves of up to concurrent_calls at once, no execution
+   in two calls of a wave (billing.outbox.chunking.next_wave); the next wave is built once this one's answers are
+   in. A run's first wave, and the wave after one with a call that failed as a whole, is a single call: a bus
+   that is down costs one call's rows, not a wave's.
+3. Record the batch's answers in one short transaction, the one that claims the next batch (or one of its own
+   after the last): accepted rows get published_at; refused rows, and every row of a call that failed as a whole,
+   count a failure and get next_attempt_at (exponential backoff), so a failing row waits instead of heading the
+   next batches; their leases end, and so do those of the rows the batch claimed and did not send. One commit per
+   batch rather than one per call and one per claim: commits are most of what the bookkeeping costs, and a batch
+   takes a fraction of the lease.
 
-A relay that dies between a PutEvents call and its record leaves those rows leased; once the lease lapses another
-run publishes them again. Delivery is at least once and consumers de-duplicate on event_id (docs/events.md).
+A relay that dies between a PutEvents call and its batch's record leaves those rows leased (at most one batch);
+once the lease lapses another run publishes them again. Delivery is at least once and consumers de-duplicate on
+event_id (docs/events.md). A batch that ends in an error (not a kill) still records what was accepted before it.
 
 Per-execution order ("an event is never published before an earlier unpublished event of the same execution")
 rests on three rules:
@@ -27,9 +33,10 @@ rests on three rules:
    sent next time. And no earlier row can be invisible to the snapshot while a later one is visible: every write
    to an execution after the insert that creates it (ExecutionRepository) updates, so locks, the execution row
    before taking an outbox id, hence an execution's outbox rows commit in id order.
-2. Calls: one PutEvents call carries at most one event per execution (billing.outbox.chunking), because
-   EventBridge accepts or refuses each entry on its own and a call's second event of an execution could be
-   accepted while its first was refused. An execution whose oldest claimed row failed before goes after the
+2. Calls: one PutEvents call carries at most one event per execution, and one wave of concurrent calls too
+   (billing.outbox.chunking), because EventBridge accepts or refuses each entry on its own and a second event of
+   an execution could be accepted while its first was refused. An execution's next event goes in a later wave,
+   after the answer to its previous one. An execution whose oldest claimed row failed before goes after the
    executions that never failed, all its rows together and in id order.
 3. Failure: once an event of an execution fails, that execution's later events are not sent in this batch and
    not counted as attempts; they are released, and neither they nor the failed one is claimed again in this run.
@@ -52,6 +59,7 @@ long as its time budget lasts: the live table keeps only what the relay still wo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -66,17 +74,26 @@ from billing.db.planner import walk_in_index_order
 from billing.db.tenancy import system_transaction
 from billing.domain.backoff import BackoffPolicy
 from billing.outbox.archive import DEFAULT_ARCHIVE_AFTER, archive_while
-from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_chunk, retried_last, too_large
-from billing.outbox.events import OutboundEvent, event_from_outbox_row
+from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_wave, retried_last, too_large
+from billing.outbox.events import OutboundEvent, PublishResult, event_from_outbox_row
 from billing.outbox.ports import EventPublisher, PublishUnavailable
 
 # Milliseconds of run time left; the relay starts no claim and no PutEvents call once it is zero or less.
 TimeBudget = Callable[[], float]
 Clock = Callable[[], datetime]
 
-# 100 rows is at least 10 PutEvents calls: large enough to amortise the claim, small enough that a run which stops
-# leaves little leased and unsent.
+# 100 rows is at least 10 PutEvents calls: large enough to amortise the claim and the record, small enough that a
+# run which stops or dies leaves little leased and unsent.
 DEFAULT_BATCH_SIZE = 100
+# Claims after a full one: a backlog is drained in batches this large, which fill their PutEvents calls better (an
+# execution's events go one per wave, so a small batch of a few executions makes short calls) and pay a claim and a
+# commit per 500 rows, not per 100. A relay that keeps up claims a handful of rows either way.
+DEFAULT_BACKLOG_BATCH_SIZE = 500
+# PutEvents calls in flight at once (a wave). One by default: moto's server (the local stack's bus) answers
+# concurrent PutEvents so slowly that two at once outlast the client's 3 s read timeout on a loaded machine and the
+# run stops as publisher_unavailable (bench/relay_throughput.py), and against a fast endpoint two or four at once
+# measured no faster here. Against EventBridge, where a call is mostly network wait, more may pay off.
+DEFAULT_CONCURRENT_CALLS = 1
 # With the backoff below, 25 failed attempts ride out an EventBridge incident of almost two hours before a row is
 # parked (30 s, 1, 2, 4 minutes, then every 5 minutes).
 DEFAULT_MAX_ATTEMPTS = 25
@@ -92,7 +109,8 @@ _MAX_ERROR_CHARS = 1_000
 
 _CLAIM = """
 with candidates as materialized (
-    select o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type, o.payload, o.occurred_at, o.failed_attempts
+    select o.ctid as row_version, o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type, o.payload,
+           o.occurred_at, o.failed_attempts
       from billing.billing_outbox o
      where o.published_at is null
        and o.failed_attempts < %(max_attempts)s
@@ -107,23 +125,29 @@ with candidates as materialized (
 ), marked as materialized (
     select c.*,
            -- rule 1 of the module docstring: an earlier unpublished row of the execution that this claim lacks
+           -- (billing_outbox_unpublished_aggregate: only unpublished rows, however long the execution's history)
            exists (
                select 1
                  from billing.billing_outbox earlier
-                where earlier.aggregate_id = c.aggregate_id
-                  and earlier.tenant_id = c.tenant_id
+                where earlier.tenant_id = c.tenant_id
+                  and earlier.aggregate_id = c.aggregate_id
                   and earlier.id < c.id
                   and earlier.published_at is null
                   and earlier.id not in (select id from candidates)
            ) as held_back
       from candidates c
 ), leased as (
+    -- Each row by the version the claim locked (no other transaction can move it while the lock holds): no
+    -- primary-key descent per row.
     update billing.billing_outbox o
        set lease_owner = %(owner)s, lease_expires_at = %(lease_until)s
       from marked m
-     where o.tenant_id = m.tenant_id and o.id = m.id and not m.held_back
+     where o.ctid = m.row_version and o.id = m.id and not m.held_back
 )
-select * from marked order by id
+select m.tenant_id, m.id, m.event_id, m.aggregate_id, m.event_type, m.payload, m.occurred_at, m.failed_attempts,
+       m.held_back
+  from marked m
+ order by m.id
 """
 
 # `published_at is null`: a relay whose lease lapsed may record after another one did; published_at is set once.
@@ -211,6 +235,10 @@ class _Run:
     # claim), and leaves rows held back behind another relay's lease for the next run instead of polling for it.
     passed: list[int] = field(default_factory=list)
     failed_calls_in_a_row: int = 0
+    # Calls the next wave may make at once: 1 for the run's first wave and after a call failed as a whole.
+    wave_width: int = 1
+    # The last claim was full: a backlog is waiting, and the next claim takes backlog_batch_size rows.
+    behind: bool = False
     batches: int = 0
     claimed: int = 0
     published: int = 0
@@ -221,12 +249,25 @@ class _Run:
 
 @dataclass(slots=True)
 class _Batch:
-    """A claimed batch: the rows leased to this run, and what became of them so far."""
+    """A claimed batch: the rows leased to this run, and the answers its calls got so far (recorded at its end)."""
 
+    # Every claimed row's id (held back ones too), and the leased ones' events.
+    claimed: list[int]
     leased: dict[int, OutboundEvent]
     failed_before: dict[int, int]
+    accepted: list[OutboundEvent] = field(default_factory=list)
+    refused: list[tuple[OutboundEvent, str]] = field(default_factory=list)
     published: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
+
+    def answered(self, accepted: Sequence[OutboundEvent], refused: Sequence[tuple[OutboundEvent, str]]) -> None:
+        self.accepted.extend(accepted)
+        self.refused.extend(refused)
+        self.published.update(event.outbox_id for event in accepted)
+        self.failed.update(event.outbox_id for event, _ in refused)
+
+    def unsent(self) -> list[OutboundEvent]:
+        return [e for oid, e in self.leased.items() if oid not in self.published and oid not in self.failed]
 
 
 class OutboxRelay:
@@ -244,23 +285,29 @@ class OutboxRelay:
         clock: Clock = lambda: datetime.now(UTC),
         idle_in_transaction_timeout: timedelta | None = None,
         archive_after: timedelta | None = DEFAULT_ARCHIVE_AFTER,
+        concurrent_calls: int = DEFAULT_CONCURRENT_CALLS,
+        backlog_batch_size: int = DEFAULT_BACKLOG_BATCH_SIZE,
     ) -> None:
         """`idle_in_transaction_timeout` bounds the idle time inside the relay's own transactions (None keeps the
         10 s every scope sets). Nothing waits inside them, so a tight bound costs nothing; tests set one far below
         a slow PutEvents call to prove that no call happens inside a transaction. `archive_after`: how long a
-        published row stays in the live outbox before a drained run archives it (None: never)."""
-        if batch_size < 1 or max_attempts < 1:
-            raise ValueError("batch_size and max_attempts must be positive")
+        published row stays in the live outbox before a drained run archives it (None: never).
+        `concurrent_calls`: PutEvents calls in flight at once (the publisher is called from that many threads).
+        `batch_size` rows are claimed first, and `backlog_batch_size` (if larger) by every claim after a full one."""
+        if batch_size < 1 or max_attempts < 1 or concurrent_calls < 1:
+            raise ValueError("batch_size, max_attempts and concurrent_calls must be positive")
         if lease_duration <= timedelta(0):
             raise ValueError("lease_duration must be positive")
         self._conn = conn
         self._publisher = publisher
         self._batch_size = batch_size
+        self._backlog_batch_size = max(batch_size, backlog_batch_size)
         self._max_attempts = max_attempts
         self._retry_backoff = retry_backoff
         self._lease_duration = lease_duration
         self._clock = clock
         self._archive_after = archive_after
+        self._concurrent_calls = concurrent_calls
         self._idle_limit_ms = (
             None
             if idle_in_transaction_timeout is None
@@ -273,12 +320,24 @@ class OutboxRelay:
             # Inside a caller's transaction every phase would be a savepoint of it, PutEvents calls included.
             raise RuntimeError("the outbox relay commits phase by phase; run it outside any transaction")
         state = _Run(lease_owner=f"relay:{uuid4()}", time_budget=time_budget)
-        while state.stop_reason is None:
-            if time_budget() <= 0:
-                state.stop_reason = StopReason.TIME_BUDGET
-                break
-            if not self._batch(state):
-                state.stop_reason = StopReason.DRAINED
+        # The connection stays on this thread; only publisher calls run on the pool's.
+        with ThreadPoolExecutor(max_workers=self._concurrent_calls, thread_name_prefix="outbox-relay") as calls:
+            # A batch's answers are recorded in the transaction that claims the next batch: one commit per batch.
+            unrecorded: _Batch | None = None
+            while state.stop_reason is None:
+                if time_budget() <= 0:
+                    state.stop_reason = StopReason.TIME_BUDGET
+                    break
+                batch = self._claim(state, record=unrecorded)
+                unrecorded = None
+                if batch is None:
+                    state.stop_reason = StopReason.DRAINED
+                    break
+                self._batch(state, batch, calls)
+                unrecorded = batch
+            if unrecorded is not None:
+                with self._transaction():
+                    self._record(state, unrecorded, release=True)
         archived = 0
         if state.stop_reason is StopReason.DRAINED and self._archive_after is not None:
             archived = archive_while(self._conn, time_budget, older_than=self._archive_after)
@@ -301,75 +360,101 @@ class OutboxRelay:
             archived=archived,
         )
 
-    def _batch(self, state: _Run) -> bool:
-        """Claim, publish and record one batch; False when there was nothing to claim."""
-        rows = self._claim(state)
-        if not rows:
-            return False
+    def _batch(self, state: _Run, batch: _Batch, calls: ThreadPoolExecutor) -> None:
+        """Publish a claimed batch and count what became of its rows (recorded with the next claim)."""
         state.batches += 1
-        batch = _Batch(
-            leased={int(row["id"]): event_from_outbox_row(row) for row in rows if not row["held_back"]},
-            failed_before={int(row["id"]): int(row["failed_attempts"]) for row in rows},
-        )
-        pending = self._sendable(state, batch)
+        try:
+            self._publish(state, batch, calls)
+        except Exception:
+            # Not a kill: what the bus accepted is recorded, so a later run does not send it again; the rest stays
+            # leased until the lease lapses, as after a relay that died.
+            if batch.accepted:
+                with self._transaction():
+                    self._record(state, batch, release=False)
+            raise
+        state.passed.extend(oid for oid in batch.claimed if oid not in batch.published)
+        state.claimed += len(batch.claimed)
+        state.published += len(batch.published)
+        state.failed += len(batch.failed)
+        state.held_back += len(batch.claimed) - len(batch.published) - len(batch.failed)
+
+    def _publish(self, state: _Run, batch: _Batch, calls: ThreadPoolExecutor) -> None:
+        """Phase 2: the batch's calls, wave by wave, with no transaction open; answers are kept in `batch`."""
+        pending = self._sendable(batch)
         # Executions with an event refused in this batch. Oversized entries are not among them: _sendable already
         # left out what follows one, and the events before it may still be sent.
         failed_keys: set[tuple[UUID, UUID]] = set()
-        while pending:
-            if state.time_budget() <= 0:
-                state.stop_reason = StopReason.TIME_BUDGET
-                break
-            chunk, pending = next_chunk(pending)
-            # Phase 2: no transaction is open here, however long the call takes.
-            try:
-                results = self._publisher.publish(chunk)
-            except PublishUnavailable as unavailable:
-                self._record(state, batch, [], [(event, str(unavailable)) for event in chunk])
-                failed_keys.update(event.ordering_key for event in chunk)
-                state.failed_calls_in_a_row += 1
-                if state.failed_calls_in_a_row >= _MAX_FAILED_CALLS_IN_A_ROW:
-                    state.stop_reason = StopReason.PUBLISHER_UNAVAILABLE
+        while pending and state.stop_reason is None:
+            wave, pending = next_wave(pending, state.wave_width)
+            sent: list[tuple[list[OutboundEvent], Future[list[PublishResult]]]] = []
+            for chunk in wave:
+                if state.time_budget() <= 0:
+                    state.stop_reason = StopReason.TIME_BUDGET
                     break
-            else:
-                state.failed_calls_in_a_row = 0
-                accepted = [event for event, result in zip(chunk, results, strict=True) if result.accepted]
-                refused = [(e, r.error) for e, r in zip(chunk, results, strict=True) if not r.accepted]
-                self._record(state, batch, accepted, refused)
-                failed_keys.update(event.ordering_key for event, _ in refused)
+                sent.append((chunk, calls.submit(self._publisher.publish, chunk)))
+            call_failed = False
+            error: Exception | None = None
+            for chunk, answer in sent:
+                try:
+                    results = answer.result()
+                except PublishUnavailable as unavailable:
+                    batch.answered([], [(event, str(unavailable)) for event in chunk])
+                    failed_keys.update(event.ordering_key for event in chunk)
+                    call_failed = True
+                    state.failed_calls_in_a_row += 1
+                except Exception as unexpected:
+                    # No answer from the bus but a fault of ours: the wave's other answers are kept, then it ends
+                    # the batch (its rows stay leased).
+                    error = error or unexpected
+                else:
+                    state.failed_calls_in_a_row = 0
+                    accepted = [event for event, result in zip(chunk, results, strict=True) if result.accepted]
+                    refused = [(e, r.error) for e, r in zip(chunk, results, strict=True) if not r.accepted]
+                    batch.answered(accepted, refused)
+                    failed_keys.update(event.ordering_key for event, _ in refused)
+            if error is not None:
+                raise error
+            # Two calls in a row (in the order they were sent) failed as a whole: the bus is unavailable.
+            if state.failed_calls_in_a_row >= _MAX_FAILED_CALLS_IN_A_ROW and state.stop_reason is None:
+                state.stop_reason = StopReason.PUBLISHER_UNAVAILABLE
+            state.wave_width = 1 if call_failed else self._concurrent_calls
             # Rule 3: an execution with a failed event sends nothing more in this batch.
             pending = [event for event in pending if event.ordering_key not in failed_keys]
-        unsent = [e for oid, e in batch.leased.items() if oid not in batch.published and oid not in batch.failed]
-        if unsent:
-            with self._transaction():
-                self._conn.execute(_RELEASE, {**_keys(unsent), "owner": state.lease_owner})
-        state.passed.extend(int(row["id"]) for row in rows if int(row["id"]) not in batch.published)
-        state.claimed += len(rows)
-        state.published += len(batch.published)
-        state.failed += len(batch.failed)
-        state.held_back += len(rows) - len(batch.published) - len(batch.failed)
-        return True
 
-    def _claim(self, state: _Run) -> list[dict[str, Any]]:
-        """Phase 1: lock and lease a batch, and commit, so that nothing stays locked while the bus is called."""
+    def _claim(self, state: _Run, *, record: _Batch | None) -> _Batch | None:
+        """Phase 1: lock and lease a batch, and commit, so that nothing stays locked while the bus is called; None
+        when there was nothing to claim. The previous batch's answers (`record`) go in the same transaction, first:
+        the claim sees its rows as they are now, published or released."""
         now = self._clock()
+        limit = self._backlog_batch_size if state.behind else self._batch_size
         with self._transaction():
+            if record is not None:
+                self._record(state, record, release=True)
             # Read billing_outbox_claim_order in its order and stop at the batch, however long the backlog.
             walk_in_index_order(self._conn)
-            return self._conn.execute(
+            rows = self._conn.execute(
                 _CLAIM,
                 {
                     "max_attempts": self._max_attempts,
                     "now": now,
                     "passed": state.passed,
-                    "limit": self._batch_size,
+                    "limit": limit,
                     "owner": state.lease_owner,
                     "lease_until": now + self._lease_duration,
                 },
             ).fetchall()
+        state.behind = len(rows) >= limit
+        if not rows:
+            return None
+        return _Batch(
+            claimed=[int(row["id"]) for row in rows],
+            leased={int(row["id"]): event_from_outbox_row(row) for row in rows if not row["held_back"]},
+            failed_before={int(row["id"]): int(row["failed_attempts"]) for row in rows},
+        )
 
-    def _sendable(self, state: _Run, batch: _Batch) -> list[OutboundEvent]:
+    def _sendable(self, batch: _Batch) -> list[OutboundEvent]:
         """The leased events to send, in sending order (chunking.retried_last); entries too large for any call fail
-        now.
+        now (recorded with the batch).
 
         An oversized entry is never sent: EventBridge would refuse it, and the payload cannot change. It fails on
         every run until it is parked, holding back its execution's later events as any failure does.
@@ -386,25 +471,19 @@ class OutboxRelay:
                 failed_keys.add(event.ordering_key)
                 continue
             sendable.append(event)
-        if oversized:
-            self._record(state, batch, [], oversized)
+        batch.answered([], oversized)
         return retried_last(sendable, batch.failed_before)
 
-    def _record(
-        self,
-        state: _Run,
-        batch: _Batch,
-        accepted: Sequence[OutboundEvent],
-        refused: Sequence[tuple[OutboundEvent, str]],
-    ) -> None:
-        """Phase 3: one call's answers, in a transaction of their own."""
-        batch.published.update(event.outbox_id for event in accepted)
-        batch.failed.update(event.outbox_id for event, _ in refused)
-        with self._transaction():
-            if accepted:
-                self._conn.execute(_MARK_PUBLISHED, _keys(accepted))
-            if refused:
-                self._conn.execute(_MARK_FAILED, self._failure_params(batch, refused, state.lease_owner))
+    def _record(self, state: _Run, batch: _Batch, *, release: bool) -> None:
+        """Phase 3, in the caller's transaction: the batch's answers, and (`release`) the end of its unsent rows'
+        leases."""
+        unsent = batch.unsent() if release else []
+        if batch.accepted:
+            self._conn.execute(_MARK_PUBLISHED, _keys(batch.accepted))
+        if batch.refused:
+            self._conn.execute(_MARK_FAILED, self._failure_params(batch, batch.refused, state.lease_owner))
+        if unsent:
+            self._conn.execute(_RELEASE, {**_keys(unsent), "owner": state.lease_owner})
 
     def _failure_params(
         self, batch: _Batch, failures: Sequence[tuple[OutboundEvent, str]], owner: str
