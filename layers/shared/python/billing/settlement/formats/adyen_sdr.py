@@ -141,8 +141,10 @@ _DATE_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0
 _MAX_BATCH_DIGITS: Final = 18
 _MAX_EXCHANGE_RATE: Final = 32
 _RATE: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-# Distinct amount texts remembered per currency and file (a few MB at most).
-_MAX_REMEMBERED: Final = 20_000
+# Distinct amount texts and creation times remembered per currency, zone and file (a price list's worth of amounts,
+# a day of seconds: about 10 MB each at most), and distinct fee cells per file (about 20 MB at most).
+_MAX_REMEMBERED: Final = 100_000
+_MAX_FEES_REMEMBERED: Final = 50_000
 # Most rows carry no Modification Merchant Reference: they share one empty, read-only mapping.
 _NO_METADATA: Final[Mapping[str, str]] = MappingProxyType({})
 
@@ -189,10 +191,19 @@ _FIELDS: Final = (
     MERCHANT_ACCOUNT,
     *FEE_COLUMNS.values(),
 )
+_FIRST_FEE: Final = len(_FIELDS) - len(FEE_COLUMNS)
+_new_record: Final = tuple.__new__
 
 
 class _Layout:
-    """One file's column positions and time zones seen so far; reads one row of that file into a ProviderRecord."""
+    """One file's column positions and time zones seen so far; reads one row of that file into a ProviderRecord.
+
+    A report's cells repeat (the same prices, a fixed commission, fees that follow the price, the batch, many rows a
+    second): each distinct amount text, fee tuple and creation time is checked and converted once, then looked up.
+    Only cells that passed every check are remembered, so a bad cell is always checked, and reported, in the order
+    the fields are checked (a row's first wrong cell is the one reported). Bounded: a corrupt file could hold a
+    million distinct ones.
+    """
 
     def __init__(self, source: str, columns: Columns) -> None:
         self._source = source
@@ -203,120 +214,144 @@ class _Layout:
         # Fee columns this file has; a file without them reports no fees rather than fees of zero.
         self._fee_columns = tuple(
             (position, fee, column)
-            for position, (fee, column) in enumerate(FEE_COLUMNS.items(), start=len(_FIELDS) - len(FEE_COLUMNS))
+            for position, (fee, column) in enumerate(FEE_COLUMNS.items(), start=_FIRST_FEE)
             if columns.has(column)
         )
         self._zones: dict[str, tzinfo] = {}
         # A report's rows mostly repeat their batch and exchange rate: each is checked once per change of value.
         self._batch: tuple[str, str | None] | None = None
         self._rate: tuple[str, str | None] | None = None
-        # Amount cells repeat (a fixed commission on every row, the same prices over and over): each distinct text is
-        # converted once per currency, then looked up. Bounded, since a corrupt file could hold a million distinct ones.
+        # Per currency, unsigned debit/credit texts -> minor units; per net currency and fee cells, the fees.
         self._minor: dict[str, dict[str, int]] = {}
+        self._fees: dict[tuple[str, tuple[str, ...]], Mapping[str, int]] = {}
+        # Per TimeZone text, Creation Date text -> the UTC time.
+        self._times: dict[str, dict[str, datetime]] = {}
 
     def __call__(self, row: list[str], line_number: int) -> ProviderRecord:
         row.append("")
         cells: tuple[str, ...] = self._cells(row)
-        (
-            raw_type,
-            net_currency_text,
-            net_debit,
-            net_credit,
-            gross_currency_text,
-            gross_debit,
-            gross_credit,
-            psp_reference,
-            modification_reference,
-            merchant_reference,
-            payment_method,
-            creation_date,
-            time_zone,
-            batch_number,
-            exchange_rate,
-            modification_merchant_reference,
-            merchant_account,
-        ) = cells[: len(_FIELDS) - len(FEE_COLUMNS)]
+        raw_type = cells[0]
         if raw_type == "":
             raise RowInvalid(TYPE, "Type is empty", "")
-        net_currency = _currency(NET_CURRENCY, net_currency_text)
-        net = self._signed(NET_DEBIT, net_debit, NET_CREDIT, net_credit, net_currency)
-        if gross_currency_text == "":
+        net_currency = cells[1]
+        known = self._minor.get(net_currency)
+        if known is None:
+            known = self._known(NET_CURRENCY, net_currency)
+        # Remembered amounts are never negative: -1 means "not remembered yet", and that cell takes the checks.
+        # credit - debit; the columns carry the sign, so a signed value in either is refused, as is using both.
+        # Most rows fill one side only, and the empty side costs nothing.
+        debit_text, credit_text = cells[2], cells[3]
+        debit = known.get(debit_text, -1) if debit_text else 0
+        if debit < 0:
+            debit = self._unsigned(NET_DEBIT, debit_text, net_currency)
+        credit = known.get(credit_text, -1) if credit_text else 0
+        if credit < 0:
+            credit = self._unsigned(NET_CREDIT, credit_text, net_currency)
+        if debit and credit:
+            raise RowInvalid(
+                NET_DEBIT, f"both {NET_DEBIT} and {NET_CREDIT} are non-zero", f"{debit_text}/{credit_text}"
+            )
+        net = credit - debit
+        gross_currency = cells[4]
+        debit_text, credit_text = cells[5], cells[6]
+        if gross_currency == "":
             # Fee and payout rows move no customer money: Adyen leaves the gross side empty.
-            if gross_debit != "" or gross_credit != "":
+            if debit_text != "" or credit_text != "":
                 raise RowInvalid(GROSS_CURRENCY, "Gross Currency is empty but a gross amount is given", "")
             gross_currency, gross = net_currency, 0
         else:
-            gross_currency = _currency(GROSS_CURRENCY, gross_currency_text)
-            gross = self._signed(GROSS_DEBIT, gross_debit, GROSS_CREDIT, gross_credit, gross_currency)
-        fees = MappingProxyType(
-            {
-                fee: self._amount(column, text, net_currency) if (text := cells[position]) else 0
-                for position, fee, column in self._fee_columns
-            }
-        )
+            known = self._minor.get(gross_currency)
+            if known is None:
+                known = self._known(GROSS_CURRENCY, gross_currency)
+            debit = known.get(debit_text, -1) if debit_text else 0
+            if debit < 0:
+                debit = self._unsigned(GROSS_DEBIT, debit_text, gross_currency)
+            credit = known.get(credit_text, -1) if credit_text else 0
+            if credit < 0:
+                credit = self._unsigned(GROSS_CREDIT, credit_text, gross_currency)
+            if debit and credit:
+                raise RowInvalid(
+                    GROSS_DEBIT, f"both {GROSS_DEBIT} and {GROSS_CREDIT} are non-zero", f"{debit_text}/{credit_text}"
+                )
+            gross = credit - debit
+        fee_key = (net_currency, cells[_FIRST_FEE:])
+        fees = self._fees.get(fee_key)
+        if fees is None:
+            fees = self._fees_of(fee_key, cells)
+        modification_merchant_reference = cells[15]
         metadata = (
             MappingProxyType({"modification_merchant_reference": modification_merchant_reference})
             if modification_merchant_reference
             else _NO_METADATA
         )
-        # In the order the fields were always checked: a row's first wrong cell is the one reported.
-        created_at = self._created_at(creation_date, time_zone)
+        times = self._times.get(cells[12])
+        created_at = None if times is None else times.get(cells[11])
+        if created_at is None:
+            created_at = self._created_at(cells[11], cells[12])
         batch = self._batch
-        if batch is None or batch[0] != batch_number:
-            batch = self._batch = (batch_number, _batch(batch_number))
+        if batch is None or batch[0] != cells[13]:
+            batch = self._batch = (cells[13], _batch(cells[13]))
         rate = self._rate
-        if rate is None or rate[0] != exchange_rate:
-            rate = self._rate = (exchange_rate, _exchange_rate(exchange_rate))
-        return ProviderRecord(
-            provider=PROVIDER,
-            source=self._source,
-            line_number=line_number,
-            kind=TYPES.get(raw_type, RecordKind.OTHER),
-            raw_type=raw_type,
-            provider_reference=psp_reference or None,
-            secondary_reference=modification_reference or None,
-            merchant_reference=merchant_reference or None,
-            payment_method=payment_method or None,
-            created_at=created_at,
-            gross_amount=gross,
-            gross_currency=gross_currency,
-            net_amount=net,
-            net_currency=net_currency,
-            fees=fees,
-            batch=batch[1],
-            exchange_rate=rate[1],
-            metadata=metadata,
-            merchant_account=merchant_account or None,
+        if rate is None or rate[0] != cells[14]:
+            rate = self._rate = (cells[14], _exchange_rate(cells[14]))
+        # In ProviderRecord's field order: one tuple, no keyword matching (this runs for each of a million rows).
+        return _new_record(
+            ProviderRecord,
+            (
+                PROVIDER,
+                self._source,
+                line_number,
+                TYPES.get(raw_type, RecordKind.OTHER),
+                raw_type,
+                cells[7] or None,  # Psp Reference
+                cells[8] or None,  # Modification Reference
+                cells[9] or None,  # Merchant Reference
+                cells[10] or None,  # Payment Method
+                created_at,
+                gross,
+                gross_currency,
+                net,
+                net_currency,
+                fees,
+                batch[1],
+                rate[1],
+                metadata,
+                cells[16] or None,  # Merchant Account
+                None,
+                None,
+            ),
         )
 
-    def _amount(self, field: str, text: str, currency: str) -> int:
-        """to_minor_units of a non-empty cell, remembered per currency (only amounts that converted are kept)."""
-        known = self._minor.get(currency)
-        if known is None:
-            known = self._minor[currency] = {}
-        value = known.get(text)
-        if value is None:
-            value = _amount(field, text, currency, empty_is_zero=False)
-            if len(known) >= _MAX_REMEMBERED:
-                known.clear()
-            known[text] = value
-        return value
-
-    def _signed(self, debit_field: str, debit_text: str, credit_field: str, credit_text: str, currency: str) -> int:
-        """credit - debit; the columns carry the sign, so a signed value in either is refused, as is using both."""
-        # Most rows fill one side only; the empty side costs nothing (this runs twice for each of a million rows).
-        debit = self._unsigned(debit_field, debit_text, currency) if debit_text else 0
-        credit = self._unsigned(credit_field, credit_text, currency) if credit_text else 0
-        if debit and credit:
-            raise RowInvalid(
-                debit_field, f"both {debit_field} and {credit_field} are non-zero", f"{debit_text}/{credit_text}"
-            )
-        return credit - debit
+    def _known(self, field: str, currency: str) -> dict[str, int]:
+        """The remembered amounts of a currency the row names; RowInvalid if it is not one."""
+        known: dict[str, int] = {}
+        self._minor[_currency(field, currency)] = known
+        return known
 
     def _unsigned(self, field: str, text: str, currency: str) -> int:
+        """A non-empty debit or credit cell not remembered yet: checked, converted and remembered."""
         if text[0] == "-":
             raise RowInvalid(field, f"{field} is negative (the column gives the sign)", text)
-        return self._amount(field, text, currency)
+        value = _amount(field, text, currency, empty_is_zero=False)
+        known = self._minor[currency]
+        if len(known) >= _MAX_REMEMBERED:
+            known.clear()
+        known[text] = value
+        return value
+
+    def _fees_of(self, key: tuple[str, tuple[str, ...]], cells: tuple[str, ...]) -> Mapping[str, int]:
+        """The row's fees by type, each fee column the file has checked and converted (an empty cell is zero)."""
+        currency = key[0]
+        fees: Mapping[str, int] = MappingProxyType(
+            {
+                fee: _amount(column, text, currency, empty_is_zero=False) if (text := cells[position]) else 0
+                for position, fee, column in self._fee_columns
+            }
+        )
+        if len(self._fees) >= _MAX_FEES_REMEMBERED:
+            self._fees.clear()
+        self._fees[key] = fees
+        return fees
 
     def _created_at(self, text: str, zone_name: str) -> datetime:
         zone = self._zones.get(zone_name)
@@ -337,7 +372,12 @@ class _Layout:
             raise RowInvalid(CREATION_DATE, f"Creation Date does not exist in {zone_name} (clock change)", text)
         # Normalised to UTC: an aware time in a repeated hour never compares equal across zones (PEP 495), which
         # would make matching and period checks quietly wrong.
-        return aware.astimezone(UTC)
+        utc = aware.astimezone(UTC)
+        times = self._times.get(zone_name)
+        if times is None or len(times) >= _MAX_REMEMBERED:
+            times = self._times[zone_name] = {}
+        times[text] = utc
+        return utc
 
 
 def _zone(name: str) -> tzinfo:

@@ -13,6 +13,7 @@ each lookup is its own, between two reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -156,20 +157,32 @@ class Reconciler:
 
     def _read(self, run: _Run, file: SettlementFile, *, report: bool) -> None:
         reading = FileReading(file, run.provider)
-        chunk: list[ProviderRecord] = []
-        for item in reading.items():
-            if isinstance(item, LineError):
-                if report:
-                    run.line_error_count += 1
-                    if len(run.line_errors) < MAX_LINE_ERRORS_SHOWN:
-                        run.line_errors.append(masked_values(item.as_dict()))
-                continue
-            chunk.append(item)
-            if len(chunk) >= self._chunk:
-                self._match(run, chunk, self._candidates(run.provider, chunk), reading.default_batch, report=report)
-                chunk = []
-        if chunk:
-            self._match(run, chunk, self._candidates(run.provider, chunk), reading.default_batch, report=report)
+        # A chunk's lookup runs on its own thread while the previous chunk is matched and the next one parsed: the
+        # database works (on another core) while Python does. One thread, so the lookups run one at a time and in
+        # order, and at most two chunks are held; the matcher is only ever used here, by this thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settlement-lookup") as lookups:
+            waiting: tuple[list[ProviderRecord], Future[Candidates]] | None = None
+            chunk: list[ProviderRecord] = []
+            for item in reading.items():
+                if isinstance(item, LineError):
+                    if report:
+                        run.line_error_count += 1
+                        if len(run.line_errors) < MAX_LINE_ERRORS_SHOWN:
+                            run.line_errors.append(masked_values(item.as_dict()))
+                    continue
+                chunk.append(item)
+                if len(chunk) >= self._chunk:
+                    looked_up = lookups.submit(self._candidates, run.provider, chunk)
+                    if waiting is not None:
+                        self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+                    waiting, chunk = (chunk, looked_up), []
+            if chunk:
+                looked_up = lookups.submit(self._candidates, run.provider, chunk)
+                if waiting is not None:
+                    self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+                waiting = (chunk, looked_up)
+            if waiting is not None:
+                self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
         run.reads.append(reading.read())
         if reading.file_error is not None and report:
             run.file_errors.append(masked_values(reading.file_error.as_dict()))
@@ -193,22 +206,33 @@ class Reconciler:
         *,
         report: bool,
     ) -> None:
+        classify, add_total, add_to_payout, spool = run.matcher.classify, run.totals.add, run.payouts.add, run.spool
         for record in chunk:
             batch = record.batch or default_batch
-            finding = run.matcher.classify(record, found, batch=batch, report=report)
+            finding = classify(record, found, batch=batch, report=report)
             if not report:
                 continue
-            run.totals.add(record)
-            run.payouts.add(record, batch)
+            add_total(record)
+            add_to_payout(record, batch)
             if finding is not None:
-                run.spool.add(finding)
+                spool.add(finding)
 
     def _missing_from_file(self, run: _Run, period: SettlementPeriod) -> None:
-        for page in self._lookup.completed(run.provider, period.start_at, period.end_at):
-            for execution in page:
-                run.totals.expect(execution.currency, execution.amount)
-                if not run.matcher.is_listed(execution):
-                    run.spool.add(_missing(run.provider, execution))
+        expected: dict[str, int] = {}
+        for page in _read_ahead(self._lookup.completed(run.provider, period.start_at, period.end_at)):
+            for execution in run.matcher.unlisted(page, expected):
+                run.spool.add(_missing(run.provider, execution))
+        for currency, amount in expected.items():
+            run.totals.expect(currency, amount)
+
+
+def _read_ahead(pages: Iterator[list[OurExecution]]) -> Iterator[list[OurExecution]]:
+    """`pages`, the next one read on another thread while the caller works on this one (one page ahead)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settlement-scan") as reader:
+        ahead = reader.submit(next, pages, None)
+        while (page := ahead.result()) is not None:
+            ahead = reader.submit(next, pages, None)
+            yield page
 
 
 def _missing(provider: str, execution: OurExecution) -> Finding:

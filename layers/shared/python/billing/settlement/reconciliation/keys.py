@@ -17,7 +17,7 @@ from uuid import UUID
 
 _INITIAL_CAPACITY: Final = 1 << 12
 _UNSET: Final = 0
-_SEPARATOR: Final = "\x1f"
+SEPARATOR: Final = "\x1f"
 _LOW_64: Final = (1 << 64) - 1
 # Knuth's multiplicative constant (2^64 / golden ratio): spreads the tenant's bits over the whole word.
 _MIX: Final = 0x9E3779B97F4A7C15
@@ -25,8 +25,12 @@ _MIX: Final = 0x9E3779B97F4A7C15
 
 def digest64(parts: Iterable[str]) -> int:
     """A non-zero 64-bit digest of `parts` (0 marks an empty slot of the table)."""
-    data = _SEPARATOR.join(parts).encode()
-    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little") or 1
+    return digest_text(SEPARATOR.join(parts))
+
+
+def digest_text(text: str) -> int:
+    """digest64 of parts already joined with SEPARATOR (the engine builds them in one f-string a row)."""
+    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "little") or 1
 
 
 def execution_key(tenant_id: UUID, execution_id: UUID) -> int:
@@ -87,6 +91,18 @@ class KeyTable:
 
     def add(self, key: int) -> bool:
         """Remember `key`; True if it was new."""
+        if key == _UNSET:
+            raise ValueError("0 is not a key")
+        keys, mask = self._keys, self._mask
+        slot = key & mask
+        while True:
+            found = keys[slot]
+            if found == key:
+                return False
+            if found == _UNSET:
+                break
+            slot = (slot + 1) & mask
+        # setdefault's checks and growth, for the new key only (most keys are new once and then seen again).
         return self.setdefault(key) is None
 
     def _grow(self) -> None:

@@ -32,7 +32,7 @@ from billing.settlement.formats.records import ProviderRecord, RecordKind
 from billing.settlement.outcome import DiscrepancyClass
 from billing.settlement.reconciliation.fee_bands import FeeBands
 from billing.settlement.reconciliation.findings import Finding
-from billing.settlement.reconciliation.keys import KeyTable, digest64, execution_key
+from billing.settlement.reconciliation.keys import SEPARATOR, KeyTable, digest_text, execution_key
 from billing.settlement.reconciliation.ours import REVERSAL_KINDS_OF, OurExecution
 from billing.settlement.reconciliation.totals import row_fees
 
@@ -46,6 +46,7 @@ _PAYMENT_STATUS: Final = {RecordKind.SETTLED: ExecutionStatus.COMPLETED, RecordK
 # Rows that take money back from us (negative gross); a chargeback reversal gives it back.
 _MONEY_BACK: Final = frozenset({RecordKind.REFUNDED, RecordKind.CHARGEBACK, RecordKind.SECOND_CHARGEBACK})
 _LINE_BITS: Final = 32
+_TABLE_CAPACITY: Final = 1 << 17
 # What one reversal row is called in a detail.
 _NOUN: Final = {
     RecordKind.REFUNDED: "refund",
@@ -141,15 +142,28 @@ class Matcher:
     def __init__(self, provider: str, fee_bands: FeeBands | None = None) -> None:
         self._provider = provider
         self._bands = fee_bands or FeeBands()
-        self._seen = KeyTable()  # item digest -> (source index << 32) | line
+        # Sized for a busy day from the start (2 MB each): growing by doubling rehashes every key in Python.
+        self._seen = KeyTable(_TABLE_CAPACITY)  # item digest -> (source index << 32) | line
         self._sources: list[str] = []
         self._source_index: dict[str, int] = {}
-        self._listed = KeyTable()  # execution digests whose payment some row listed
+        self._listed = KeyTable(_TABLE_CAPACITY)  # execution digests whose payment some row listed
         self._reversals: dict[int, _Reversals] = {}
         self.matched = 0
 
     def is_listed(self, execution: OurExecution) -> bool:
         return execution_key(execution.tenant_id, execution.execution_id) in self._listed
+
+    def unlisted(self, executions: Iterable[OurExecution], expected: dict[str, int]) -> list[OurExecution]:
+        """The executions no payment row listed, adding each one's amount to `expected` by currency (the period
+        scan: every completed execution of the period, a page at a time)."""
+        listed = self._listed.get
+        left: list[OurExecution] = []
+        for execution in executions:
+            currency = execution.currency
+            expected[currency] = expected.get(currency, 0) + execution.amount
+            if listed(execution_key(execution.tenant_id, execution.execution_id)) is None:
+                left.append(execution)
+        return left
 
     def classify(
         self, record: ProviderRecord, found: Candidates, *, batch: str | None = None, report: bool = True
@@ -170,8 +184,11 @@ class Matcher:
         if kind not in MATCHED_KINDS:
             return None
 
-        candidates, conflict = self._candidates(record, found)
-        first_listed = self._seen.setdefault(digest64(_identity(record)), self._location(record))
+        # The common case first, without a call: the reference names the execution(s).
+        reference = record.provider_reference
+        by_reference = found.by_reference.get(reference) if reference else None
+        candidates, conflict = (by_reference, False) if by_reference else self._candidates(record, found)
+        first_listed = self._seen.setdefault(digest_text(_identity(record)), self._location(record))
         if first_listed is not None:
             if not report:
                 return None
@@ -180,8 +197,9 @@ class Matcher:
             detail = f"{record.raw_type} already listed in {where}"
             return self._finding(record, C.DUPLICATE_IN_FILE, ours, (None, None), _reported(record), detail, (), batch)
         if kind in PAYMENT_KINDS and not conflict:
+            listed = self._listed
             for execution in candidates:
-                self._listed.add(execution_key(execution.tenant_id, execution.execution_id))
+                listed.add(execution_key(execution.tenant_id, execution.execution_id))
         if not candidates or conflict:
             if not report:
                 return None
@@ -218,13 +236,13 @@ class Matcher:
 
     # --- our side ---------------------------------------------------------------------------------------------------
 
-    def _candidates(self, record: ProviderRecord, found: Candidates) -> tuple[list[OurExecution], bool]:
+    def _candidates(self, record: ProviderRecord, found: Candidates) -> tuple[Sequence[OurExecution], bool]:
         """The executions the row names, and whether the one found by id is recorded under another reference."""
         reference = record.provider_reference
         if reference:
             by_reference = found.by_reference.get(reference)
             if by_reference:
-                return list(by_reference), False
+                return by_reference, False
         execution_id = execution_id_in(record)
         if execution_id is None:
             return [], False
@@ -273,7 +291,8 @@ class Matcher:
         if band is None:
             return True
         low, high = band.bounds(record.gross_amount)
-        return low <= sum(row_fees(record).values()) <= high
+        # A settled row's fees are its fee columns (row_fees' fallback is for fee rows), zeros adding nothing.
+        return low <= sum(record.fees.values()) <= high
 
     def _payment(self, record: ProviderRecord, execution: OurExecution) -> _Problems:
         problems = _Problems(expected=(execution.amount, execution.currency))
@@ -424,19 +443,18 @@ class Matcher:
         )
 
 
-def _identity(record: ProviderRecord) -> tuple[str, ...]:
-    """What makes two rows the same item. A payment is listed once per kind (a partial capture has its own
-    modification reference); a charge may have several refunds or chargebacks, told apart by their own reference
-    where the provider gives one, else by amount and time."""
+def _identity(record: ProviderRecord) -> str:
+    """What makes two rows the same item, as digest_text digests it (digest64 of the parts). A payment is listed
+    once per kind (a partial capture has its own modification reference); a charge may have several refunds or
+    chargebacks, told apart by their own reference where the provider gives one, else by amount and time."""
+    # RecordKind is a StrEnum: the member formats as its value, without the enum's slower .value lookup.
     parts = (
-        record.kind.value,
-        record.provider_reference or "",
-        record.merchant_reference or "",
-        record.secondary_reference or "",
+        f"{record.kind}{SEPARATOR}{record.provider_reference or ''}{SEPARATOR}{record.merchant_reference or ''}"
+        f"{SEPARATOR}{record.secondary_reference or ''}"
     )
     if record.kind in PAYMENT_KINDS:
         return parts
-    return (*parts, str(record.gross_amount), record.created_at.isoformat())
+    return f"{parts}{SEPARATOR}{record.gross_amount}{SEPARATOR}{record.created_at.isoformat()}"
 
 
 def _reported(record: ProviderRecord) -> tuple[int, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 from uuid import UUID
 
 from billing.domain.reversals import ReversalKind
@@ -24,9 +24,14 @@ class RecordedReversal:
     amount: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class OurExecution:
-    """An execution as reconciliation needs it; `reversals` are in recorded order (recorded_at, id)."""
+class OurExecution(NamedTuple):
+    """An execution as reconciliation needs it; `reversals` are in recorded order (recorded_at, id).
+
+    A named tuple (immutable): a report reads up to two per provider row, and a tuple is built from one positional
+    tuple at a fraction of a frozen dataclass's cost. The database lookups (billing.settlement.execution_lookup)
+    fill submitted_at only where describe() shows it (a pending execution) and finished_at only in the period
+    scan: matching reads neither.
+    """
 
     tenant_id: UUID
     execution_id: UUID

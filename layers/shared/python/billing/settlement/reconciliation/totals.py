@@ -56,7 +56,8 @@ class Totals:
         if kind is RecordKind.PAYOUT:
             # The payout moves the batch's money to the bank: its own figure is checked in payouts, not summed here.
             return
-        gross = self._currency(record.gross_currency)
+        gross_currency = record.gross_currency
+        gross = self._sums.get(gross_currency) or self._currency(gross_currency)
         gross.items += 1
         if kind is RecordKind.SETTLED:
             gross.settled += record.gross_amount
@@ -65,24 +66,30 @@ class Totals:
         elif kind in _CHARGEBACK_KINDS:
             # Chargebacks take money (negative gross); a reversal, won back, gives it back and lowers the sum.
             gross.chargebacks -= record.gross_amount
-        net = gross if record.net_currency == record.gross_currency else self._currency(record.net_currency)
+        currency = record.net_currency
+        net = gross if currency == gross_currency else self._currency(currency)
         net.net += record.net_amount
-        fees = row_fees(record)
-        if fees:
-            currency = record.net_currency
-            types = self._fee_types.get(currency)
-            if types is None:
-                types = self._fee_types[currency] = Counter()
-            methods = self._fee_methods.get(currency)
-            if methods is None:
-                methods = self._fee_methods[currency] = Counter()
-            charged = 0
-            for fee, amount in fees.items():
+        # row_fees, without building its dict for the common row (one of a million): the fee columns that are not
+        # zero, else a fee row's own net debit.
+        fees = record.fees
+        if not any(fees.values()):
+            if kind not in FEE_ROW_KINDS or not record.net_amount:
+                return
+            fees = {kind.value: -record.net_amount}
+        types = self._fee_types.get(currency)
+        if types is None:
+            types = self._fee_types[currency] = Counter()
+        methods = self._fee_methods.get(currency)
+        if methods is None:
+            methods = self._fee_methods[currency] = Counter()
+        charged = 0
+        for fee, amount in fees.items():
+            if amount:
                 charged += amount
                 types[fee] += amount
-            net.fees += charged
-            # A row's fees all go to its one payment method: added up once.
-            methods[record.payment_method or NO_PAYMENT_METHOD] += charged
+        net.fees += charged
+        # A row's fees all go to its one payment method: added up once.
+        methods[record.payment_method or NO_PAYMENT_METHOD] += charged
 
     def expect(self, currency: str, amount: int) -> None:
         """One of our executions completed in the period: what we expected the provider to settle."""
