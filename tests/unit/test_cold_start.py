@@ -72,6 +72,13 @@ def test_importing_the_execute_handler_leaves_its_routes_services_to_the_first_r
     assert not loaded & {"billing.services.refunds", "billing.risk.gate", "billing.services.execution_service"}
 
 
+def test_importing_the_vault_handler_leaves_the_execution_api_models_alone() -> None:
+    report, _ = run_handler("vault")
+
+    # Only the OpenAPI document needs Problem from them; no vault request reads the execution API's models.
+    assert "billing.api.resources" not in set(report["loaded"])
+
+
 def test_an_init_paid_ahead_loads_what_the_first_request_needs_without_connecting() -> None:
     on_demand, _ = run_handler("execute", env={"AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"})
     provisioned, _ = run_handler("execute", env={"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency"})
