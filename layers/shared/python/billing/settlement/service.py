@@ -27,10 +27,9 @@ from typing import Any, Final
 from uuid import UUID
 
 from billing.db.connection import Connection
-from billing.db.settlement_queries import providers_in_period
+from billing.db.settlement_queries import PostgresExecutionLookup, providers_in_period
 from billing.observability import logger
 from billing.settlement.events import REPORT_EVENT_TYPE, NoPublisher, report_event_detail
-from billing.settlement.execution_lookup import ReportExecutionLookup
 from billing.settlement.files import SETTLEMENT_PREFIX, is_valid_provider, settlement_file_key
 from billing.settlement.html_report import render_html
 from billing.settlement.outcome import DISCREPANCY_CLASSES, Discrepancy, DiscrepancyClass, ReportSummary
@@ -169,7 +168,7 @@ class ProviderReporter:
         config: SettlementReportConfig | None = None,
     ) -> None:
         self._conn = conn
-        self._lookup = lookup or ReportExecutionLookup(conn)
+        self._lookup = lookup or PostgresExecutionLookup(conn)
         self._store = store or SettlementReportStore()
         self._outputs = outputs
         self._publisher = publisher or NoPublisher()

@@ -28,7 +28,7 @@ class OurExecution(NamedTuple):
     """An execution as reconciliation needs it; `reversals` are in recorded order (recorded_at, id).
 
     A named tuple (immutable): a report reads up to two per provider row, and a tuple is built from one positional
-    tuple at a fraction of a frozen dataclass's cost. The database lookups (billing.settlement.execution_lookup)
+    tuple at a fraction of a frozen dataclass's cost. The database lookups (billing.db.settlement_queries)
     fill submitted_at only where describe() shows it (a pending execution) and finished_at only in the period
     scan: matching reads neither.
     """
