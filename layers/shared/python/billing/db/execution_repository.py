@@ -329,16 +329,12 @@ class ExecutionRepository:
         idempotency key was taken (the insert wrote nothing, so the transition found no row to move)."""
         tenant_id, execution_id = params["tenant_id"], params["id"]
         params.update(workflow_params(params["event_id"], WorkflowPhase.CREATED, context))
-        spec = TRANSITIONS[TransitionMethod.MARK_PENDING]
-        pending = self._transition_params(
-            TransitionMethod.MARK_PENDING, tenant_id, execution_id, spec.from_statuses[0], spec.to_statuses[0],
-            context=context, correlation_id=correlation_id,
-        )  # fmt: skip
-        pending.update(workflow_params(pending["event_id"], spec.phase, context))
         with translated_guard_errors(), pipelined_tenant_transaction(self._conn, tenant_id):
             self._conn.execute(_INSERT_STATEMENTS[self._authoritative_write], params)
-            accepted = self._conn.execute(_TRANSITION_STATEMENTS[self._authoritative_write], pending)
-        row = accepted.fetchone()
+            accepted = self._queue_transition(
+                TransitionMethod.MARK_PENDING, tenant_id, execution_id, context, correlation_id=correlation_id
+            )
+        row = accepted.cursor.fetchone()
         return execution_from_row(row) if row is not None else None
 
     # -- the ten transitions ----------------------------------------------------------------------------
@@ -573,14 +569,32 @@ class ExecutionRepository:
         """mark_processing sent in the caller's open, tenant-scoped (pipelined) transaction without waiting: it
         commits with what the caller wrote before it, or not at all. QueuedTransition.result(), after the commit,
         is the claimed execution or the TransitionConflict mark_processing would raise."""
-        spec = TRANSITIONS[TransitionMethod.MARK_PROCESSING]
+        return self._queue_transition(
+            TransitionMethod.MARK_PROCESSING, tenant_id, execution_id, context,
+            correlation_id=correlation_id, attempt=True, unsubmitted_only=True,
+        )  # fmt: skip
+
+    def _queue_transition(
+        self,
+        method: TransitionMethod,
+        tenant_id: UUID,
+        execution_id: UUID,
+        context: WorkflowWriteContext,
+        *,
+        correlation_id: str | None,
+        attempt: bool = False,
+        unsubmitted_only: bool = False,
+    ) -> QueuedTransition:
+        """A transition from its first source status, with its workflow row, sent in the caller's open transaction."""
+        spec = TRANSITIONS[method]
+        source = spec.from_statuses[0]
         params = self._transition_params(
-            TransitionMethod.MARK_PROCESSING, tenant_id, execution_id, spec.from_statuses[0], spec.to_statuses[0],
-            context=context, attempt=True, unsubmitted_only=True, correlation_id=correlation_id,
+            method, tenant_id, execution_id, source, spec.to_statuses[0], context=context,
+            correlation_id=correlation_id, attempt=attempt, unsubmitted_only=unsubmitted_only,
         )  # fmt: skip
         params.update(workflow_params(params["event_id"], spec.phase, context))
         cursor = self._conn.execute(_TRANSITION_STATEMENTS[self._authoritative_write], params)
-        return QueuedTransition(self, cursor, tenant_id, execution_id, spec.from_statuses[0])
+        return QueuedTransition(self, cursor, tenant_id, execution_id, source)
 
     def raise_conflict(self, tenant_id: UUID, execution_id: UUID, expected: ExecutionStatus) -> NoReturn:
         """The error of a transition whose guard refused: not found, or in another status than `expected`."""

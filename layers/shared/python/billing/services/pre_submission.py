@@ -32,11 +32,6 @@ class PreSubmission:
     def three_ds(self) -> ThreeDSecure:
         return self._three_ds
 
-    def verdict(
-        self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
-    ) -> Verdict:
-        return self._risk.assess(execution, signals, context=context, correlation_id=correlation_id)
-
     def resubmission(
         self, execution: Execution, *, context: WorkflowWriteContext, correlation_id: str | None
     ) -> ThreeDSecureInstruction:
@@ -54,12 +49,6 @@ class PreSubmission:
             return ThreeDSecureInstruction(ThreeDSecureMode.REQUEST)
         return NO_THREE_DS
 
-    def check(
-        self, execution: Execution, signals: ClientSignals, *, context: WorkflowWriteContext, correlation_id: str | None
-    ) -> AuthenticationStep:
-        step, _ = self.check_and_claim(execution, signals, context=context, correlation_id=correlation_id)
-        return step
-
     def check_and_claim(
         self,
         execution: Execution,
@@ -69,11 +58,11 @@ class PreSubmission:
         correlation_id: str | None,
         claim_with: ExecutionRepository | None = None,
     ) -> tuple[AuthenticationStep, QueuedTransition | None]:
-        """check(), and with `claim_with`, the claim for submission (pending -> processing) when a decision made
-        now lets the charge go on without waiting: sent in the decision's transaction, so the decision, any
-        exemption and the claim commit together (one transaction fewer per charge, and nothing can change between
-        the decision and the claim). The claim's result (or its TransitionConflict) comes from the second item;
-        None: the caller claims, if the step proceeds."""
+        """What the charge must do before it is submitted (the step), and with `claim_with`, the claim for
+        submission (pending -> processing) when a decision made now lets the charge go on without waiting: sent in
+        the decision's transaction, so the decision, any exemption and the claim commit together (one transaction
+        fewer per charge, and nothing can change between the decision and the claim). The claim's result (or its
+        TransitionConflict) comes from the second item; None: the caller claims, if the step proceeds."""
         decided_within: list[AuthenticationStep] = []
         claims: list[QueuedTransition] = []
 
