@@ -249,6 +249,18 @@ MUTANTS = [
         "            if True:",
     ),
     Mutant(
+        "3ds: the low-value counter is read before the instrument's lock",
+        "layers/shared/python/billing/risk/gate.py",
+        "            counted = queue_count(conn, keys, record=record_attempt, as_rules_need=True)\n"
+        "            earlier = queue_of_attempt(conn, tenant, execution.id, attempt)\n"
+        "            if before is not None:\n"
+        "                before(instrument.instrument_key)\n",
+        "            if before is not None:\n"
+        "                before(instrument.instrument_key)\n"
+        "            counted = queue_count(conn, keys, record=record_attempt, as_rules_need=True)\n"
+        "            earlier = queue_of_attempt(conn, tenant, execution.id, attempt)\n",
+    ),
+    Mutant(
         "3ds: an authentication value may be used twice",
         AUTHENTICATIONS,
         "    if old.value_used_at is not null and new.value_used_at is distinct from old.value_used_at then",

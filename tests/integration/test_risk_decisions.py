@@ -512,15 +512,14 @@ def test_the_database_keeps_an_authentication_moving_forward_and_its_value_used_
     assert row.fetchone() is not None
 
 
-def test_twenty_parallel_submissions_on_one_card_let_exactly_five_through(aws: dict[str, str], tenant_id: UUID) -> None:
-    # Eight warm containers, each with its own connection, racing on one instrument: the advisory lock per key makes
-    # each assessment count every one committed before it, so no two can both slip under the limit of five. They
-    # race below the API resolver: Powertools keeps the current event on a class attribute (one invocation per
-    # process in Lambda), so resolvers of several containers in one process would read each other's requests.
+def race(tenant_id: UUID, request: ExecutionRequest, keys: list[str]) -> list[Execution]:
+    """One submission per key, on one instrument, from eight warm containers with a connection each.
+
+    They race below the API resolver: Powertools keeps the current event on a class attribute (one invocation per
+    process in Lambda), so resolvers of several containers in one process would read each other's requests."""
     handlers = [load_handler("execute", instance=str(n)) for n in range(8)]
-    bodies = [(handlers[n % len(handlers)], f"race-{n}") for n in range(20)]
+    bodies = [(handlers[n % len(handlers)], key) for n, key in enumerate(keys)]
     owners: dict[int, threading.Lock] = {id(h): threading.Lock() for h in handlers}
-    request = ExecutionRequest.model_validate({**CARD_REQUEST, "amount": 500})
 
     def submit(item: tuple[ModuleType, str]) -> Execution:
         handler, key = item
@@ -533,7 +532,31 @@ def test_twenty_parallel_submissions_on_one_card_let_exactly_five_through(aws: d
         return outcome.execution
 
     with ThreadPoolExecutor(max_workers=len(handlers)) as pool:
-        executions = list(pool.map(submit, bodies))
+        return list(pool.map(submit, bodies))
+
+
+def test_twenty_parallel_submissions_on_one_card_let_exactly_five_through(aws: dict[str, str], tenant_id: UUID) -> None:
+    # The advisory lock per key makes each assessment count every one committed before it, so no two can both slip
+    # under the limit of five.
+    request = ExecutionRequest.model_validate({**CARD_REQUEST, "amount": 500})
+    executions = race(tenant_id, request, [f"race-{n}" for n in range(20)])
     assert len({e.id for e in executions}) == 20
     outcomes = sorted((e.status.value, e.last_error_code) for e in executions)
     assert outcomes == sorted([("completed", None)] * 5 + [("failed", "risk_blocked")] * 15)
+
+
+def test_parallel_small_charges_on_one_card_take_the_low_value_counter_exactly_once_each(
+    aws: dict[str, str], admin: Connection, tenant_id: UUID
+) -> None:
+    # The counter is read under the instrument's lock, in the assessment's first round trip: five charges of EUR 29
+    # at once, and only three fit under the EUR 100 the low-value exemption allows since the last authentication.
+    # The card's ACS challenges, and nobody answers, so no authentication succeeds and resets the counter meanwhile.
+    body = {**CARD_REQUEST, "amount": 2900, "payment_instrument_id": "tok_3ds_challenge"}
+    executions = race(tenant_id, ExecutionRequest.model_validate(body), [f"small-{n}" for n in range(5)])
+    rows = admin.execute(
+        "select exemption, state from billing.authentications where tenant_id = %s and execution_id = any(%s)",
+        [tenant_id, [e.id for e in executions]],
+    ).fetchall()
+    assert sorted((row["exemption"] or "", row["state"]) for row in rows) == sorted(
+        [("low_value", "exempted")] * 3 + [("", "challenge_required")] * 2
+    )

@@ -77,7 +77,7 @@ from billing.rails.three_ds import (
 )
 from billing.resource_names import API_BASE_PATH
 from billing.risk.defaults import SCA_AMOUNT
-from billing.risk.gate import Verdict
+from billing.risk.gate import Verdict, initiator_of
 from billing.risk.rules import Action, UnavailableAuthentication
 from billing.risk.velocity import lock_instrument
 
@@ -234,14 +234,34 @@ class ThreeDSecure:
             return AuthenticationStep(StepKind.PROCEED, _REQUEST, record=record)
         return self._authenticate_at_sandbox(execution, verdict, context, correlation_id)
 
+    def low_value_usage_before(self, execution: Execution, instrument_key: str) -> Cursor[DictRow] | None:
+        """For RiskGate.assess `before`: the low-value counter's read, sent under the instrument's lock in the
+        assessment's first round trip when any decision but require_3ds would claim the low-value exemption (a
+        customer-initiated card charge under the line); None when no decision would read it."""
+        amount = Money(execution.amount, execution.currency)
+        if (
+            execution.payment_rail is not PaymentRail.CARD
+            or initiator_of(execution) is ChargeInitiator.MERCHANT
+            or not self._low_value(amount)
+        ):
+            return None
+        return queue_low_value_usage(self._conn, execution.tenant_id, instrument_key, amount.currency)
+
     def exemption_within(
-        self, execution: Execution, verdict: Verdict, *, context: WorkflowWriteContext, correlation_id: str | None
+        self,
+        execution: Execution,
+        verdict: Verdict,
+        *,
+        context: WorkflowWriteContext,
+        correlation_id: str | None,
+        low_value_usage: Cursor[DictRow] | None = None,
     ) -> AuthenticationStep | None:
         """decide() for a decision just made, inside the assessment's transaction (RiskGate.assess `within`): the
         step when the charge needs no authentication (none applies, or an exemption, recorded here with its event
         so it commits with the decision); None when it must authenticate, which decide() does after the commit (an
         ACS or a provider is never called inside a transaction). The assessment holds the instrument's lock, so the
-        low-value counter read here is serialised as _exempt's is."""
+        low-value counter read here is serialised as _exempt's is; `low_value_usage`: that read, already sent
+        (low_value_usage_before)."""
         if execution.payment_rail is not PaymentRail.CARD:
             return AuthenticationStep(StepKind.PROCEED)
         planned = self._planned(execution, verdict)
@@ -249,7 +269,7 @@ class ThreeDSecure:
             return planned
         amount = Money(execution.amount, execution.currency)
         if planned is Exemption.LOW_VALUE:
-            usage = queue_low_value_usage(
+            usage = low_value_usage or queue_low_value_usage(
                 self._conn, execution.tenant_id, verdict.instrument.instrument_key, amount.currency
             )
             if not self._low_value_counter_allows(low_value_usage_of(usage), amount):

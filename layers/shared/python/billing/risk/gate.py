@@ -107,6 +107,10 @@ class Verdict:
 # Called inside the assessment's transaction with the decision just made (RiskGate.assess); True when what it sent
 # must be durable when the transaction commits (a claim that lets a provider be called next).
 WithinDecision = Callable[[Verdict], bool]
+# Called inside the assessment's transaction with the velocity key of the instrument, after the locks are queued and
+# before the first result is read: a read the decision's caller may need is sent in the same round trip, under the
+# instrument's lock (RiskGate.assess).
+BeforeDecision = Callable[[str], None]
 
 
 def initiator_of(execution: Execution) -> ChargeInitiator:
@@ -127,14 +131,18 @@ class RiskGate:
         context: WorkflowWriteContext,
         correlation_id: str | None,
         within: WithinDecision | None = None,
+        before: BeforeDecision | None = None,
     ) -> Verdict:
         """The decision for the execution's next attempt (its first submission).
 
         `within`, if given, is called with a decision made now (not one kept from before) inside the assessment's
-        transaction, before it commits: what it sends commits with the decision or not at all. Statements only;
-        nothing outside the database is called there.
+        transaction, before it commits: what it sends commits with the decision or not at all. `before`, if given,
+        is called with the instrument's velocity key once its lock is queued, to send reads `within` will use in the
+        assessment's first round trip. Statements only; nothing outside the database is called there.
         """
-        verdict = self._assess(execution, signals, execution.attempt_count + 1, True, context, correlation_id, within)
+        verdict = self._assess(
+            execution, signals, execution.attempt_count + 1, True, context, correlation_id, within, before
+        )
         assert verdict is not None, "a first assessment records its attempt"
         return verdict
 
@@ -143,7 +151,7 @@ class RiskGate:
     ) -> Verdict | None:
         """The assessment of a resubmission (attempt N, already claimed): kept and shown, its attempt not counted
         again; None for an execution that was never assessed (nothing to count it by)."""
-        return self._assess(execution, NO_SIGNALS, execution.attempt_count, False, context, correlation_id, None)
+        return self._assess(execution, NO_SIGNALS, execution.attempt_count, False, context, correlation_id, None, None)
 
     def _assess(
         self,
@@ -154,11 +162,12 @@ class RiskGate:
         context: WorkflowWriteContext,
         correlation_id: str | None,
         within: WithinDecision | None,
+        before: BeforeDecision | None,
     ) -> Verdict | None:
-        # Two round trips in all: the locks, the attempt's row, the counts, the rule set and any kept assessment in
-        # the first; the assessment, its event and the commit in the second. Every read comes after the locks, so
-        # an assessment of the same key that committed while this one waited is counted (and kept, if it was this
-        # attempt's).
+        # Two round trips in all: the locks, the attempt's row, the counts, the rule set, any kept assessment and
+        # what `before` asks in the first; the assessment, its event and the commit in the second. Every read comes
+        # after the locks, so an assessment of the same key that committed while this one waited is counted (and
+        # kept, if it was this attempt's).
         conn, tenant = self._conn, execution.tenant_id
         started = time.perf_counter_ns()
         with pipelined_tenant_transaction(conn, tenant):
@@ -178,6 +187,8 @@ class RiskGate:
             )
             counted = queue_count(conn, keys, record=record_attempt, as_rules_need=True)
             earlier = queue_of_attempt(conn, tenant, execution.id, attempt)
+            if before is not None:
+                before(instrument.instrument_key)
             stored = rules.rule_set().rule_set
             velocity = counted.velocity()
             kept = earlier.record()

@@ -10,6 +10,9 @@ The decision (billing.risk.gate) is kept once per attempt, so asking again gives
 
 from __future__ import annotations
 
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
 from billing.authentication.flow import AuthenticationStep, StepKind, ThreeDSecure
 from billing.db.execution_repository import ExecutionRepository, QueuedTransition
 from billing.domain.execution import Execution
@@ -65,13 +68,19 @@ class PreSubmission:
         TransitionConflict) comes from the second item; None: the caller claims, if the step proceeds."""
         decided_within: list[AuthenticationStep] = []
         claims: list[QueuedTransition] = []
+        low_value_usage: list[Cursor[DictRow] | None] = [None]
+
+        def before(instrument_key: str) -> None:
+            low_value_usage[0] = self._three_ds.low_value_usage_before(execution, instrument_key)
 
         def within(verdict: Verdict) -> bool:
             # A decision made just now that lets the charge go on: an exemption (or no 3-D Secure at all) commits
             # with it, in its transaction, and so does the claim.
             if Action(verdict.decision) not in (Action.ALLOW, Action.REQUIRE_3DS):
                 return False
-            step = self._three_ds.exemption_within(execution, verdict, context=context, correlation_id=correlation_id)
+            step = self._three_ds.exemption_within(
+                execution, verdict, context=context, correlation_id=correlation_id, low_value_usage=low_value_usage[0]
+            )
             if step is None:
                 return False
             decided_within.append(step)
@@ -84,7 +93,9 @@ class PreSubmission:
             )
             return True
 
-        verdict = self._risk.assess(execution, signals, context=context, correlation_id=correlation_id, within=within)
+        verdict = self._risk.assess(
+            execution, signals, context=context, correlation_id=correlation_id, within=within, before=before
+        )
         if decided_within:
             return decided_within[0], claims[0] if claims else None
         return self._after(execution, verdict, context=context, correlation_id=correlation_id), None
