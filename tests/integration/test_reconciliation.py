@@ -753,6 +753,28 @@ def test_two_workers_in_parallel_reconcile_each_execution_exactly_once(
         assert current(app_db, execution).status is ExecutionStatus.COMPLETED
 
 
+def test_a_batch_lost_whole_to_another_worker_does_not_end_the_walk(
+    db: Connection, app_db: Connection, private_admin: Connection, sandbox: SandboxProvider, tenant_id: UUID
+) -> None:
+    # Given six pending debits, the first three under live leases the candidate read cannot rule out: another run
+    # leased them while they were still processing (so, too, a claim committed between this one's read and its upsert)
+    executions = [pending_debit(app_db, sandbox, tenant_id, "iban_settles_paid") for _ in range(6)]
+    for execution in executions[:3]:
+        private_admin.execute(
+            "insert into billing.reconciliation_leases (tenant_id, execution_id, status, lease_owner, lease_expires_at)"
+            " values (%s, %s, 'processing', 'reconcile:other', now() + interval '1 day')",
+            [execution.tenant_id, execution.id],
+        )
+
+    # When a worker claims three at a time
+    report = worker(db, sandbox, batch_size=3).run(plenty_of_time)
+
+    # Then the batch it lost whole is passed over, not taken for the end of the backlog
+    assert actions(report) == {e.id: Action.COMPLETED for e in executions[3:]}
+    assert report.batches == 1
+    assert all(lease_of(private_admin, e)["lease_owner"] == "reconcile:other" for e in executions[:3])
+
+
 def test_webhook_arriving_while_the_worker_asks_the_provider_wins_and_the_worker_writes_nothing(
     private_app_url: str,
     db: Connection,

@@ -83,8 +83,9 @@ select e.*
 """
 
 # The upsert decides: a lease row committed by another worker since this statement's snapshot (a live lease, or a
-# schedule in this status) fails the WHERE, and the execution is not returned. A row about another status (the
-# execution moved on) starts afresh.
+# schedule in this status) fails the WHERE, and the execution comes back with leased false: the walk passes it
+# rather than ending there, since a batch lost whole to a concurrent worker says nothing about the rows after it. A
+# row about another status (the execution moved on) starts afresh once its lease has lapsed.
 _CLAIM_FRESH = """
 with candidates as materialized (
 {candidates}
@@ -103,14 +104,14 @@ with candidates as materialized (
        and (l.status <> excluded.status or l.next_check_at is null)
     returning l.tenant_id, l.execution_id
 )
-select c.*, 0 as lease_attempts, c.{since} as walk_at
+select c.*, 0 as lease_attempts, c.{since} as walk_at, leased.execution_id is not null as leased
   from candidates c
-  join leased on leased.tenant_id = c.tenant_id and leased.execution_id = c.id
+  left join leased on leased.tenant_id = c.tenant_id and leased.execution_id = c.id
  order by c.{since}, c.tenant_id, c.id
 """
 
 _PEEK_FRESH = """
-select c.*, 0 as lease_attempts, c.{since} as walk_at
+select c.*, 0 as lease_attempts, c.{since} as walk_at, true as leased
   from ({candidates}) c
  order by c.{since}, c.tenant_id, c.id
 """
@@ -144,14 +145,14 @@ with candidates as materialized (
      where l.tenant_id = c.tenant_id and l.execution_id = c.execution_id
     returning l.tenant_id
 )
-select e.*, c.attempts as lease_attempts, c.next_check_at as walk_at
+select e.*, c.attempts as lease_attempts, c.next_check_at as walk_at, true as leased
   from candidates c
   join billing.billing_executions e on e.tenant_id = c.tenant_id and e.id = c.execution_id
  order by c.next_check_at, c.tenant_id, c.execution_id
 """
 
 _PEEK_DUE = """
-select e.*, c.attempts as lease_attempts, c.next_check_at as walk_at
+select e.*, c.attempts as lease_attempts, c.next_check_at as walk_at, true as leased
   from ({candidates}) c
   join billing.billing_executions e on e.tenant_id = c.tenant_id and e.id = c.execution_id
  order by c.next_check_at, c.tenant_id, c.execution_id
@@ -274,11 +275,19 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """One execution of a claimed batch: its row, its earlier checks in this status, and the walk's position."""
+    """One execution of a claimed batch: its row and its earlier checks in this status."""
 
     row: dict[str, Any]
     attempts: int
-    position: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """What one claim leased, and where its walk stands: None once the walk has nothing left to pass."""
+
+    claimed: list[Claimed]
+    # The last candidate walked, leased or lost to a concurrent worker: the next batch starts after it.
+    walked_to: Cursor | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +309,7 @@ def claim(
     limit: int,
     lease: Lease,
     unpolled: Sequence[str] = (),
-) -> list[Claimed]:
+) -> ClaimedBatch:
     """Lease up to `limit` executions of the sweep (fresh ones, or those `due` for a next check), in walk order.
 
     With lease.until None (a dry run) the same executions are only read: nothing is locked past the statement
@@ -321,14 +330,10 @@ def claim(
         **after.params(),
     }
     rows = conn.execute(statement, params).fetchall()
-    return [
-        Claimed(
-            row=row,
-            attempts=int(row["lease_attempts"]),
-            position=Cursor(row["walk_at"], row["tenant_id"], row["id"]),
-        )
-        for row in rows
-    ]
+    return ClaimedBatch(
+        claimed=[Claimed(row=row, attempts=int(row["lease_attempts"])) for row in rows if row["leased"]],
+        walked_to=Cursor(rows[-1]["walk_at"], rows[-1]["tenant_id"], rows[-1]["id"]) if rows else None,
+    )
 
 
 def hold(conn: Connection, tenant_id: UUID, execution_id: UUID, owner: str) -> bool:

@@ -361,7 +361,7 @@ def _sweep(sweep: SweepSql, age: timedelta, *, due: bool) -> Callable[[Connectio
                 conn, sweep, due=due, now=now, cutoff=now - age, after=Cursor.start(), limit=_RECONCILE.batch_size,
                 lease=Lease(f"bench:{uuid4()}", now + _RECONCILE.lease_duration), unpolled=["adyen"],
             )  # fmt: skip
-        return len(claimed)
+        return len(claimed.claimed)
 
     return call
 

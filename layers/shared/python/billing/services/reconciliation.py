@@ -421,18 +421,19 @@ class ReconciliationWorker:
                 lease=lease,
                 unpolled=[name for name, provider in self._providers.items() if not provider.polls_status],
             )
-        if not batch:
+        if batch.walked_to is None:
             return None, False
-        state.batches += 1
-        for index, claimed in enumerate(batch):
+        if batch.claimed:
+            state.batches += 1
+        for index, claimed in enumerate(batch.claimed):
             if state.time_budget() <= 0:
                 if not state.dry_run:
                     # Free at once rather than when the leases lapse: the next run may ask about them straight away.
                     with self._transaction():
-                        release(self._conn, batch[index:], state.lease_owner)
+                        release(self._conn, batch.claimed[index:], state.lease_owner)
                 return None, True
             state.findings.append(self._examine(state, sweep, claimed, now))
-        return batch[-1].position, False
+        return batch.walked_to, False
 
     def _examine(self, state: _Run, sweep: Sweep, claimed: Claimed, now: datetime) -> Finding:
         execution = execution_from_row(claimed.row)
