@@ -241,8 +241,7 @@ class ThreeDSecure:
         amount = Money(execution.amount, execution.currency)
         if (
             execution.payment_rail is not PaymentRail.CARD
-            or initiator_of(execution) is ChargeInitiator.MERCHANT
-            or not self._low_value(amount)
+            or self._unless_3ds_required(initiator_of(execution), amount) is not Exemption.LOW_VALUE
         ):
             return None
         return queue_low_value_usage(self._conn, execution.tenant_id, instrument_key, amount.currency)
@@ -269,9 +268,11 @@ class ThreeDSecure:
             return planned
         amount = Money(execution.amount, execution.currency)
         if planned is Exemption.LOW_VALUE:
-            usage = low_value_usage or queue_low_value_usage(
-                self._conn, execution.tenant_id, verdict.instrument.instrument_key, amount.currency
-            )
+            usage = low_value_usage
+            if usage is None:
+                usage = queue_low_value_usage(
+                    self._conn, execution.tenant_id, verdict.instrument.instrument_key, amount.currency
+                )
             if not self._low_value_counter_allows(low_value_usage_of(usage), amount):
                 return None
         self._queue_exemption(execution, verdict, planned, uuid4(), context, correlation_id)
@@ -282,14 +283,19 @@ class ThreeDSecure:
         to claim (the low-value one subject to its counter), or None: the customer authenticates."""
         amount = Money(execution.amount, execution.currency)
         if verdict.decision != Action.REQUIRE_3DS.value:
-            if verdict.initiator is ChargeInitiator.MERCHANT:
-                return Exemption.MERCHANT_INITIATED
-            if not self._low_value(amount):
-                return AuthenticationStep(StepKind.PROCEED)
-            return Exemption.LOW_VALUE
+            return self._unless_3ds_required(verdict.initiator, amount)
         if self._risk_analysis_exempts(verdict, amount):
             return Exemption.TRANSACTION_RISK_ANALYSIS
         return None
+
+    def _unless_3ds_required(self, initiator: ChargeInitiator, amount: Money) -> AuthenticationStep | Exemption:
+        """What a card charge no rule asked to authenticate claims: the merchant-initiated exemption, the low-value
+        one under the line (subject to its counter), or nothing (a step to proceed)."""
+        if initiator is ChargeInitiator.MERCHANT:
+            return Exemption.MERCHANT_INITIATED
+        if not self._low_value(amount):
+            return AuthenticationStep(StepKind.PROCEED)
+        return Exemption.LOW_VALUE
 
     def _resume(self, record: AuthenticationRecord, verdict: Verdict) -> AuthenticationStep:
         """A later call for an execution whose authentication exists: never a second one."""

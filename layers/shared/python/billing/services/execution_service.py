@@ -74,8 +74,9 @@ class ExecutionService:
         transaction (execute drives it on at once)."""
         key = validate_idempotency_key(idempotency_key)
         fingerprint = request.fingerprint()
-        checks_instrument = self._instruments is not None and is_instrument_id(request.payment_instrument_id)
-        if checks_instrument:
+        held: frozenset[str] = frozenset()
+        instrument_id = request.payment_instrument_id
+        if self._instruments is not None and instrument_id is not None and is_instrument_id(instrument_id):
             # Layer 1, only where something runs before the insert: a replay ends here, answered as it was first
             # answered, even if its vault instrument has since been detached, and the instrument is not read again.
             # Any other request goes straight to the insert, which answers a replay as well (nothing is written on
@@ -83,16 +84,12 @@ class ExecutionService:
             existing = self._repository.find_by_idempotency_key(tenant_id, key)
             if existing is not None:
                 return CreateOutcome(_replay(existing, fingerprint, key), created=False)
-        held: frozenset[str] = frozenset()
-        if checks_instrument:
-            assert self._instruments is not None
             # Same tenant, same entity contract, active, not past its month, the right rail: else 404/422 and
             # nothing written. The sandbox's magic tokens (tok_visa, ...) are provider tokens, not checked here.
-            assert request.payment_instrument_id is not None
             held = self._instruments.authorize_charge(
                 ChargeRequest(
                     tenant_id,
-                    request.payment_instrument_id,
+                    instrument_id,
                     request.entity_contract_id,
                     request.payment_rail,
                     actor=context.actor,
