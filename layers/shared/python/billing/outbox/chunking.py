@@ -64,25 +64,44 @@ def next_wave(
 ) -> tuple[list[list[OutboundEvent]], list[OutboundEvent]]:
     """Split off up to `max_calls` PutEvents calls to make at once, and the rest (in its order).
 
-    No execution has an event in two calls of a wave, so every call of it may be sent concurrently: the calls are
-    next_chunk's, each built from the events whose execution no earlier call of the wave took, and what one call
-    passes over (too large to fit beside the others) may still go in the next one. An execution sends its next
-    event in a later wave, once this one's answers are known.
+    No execution has an event in two calls of a wave, so every call of it may be sent concurrently. One walk in
+    order: each execution's first event goes in the first call with room for it (a new call if none has and the
+    wave may have one more), so the calls fill as next_chunk's would one after the other, and what one call has no
+    room for may still go in the next. An execution's later events wait for a later wave, once this one's answers
+    are known. The walk stops once every call is full: a wave costs its calls, not the backlog behind them.
     """
     if max_calls < 1:
         raise ValueError("a wave has at least one call")
     calls: list[list[OutboundEvent]] = []
-    taken: set[tuple[UUID, UUID]] = set()
-    rest = list(pending)
-    while rest and len(calls) < max_calls:
-        open_to_this_call = [event for event in rest if event.ordering_key not in taken]
-        if not open_to_this_call:
+    sizes: list[int] = []
+    rest: list[OutboundEvent] = []
+    seen: set[tuple[UUID, UUID]] = set()
+    full = 0
+    for index, event in enumerate(pending):
+        if full == max_calls:
+            rest.extend(pending[index:])
             break
-        chunk, _ = next_chunk(open_to_this_call)
-        calls.append(chunk)
-        taken.update(event.ordering_key for event in chunk)
-        in_chunk = {event.outbox_id for event in chunk}
-        rest = [event for event in rest if event.outbox_id not in in_chunk]
+        key = event.ordering_key
+        if key in seen:
+            rest.append(event)
+            continue
+        seen.add(key)
+        event_size = entry_size(event)
+        for n, call in enumerate(calls):
+            if len(call) < MAX_ENTRIES_PER_CALL and sizes[n] + event_size <= MAX_CALL_BYTES:
+                call.append(event)
+                sizes[n] += event_size
+                if len(call) == MAX_ENTRIES_PER_CALL:
+                    full += 1
+                break
+        else:
+            if len(calls) < max_calls and event_size <= MAX_CALL_BYTES:
+                calls.append([event])
+                sizes.append(event_size)
+            else:
+                rest.append(event)
+    if pending and not calls:
+        raise ValueError(f"outbox row {pending[0].outbox_id} is larger than one PutEvents call allows")
     return calls, rest
 
 

@@ -393,6 +393,7 @@ class OutboxRelay:
                     break
                 sent.append((chunk, calls.submit(self._publisher.publish, chunk)))
             call_failed = False
+            failed_before_wave = len(failed_keys)
             error: Exception | None = None
             for chunk, answer in sent:
                 try:
@@ -419,7 +420,8 @@ class OutboxRelay:
                 state.stop_reason = StopReason.PUBLISHER_UNAVAILABLE
             state.wave_width = 1 if call_failed else self._concurrent_calls
             # Rule 3: an execution with a failed event sends nothing more in this batch.
-            pending = [event for event in pending if event.ordering_key not in failed_keys]
+            if len(failed_keys) > failed_before_wave:
+                pending = [event for event in pending if event.ordering_key not in failed_keys]
 
     def _claim(self, state: _Run, *, record: _Batch | None) -> _Batch | None:
         """Phase 1: lock and lease a batch, and commit, so that nothing stays locked while the bus is called; None
