@@ -226,10 +226,16 @@ def _sample_keys(n: int) -> tuple[ExecutionRequest, ClientSignals]:
             return _request(f"tok_new_{n}", f"new-customer-{n}"), ClientSignals(f"new-device-{n}", f"new-ip-{n}")
 
 
-def latency(app_url: str) -> tuple[list[float], list[float]]:
-    """Seconds per RiskGate.assess and per baseline mark_pending, SAMPLES each after WARM_UP unrecorded."""
+# _sample_keys's classes, by n % 4.
+SAMPLE_CLASSES: Final = ("hot keys", "seeded keys with device and IP", "seeded keys without", "new keys")
+
+
+def latency(app_url: str) -> tuple[list[float], list[float], list[int]]:
+    """Seconds per RiskGate.assess and per baseline mark_pending, SAMPLES each after WARM_UP unrecorded, and each
+    sample's class (an index of SAMPLE_CLASSES)."""
     assessed: list[float] = []
     baseline: list[float] = []
+    classes: list[int] = []
     with connect(app_url, application_name="bench-risk") as conn:
         repository, gate = ExecutionRepository(conn), RiskGate(conn)
         for n in range(WARM_UP + SAMPLES):
@@ -248,7 +254,8 @@ def latency(app_url: str) -> tuple[list[float], list[float]]:
             if n >= WARM_UP:
                 assessed.append(time.perf_counter() - started)
                 baseline.append(transition)
-    return assessed, baseline
+                classes.append(n % 4)
+    return assessed, baseline, classes
 
 
 def throughput(app_url: str, risk_on: bool, seconds: float, run: int) -> tuple[int, float]:
@@ -360,8 +367,11 @@ def main() -> None:
     mine = _tenants()[0][1]
     print(f"risk assessment: {ATTEMPTS:,} attempts in billing.risk_attempts ({TENANTS} tenants, {mine:,} in the "
           f"benchmarked one, over 48 h), {how}")  # fmt: skip
-    assessed, baseline = latency(app_url)
+    assessed, baseline, classes = latency(app_url)
     print(f"  RiskGate.assess, {SAMPLES} samples (1/4 hot keys, 1/2 seeded, 1/4 new):  {_summary(assessed)}")
+    for index, name in enumerate(SAMPLE_CLASSES):
+        of_class = [seconds for seconds, sample_class in zip(assessed, classes, strict=True) if sample_class == index]
+        print(f"    {name + ':':<33} {_summary(of_class)}")
     print(f"  baseline mark_pending (one transition), same execution and connection: {_summary(baseline)}")
     p99, base_p99 = _at(sorted(assessed), 0.99), _at(sorted(baseline), 0.99)
     p50_ratio = _at(sorted(assessed), 0.5) / _at(sorted(baseline), 0.5)

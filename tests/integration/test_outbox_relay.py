@@ -38,6 +38,7 @@ from billing.db.execution_repository import ExecutionRepository
 from billing.domain.workflow import WorkflowWriteContext
 from billing.outbox.chunking import MAX_CALL_BYTES, MAX_ENTRIES_PER_CALL
 from billing.outbox.eventbridge import EventBridgePublisher
+from billing.outbox.events import DETAIL_SQL
 from billing.outbox.relay import DEFAULT_LEASE_DURATION, DEFAULT_RETRY_BACKOFF, OutboxRelay, RelayReport, StopReason
 from billing.outbox.replay import main as replay_main
 from billing.outbox.replay import replay
@@ -327,6 +328,24 @@ def test_published_event_carries_billing_source_event_type_and_event_id(
     for event, row in zip(delivered, rows, strict=True):
         assert event["detail"] == {**row["payload"], "event_id": str(row["event_id"]), "outbox_id": row["id"]}
         assert event["detail"]["execution_id"] == str(row["aggregate_id"])
+
+
+def test_detail_built_by_the_database_is_the_payload_plus_ids_in_utf8(private_admin: Connection) -> None:
+    # Given a payload with a character outside ASCII and an event_id key of its own
+    event_id = uuid4()
+    payload = {"note": "café", "event_id": "stale", "amount": 1999}
+
+    # When the claim's expression builds the Detail
+    row = private_admin.execute(
+        f"select {DETAIL_SQL} as detail from (values (%s::jsonb, %s::uuid, 42::bigint)) as o (payload, event_id, id)",
+        [json.dumps(payload), event_id],
+    ).fetchone()
+
+    # Then it is the payload with the row's ids over its own, and the character itself, not an escape: the entry's
+    # size is counted in UTF-8 bytes of exactly this string
+    assert row is not None
+    assert json.loads(row["detail"]) == {**payload, "event_id": str(event_id), "outbox_id": 42}
+    assert "café" in row["detail"]
 
 
 def test_run_again_after_everything_was_published_sends_nothing(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from billing.resource_names import EVENT_SOURCE
@@ -45,6 +45,12 @@ class PublishResult:
         return f"{self.error_code or 'unknown'}: {self.error_message or 'no message'}"
 
 
+# The same Detail built by the database, for a statement that reads billing_outbox as `o`: the relay's claim reads
+# it as text, so no payload is parsed and serialised again per row. jsonb's text form is UTF-8 (no \u escapes),
+# with keys in jsonb's order and a space after each separator: other bytes than json.dumps's, the same object.
+DETAIL_SQL: Final = "(o.payload || jsonb_build_object('event_id', o.event_id::text, 'outbox_id', o.id))::text"
+
+
 def event_from_outbox_row(row: Mapping[str, Any], *, replayed: bool = False) -> OutboundEvent:
     """The entry for a billing_outbox row: Detail is the stored payload plus event_id and outbox_id.
 
@@ -54,6 +60,13 @@ def event_from_outbox_row(row: Mapping[str, Any], *, replayed: bool = False) -> 
     detail: dict[str, Any] = {**row["payload"], "event_id": str(row["event_id"]), "outbox_id": int(row["id"])}
     if replayed:
         detail["replayed"] = True
+    # Compact and UTF-8 (not \u escapes): the 256 KB limit is counted in UTF-8 bytes of exactly this string.
+    return event_with_detail(row, json.dumps(detail, separators=(",", ":"), ensure_ascii=False))
+
+
+def event_with_detail(row: Mapping[str, Any], detail: str) -> OutboundEvent:
+    """The entry for a billing_outbox row whose Detail is already built (by event_from_outbox_row, or DETAIL_SQL
+    read as the row's `detail`)."""
     return OutboundEvent(
         outbox_id=int(row["id"]),
         tenant_id=row["tenant_id"],
@@ -61,7 +74,6 @@ def event_from_outbox_row(row: Mapping[str, Any], *, replayed: bool = False) -> 
         event_id=row["event_id"],
         source=EVENT_SOURCE,
         detail_type=row["event_type"],
-        # Compact and UTF-8 (not \u escapes): the 256 KB limit is counted in UTF-8 bytes of exactly this string.
-        detail=json.dumps(detail, separators=(",", ":"), ensure_ascii=False),
+        detail=detail,
         time=row["occurred_at"],
     )

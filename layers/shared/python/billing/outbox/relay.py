@@ -75,7 +75,7 @@ from billing.db.tenancy import system_transaction
 from billing.domain.backoff import BackoffPolicy
 from billing.outbox.archive import DEFAULT_ARCHIVE_AFTER, archive_while
 from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_wave, retried_last, too_large
-from billing.outbox.events import OutboundEvent, PublishResult, event_from_outbox_row
+from billing.outbox.events import DETAIL_SQL, OutboundEvent, PublishResult, event_with_detail
 from billing.outbox.ports import EventPublisher, PublishUnavailable
 
 # Milliseconds of run time left; the relay starts no claim and no PutEvents call once it is zero or less.
@@ -109,8 +109,8 @@ _MAX_ERROR_CHARS = 1_000
 
 _CLAIM = """
 with candidates as materialized (
-    select o.ctid as row_version, o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type, o.payload,
-           o.occurred_at, o.failed_attempts
+    select o.ctid as row_version, o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type,
+           {detail} as detail, o.occurred_at, o.failed_attempts
       from billing.billing_outbox o
      where o.published_at is null
        and o.failed_attempts < %(max_attempts)s
@@ -144,11 +144,11 @@ with candidates as materialized (
       from marked m
      where o.ctid = m.row_version and o.id = m.id and not m.held_back
 )
-select m.tenant_id, m.id, m.event_id, m.aggregate_id, m.event_type, m.payload, m.occurred_at, m.failed_attempts,
+select m.tenant_id, m.id, m.event_id, m.aggregate_id, m.event_type, m.detail, m.occurred_at, m.failed_attempts,
        m.held_back
   from marked m
  order by m.id
-"""
+""".replace("{detail}", DETAIL_SQL)
 
 # `published_at is null`: a relay whose lease lapsed may record after another one did; published_at is set once.
 _MARK_PUBLISHED = """
@@ -463,7 +463,7 @@ class OutboxRelay:
             return None
         return _Batch(
             claimed=[int(row["id"]) for row in rows],
-            leased={int(row["id"]): event_from_outbox_row(row) for row in rows if not row["held_back"]},
+            leased={int(row["id"]): event_with_detail(row, row["detail"]) for row in rows if not row["held_back"]},
             failed_before={int(row["id"]): int(row["failed_attempts"]) for row in rows},
         )
 
