@@ -56,7 +56,7 @@ from billing.local.embedded_postgres import database_url, fresh_database
 from billing.local.execution_seed import vacuum_analyze
 from billing.local.stack import EVENTS_TAP_QUEUE_NAME, EVENTS_TAP_RULE_NAME
 from billing.outbox.eventbridge import EventBridgePublisher, build_events_client
-from billing.outbox.events import DETAIL_SQL, OutboundEvent, event_with_detail
+from billing.outbox.events import OutboundEvent, detail_sql, event_with_detail
 from billing.outbox.relay import OutboxRelay, StopReason
 
 FAST_EVENTS: Final = int(os.environ.get("RELAY_BENCH_EVENTS", "20000"))
@@ -231,7 +231,7 @@ def pending_events(admin_url: str) -> list[OutboundEvent]:
     """The entries the relay will send for the backlog, in outbox id order."""
     with connect(admin_url, application_name="bench-relay") as conn:
         rows = conn.execute(
-            f"select o.*, {DETAIL_SQL} as detail from billing.billing_outbox o"
+            f"select o.*, {detail_sql('o')} as detail from billing.billing_outbox o"
             " where o.published_at is null order by o.id"
         ).fetchall()
     return [event_with_detail(row, row["detail"]) for row in rows]

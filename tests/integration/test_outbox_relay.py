@@ -38,7 +38,7 @@ from billing.db.execution_repository import ExecutionRepository
 from billing.domain.workflow import WorkflowWriteContext
 from billing.outbox.chunking import MAX_CALL_BYTES, MAX_ENTRIES_PER_CALL
 from billing.outbox.eventbridge import EventBridgePublisher
-from billing.outbox.events import DETAIL_SQL
+from billing.outbox.events import detail_sql
 from billing.outbox.relay import DEFAULT_LEASE_DURATION, DEFAULT_RETRY_BACKOFF, OutboxRelay, RelayReport, StopReason
 from billing.outbox.replay import main as replay_main
 from billing.outbox.replay import replay
@@ -337,7 +337,8 @@ def test_detail_built_by_the_database_is_the_payload_plus_ids_in_utf8(private_ad
 
     # When the claim's expression builds the Detail
     row = private_admin.execute(
-        f"select {DETAIL_SQL} as detail from (values (%s::jsonb, %s::uuid, 42::bigint)) as o (payload, event_id, id)",
+        f"select {detail_sql('o')} as detail"
+        " from (values (%s::jsonb, %s::uuid, 42::bigint)) as o (payload, event_id, id)",
         [json.dumps(payload), event_id],
     ).fetchone()
 

@@ -28,5 +28,6 @@ _NOR_SORT: Final = ", set_config('enable_sort', 'off', true)"
 def walk_in_index_order(conn: Connection, *, forbid_sort: bool = False) -> None:
     """For the rest of the open transaction, plan with index scans only (see the module docstring). `forbid_sort`
     also rules out reading a range and sorting it, for a page whose index is in the page's order (the settlement
-    period scan: an index range plus a sort looks cheaper than the walk for the same misjudged selectivity)."""
+    period scan, the relay's claim: another index's range plus a sort looks cheaper than the walk for the same
+    misjudged selectivity). A sort nothing else can replace (an ORDER BY over a CTE's rows) still runs."""
     conn.execute(_WALK_IN_INDEX_ORDER + (_NOR_SORT if forbid_sort else ""))

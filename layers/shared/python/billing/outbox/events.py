@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from billing.resource_names import EVENT_SOURCE
@@ -45,10 +45,12 @@ class PublishResult:
         return f"{self.error_code or 'unknown'}: {self.error_message or 'no message'}"
 
 
-# The same Detail built by the database, for a statement that reads billing_outbox as `o`: the relay's claim reads
-# it as text, so no payload is parsed and serialised again per row. jsonb's text form is UTF-8 (no \u escapes),
-# with keys in jsonb's order and a space after each separator: other bytes than json.dumps's, the same object.
-DETAIL_SQL: Final = "(o.payload || jsonb_build_object('event_id', o.event_id::text, 'outbox_id', o.id))::text"
+def detail_sql(row: str) -> str:
+    """The same Detail built by the database, from the payload, event_id and id columns of `row` (an alias of
+    billing_outbox or of a selection of its columns): the relay's claim reads it as text, so no payload is parsed
+    and serialised again per event. jsonb's text form is UTF-8 (no \\u escapes), with keys in jsonb's order and a
+    space after each separator: other bytes than json.dumps's, the same object."""
+    return f"({row}.payload || jsonb_build_object('event_id', {row}.event_id::text, 'outbox_id', {row}.id))::text"
 
 
 def event_from_outbox_row(row: Mapping[str, Any], *, replayed: bool = False) -> OutboundEvent:
@@ -65,7 +67,7 @@ def event_from_outbox_row(row: Mapping[str, Any], *, replayed: bool = False) -> 
 
 
 def event_with_detail(row: Mapping[str, Any], detail: str) -> OutboundEvent:
-    """The entry for a billing_outbox row whose Detail is already built (by event_from_outbox_row, or DETAIL_SQL
+    """The entry for a billing_outbox row whose Detail is already built (by event_from_outbox_row, or detail_sql
     read as the row's `detail`)."""
     return OutboundEvent(
         outbox_id=int(row["id"]),

@@ -75,7 +75,7 @@ from billing.db.tenancy import system_transaction
 from billing.domain.backoff import BackoffPolicy
 from billing.outbox.archive import DEFAULT_ARCHIVE_AFTER, archive_while
 from billing.outbox.chunking import MAX_CALL_BYTES, entry_size, next_wave, retried_last, too_large
-from billing.outbox.events import DETAIL_SQL, OutboundEvent, PublishResult, event_with_detail
+from billing.outbox.events import OutboundEvent, PublishResult, detail_sql, event_with_detail
 from billing.outbox.ports import EventPublisher, PublishUnavailable
 
 # Milliseconds of run time left; the relay starts no claim and no PutEvents call once it is zero or less.
@@ -109,8 +109,8 @@ _MAX_ERROR_CHARS = 1_000
 
 _CLAIM = """
 with candidates as materialized (
-    select o.ctid as row_version, o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type,
-           {detail} as detail, o.occurred_at, o.failed_attempts
+    select o.ctid as row_version, o.tenant_id, o.id, o.event_id, o.aggregate_id, o.event_type, o.payload,
+           o.occurred_at, o.failed_attempts
       from billing.billing_outbox o
      where o.published_at is null
        and o.failed_attempts < %(max_attempts)s
@@ -144,11 +144,11 @@ with candidates as materialized (
       from marked m
      where o.ctid = m.row_version and o.id = m.id and not m.held_back
 )
-select m.tenant_id, m.id, m.event_id, m.aggregate_id, m.event_type, m.detail, m.occurred_at, m.failed_attempts,
-       m.held_back
+select m.tenant_id, m.id, m.event_id, m.aggregate_id, m.event_type, {detail} as detail, m.occurred_at,
+       m.failed_attempts, m.held_back
   from marked m
  order by m.id
-""".replace("{detail}", DETAIL_SQL)
+""".replace("{detail}", detail_sql("m"))
 
 # `published_at is null`: a relay whose lease lapsed may record after another one did; published_at is set once.
 _MARK_PUBLISHED = """
@@ -520,11 +520,11 @@ class OutboxRelay:
         with system_transaction(self._conn):
             if self._idle_limit_ms is not None:
                 self._conn.execute(_SET_IDLE_LIMIT, [str(self._idle_limit_ms)])
-            # Every statement goes by an index: the claim walks billing_outbox_claim_order in its order and stops
-            # at the batch, however long the backlog, and the record finds its rows by primary key rather than by a
-            # hash join over every unpublished row, which the planner's misjudged selectivity under row-level
-            # security (billing.db.planner) picks for a few hundred ids.
-            walk_in_index_order(self._conn)
+            # Every statement goes by an index, in its order: the claim walks billing_outbox_claim_order and stops
+            # at the batch, however long the backlog (not another partial index read whole and sorted), and the
+            # record finds its rows by primary key rather than by a hash join over every unpublished row: the plans
+            # the planner's misjudged selectivity under row-level security (billing.db.planner) picks otherwise.
+            walk_in_index_order(self._conn, forbid_sort=True)
             yield
 
 
