@@ -11,7 +11,8 @@
    transaction. Baseline in the same run, on the same executions and connection: the repository's mark_pending
    just before (one transition: one statement with its event, outbox and workflow rows, one transaction).
 3. Throughput: ExecutionDriver.drive (created -> pending -> [risk and 3-D Secure] -> processing -> sandbox ->
-   completed) on THREADS connections, risk on and off interleaved (on, off, on, off), BENCH_SECONDS per side.
+   completed) on THREADS connections, each with its sandbox connection kept between charges (as a warm function
+   container keeps it), risk on and off interleaved (on, off, on, off), BENCH_SECONDS per side.
 
     make bench                                            # embedded PostgreSQL
     DATABASE_URL=... make bench                           # any other server
@@ -43,7 +44,7 @@ from billing.domain.execution import Execution, ExecutionRequest, PaymentRail
 from billing.domain.status import ExecutionStatus
 from billing.domain.workflow import WorkflowWriteContext
 from billing.local.embedded_postgres import database_url, fresh_database
-from billing.rails.sandbox import SandboxProvider, connections_to
+from billing.rails.sandbox import KeptConnections, SandboxProvider
 from billing.risk.gate import NO_SIGNALS, ClientSignals, RiskGate
 from billing.risk.reviews import ReviewStore
 from billing.services.execution_driver import ExecutionDriver
@@ -263,10 +264,14 @@ def throughput(app_url: str, risk_on: bool, seconds: float, run: int) -> tuple[i
     stop = threading.Event()
     counts = [0] * THREADS
     barrier = threading.Barrier(THREADS + 1)
-    provider = SandboxProvider(connections_to(app_url))  # no simulated latency: the engine's cost only
 
     def worker(index: int) -> None:
-        with connect(app_url, application_name="bench-risk") as conn:
+        # A container each: its billing connection, and the sandbox's connection kept between charges as the
+        # functions keep it (billing.providers.directory). A fresh sandbox connection per call would add the same
+        # few milliseconds to both sides and flatter the ratio. No simulated latency: the engine's cost only.
+        sandbox = KeptConnections(app_url)
+        provider = SandboxProvider(sandbox)
+        with connect(app_url, application_name="bench-risk") as conn, contextlib.closing(sandbox):
             repository = ExecutionRepository(conn)
             checks = None
             if risk_on:
