@@ -583,7 +583,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         day, seeded = found
-        print(f"settlement reconciliation: reusing {seeded:,} Adyen executions finished on {day}")
+        # The seeded database keeps its data; migrations added since it was seeded are applied to it.
+        from billing.db.migrations import apply_migrations
+
+        with connect(admin_url) as conn:
+            applied = apply_migrations(conn)
+        print(f"settlement reconciliation: reusing {seeded:,} Adyen executions finished on {day}"
+              + (f" (migrations applied since: {', '.join(applied)})" if applied else ""))  # fmt: skip
     worker_url = login_url(admin_url, DatabaseRole.WORKER)
     directory = Path(tempfile.mkdtemp(prefix="bench-settlement-"))
     try:

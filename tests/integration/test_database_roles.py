@@ -31,7 +31,14 @@ REFERENCE_TABLES = {"execution_status_transitions", "execution_event_types", "ex
 # discrepancy's tenant_id says whose item it is, not who may read it (and the worker writes them with COPY, which
 # row-level security does not allow). Only billing_worker and billing_finance hold any privilege on them:
 # test_settlement_store.py::test_no_other_role_holds_any_privilege_on_the_settlement_tables.
-PLATFORM_TABLES = {"settlement_reports", "settlement_discrepancies"}
+PLATFORM_TABLES = {
+    "settlement_reports",
+    "settlement_discrepancies",
+    # the settlement report's staged file lines, for one run at a time (sql/20261223_billing_settlement_staging.sql)
+    "settlement_staging_runs",
+    "settlement_staged_lines",
+    "settlement_staged_matches",
+}
 DENIED = "42501"
 
 _OWNED_OBJECTS = """

@@ -28,6 +28,7 @@ from uuid import UUID
 
 from billing.db.connection import Connection
 from billing.db.settlement_queries import PostgresExecutionLookup, providers_in_period
+from billing.db.settlement_staging import PostgresSettlementStaging
 from billing.observability import logger
 from billing.settlement.events import REPORT_EVENT_TYPE, NoPublisher, report_event_detail
 from billing.settlement.files import SETTLEMENT_PREFIX, is_valid_provider, settlement_file_key
@@ -36,7 +37,7 @@ from billing.settlement.outcome import DISCREPANCY_CLASSES, Discrepancy, Discrep
 from billing.settlement.period import SettlementPeriod
 from billing.settlement.ports import ObjectStore, ReportOutputs, ReportPublisher, SettlementObserver
 from billing.settlement.reconciliation.engine import CHUNK_RECORDS, Reconciler, Reconciliation
-from billing.settlement.reconciliation.ports import ExecutionLookup
+from billing.settlement.reconciliation.ports import ExecutionLookup, SettlementStaging
 from billing.settlement.reconciliation.reading import SettlementFile
 from billing.settlement.report import (
     CSV_CONTENT_TYPE,
@@ -71,6 +72,9 @@ class SettlementReportConfig:
     shown_per_class: int = SHOWN_PER_CLASS
     # Where findings are spooled between the pass and the writes (None: the system's temporary directory, /tmp).
     spool_directory: str | None = None
+    # Stage the files in the database and decide the exact matches there (reconciliation.staged): the same report,
+    # in a fraction of the time. False reads every row in Python (the path the staged one is tested against).
+    staged: bool = True
 
     def __post_init__(self) -> None:
         if self.lookback_days < 0:
@@ -161,6 +165,7 @@ class ProviderReporter:
         conn: Connection,
         *,
         lookup: ExecutionLookup | None = None,
+        staging: SettlementStaging | None = None,
         store: SettlementReportStore | None = None,
         outputs: ReportOutputs | None,
         publisher: ReportPublisher | None = None,
@@ -169,11 +174,14 @@ class ProviderReporter:
     ) -> None:
         self._conn = conn
         self._lookup = lookup or PostgresExecutionLookup(conn)
+        self._config = config or SettlementReportConfig()
+        self._staging = staging
+        if staging is None and lookup is None and self._config.staged:
+            self._staging = PostgresSettlementStaging(conn, spool_directory=self._config.spool_directory)
         self._store = store or SettlementReportStore()
         self._outputs = outputs
         self._publisher = publisher or NoPublisher()
         self._observer = observer
-        self._config = config or SettlementReportConfig()
 
     @contextmanager
     def report(
@@ -190,7 +198,10 @@ class ProviderReporter:
     ) -> Iterator[ReportOutcome]:
         config = self._config
         reconciler = Reconciler(
-            self._lookup, chunk_records=config.chunk_records, spool_directory=config.spool_directory
+            self._lookup,
+            staging=self._staging,
+            chunk_records=config.chunk_records,
+            spool_directory=config.spool_directory,
         )
         with reconciler.run(
             provider=provider,

@@ -232,15 +232,18 @@ def parse_rows(
         # A row's first physical line; a quoted field may span lines, so line_num alone would name its last.
         line_number = previous_end + 1
         previous_end = reader.line_num
-        if not row:
-            yield LineError(source, line_number, None, "blank line", None)
-            continue
-        if len(row) != width:
-            yield LineError(
-                source, line_number, None, f"expected {width} fields as in the header, found {len(row)}", None
-            )
-            continue
-        try:
-            yield parse_row(row, line_number)
-        except RowInvalid as exc:
-            yield LineError(source, line_number, exc.field, exc.reason, exc.shown)
+        yield read_row(row, line_number, source=source, width=width, parse_row=parse_row)
+
+
+def read_row(
+    row: list[str], line_number: int, *, source: str, width: int, parse_row: RowParser
+) -> ProviderRecord | LineError:
+    """One data row's record, or the LineError saying what is wrong with it (blank, of another width, a bad cell)."""
+    if not row:
+        return LineError(source, line_number, None, "blank line", None)
+    if len(row) != width:
+        return LineError(source, line_number, None, f"expected {width} fields as in the header, found {len(row)}", None)
+    try:
+        return parse_row(row, line_number)
+    except RowInvalid as exc:
+        return LineError(source, line_number, exc.field, exc.reason, exc.shown)

@@ -12,7 +12,7 @@ each lookup is its own, between two reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from billing.domain.money import Money
-from billing.settlement.formats.records import LineError, ProviderRecord
+from billing.settlement.formats.records import LineError, ParseResult, ProviderRecord
 from billing.settlement.outcome import (
     CLASS_SEVERITY,
     Discrepancy,
@@ -35,9 +35,10 @@ from billing.settlement.reconciliation.findings import Finding, masked, masked_v
 from billing.settlement.reconciliation.matching import Candidates, Matcher, ids_needed, references_needed
 from billing.settlement.reconciliation.ours import OurExecution
 from billing.settlement.reconciliation.payouts import Payouts
-from billing.settlement.reconciliation.ports import ExecutionLookup
-from billing.settlement.reconciliation.reading import FileReading, SettlementFile
+from billing.settlement.reconciliation.ports import ExecutionLookup, SettlementStaging
+from billing.settlement.reconciliation.reading import ADYEN_SDR, FileReading, SettlementFile
 from billing.settlement.reconciliation.spool import FindingSpool
+from billing.settlement.reconciliation.staged import StagedRun, stage_run
 from billing.settlement.reconciliation.totals import Totals
 
 # Rows per lookup: one `= any(%s)` statement of up to this many references stays well inside a statement timeout,
@@ -87,11 +88,18 @@ class Reconciler:
     """Runs one provider's period; the same files (and database state) give the same report id and findings."""
 
     def __init__(
-        self, lookup: ExecutionLookup, *, chunk_records: int = CHUNK_RECORDS, spool_directory: str | None = None
+        self,
+        lookup: ExecutionLookup,
+        *,
+        staging: SettlementStaging | None = None,
+        chunk_records: int = CHUNK_RECORDS,
+        spool_directory: str | None = None,
     ) -> None:
+        """`staging`, when given, lets a run of files it can stage take the fast path (reconciliation.staged)."""
         if chunk_records < 1:
             raise ValueError("chunk_records must be positive")
         self._lookup = lookup
+        self._staging = staging
         self._chunk = chunk_records
         self._spool_directory = spool_directory
 
@@ -112,11 +120,24 @@ class Reconciler:
         try:
             run = _Run(provider, Matcher(provider, FeeBands(self._lookup.fee_bands(provider))), spool)
             run.file_errors.extend(masked_values(e) for e in file_errors)
-            for file in lookback:
-                self._read(run, file, report=False)
-            for file in files:
-                self._read(run, file, report=True)
-            self._missing_from_file(run, period)
+            staged = (
+                stage_run(
+                    self._staging, provider, lookback=lookback, files=files, spool_directory=self._spool_directory
+                )
+                if self._staging is not None
+                else None
+            )
+            if staged is None:
+                for file in lookback:
+                    self._read(run, file, report=False)
+                for file in files:
+                    self._read(run, file, report=True)
+                self._missing_from_file(run, period)
+            else:
+                try:
+                    self._finish_staged(run, staged, period)
+                finally:
+                    staged.discard()
             for finding in run.payouts.findings():
                 spool.add(finding)
             spool.seal()
@@ -157,13 +178,28 @@ class Reconciler:
 
     def _read(self, run: _Run, file: SettlementFile, *, report: bool) -> None:
         reading = FileReading(file, run.provider)
+        self.consume(run, reading.items(), lambda: reading.default_batch, report=report)
+        run.reads.append(reading.read())
+        if reading.file_error is not None and report:
+            run.file_errors.append(masked_values(reading.file_error.as_dict()))
+
+    def consume(
+        self,
+        run: _Run,
+        items: Iterable[ProviderRecord | LineError],
+        default_batch: Callable[[], str | None],
+        *,
+        report: bool,
+    ) -> None:
+        """Match one file's rows, in file order, a chunk at a time; line errors are counted (and the first ones
+        quoted) when the file is reported."""
         # A chunk's lookup runs on its own thread while the previous chunk is matched and the next one parsed: the
         # database works (on another core) while Python does. One thread, so the lookups run one at a time and in
         # order, and at most two chunks are held; the matcher is only ever used here, by this thread.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="settlement-lookup") as lookups:
             waiting: tuple[list[ProviderRecord], Future[Candidates]] | None = None
             chunk: list[ProviderRecord] = []
-            for item in reading.items():
+            for item in items:
                 if isinstance(item, LineError):
                     if report:
                         run.line_error_count += 1
@@ -174,18 +210,44 @@ class Reconciler:
                 if len(chunk) >= self._chunk:
                     looked_up = lookups.submit(self._candidates, run.provider, chunk)
                     if waiting is not None:
-                        self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+                        self._match(run, waiting[0], waiting[1].result(), default_batch(), report=report)
                     waiting, chunk = (chunk, looked_up), []
             if chunk:
                 looked_up = lookups.submit(self._candidates, run.provider, chunk)
                 if waiting is not None:
-                    self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
+                    self._match(run, waiting[0], waiting[1].result(), default_batch(), report=report)
                 waiting = (chunk, looked_up)
             if waiting is not None:
-                self._match(run, waiting[0], waiting[1].result(), reading.default_batch, report=report)
-        run.reads.append(reading.read())
-        if reading.file_error is not None and report:
-            run.file_errors.append(masked_values(reading.file_error.as_dict()))
+                self._match(run, waiting[0], waiting[1].result(), default_batch(), report=report)
+
+    def _finish_staged(self, run: _Run, staged: StagedRun, period: SettlementPeriod) -> None:
+        """A staged run's files in order: the lines the database left through the matcher, its matched sums into
+        the totals and payouts, then the period's completed executions that no line listed."""
+        for file, lines in staged.left_over():
+            counted = ParseResult(file.source, run.provider)
+            self.consume(run, counted.track(file.items(lines)), file.batch_when_empty, report=file.report)
+            if file.report:
+                for sums in file.matched:
+                    run.totals.add_matched(sums)
+                    for batch, (net, items) in sums.batches.items():
+                        run.payouts.add_items(batch or file.default_batch, sums.currency, net, items)
+                    run.matcher.matched += sums.items
+            run.reads.append(
+                FileRead(
+                    source=file.source,
+                    sha256=file.sha256,
+                    format=ADYEN_SDR,
+                    records=counted.records + file.matched_items,
+                    line_errors=counted.line_errors,
+                )
+            )
+        staging = staged.staging
+        for currency, amount in staging.expected(run.provider, period.start_at, period.end_at).items():
+            run.totals.expect(currency, amount)
+        listed = run.matcher.is_listed
+        for execution in staging.unmatched(staged.run, run.provider, period.start_at, period.end_at):
+            if not listed(execution):
+                run.spool.add(_missing(run.provider, execution))
 
     def _candidates(self, provider: str, chunk: Sequence[ProviderRecord]) -> Candidates:
         """The executions a chunk's rows name: by reference, then by the execution id the rows echo (the fallback)."""

@@ -60,6 +60,14 @@ class Payouts:
             state.computed_net += record.net_amount
             state.items += 1
 
+    def add_items(self, batch: str | None, currency: str, net: int, items: int) -> None:
+        """`items` rows of a batch (none of them a payout) whose net amounts sum to `net`, added as add() would."""
+        if batch is None:
+            return
+        state = self._batches.setdefault((batch, currency), _Batch())
+        state.computed_net += net
+        state.items += items
+
     def checks(self) -> tuple[PayoutCheck, ...]:
         return tuple(
             PayoutCheck(

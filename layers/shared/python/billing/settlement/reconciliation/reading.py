@@ -44,6 +44,14 @@ class SettlementFile:
     day: date | None = None
 
 
+def adyen_batch_of(source: str) -> str:
+    """The batch an Adyen file's rows belong to when their Batch Number is empty: the one its name gives, else the
+    name itself."""
+    name = source.rsplit("/", 1)[-1]
+    found = _ADYEN_BATCH_IN_NAME.search(name)
+    return found[1] if found else name
+
+
 Chosen = ProviderFormat | type[SandboxSettlementCsv]
 
 
@@ -101,8 +109,7 @@ class FileReading:
                 self.format = _FORMAT_NAMES[chosen]
                 parsed = chosen.parse(lines, source=source)
                 if chosen is AdyenSettlementDetailReport:
-                    found = _ADYEN_BATCH_IN_NAME.search(source.rsplit("/", 1)[-1])
-                    self.default_batch = found[1] if found else source.rsplit("/", 1)[-1]
+                    self.default_batch = adyen_batch_of(source)
             yield from self._counts.track(parsed)
         except FileErrorRaised as exc:
             self.file_error = exc.error

@@ -15,6 +15,7 @@ from typing import Final
 
 from billing.settlement.formats.records import ProviderRecord, RecordKind
 from billing.settlement.outcome import CurrencyTotals, FeeTotal
+from billing.settlement.reconciliation.ports import MatchedSums
 
 FEE_ROW_KINDS: Final = frozenset({RecordKind.FEE, RecordKind.PAYMENT_COST, RecordKind.INVOICE_DEDUCTION})
 NO_PAYMENT_METHOD: Final = "unspecified"
@@ -90,6 +91,23 @@ class Totals:
         net.fees += charged
         # A row's fees all go to its one payment method: added up once.
         methods[record.payment_method or NO_PAYMENT_METHOD] += charged
+
+    def add_matched(self, sums: MatchedSums) -> None:
+        """Lines matched in the database (the staged fast path), as their sums: settled items paid and settled in
+        one currency, added exactly as add() adds each of them."""
+        totals = self._currency(sums.currency)
+        totals.items += sums.items
+        totals.settled += sums.gross
+        totals.net += sums.net
+        if not sums.payment_methods:
+            return  # no line charged a fee: add() makes no fee entry for such lines
+        totals.fees += sums.fees
+        types = self._fee_types.setdefault(sums.currency, Counter())
+        methods = self._fee_methods.setdefault(sums.currency, Counter())
+        for fee, (amount, _lines) in sums.fee_types.items():
+            types[fee] += amount
+        for method, (amount, _lines) in sums.payment_methods.items():
+            methods[method or NO_PAYMENT_METHOD] += amount
 
     def expect(self, currency: str, amount: int) -> None:
         """One of our executions completed in the period: what we expected the provider to settle."""

@@ -1,0 +1,247 @@
+"""The fast path of a report run: its files staged in the database, where one statement decides the exact matches.
+
+Parsing and matching a million rows one at a time in Python takes minutes; most rows of a healthy file are a
+payment settled exactly as we recorded it, and those the database can decide for the whole file at once. So a
+run whose files are all Adyen Settlement Detail Reports of a plain shape is:
+
+1. downloaded to local disk (hashed on the way: the report id needs every byte) and staged line by line with COPY
+   (SettlementStaging.stage), a line without quotes as it is, a line with quotes split by the csv module first;
+2. decided: one statement records every line that matches exactly and returns their sums per file and currency
+   (billing.db.settlement_staging states the conditions: those of Matcher._payment_agrees, on cells the parser
+   would accept as they are, for a reference no other line of the run carries);
+3. finished in Python, file by file in order: every other line goes through the parser and the Matcher exactly
+   as in a run without staging (and is usually the few rows that have something to explain), the matched sums
+   join the totals and payouts, and the period's completed executions no line listed are missing_from_file.
+
+The report is the same as the one the row-by-row path builds from the same files, line for line
+(tests/integration/test_settlement_staging.py holds the two side by side). A run with any file this path does not
+read the way the csv module would (another format, a header that is not one line, a quoted field across lines, a
+carriage return or NUL inside a line, bytes that are not UTF-8, a missing column) is not staged at all: the
+row-by-row path reads it and says what is wrong where.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+from uuid import UUID
+
+from billing.domain.money import MAX_AMOUNT_MINOR, currency_exponent
+from billing.settlement.formats import adyen_sdr
+from billing.settlement.formats.adyen_sdr import AdyenSettlementDetailReport
+from billing.settlement.formats.amounts import REPORTABLE_CURRENCIES
+from billing.settlement.formats.records import (
+    Columns,
+    FileErrorRaised,
+    LineError,
+    ProviderRecord,
+    RowParser,
+    read_columns,
+    read_row,
+)
+from billing.settlement.reconciliation.findings import masked
+from billing.settlement.reconciliation.ports import FEE_TYPES, MatchedSums, Rules, SettlementStaging, StagedLayout
+from billing.settlement.reconciliation.reading import SettlementFile, adyen_batch_of, choose_format
+from billing.settlement.reconciliation.streams import file_chunks, text_lines
+
+RULES: Final = Rules(
+    exponents={code: currency_exponent(code) for code in sorted(REPORTABLE_CURRENCIES)},
+    time_zones=tuple(adyen_sdr.FIXED_OFFSET_ZONES),
+    max_amount=MAX_AMOUNT_MINOR,
+)
+
+
+class NotStaged(Exception):
+    """A file the fast path does not read exactly as the parser would; the run goes row by row instead."""
+
+
+@dataclass(slots=True)
+class StagedFile:
+    """One staged file: how it is reported, and how its left-over lines are read."""
+
+    index: int
+    source: str
+    sha256: str
+    report: bool
+    columns: Columns
+    parse_row: RowParser
+    default_batch: str
+    matched: list[MatchedSums] = field(default_factory=list)
+
+    def batch_when_empty(self) -> str | None:
+        """The batch of a row whose Batch Number is empty (the file's name gives it)."""
+        return self.default_batch
+
+    @property
+    def matched_items(self) -> int:
+        return sum(sums.items for sums in self.matched)
+
+    def items(self, cells_by_line: Iterator[tuple[int, list[str]]]) -> Iterator[ProviderRecord | LineError]:
+        """The file's left-over lines as the parser reads them, in line order."""
+        width, source, parse_row = len(self.columns.names), self.source, self.parse_row
+        for line_number, cells in cells_by_line:
+            yield read_row(cells, line_number, source=source, width=width, parse_row=parse_row)
+
+
+@dataclass(slots=True)
+class StagedRun:
+    """A run's staged files (look-back first) and the lines the database left to the parser."""
+
+    run: UUID
+    staging: SettlementStaging
+    files: list[StagedFile]
+
+    def left_over(self) -> Iterator[tuple[StagedFile, Iterator[tuple[int, list[str]]]]]:
+        """Each file in order with its left-over lines (file order, then line order, as the staging returns them)."""
+        rows = self.staging.left_over(self.run)
+        pending: tuple[int, int, list[str]] | None = next(rows, None)
+        for file in self.files:
+
+            def lines(index: int = file.index) -> Iterator[tuple[int, list[str]]]:
+                nonlocal pending
+                while pending is not None and pending[0] == index:
+                    yield pending[1], pending[2]
+                    pending = next(rows, None)
+
+            yield file, lines()
+            # Whatever of this file's lines the caller did not read is not the next file's.
+            while pending is not None and pending[0] == file.index:
+                pending = next(rows, None)
+
+    def discard(self) -> None:
+        self.staging.discard(self.run)
+
+
+def stage_run(
+    staging: SettlementStaging,
+    provider: str,
+    *,
+    lookback: Sequence[SettlementFile],
+    files: Sequence[SettlementFile],
+    spool_directory: str | None = None,
+) -> StagedRun | None:
+    """The run staged and decided, or None (nothing staged is left behind) when a file is not for this path."""
+    if provider != AdyenSettlementDetailReport.provider or not files:
+        return None
+    run = staging.begin(provider)
+    staged: list[StagedFile] = []
+    layouts: list[StagedLayout] = []
+    try:
+        for index, (file, report) in enumerate([*((f, False) for f in lookback), *((f, True) for f in files)]):
+            one, layout = _stage_file(staging, run, index, file, report, provider, spool_directory)
+            staged.append(one)
+            layouts.append(layout)
+        for sums in staging.decide(run, provider, layouts, RULES):
+            staged[sums.file].matched.append(sums)
+    except NotStaged:
+        staging.discard(run)
+        return None
+    except BaseException:
+        staging.discard(run)
+        raise
+    return StagedRun(run, staging, staged)
+
+
+def _stage_file(
+    staging: SettlementStaging,
+    run: UUID,
+    index: int,
+    file: SettlementFile,
+    report: bool,
+    provider: str,
+    spool_directory: str | None,
+) -> tuple[StagedFile, StagedLayout]:
+    source = masked(file.source) or file.source
+    handle, name = tempfile.mkstemp(dir=spool_directory, prefix="settlement-file-")
+    path = Path(name)
+    try:
+        # Downloaded before any transaction: no database work waits on the provider file's store.
+        digest = hashlib.sha256()
+        with os.fdopen(handle, "wb") as local:
+            for chunk in file.open():
+                digest.update(chunk)
+                local.write(chunk)
+        with path.open("rb") as stream:
+            lines = text_lines(file_chunks(stream))
+            try:
+                columns = _header(next(lines, None), provider, source)
+                staging.stage(run, index, _data_lines(lines))
+            except UnicodeDecodeError:
+                raise NotStaged("not UTF-8") from None
+    finally:
+        path.unlink(missing_ok=True)
+    one = StagedFile(
+        index=index,
+        source=source,
+        sha256=digest.hexdigest(),
+        report=report,
+        columns=columns,
+        parse_row=AdyenSettlementDetailReport.row_parser(columns, source=source),
+        default_batch=adyen_batch_of(source),
+    )
+    return one, _layout(columns)
+
+
+def _header(line: str | None, provider: str, source: str) -> Columns:
+    if line is None or line.count('"') % 2:
+        raise NotStaged("no header, or one across lines")
+    try:
+        header = next(csv.reader([line], strict=True), None)
+    except csv.Error:
+        raise NotStaged("unreadable header") from None
+    if header is None or choose_format(header, provider) is not AdyenSettlementDetailReport:
+        raise NotStaged("not a Settlement Detail Report")
+    try:
+        return read_columns(header, source=source, required=adyen_sdr.REQUIRED_COLUMNS)
+    except FileErrorRaised:
+        raise NotStaged("a column is missing or named twice") from None
+
+
+def _data_lines(lines: Iterator[str]) -> Iterator[tuple[int, str | None, list[str] | None]]:
+    """(line number, line, None) for a line without quotes, (line number, None, cells) for one with balanced ones."""
+    for number, text in enumerate(lines, start=2):
+        line = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+        if "\r" in line or "\x00" in line:
+            raise NotStaged("a carriage return or NUL inside a line")
+        if '"' not in line:
+            yield number, line, None
+            continue
+        if line.count('"') % 2:
+            raise NotStaged("a quoted field across lines")
+        try:
+            cells = next(csv.reader([line], strict=True), [])
+        except csv.Error:
+            raise NotStaged("unreadable quoting") from None
+        yield number, None, cells
+
+
+def _layout(columns: Columns) -> StagedLayout:
+    def at(name: str) -> int:
+        return columns.position[name] + 1
+
+    def maybe(name: str) -> int | None:
+        return columns.position[name] + 1 if columns.has(name) else None
+
+    return StagedLayout(
+        width=len(columns.names),
+        type=at(adyen_sdr.TYPE),
+        psp_reference=maybe(adyen_sdr.PSP_REFERENCE),
+        payment_method=at(adyen_sdr.PAYMENT_METHOD),
+        creation_date=at(adyen_sdr.CREATION_DATE),
+        time_zone=at(adyen_sdr.TIME_ZONE),
+        gross_currency=at(adyen_sdr.GROSS_CURRENCY),
+        gross_debit=at(adyen_sdr.GROSS_DEBIT),
+        gross_credit=at(adyen_sdr.GROSS_CREDIT),
+        net_currency=at(adyen_sdr.NET_CURRENCY),
+        net_debit=at(adyen_sdr.NET_DEBIT),
+        net_credit=at(adyen_sdr.NET_CREDIT),
+        batch=at(adyen_sdr.BATCH_NUMBER),
+        exchange_rate=maybe(adyen_sdr.EXCHANGE_RATE),
+        fees=tuple(maybe(adyen_sdr.FEE_COLUMNS[fee]) for fee in FEE_TYPES),
+    )

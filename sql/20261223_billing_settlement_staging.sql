@@ -1,0 +1,81 @@
+-- Staging tables for the settlement report's fast path: a provider file's lines copied into the database, decided
+-- there in whole-file joins, and deleted when the report is built.
+--
+-- A million-line Settlement Detail Report parsed and matched row by row in Python takes minutes; the same rows
+-- copied in with COPY and compared to billing_executions in a few hash joins take seconds. The report engine
+-- (billing.settlement.reconciliation.staged) stages each file's lines here, lets one statement decide the rows
+-- that match exactly (a Settled row of valid cells whose reference names exactly one execution of the same
+-- amount, currency and completed status, with fees inside the tenant's band, listed once in the run), and reads
+-- every other line back through the Python parser and matcher, which explain what is wrong with it.
+--
+-- billing.settlement_staging_runs: one row per report run that staged files (who cleans up after a run that died:
+-- the next run deletes rows of runs started more than a day ago).
+-- billing.settlement_staged_lines: every data line of every file of a run, by file (its position in the run) and
+-- physical line number. `line` holds a line without a double quote as written (its line end cut off), which is
+-- exactly its comma-separated cells; a line with quotes is split by Python's csv reader first and held as `cells`.
+-- billing.settlement_staged_matches: the lines the database matched, with the execution each one listed (the
+-- period's completed executions no line listed are missing_from_file).
+--
+-- Unlogged: the rows live for one report run and can always be staged again from the files; no WAL is written for
+-- them (and a crash empties them, which only makes that run fail and be retried). Platform-wide like the reports
+-- (a file spans tenants) and outside tenancy: only billing_worker, the settlement function's role, holds any
+-- privilege, to insert and read. No index: every statement over them is a whole-run hash join or scan.
+--
+-- No run-time role deletes rows of any table; a run's rows go through two SECURITY DEFINER functions, callable by
+-- billing_worker only: billing.discard_settlement_run(run_id) deletes one run's rows (the engine calls it when the
+-- report is built, or failed), billing.discard_stale_settlement_runs() those of runs started more than a day ago
+-- (a report run lasts minutes; a function that died left them). Both touch the staging tables and nothing else.
+
+create unlogged table billing.settlement_staging_runs (
+    run_id     uuid        not null,
+    provider   text        not null,
+    started_at timestamptz not null default now(),
+
+    constraint settlement_staging_runs_pkey primary key (run_id)
+);
+
+create unlogged table billing.settlement_staged_lines (
+    run_id      uuid     not null,
+    file        smallint not null,
+    line_number integer  not null,
+    line        text,
+    cells       text[],
+
+    constraint settlement_staged_lines_one_form check ((line is null) <> (cells is null)),
+    constraint settlement_staged_lines_line_number check (line_number > 1)
+);
+
+create unlogged table billing.settlement_staged_matches (
+    run_id       uuid     not null,
+    file         smallint not null,
+    line_number  integer  not null,
+    tenant_id    uuid     not null,
+    execution_id uuid     not null
+);
+
+select billing.grant_dml('billing.settlement_staging_runs', 'billing_worker', 'select, insert');
+select billing.grant_dml('billing.settlement_staged_lines', 'billing_worker', 'select, insert');
+select billing.grant_dml('billing.settlement_staged_matches', 'billing_worker', 'select, insert');
+
+create function billing.discard_settlement_run(run uuid) returns void
+language sql volatile security definer set search_path = pg_catalog, billing as $$
+    delete from billing.settlement_staged_lines where run_id = run;
+    delete from billing.settlement_staged_matches where run_id = run;
+    delete from billing.settlement_staging_runs where run_id = run;
+$$;
+
+create function billing.discard_stale_settlement_runs() returns integer
+language sql volatile security definer set search_path = pg_catalog, billing as $$
+    with stale as (
+        delete from billing.settlement_staging_runs where started_at < now() - interval '1 day' returning run_id
+    ), lines as (
+        delete from billing.settlement_staged_lines where run_id in (select run_id from stale)
+    ), matches as (
+        delete from billing.settlement_staged_matches where run_id in (select run_id from stale)
+    )
+    select count(*)::integer from stale;
+$$;
+
+revoke all on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs() from public;
+grant execute on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs()
+    to billing_worker;
