@@ -76,6 +76,18 @@ language sql volatile security definer set search_path = pg_catalog, billing as 
     select count(*)::integer from stale;
 $$;
 
-revoke all on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs() from public;
-grant execute on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs()
-    to billing_worker;
+-- Statistics for the planner: a staged file is a million lines the tables did not have a moment ago, and an
+-- estimate of one line would plan the run's joins as nested loops (hours instead of seconds). ANALYZE needs the
+-- owner; it samples, so it costs a fraction of a second whatever the tables hold.
+create function billing.analyze_settlement_staging() returns void
+language plpgsql volatile security definer set search_path = pg_catalog, billing as $$
+begin
+    analyze billing.settlement_staged_lines;
+    analyze billing.settlement_staged_matches;
+end;
+$$;
+
+revoke all on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs(),
+    billing.analyze_settlement_staging() from public;
+grant execute on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs(),
+    billing.analyze_settlement_staging() to billing_worker;

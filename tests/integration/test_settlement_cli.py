@@ -128,6 +128,29 @@ def test_a_dry_run_saves_and_writes_nothing(
     assert (saved_reports(private_admin), out.exists()) == ([], False)
 
 
+def test_row_by_row_prints_the_report_the_staged_run_prints(
+    worker_database: str, app_db: Connection, private_admin: Connection, tmp_path: Path
+) -> None:
+    completed_at_provider(app_db, "adyen", "1111222233334444", amount=1999)
+    completed_at_provider(app_db, "adyen", "5555666677778888", amount=700)
+    when = {"Creation Date": f"{today().isoformat()} 08:00:00", "TimeZone": "UTC"}
+    path = tmp_path / BATCH
+    path.write_bytes(
+        adyen_file(
+            adyen_row("Settled", "1111222233334444", gross="19.99", net="19.60", cells=when),
+            adyen_row("Settled", "5555666677778888", gross="7.10", net="7.00", cells=when),
+        )
+    )
+    argv = ["run", "--provider", "adyen", "--file", str(path), "--date", today().isoformat(), "--dry-run"]
+
+    staged, row_by_row = run_cli(argv), run_cli([*argv, "--row-by-row"])
+
+    assert (staged["counts"]["matched"], staged["counts"]["amount_mismatch"]) == (1, 1)
+    # the same in everything but when each was generated (which the report id does not cover)
+    assert staged.pop("generated_at") <= row_by_row.pop("generated_at")
+    assert staged == row_by_row
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

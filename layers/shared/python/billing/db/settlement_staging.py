@@ -36,6 +36,7 @@ _CLEAN_STALE = "select billing.discard_stale_settlement_runs()"
 _START = "insert into billing.settlement_staging_runs (run_id, provider) values (%s, %s)"
 _COPY_LINES = "copy billing.settlement_staged_lines (run_id, file, line_number, line, cells) from stdin"
 _DISCARD = "select billing.discard_settlement_run(%(run)s)"
+_ANALYZE = "select billing.analyze_settlement_staging()"
 
 # One file's cells by name. A line's cells are its `cells`, or its `line` cut at commas (it has no quote, so that is
 # what the csv module reads); a position past the last cell (a line of the wrong width) reads as empty. OFFSET 0
@@ -49,6 +50,13 @@ select s.file, s.line_number, cardinality(c.cells) = {width} as well_formed,
        {fee_1} as fee_1, {fee_2} as fee_2, {fee_3} as fee_3, {fee_4} as fee_4
   from billing.settlement_staged_lines s
  cross join lateral (select coalesce(s.cells, string_to_array(s.line, ',')) offset 0) c (cells)
+ where s.run_id = %(run)s and s.file = {file}
+"""
+
+# One cell of every line of one file (a Psp Reference, a Creation Date), without splitting the whole line.
+_FILE_CELL = """
+select coalesce(s.cells[{position}], split_part(s.line, ',', {position})) as cell
+  from billing.settlement_staged_lines s
  where s.run_id = %(run)s and s.file = {file}
 """
 
@@ -76,7 +84,7 @@ _AMOUNTS: Final = {
     "fee_4": _SIGNED,
 }
 _CONVERTED = ",\n           ".join(f"{_amount(cell, pattern)} as {cell}" for cell, pattern in _AMOUNTS.items())
-_EXACT = "\n       and ".join(f"v.{cell} = trunc(v.{cell}) and abs(v.{cell}) <= %(max_amount)s" for cell in _AMOUNTS)
+_EXACT = "\n       and ".join(f"m.{cell} = trunc(m.{cell}) and abs(m.{cell}) <= %(max_amount)s" for cell in _AMOUNTS)
 _DATE_TIME = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
 
 # sql.SQL.format reads braces: the pattern's repetition counts are written doubled.
@@ -95,40 +103,41 @@ _DECIDE = f"""
 with cells as (
 {{cells}}
 ), repeated as (
-    select psp from cells where psp <> '' group by psp having count(*) > 1
+    select cell as psp from ({{references}}) r where cell <> '' group by cell having count(*) > 1
 ), scales as (
-    select code, exponent, power(10::numeric, exponent) as scale
+    select code, exponent, round(power(10::numeric, exponent)) as scale
       from unnest(%(codes)s::text[], %(exponents)s::int[]) u (code, exponent)
 ), dates as (
     -- A day's lines share some tens of thousands of creation times: each is checked once, not once a line.
-    select d.creation_date from (select distinct creation_date from cells) d
-     where case when d.creation_date ~ '{_DATE_TIME_IN_SQL}'
-                then substr(d.creation_date, 9, 2)::int <= extract(day from make_date(
-                         substr(d.creation_date, 1, 4)::int, substr(d.creation_date, 6, 2)::int, 1)
-                         + interval '1 month - 1 day')
+    select d.cell as creation_date from (select distinct cell from ({{dates}}) c) d
+     where case when d.cell ~ '{_DATE_TIME_IN_SQL}'
+                then substr(d.cell, 9, 2)::int <= extract(day from make_date(
+                         substr(d.cell, 1, 4)::int, substr(d.cell, 6, 2)::int, 1) + interval '1 month - 1 day')
                 else false end
-), valid as materialized (
-    select k.file, k.line_number, k.psp, k.net_currency as currency, k.payment_method, k.batch, k.gross_credit,
-           x.exponent, x.scale,
-           {_CONVERTED}
-      from cells k
-      join scales x on x.code = k.net_currency
-      join dates d on d.creation_date = k.creation_date
-     where k.well_formed and k.type = 'Settled' and k.gross_currency = k.net_currency and k.gross_debit = ''
-       and k.psp ~ '^[A-Za-z0-9]+$' and length(k.psp) <= 64
-       and k.time_zone = any(%(zones)s::text[])
-       and (k.batch = '' or k.batch ~ '^[0-9]+$' and length(k.batch) <= 18)
-       and (k.exchange_rate = ''
-            or case when length(k.exchange_rate) <= 32 and k.exchange_rate ~ '^[0-9]+(\\.[0-9]+)?$'
-                    then btrim(k.exchange_rate, '0.') <> '' else false end)
-       and not exists (select 1 from repeated r where r.psp = k.psp)
 ), amounts as (
-    select v.file, v.line_number, v.psp, v.currency, v.payment_method, v.batch, v.gross_credit, v.exponent,
-           v.scale, (v.net_credit - v.net_debit)::bigint as net,
-           v.fee_1::bigint as fee_1, v.fee_2::bigint as fee_2, v.fee_3::bigint as fee_3, v.fee_4::bigint as fee_4
-      from valid v
+    select m.file, m.line_number, m.psp, m.currency, m.payment_method, m.batch, m.gross_credit, m.exponent,
+           m.scale, (m.net_credit - m.net_debit)::bigint as net,
+           m.fee_1::bigint as fee_1, m.fee_2::bigint as fee_2, m.fee_3::bigint as fee_3, m.fee_4::bigint as fee_4
+      from (
+        select k.file, k.line_number, k.psp, k.net_currency as currency, k.payment_method, k.batch,
+               k.gross_credit, x.exponent, x.scale,
+               {_CONVERTED}
+          from cells k
+          join scales x on x.code = k.net_currency
+          join dates d on d.creation_date = k.creation_date
+         where k.well_formed and k.type = 'Settled' and k.gross_currency = k.net_currency and k.gross_debit = ''
+           and k.psp ~ '^[A-Za-z0-9]+$' and length(k.psp) <= 64
+           and k.time_zone = any(%(zones)s::text[])
+           and (k.batch = '' or k.batch ~ '^[0-9]+$' and length(k.batch) <= 18)
+           and (k.exchange_rate = ''
+                or case when length(k.exchange_rate) <= 32 and k.exchange_rate ~ '^[0-9]+(\\.[0-9]+)?$'
+                        then btrim(k.exchange_rate, '0.') <> '' else false end)
+           and not exists (select 1 from repeated r where r.psp = k.psp)
+        -- OFFSET 0: each cell converted once, however often the checks below name it
+        offset 0
+      ) m
      where {_EXACT}
-       and (v.net_debit = 0 or v.net_credit = 0)
+       and (m.net_debit = 0 or m.net_credit = 0)
 ), named as (
     select a.file, a.line_number, a.currency, a.payment_method, a.batch, a.net,
            a.fee_1, a.fee_2, a.fee_3, a.fee_4, a.fee_1 + a.fee_2 + a.fee_3 + a.fee_4 as fees,
@@ -224,8 +233,12 @@ class PostgresSettlementStaging:
 
     def decide(self, run: UUID, provider: str, layouts: Sequence[StagedLayout], rules: Rules) -> list[MatchedSums]:
         """Record the run's exact matches; their sums per file and currency."""
-        cells = sql.SQL("union all\n").join(_file_cells(file, layout) for file, layout in enumerate(layouts))
-        statement = sql.SQL(_DECIDE).format(cells=cells)
+        union = sql.SQL("union all\n").join
+        statement = sql.SQL(_DECIDE).format(
+            cells=union(_file_cells(file, layout) for file, layout in enumerate(layouts)),
+            references=union(_file_cell(file, layout.psp_reference) for file, layout in enumerate(layouts)),
+            dates=union(_file_cell(file, layout.creation_date) for file, layout in enumerate(layouts)),
+        )
         params = {
             "run": run,
             "provider": provider,
@@ -236,12 +249,19 @@ class PostgresSettlementStaging:
         }
         with system_transaction(self._conn), self._conn.cursor(row_factory=tuple_row) as cursor:
             extend_statement_timeout(self._conn)
-            # One statement of whole-run hash joins: the staged tables have no statistics (unlogged, never
-            # analysed by their non-owner), and a nested loop over a million lines' estimate of a few would take
-            # minutes. Memory for the joins' hash tables, on the database's side.
+            # The lines just staged, counted for the planner (the function analyses as the tables' owner); and
+            # one statement of whole-run hash joins, never a nested loop over a million lines. Memory for the
+            # joins' hash tables, on the database's side.
+            self._conn.execute(_ANALYZE)
             self._conn.execute("set local enable_nestloop = off")
+            self._conn.execute("set local enable_mergejoin = off")
+            self._conn.execute("set local enable_memoize = off")
             self._conn.execute("set local work_mem = '256MB'")
             rows = cursor.execute(statement, params).fetchall()
+        # The matches just recorded, counted for the anti-joins that read them next (a separate transaction: the
+        # statistics then cover the committed rows).
+        with self._conn.transaction():
+            self._conn.execute(_ANALYZE)
         return _sums(rows)
 
     def left_over(self, run: UUID) -> Iterator[tuple[int, int, list[str]]]:
@@ -279,6 +299,7 @@ class PostgresSettlementStaging:
         with tempfile.TemporaryFile(dir=self._spool_directory, prefix="settlement-staged-") as spool:
             with system_transaction(self._conn):
                 extend_statement_timeout(self._conn)
+                self._conn.execute("set local enable_nestloop = off")
                 self._write_spool(spool, statement, params, types)
             spool.seek(0)
             yield from _read_spool(spool)
@@ -303,6 +324,12 @@ def _read_spool(spool: IO[bytes]) -> Iterator[Any]:
         except EOFError:
             return
         yield from batch
+
+
+def _file_cell(file: int, position: int | None) -> sql.Composed:
+    if position is None:  # a file without the column: no cell to count
+        return sql.SQL("select ''::text as cell where false")
+    return sql.SQL(_FILE_CELL).format(file=sql.Literal(file), position=sql.Literal(position))
 
 
 def _file_cells(file: int, layout: StagedLayout) -> sql.Composed:

@@ -34,7 +34,7 @@ from billing.resource_names import ReportPeriod
 from billing.settlement.files import is_valid_provider
 from billing.settlement.local_files import DirectoryStore, local_settlement_files
 from billing.settlement.report import json_chunks
-from billing.settlement.service import ProviderReporter
+from billing.settlement.service import ProviderReporter, SettlementReportConfig
 from billing.settlement.wiring import SettlementReportCommand
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--period", choices=[p.value for p in ReportPeriod], default=ReportPeriod.DAILY.value)
     run.add_argument("--dry-run", action="store_true", help="save nothing, write nothing")
     run.add_argument("--out", type=Path, help="also write the report's JSON, CSV and HTML under this directory")
+    run.add_argument(
+        "--row-by-row", action="store_true", help="read every line in Python, without staging the files in the database"
+    )
     return top
 
 
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise SystemExit(_usage_error(str(exc))) from None
     outputs = None if args.out is None or args.dry_run else DirectoryStore(args.out)
     with connect(_database_url(), application_name="billing-settlement-cli") as conn:
-        reporter = ProviderReporter(conn, outputs=outputs)
+        reporter = ProviderReporter(conn, outputs=outputs, config=SettlementReportConfig(staged=not args.row_by_row))
         with reporter.report(
             provider=args.provider, period=period, files=files, generated_at=now, persist=not args.dry_run
         ) as outcome:
