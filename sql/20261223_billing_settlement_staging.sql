@@ -3,16 +3,18 @@
 --
 -- A million-line Settlement Detail Report parsed and matched row by row in Python takes minutes; the same rows
 -- copied in with COPY and compared to billing_executions in a few hash joins take seconds. The report engine
--- (billing.settlement.reconciliation.staged) stages each file's lines here, lets one statement decide the rows
--- that match exactly (a Settled row of valid cells whose reference names exactly one execution of the same
--- amount, currency and completed status, with fees inside the tenant's band, listed once in the run), and reads
--- every other line back through the Python parser and matcher, which explain what is wrong with it.
+-- (billing.settlement.reconciliation.staged) parses each file's lines, stages them here, lets one statement decide
+-- the rows that match exactly (a settled item whose reference names exactly one execution of the same amount,
+-- currency and completed status, with fees inside the tenant's band, listed once in the run), and reads every
+-- other line back through the Python matcher, which explains what is wrong with it.
 --
 -- billing.settlement_staging_runs: one row per report run that staged files (who cleans up after a run that died:
 -- the next run deletes rows of runs started more than a day ago).
 -- billing.settlement_staged_lines: every data line of every file of a run, by file (its position in the run) and
 -- physical line number. `line` holds a line without a double quote as written (its line end cut off), which is
 -- exactly its comma-separated cells; a line with quotes is split by Python's csv reader first and held as `cells`.
+-- Every line's Psp Reference cell (a reference two lines carry is never matched here); and, for a line the parser
+-- read as a settled item in one currency, its amounts in minor units, fees, payment method and batch.
 -- billing.settlement_staged_matches: the lines the database matched, with the execution each one listed (the
 -- period's completed executions no line listed are missing_from_file).
 --
@@ -35,14 +37,26 @@ create unlogged table billing.settlement_staging_runs (
 );
 
 create unlogged table billing.settlement_staged_lines (
-    run_id      uuid     not null,
-    file        smallint not null,
-    line_number integer  not null,
-    line        text,
-    cells       text[],
+    run_id         uuid     not null,
+    file           smallint not null,
+    line_number    integer  not null,
+    line           text,
+    cells          text[],
+    psp_reference  text,
+    -- A settled item as the parser read it (gross and net in one currency): what the statement matches.
+    gross          bigint,
+    net            bigint,
+    fee_1          bigint,
+    fee_2          bigint,
+    fee_3          bigint,
+    fee_4          bigint,
+    currency       text,
+    payment_method text,
+    batch          text,
 
     constraint settlement_staged_lines_one_form check ((line is null) <> (cells is null)),
-    constraint settlement_staged_lines_line_number check (line_number > 1)
+    constraint settlement_staged_lines_line_number check (line_number > 1),
+    constraint settlement_staged_lines_item check ((gross is null) = (currency is null))
 );
 
 create unlogged table billing.settlement_staged_matches (

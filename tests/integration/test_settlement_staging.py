@@ -29,7 +29,7 @@ from billing.settlement.formats.adyen_sdr import CLASSIC_HEADER
 from billing.settlement.outcome import Discrepancy, DiscrepancyClass, ReportSummary
 from billing.settlement.period import SettlementPeriod
 from billing.settlement.reconciliation.engine import Reconciler
-from billing.settlement.reconciliation.ports import MatchedSums, Rules, StagedLayout
+from billing.settlement.reconciliation.ports import MatchedSums
 from billing.settlement.reconciliation.reading import SettlementFile
 from tests.integration.settlement_run_rig import completed_at_provider, provider_reversal
 from tests.unit.settlement.reconciliation_factories import ADYEN_ROW, adyen_row, file_of
@@ -55,8 +55,8 @@ class RecordingStaging(PostgresSettlementStaging):
         self.decided: list[MatchedSums] | None = None
         self.left: int = 0
 
-    def decide(self, run: UUID, provider: str, layouts: Sequence[StagedLayout], rules: Rules) -> list[MatchedSums]:
-        self.decided = super().decide(run, provider, layouts, rules)
+    def decide(self, run: UUID, provider: str) -> list[MatchedSums]:
+        self.decided = super().decide(run, provider)
         return self.decided
 
     def left_over(self, run: UUID) -> Iterator[tuple[int, int, list[str]]]:
@@ -256,14 +256,14 @@ def test_a_staged_run_reports_exactly_what_the_row_by_row_run_reports(
     assert staged[1] == row_by_row[1]
     # The fast path was taken: the database matched the plain rows, the Python matcher saw the rest.
     assert staging.decided is not None
-    # plain (5 of 6: one row is bad), one banded, the yen, quoted, batchless, metadata and yesterday's ones
-    assert staging.matched == 11
+    # plain (5 of 6: one row is bad), one banded, the yen, quoted, Amsterdam, batchless, metadata, yesterday's
+    assert staging.matched == 12
     assert staging.left == sum(r.records + r.line_errors for r in staged[0].files) - staging.matched
     summary = staged[0]
     assert {c: n for c, n in summary.counts.items() if n} == {
-        # 10 decided in the database; the refunded and charged-back payments with their three reversals, the
-        # Amsterdam and FX rows, and the first listing of the duplicated and of the twice-listed payment
-        C.MATCHED: 10 + 9,
+        # 11 decided in the database; the refunded and charged-back payments with their three reversals, the FX
+        # row, and the first listing of the duplicated and of the twice-listed payment
+        C.MATCHED: 11 + 8,
         C.AMOUNT_MISMATCH: 1,
         C.CURRENCY_MISMATCH: 1,
         C.FEE_OUT_OF_RANGE: 1,

@@ -1,7 +1,7 @@
 """SQL of the settlement report's fast path: a run's file lines staged, the exact matches decided in one statement.
 
-The engine (billing.settlement.reconciliation.staged) hands over each file's data lines and the layout of its
-header; here they are copied into billing.settlement_staged_lines (sql/20261223_billing_settlement_staging.sql),
+The engine (billing.settlement.reconciliation.staged) hands over each file's data lines as the parser read them;
+here they are copied into billing.settlement_staged_lines (sql/20261223_billing_settlement_staging.sql),
 and `decide` runs the one statement that finds the lines that match exactly, records them (with the execution each
 listed) in billing.settlement_staged_matches and returns their sums. Every other line is streamed back to a local
 file for the Python parser and matcher, as are the period's completed executions that no matched line listed.
@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import IO, Any, Final
 from uuid import UUID, uuid4
 
-from psycopg import sql
 from psycopg.rows import tuple_row
 
 from billing.db.connection import Connection
@@ -28,140 +27,59 @@ from billing.db.settlement_queries import extend_statement_timeout, uuid_of
 from billing.db.tenancy import system_transaction
 from billing.domain.status import ExecutionStatus
 from billing.settlement.reconciliation.ours import OurExecution
-from billing.settlement.reconciliation.ports import FEE_TYPES, MatchedSums, Rules, StagedLayout
+from billing.settlement.reconciliation.ports import FEE_TYPES, MatchedSums, StagedLine
 
 # Rows per pickled batch of a spool file: small enough to stay in the MB, large enough to cost little per row.
 _SPOOL_BATCH: Final = 10_000
 _CLEAN_STALE = "select billing.discard_stale_settlement_runs()"
 _START = "insert into billing.settlement_staging_runs (run_id, provider) values (%s, %s)"
-_COPY_LINES = "copy billing.settlement_staged_lines (run_id, file, line_number, line, cells) from stdin"
+_COPY_LINES = (
+    "copy billing.settlement_staged_lines (run_id, file, line_number, line, cells, psp_reference, gross, net,"
+    " fee_1, fee_2, fee_3, fee_4, currency, payment_method, batch) from stdin (format binary)"
+)
+# Binary COPY: integers travel as integers, and no text escaping on either side.
+_COPY_TYPES: Final = (
+    "uuid", "int2", "int4", "text", "text[]", "text", "int8", "int8", "int8", "int8", "int8", "int8", "text", "text",
+    "text",
+)  # fmt: skip
 _DISCARD = "select billing.discard_settlement_run(%(run)s)"
 _ANALYZE = "select billing.analyze_settlement_staging()"
 
-# One file's cells by name. A line's cells are its `cells`, or its `line` cut at commas (it has no quote, so that is
-# what the csv module reads); a position past the last cell (a line of the wrong width) reads as empty. OFFSET 0
-# keeps the planner from inlining the split into every cell reference: one split per line, not twenty (7x faster).
-_FILE_CELLS = """
-select s.file, s.line_number, cardinality(c.cells) = {width} as well_formed,
-       {type} as type, {psp} as psp, {payment_method} as payment_method, {creation_date} as creation_date,
-       {time_zone} as time_zone, {gross_currency} as gross_currency, {gross_debit} as gross_debit,
-       {gross_credit} as gross_credit, {net_currency} as net_currency, {net_debit} as net_debit,
-       {net_credit} as net_credit, {batch} as batch, {exchange_rate} as exchange_rate,
-       {fee_1} as fee_1, {fee_2} as fee_2, {fee_3} as fee_3, {fee_4} as fee_4
-  from billing.settlement_staged_lines s
- cross join lateral (select coalesce(s.cells, string_to_array(s.line, ',')) offset 0) c (cells)
- where s.run_id = %(run)s and s.file = {file}
-"""
-
-# One cell of every line of one file (a Psp Reference, a Creation Date), without splitting the whole line.
-_FILE_CELL = """
-select coalesce(s.cells[{position}], split_part(s.line, ',', {position})) as cell
-  from billing.settlement_staged_lines s
- where s.run_id = %(run)s and s.file = {file}
-"""
-
-# An amount cell as the parser converts it (billing.settlement.formats.amounts.to_minor_units): empty is zero, else
-# a plain decimal of at most 32 characters, scaled by the currency's exponent; NULL when it is not one. Exactness
-# (no more decimals than the currency has) and the bound are checked on the result.
-_UNSIGNED = r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"
-_SIGNED = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"
-
-
-def _amount(cell: str, pattern: str) -> str:
-    return (
-        f"case when k.{cell} = '' then 0::numeric"
-        f" when length(k.{cell}) <= 32 and k.{cell} ~ '{pattern}' then k.{cell}::numeric * x.scale end"
-    )
-
-
-# The gross is not converted: a matched line's Gross Credit is the execution's amount as Adyen writes it.
-_AMOUNTS: Final = {
-    "net_debit": _UNSIGNED,
-    "net_credit": _UNSIGNED,
-    "fee_1": _SIGNED,
-    "fee_2": _SIGNED,
-    "fee_3": _SIGNED,
-    "fee_4": _SIGNED,
-}
-_CONVERTED = ",\n           ".join(f"{_amount(cell, pattern)} as {cell}" for cell, pattern in _AMOUNTS.items())
-_EXACT = "\n       and ".join(f"m.{cell} = trunc(m.{cell}) and abs(m.{cell}) <= %(max_amount)s" for cell in _AMOUNTS)
-_DATE_TIME = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]) ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
-
-# sql.SQL.format reads braces: the pattern's repetition counts are written doubled.
-_DATE_TIME_IN_SQL = _DATE_TIME.replace("{", "{{").replace("}", "}}")
-
 # The exact matches, as billing.settlement.reconciliation.matching.Matcher decides a settled row it finds no problem
-# with (Matcher._payment_agrees), restricted to lines whose every cell the parser would accept without a question:
-# * a Settled line of the file's width whose Psp Reference no other line of the run carries (so it is listed once,
-#   and no refund or chargeback line refers to it), gross and net in one reportable currency, amounts exact in that
-#   currency, a fixed-offset TimeZone with a real Creation Date, a numeric batch, a positive exchange rate;
-# * exactly one execution of the provider carries the reference, completed, in that currency, its amount written
-#   in the Gross Credit cell as Adyen writes amounts (another spelling of the same amount is left to the parser);
-# * its fees within the tenant's band for the payment method (or for every method, "*"), when there is one.
-# CASE guards every cast: SQL does not promise the order in which a WHERE clause's conditions are evaluated.
-_DECIDE = f"""
-with cells as (
-{{cells}}
-), repeated as (
-    select cell as psp from ({{references}}) r where cell <> '' group by cell having count(*) > 1
-), scales as (
-    select code, exponent, round(power(10::numeric, exponent)) as scale
-      from unnest(%(codes)s::text[], %(exponents)s::int[]) u (code, exponent)
-), dates as (
-    -- A day's lines share some tens of thousands of creation times: each is checked once, not once a line.
-    select d.cell as creation_date from (select distinct cell from ({{dates}}) c) d
-     where case when d.cell ~ '{_DATE_TIME_IN_SQL}'
-                then substr(d.cell, 9, 2)::int <= extract(day from make_date(
-                         substr(d.cell, 1, 4)::int, substr(d.cell, 6, 2)::int, 1) + interval '1 month - 1 day')
-                else false end
-), amounts as (
-    select m.file, m.line_number, m.psp, m.currency, m.payment_method, m.batch, m.gross_credit, m.exponent,
-           m.scale, (m.net_credit - m.net_debit)::bigint as net,
-           m.fee_1::bigint as fee_1, m.fee_2::bigint as fee_2, m.fee_3::bigint as fee_3, m.fee_4::bigint as fee_4
-      from (
-        select k.file, k.line_number, k.psp, k.net_currency as currency, k.payment_method, k.batch,
-               k.gross_credit, x.exponent, x.scale,
-               {_CONVERTED}
-          from cells k
-          join scales x on x.code = k.net_currency
-          join dates d on d.creation_date = k.creation_date
-         where k.well_formed and k.type = 'Settled' and k.gross_currency = k.net_currency and k.gross_debit = ''
-           and k.psp ~ '^[A-Za-z0-9]+$' and length(k.psp) <= 64
-           and k.time_zone = any(%(zones)s::text[])
-           and (k.batch = '' or k.batch ~ '^[0-9]+$' and length(k.batch) <= 18)
-           and (k.exchange_rate = ''
-                or case when length(k.exchange_rate) <= 32 and k.exchange_rate ~ '^[0-9]+(\\.[0-9]+)?$'
-                        then btrim(k.exchange_rate, '0.') <> '' else false end)
-           and not exists (select 1 from repeated r where r.psp = k.psp)
-        -- OFFSET 0: each cell converted once, however often the checks below name it
-        offset 0
-      ) m
-     where {_EXACT}
-       and (m.net_debit = 0 or m.net_credit = 0)
+# with (Matcher._payment_agrees), for the items the parser read (gross and net in one currency) whose Psp Reference
+# no other line of the run carries (so each is listed once, and no refund or chargeback line refers to it):
+# exactly one execution of the provider carries the reference, completed, of that amount and currency, and its
+# fees are within the tenant's band for the payment method (or for every method, "*") when there is one.
+_DECIDE = """
+with repeated as (
+    select psp_reference from billing.settlement_staged_lines
+     where run_id = %(run)s and psp_reference <> '' group by 1 having count(*) > 1
 ), named as (
-    select a.file, a.line_number, a.currency, a.payment_method, a.batch, a.net,
-           a.fee_1, a.fee_2, a.fee_3, a.fee_4, a.fee_1 + a.fee_2 + a.fee_3 + a.fee_4 as fees,
-           e.tenant_id, e.id as execution_id, e.amount as gross, e.currency as execution_currency, e.status,
-           -- the execution's amount written as Adyen writes it (12.34 EUR, 1500 JPY, 1.234 KWD)
-           a.gross_credit = round(e.amount / a.scale, a.exponent)::text as same_amount,
-           count(*) over (partition by a.file, a.line_number) as executions
-      from amounts a
-      join billing.billing_executions e on e.payment_provider = %(provider)s and e.provider_reference = a.psp
+    select s.file, s.line_number, s.currency, s.payment_method, s.batch, s.gross, s.net,
+           s.fee_1, s.fee_2, s.fee_3, s.fee_4, s.fee_1 + s.fee_2 + s.fee_3 + s.fee_4 as fees,
+           e.tenant_id, e.id as execution_id, e.amount, e.currency as execution_currency, e.status,
+           count(*) over (partition by s.file, s.line_number) as executions
+      from billing.settlement_staged_lines s
+      join billing.billing_executions e on e.payment_provider = %(provider)s and e.provider_reference = s.psp_reference
+     where s.run_id = %(run)s and s.gross is not null
+       and not exists (select 1 from repeated r where r.psp_reference = s.psp_reference)
+), bands as materialized (
+    select tenant_id, payment_method, currency, fixed_minor, min_basis_points, max_basis_points
+      from billing.settlement_fee_bands where provider = %(provider)s
 ), fast as (
     select n.*
       from named n
-      left join billing.settlement_fee_bands own
-        on own.provider = %(provider)s and own.tenant_id = n.tenant_id and own.payment_method = n.payment_method
-       and own.currency = n.currency
-      left join billing.settlement_fee_bands every
-        on every.provider = %(provider)s and every.tenant_id = n.tenant_id and every.payment_method = '*'
+      left join bands own
+        on own.tenant_id = n.tenant_id and own.payment_method = n.payment_method and own.currency = n.currency
+      left join bands every on every.tenant_id = n.tenant_id and every.payment_method = '*'
        and every.currency = n.currency
       cross join lateral (
           select coalesce(own.fixed_minor, every.fixed_minor) as fixed,
                  coalesce(own.min_basis_points, every.min_basis_points) as low_bp,
                  coalesce(own.max_basis_points, every.max_basis_points) as high_bp
       ) b
-     where n.executions = 1 and n.status = 'completed' and n.execution_currency = n.currency and n.same_amount
+     where n.executions = 1 and n.status = 'completed' and n.execution_currency = n.currency
+       and n.amount = n.gross
        and (b.fixed is null
             or n.fees between b.fixed + floor(abs(n.gross)::numeric * b.low_bp / 10000)
                           and b.fixed + ceil(abs(n.gross)::numeric * b.high_bp / 10000))
@@ -225,28 +143,16 @@ class PostgresSettlementStaging:
             self._conn.execute(_START, [run, provider])
         return run
 
-    def stage(self, run: UUID, file: int, lines: Iterable[tuple[int, str | None, list[str] | None]]) -> None:
-        """Copy one file's data lines: (line number, the line if it has no quote, else its cells)."""
+    def stage(self, run: UUID, file: int, lines: Iterable[StagedLine]) -> None:
+        """Copy one file's data lines."""
         with self._conn.transaction(), self._conn.cursor().copy(_COPY_LINES) as copy:
-            for number, line, cells in lines:
-                copy.write_row((run, file, number, line, cells))
+            copy.set_types(list(_COPY_TYPES))
+            write = copy.write_row
+            for line in lines:
+                write((run, file, *line))
 
-    def decide(self, run: UUID, provider: str, layouts: Sequence[StagedLayout], rules: Rules) -> list[MatchedSums]:
+    def decide(self, run: UUID, provider: str) -> list[MatchedSums]:
         """Record the run's exact matches; their sums per file and currency."""
-        union = sql.SQL("union all\n").join
-        statement = sql.SQL(_DECIDE).format(
-            cells=union(_file_cells(file, layout) for file, layout in enumerate(layouts)),
-            references=union(_file_cell(file, layout.psp_reference) for file, layout in enumerate(layouts)),
-            dates=union(_file_cell(file, layout.creation_date) for file, layout in enumerate(layouts)),
-        )
-        params = {
-            "run": run,
-            "provider": provider,
-            "codes": list(rules.exponents),
-            "exponents": list(rules.exponents.values()),
-            "zones": list(rules.time_zones),
-            "max_amount": rules.max_amount,
-        }
         with system_transaction(self._conn), self._conn.cursor(row_factory=tuple_row) as cursor:
             extend_statement_timeout(self._conn)
             # The lines just staged, counted for the planner (the function analyses as the tables' owner); and
@@ -255,9 +161,8 @@ class PostgresSettlementStaging:
             self._conn.execute(_ANALYZE)
             self._conn.execute("set local enable_nestloop = off")
             self._conn.execute("set local enable_mergejoin = off")
-            self._conn.execute("set local enable_memoize = off")
             self._conn.execute("set local work_mem = '256MB'")
-            rows = cursor.execute(statement, params).fetchall()
+            rows = cursor.execute(_DECIDE, {"run": run, "provider": provider}).fetchall()
         # The matches just recorded, counted for the anti-joins that read them next (a separate transaction: the
         # statistics then cover the committed rows).
         with self._conn.transaction():
@@ -326,43 +231,10 @@ def _read_spool(spool: IO[bytes]) -> Iterator[Any]:
         yield from batch
 
 
-def _file_cell(file: int, position: int | None) -> sql.Composed:
-    if position is None:  # a file without the column: no cell to count
-        return sql.SQL("select ''::text as cell where false")
-    return sql.SQL(_FILE_CELL).format(file=sql.Literal(file), position=sql.Literal(position))
-
-
-def _file_cells(file: int, layout: StagedLayout) -> sql.Composed:
-    def cell(position: int | None) -> sql.Composable:
-        if position is None:
-            return sql.SQL("''::text")
-        return sql.SQL("coalesce(c.cells[{}], '')").format(sql.Literal(position))
-
-    fees = {f"fee_{n}": cell(position) for n, position in enumerate(layout.fees, start=1)}
-    return sql.SQL(_FILE_CELLS).format(
-        file=sql.Literal(file),
-        width=sql.Literal(layout.width),
-        type=cell(layout.type),
-        psp=cell(layout.psp_reference),
-        payment_method=cell(layout.payment_method),
-        creation_date=cell(layout.creation_date),
-        time_zone=cell(layout.time_zone),
-        gross_currency=cell(layout.gross_currency),
-        gross_debit=cell(layout.gross_debit),
-        gross_credit=cell(layout.gross_credit),
-        net_currency=cell(layout.net_currency),
-        net_debit=cell(layout.net_debit),
-        net_credit=cell(layout.net_credit),
-        batch=cell(layout.batch),
-        exchange_rate=cell(layout.exchange_rate),
-        **fees,
-    )
-
-
 def _sums(rows: Sequence[tuple[Any, ...]]) -> list[MatchedSums]:
     per_currency: dict[tuple[int, str], tuple[Any, ...]] = {}
-    methods: dict[tuple[int, str], dict[str, tuple[int, int]]] = {}
-    batches: dict[tuple[int, str], dict[str, tuple[int, int]]] = {}
+    methods: dict[tuple[int, str], dict[str | None, tuple[int, int]]] = {}
+    batches: dict[tuple[int, str], dict[str | None, tuple[int, int]]] = {}
     for row in rows:
         file, currency, method, batch, grouped = row[:5]
         key = (file, currency)

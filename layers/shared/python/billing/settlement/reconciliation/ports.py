@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 from uuid import UUID
 
 from billing.settlement.reconciliation.fee_bands import FeeBand
@@ -34,25 +34,26 @@ class ExecutionLookup(Protocol):
 FEE_TYPES: Final = ("commission", "markup", "scheme_fees", "interchange")
 
 
-@dataclass(frozen=True, slots=True)
-class StagedLayout:
-    """Where one staged file's cells are: 1-based positions in a line's cells (None: the file lacks the column)."""
+class StagedLine(NamedTuple):
+    """One data line of a staged file. `line` is the text of a line without a double quote (its cells are its
+    commas' pieces), `cells` a quoted line's cells as the csv module read them; `psp_reference` is the line's Psp
+    Reference cell. The rest is set only for an item the parser read as settled in one currency (gross and net
+    alike), the only lines the database may match: its amounts in minor units, its fees (FEE_TYPES order, zero for
+    a column the file lacks), currency, payment method and Batch Number (None when empty)."""
 
-    width: int
-    type: int
-    psp_reference: int | None
-    payment_method: int
-    creation_date: int
-    time_zone: int
-    gross_currency: int
-    gross_debit: int
-    gross_credit: int
-    net_currency: int
-    net_debit: int
-    net_credit: int
-    batch: int
-    exchange_rate: int | None
-    fees: tuple[int | None, ...]  # in FEE_TYPES order
+    line_number: int
+    line: str | None
+    cells: list[str] | None
+    psp_reference: str
+    gross: int | None = None
+    net: int | None = None
+    fee_1: int | None = None
+    fee_2: int | None = None
+    fee_3: int | None = None
+    fee_4: int | None = None
+    currency: str | None = None
+    payment_method: str | None = None
+    batch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +67,8 @@ class MatchedSums:
     net: int
     fees: int
     fee_types: Mapping[str, tuple[int, int]]  # fee type -> (sum, lines where it is not zero)
-    payment_methods: Mapping[str, tuple[int, int]]  # payment method cell -> (fees, lines with a fee)
-    batches: Mapping[str, tuple[int, int]]  # Batch Number cell -> (net, lines)
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """The parser's rules the statement applies to a cell, so that a line it matches is one the parser reads."""
-
-    exponents: Mapping[str, int]  # every reportable currency's ISO 4217 exponent
-    time_zones: Sequence[str]  # TimeZone cells with a fixed offset (the parser's abbreviations)
-    max_amount: int  # the largest amount a cell may convert to, in minor units
+    payment_methods: Mapping[str | None, tuple[int, int]]  # payment method -> (fees, lines with a fee)
+    batches: Mapping[str | None, tuple[int, int]]  # Batch Number (None: empty) -> (net, lines)
 
 
 class SettlementStaging(Protocol):
@@ -90,11 +82,11 @@ class SettlementStaging(Protocol):
         """A new run's id (and the staged rows of runs that died long ago deleted)."""
         ...
 
-    def stage(self, run: UUID, file: int, lines: Iterable[tuple[int, str | None, list[str] | None]]) -> None:
-        """One file's data lines: (physical line number, the line if it has no double quote, else its cells)."""
+    def stage(self, run: UUID, file: int, lines: Iterable[StagedLine]) -> None:
+        """One file's data lines, in line order."""
         ...
 
-    def decide(self, run: UUID, provider: str, layouts: Sequence[StagedLayout], rules: Rules) -> list[MatchedSums]:
+    def decide(self, run: UUID, provider: str) -> list[MatchedSums]:
         """Record every line that matches exactly (listing its execution); their sums per file and currency."""
         ...
 

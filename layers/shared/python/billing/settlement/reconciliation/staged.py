@@ -4,11 +4,12 @@ Parsing and matching a million rows one at a time in Python takes minutes; most 
 payment settled exactly as we recorded it, and those the database can decide for the whole file at once. So a
 run whose files are all Adyen Settlement Detail Reports of a plain shape is:
 
-1. downloaded to local disk (hashed on the way: the report id needs every byte) and staged line by line with COPY
-   (SettlementStaging.stage), a line without quotes as it is, a line with quotes split by the csv module first;
-2. decided: one statement records every line that matches exactly and returns their sums per file and currency
-   (billing.db.settlement_staging states the conditions: those of Matcher._payment_agrees, on cells the parser
-   would accept as they are, for a reference no other line of the run carries);
+1. downloaded to local disk (hashed on the way: the report id needs every byte), read by the Adyen parser itself
+   line by line, and staged with COPY (SettlementStaging.stage): every line's text and Psp Reference, and for a
+   line the parser read as a settled item in one currency its amounts, fees, payment method and batch;
+2. decided: one statement records every settled item that matches exactly and returns their sums per file and
+   currency (billing.db.settlement_staging states the conditions: those of Matcher._payment_agrees, for a
+   reference no other line of the run carries);
 3. finished in Python, file by file in order: every other line goes through the parser and the Matcher exactly
    as in a run without staging (and is usually the few rows that have something to explain), the matched sums
    join the totals and payouts, and the period's completed executions no line listed are missing_from_file.
@@ -29,32 +30,24 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 from uuid import UUID
 
-from billing.domain.money import MAX_AMOUNT_MINOR, currency_exponent
 from billing.settlement.formats import adyen_sdr
 from billing.settlement.formats.adyen_sdr import AdyenSettlementDetailReport
-from billing.settlement.formats.amounts import REPORTABLE_CURRENCIES
 from billing.settlement.formats.records import (
     Columns,
     FileErrorRaised,
     LineError,
     ProviderRecord,
+    RecordKind,
     RowParser,
     read_columns,
     read_row,
 )
 from billing.settlement.reconciliation.findings import masked
-from billing.settlement.reconciliation.ports import FEE_TYPES, MatchedSums, Rules, SettlementStaging, StagedLayout
+from billing.settlement.reconciliation.ports import FEE_TYPES, MatchedSums, SettlementStaging, StagedLine
 from billing.settlement.reconciliation.reading import SettlementFile, adyen_batch_of, choose_format
 from billing.settlement.reconciliation.streams import file_chunks, text_lines
-
-RULES: Final = Rules(
-    exponents={code: currency_exponent(code) for code in sorted(REPORTABLE_CURRENCIES)},
-    time_zones=tuple(adyen_sdr.FIXED_OFFSET_ZONES),
-    max_amount=MAX_AMOUNT_MINOR,
-)
 
 
 class NotStaged(Exception):
@@ -131,13 +124,10 @@ def stage_run(
         return None
     run = staging.begin(provider)
     staged: list[StagedFile] = []
-    layouts: list[StagedLayout] = []
     try:
         for index, (file, report) in enumerate([*((f, False) for f in lookback), *((f, True) for f in files)]):
-            one, layout = _stage_file(staging, run, index, file, report, provider, spool_directory)
-            staged.append(one)
-            layouts.append(layout)
-        for sums in staging.decide(run, provider, layouts, RULES):
+            staged.append(_stage_file(staging, run, index, file, report, provider, spool_directory))
+        for sums in staging.decide(run, provider):
             staged[sums.file].matched.append(sums)
     except NotStaged:
         staging.discard(run)
@@ -156,7 +146,7 @@ def _stage_file(
     report: bool,
     provider: str,
     spool_directory: str | None,
-) -> tuple[StagedFile, StagedLayout]:
+) -> StagedFile:
     source = masked(file.source) or file.source
     handle, name = tempfile.mkstemp(dir=spool_directory, prefix="settlement-file-")
     path = Path(name)
@@ -171,21 +161,21 @@ def _stage_file(
             lines = text_lines(file_chunks(stream))
             try:
                 columns = _header(next(lines, None), provider, source)
-                staging.stage(run, index, _data_lines(lines))
+                parse_row = AdyenSettlementDetailReport.row_parser(columns, source=source)
+                staging.stage(run, index, _data_lines(lines, columns, parse_row, source))
             except UnicodeDecodeError:
                 raise NotStaged("not UTF-8") from None
     finally:
         path.unlink(missing_ok=True)
-    one = StagedFile(
+    return StagedFile(
         index=index,
         source=source,
         sha256=digest.hexdigest(),
         report=report,
         columns=columns,
-        parse_row=AdyenSettlementDetailReport.row_parser(columns, source=source),
+        parse_row=parse_row,
         default_batch=adyen_batch_of(source),
     )
-    return one, _layout(columns)
 
 
 def _header(line: str | None, provider: str, source: str) -> Columns:
@@ -203,45 +193,51 @@ def _header(line: str | None, provider: str, source: str) -> Columns:
         raise NotStaged("a column is missing or named twice") from None
 
 
-def _data_lines(lines: Iterator[str]) -> Iterator[tuple[int, str | None, list[str] | None]]:
-    """(line number, line, None) for a line without quotes, (line number, None, cells) for one with balanced ones."""
+def _data_lines(lines: Iterator[str], columns: Columns, parse_row: RowParser, source: str) -> Iterator[StagedLine]:
+    """Each data line as the parser reads it: a settled item in one currency with its figures, anything else (other
+    types, FX, bad lines) with its text only, for the Python matcher after the database has decided."""
+    width = len(columns.names)
+    psp_at = columns.position.get(adyen_sdr.PSP_REFERENCE)
+    settled = RecordKind.SETTLED
     for number, text in enumerate(lines, start=2):
         line = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
         if "\r" in line or "\x00" in line:
             raise NotStaged("a carriage return or NUL inside a line")
-        if '"' not in line:
-            yield number, line, None
+        quoted: list[str] | None = None
+        if '"' in line:
+            if line.count('"') % 2:
+                raise NotStaged("a quoted field across lines")
+            try:
+                quoted = next(csv.reader([line], strict=True), [])
+            except csv.Error:
+                raise NotStaged("unreadable quoting") from None
+            cells = list(quoted)
+        else:
+            cells = line.split(",") if line else []
+        psp = cells[psp_at] if psp_at is not None and psp_at < len(cells) else ""
+        text_or_none = None if quoted is not None else line
+        item = read_row(cells, number, source=source, width=width, parse_row=parse_row)
+        if (
+            isinstance(item, LineError)
+            or item.kind is not settled
+            or item.provider_reference is None
+            or item.gross_currency != item.net_currency
+        ):
+            yield StagedLine(number, text_or_none, quoted, psp)
             continue
-        if line.count('"') % 2:
-            raise NotStaged("a quoted field across lines")
-        try:
-            cells = next(csv.reader([line], strict=True), [])
-        except csv.Error:
-            raise NotStaged("unreadable quoting") from None
-        yield number, None, cells
-
-
-def _layout(columns: Columns) -> StagedLayout:
-    def at(name: str) -> int:
-        return columns.position[name] + 1
-
-    def maybe(name: str) -> int | None:
-        return columns.position[name] + 1 if columns.has(name) else None
-
-    return StagedLayout(
-        width=len(columns.names),
-        type=at(adyen_sdr.TYPE),
-        psp_reference=maybe(adyen_sdr.PSP_REFERENCE),
-        payment_method=at(adyen_sdr.PAYMENT_METHOD),
-        creation_date=at(adyen_sdr.CREATION_DATE),
-        time_zone=at(adyen_sdr.TIME_ZONE),
-        gross_currency=at(adyen_sdr.GROSS_CURRENCY),
-        gross_debit=at(adyen_sdr.GROSS_DEBIT),
-        gross_credit=at(adyen_sdr.GROSS_CREDIT),
-        net_currency=at(adyen_sdr.NET_CURRENCY),
-        net_debit=at(adyen_sdr.NET_DEBIT),
-        net_credit=at(adyen_sdr.NET_CREDIT),
-        batch=at(adyen_sdr.BATCH_NUMBER),
-        exchange_rate=maybe(adyen_sdr.EXCHANGE_RATE),
-        fees=tuple(maybe(adyen_sdr.FEE_COLUMNS[fee]) for fee in FEE_TYPES),
-    )
+        fee = item.fees.get
+        yield StagedLine(
+            number,
+            text_or_none,
+            quoted,
+            psp,
+            item.gross_amount,
+            item.net_amount,
+            fee(FEE_TYPES[0], 0),
+            fee(FEE_TYPES[1], 0),
+            fee(FEE_TYPES[2], 0),
+            fee(FEE_TYPES[3], 0),
+            item.net_currency,
+            item.payment_method,
+            item.batch,
+        )
