@@ -11,10 +11,10 @@
 -- billing.settlement_staging_runs: one row per report run that staged files (who cleans up after a run that died:
 -- the next run deletes rows of runs started more than a day ago).
 -- billing.settlement_staged_lines: every data line of every file of a run, by file (its position in the run) and
--- physical line number. `line` holds a line without a double quote as written (its line end cut off), which is
--- exactly its comma-separated cells; a line with quotes is split by Python's csv reader first and held as `cells`.
--- Every line's Psp Reference cell (a reference two lines carry is never matched here); and, for a line the parser
--- read as a settled item in one currency, its amounts in minor units, fees, payment method and batch.
+-- physical line number, with its Psp Reference cell (a reference two lines carry is never matched here); and, for
+-- a line the parser read as a settled item in one currency, its amounts in minor units, fees, payment method and
+-- batch. Never the line's text: a provider's file is not ours to copy, and a cell could hold a card number; the
+-- engine reads the lines left to it from its own local copy of the file.
 -- billing.settlement_staged_matches: the lines the database matched, with the execution each one listed (the
 -- period's completed executions no line listed are missing_from_file).
 --
@@ -40,9 +40,7 @@ create unlogged table billing.settlement_staged_lines (
     run_id         uuid     not null,
     file           smallint not null,
     line_number    integer  not null,
-    line           text,
-    cells          text[],
-    psp_reference  text,
+    psp_reference  text     not null,
     -- A settled item as the parser read it (gross and net in one currency): what the statement matches.
     gross          bigint,
     net            bigint,
@@ -54,7 +52,6 @@ create unlogged table billing.settlement_staged_lines (
     payment_method text,
     batch          text,
 
-    constraint settlement_staged_lines_one_form check ((line is null) <> (cells is null)),
     constraint settlement_staged_lines_line_number check (line_number > 1),
     constraint settlement_staged_lines_item check ((gross is null) = (currency is null))
 );

@@ -72,6 +72,14 @@ EXEMPT: dict[str, str] = {
     "billing.settlement_discrepancies.provider_reference": _GENERATED
     + " (by the provider: an Adyen PSP reference is 16 digits, one in ten Luhn-valid)",
     "billing.settlement_discrepancies.detail": _DERIVED + " (the engine's words around the provider's reference)",
+    # The settlement report's staged lines (sql/20261223_billing_settlement_staging.sql): never a line's text.
+    "billing.settlement_staging_runs.provider": _FORMAT,
+    "billing.settlement_staged_lines.psp_reference": _GENERATED + " (by the provider, as in the discrepancies)",
+    "billing.settlement_staged_lines.currency": _FORMAT + " (an ISO 4217 code the parser checked)",
+    "billing.settlement_staged_lines.payment_method": _DERIVED
+    + " (the parser's value, staged only when masking would not change it: reconciliation.staged._data_lines)",
+    "billing.settlement_staged_lines.batch": _DERIVED
+    + " (the parser's digits, staged only when masking would not change them: reconciliation.staged._data_lines)",
     "sandbox_provider.acs_challenges.acs_trans_id": _GENERATED,
     "sandbox_provider.acs_challenges.currency": _FORMAT,
     "sandbox_provider.acs_challenges.status": _FORMAT,

@@ -29,7 +29,7 @@ from billing.settlement.formats.adyen_sdr import CLASSIC_HEADER
 from billing.settlement.outcome import Discrepancy, DiscrepancyClass, ReportSummary
 from billing.settlement.period import SettlementPeriod
 from billing.settlement.reconciliation.engine import Reconciler
-from billing.settlement.reconciliation.ports import MatchedSums
+from billing.settlement.reconciliation.ports import MatchedSums, StagedLine
 from billing.settlement.reconciliation.reading import SettlementFile
 from tests.integration.settlement_run_rig import completed_at_provider, provider_reversal
 from tests.unit.settlement.reconciliation_factories import ADYEN_ROW, adyen_row, file_of
@@ -54,12 +54,21 @@ class RecordingStaging(PostgresSettlementStaging):
         super().__init__(conn)
         self.decided: list[MatchedSums] | None = None
         self.left: int = 0
+        self.staged: list[StagedLine] = []
 
     def decide(self, run: UUID, provider: str) -> list[MatchedSums]:
         self.decided = super().decide(run, provider)
         return self.decided
 
-    def left_over(self, run: UUID) -> Iterator[tuple[int, int, list[str]]]:
+    def stage(self, run: UUID, file: int, lines: Iterable[StagedLine]) -> None:
+        def noted() -> Iterator[StagedLine]:
+            for line in lines:
+                self.staged.append(line)
+                yield line
+
+        super().stage(run, file, noted())
+
+    def left_over(self, run: UUID) -> Iterator[tuple[int, int]]:
         for row in super().left_over(run):
             self.left += 1
             yield row
@@ -322,7 +331,8 @@ def test_a_new_run_deletes_what_a_run_that_died_a_day_ago_left_staged(
             [run],
         )
         private_admin.execute(
-            "insert into billing.settlement_staged_lines (run_id, file, line_number, line) values (%s, 0, 2, 'x')",
+            "insert into billing.settlement_staged_lines (run_id, file, line_number, psp_reference)"
+            " values (%s, 0, 2, 'x')",
             [run],
         )
         private_admin.execute(
@@ -355,3 +365,22 @@ def test_the_worker_deletes_staged_rows_only_through_the_discard_functions(db: C
     for table in STAGING_TABLES:
         with pytest.raises(psycopg.errors.InsufficientPrivilege), db.transaction():
             db.execute(f"delete from billing.{table}")
+
+
+def test_a_payment_method_that_could_be_a_card_number_is_not_staged(db: Connection, day_at_adyen: Day) -> None:
+    day = today()
+    when = {"Creation Date": f"{day.isoformat()} 10:00:00", "TimeZone": "UTC"}
+    card_like = {**when, "Payment Method": "4111111111111111"}
+    content = sdr(
+        CLASSIC_HEADER,
+        day_at_adyen.settled(day_at_adyen.plain[0], "10.00", **card_like),
+        day_at_adyen.settled(day_at_adyen.plain[1], "10.01", **when),
+    )
+    files = [file_of(f"settlements/adyen/{day}/settlement_detail_report_batch_9.csv", content)]
+
+    staged, row_by_row, staging = both_ways(db, SettlementPeriod.daily(day), files)
+
+    assert (dataclasses.asdict(staged[0]), staged[1]) == (dataclasses.asdict(row_by_row[0]), row_by_row[1])
+    assert [(line.line_number, line.payment_method) for line in staging.staged] == [(2, None), (3, "visa")]
+    assert staging.matched == 1
+    assert staged[0].counts[C.MATCHED] == 2

@@ -34,13 +34,12 @@ _SPOOL_BATCH: Final = 10_000
 _CLEAN_STALE = "select billing.discard_stale_settlement_runs()"
 _START = "insert into billing.settlement_staging_runs (run_id, provider) values (%s, %s)"
 _COPY_LINES = (
-    "copy billing.settlement_staged_lines (run_id, file, line_number, line, cells, psp_reference, gross, net,"
+    "copy billing.settlement_staged_lines (run_id, file, line_number, psp_reference, gross, net,"
     " fee_1, fee_2, fee_3, fee_4, currency, payment_method, batch) from stdin (format binary)"
 )
 # Binary COPY: integers travel as integers, and no text escaping on either side.
 _COPY_TYPES: Final = (
-    "uuid", "int2", "int4", "text", "text[]", "text", "int8", "int8", "int8", "int8", "int8", "int8", "text", "text",
-    "text",
+    "uuid", "int2", "int4", "text", "int8", "int8", "int8", "int8", "int8", "int8", "text", "text", "text",
 )  # fmt: skip
 _DISCARD = "select billing.discard_settlement_run(%(run)s)"
 _ANALYZE = "select billing.analyze_settlement_staging()"
@@ -103,7 +102,7 @@ _PER_CURRENCY, _PER_METHOD, _PER_BATCH = 3, 1, 2
 
 _LEFT_OVER = """
 copy (
-    select s.file, s.line_number, coalesce(s.cells, string_to_array(s.line, ','))
+    select s.file, s.line_number
       from billing.settlement_staged_lines s
      where s.run_id = %(run)s
        and not exists (select 1 from billing.settlement_staged_matches m
@@ -169,9 +168,9 @@ class PostgresSettlementStaging:
             self._conn.execute(_ANALYZE)
         return _sums(rows)
 
-    def left_over(self, run: UUID) -> Iterator[tuple[int, int, list[str]]]:
-        """Every staged line not matched, as (file, line number, cells), in file and line order; spooled first."""
-        return self._spooled(_LEFT_OVER, {"run": run}, ("int2", "int4", "text[]"))
+    def left_over(self, run: UUID) -> Iterator[tuple[int, int]]:
+        """Every staged line not matched, as (file, line number), in file and line order; spooled first."""
+        return self._spooled(_LEFT_OVER, {"run": run}, ("int2", "int4"))
 
     def expected(self, provider: str, start: datetime, end: datetime) -> dict[str, int]:
         """The amounts of the provider's executions completed in [start, end), per currency."""

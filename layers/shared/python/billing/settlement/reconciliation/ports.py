@@ -35,15 +35,12 @@ FEE_TYPES: Final = ("commission", "markup", "scheme_fees", "interchange")
 
 
 class StagedLine(NamedTuple):
-    """One data line of a staged file. `line` is the text of a line without a double quote (its cells are its
-    commas' pieces), `cells` a quoted line's cells as the csv module read them; `psp_reference` is the line's Psp
-    Reference cell. The rest is set only for an item the parser read as settled in one currency (gross and net
-    alike), the only lines the database may match: its amounts in minor units, its fees (FEE_TYPES order, zero for
-    a column the file lacks), currency, payment method and Batch Number (None when empty)."""
+    """One data line of a staged file: its number and Psp Reference cell; the rest is set only for an item the
+    parser read as settled in one currency (gross and net alike), the only lines the database may match: its
+    amounts in minor units, its fees (FEE_TYPES order, zero for a column the file lacks), currency, payment method
+    and Batch Number (None when empty). Never the line's text: the engine keeps that on its own disk."""
 
     line_number: int
-    line: str | None
-    cells: list[str] | None
     psp_reference: str
     gross: int | None = None
     net: int | None = None
@@ -90,8 +87,8 @@ class SettlementStaging(Protocol):
         """Record every line that matches exactly (listing its execution); their sums per file and currency."""
         ...
 
-    def left_over(self, run: UUID) -> Iterator[tuple[int, int, list[str]]]:
-        """Every other staged line as (file, line number, cells), in file and line order."""
+    def left_over(self, run: UUID) -> Iterator[tuple[int, int]]:
+        """Every other staged line as (file, line number), in file and line order."""
         ...
 
     def expected(self, provider: str, start: datetime, end: datetime) -> dict[str, int]:

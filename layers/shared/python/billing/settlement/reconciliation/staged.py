@@ -65,6 +65,7 @@ class StagedFile:
     columns: Columns
     parse_row: RowParser
     default_batch: str
+    path: Path  # the local copy, read again for the lines left to the parser; deleted with the run
     matched: list[MatchedSums] = field(default_factory=list)
 
     def batch_when_empty(self) -> str | None:
@@ -75,11 +76,20 @@ class StagedFile:
     def matched_items(self) -> int:
         return sum(sums.items for sums in self.matched)
 
-    def items(self, cells_by_line: Iterator[tuple[int, list[str]]]) -> Iterator[ProviderRecord | LineError]:
-        """The file's left-over lines as the parser reads them, in line order."""
+    def items(self, numbers: Iterator[int]) -> Iterator[ProviderRecord | LineError]:
+        """The file's lines of these numbers (ascending) as the parser reads them, from the local copy."""
         width, source, parse_row = len(self.columns.names), self.source, self.parse_row
-        for line_number, cells in cells_by_line:
-            yield read_row(cells, line_number, source=source, width=width, parse_row=parse_row)
+        wanted = next(numbers, None)
+        with self.path.open("rb") as stream:
+            lines = text_lines(file_chunks(stream))
+            next(lines, None)  # the header
+            for number, text in enumerate(lines, start=2):
+                if number != wanted:
+                    continue
+                yield read_row(_cells(_without_end(text)), number, source=source, width=width, parse_row=parse_row)
+                wanted = next(numbers, None)
+                if wanted is None:
+                    return
 
 
 @dataclass(slots=True)
@@ -90,25 +100,29 @@ class StagedRun:
     staging: SettlementStaging
     files: list[StagedFile]
 
-    def left_over(self) -> Iterator[tuple[StagedFile, Iterator[tuple[int, list[str]]]]]:
-        """Each file in order with its left-over lines (file order, then line order, as the staging returns them)."""
+    def left_over(self) -> Iterator[tuple[StagedFile, Iterator[int]]]:
+        """Each file in order with its left-over line numbers (file order, then line order, as staged)."""
         rows = self.staging.left_over(self.run)
-        pending: tuple[int, int, list[str]] | None = next(rows, None)
+        pending: tuple[int, int] | None = next(rows, None)
         for file in self.files:
 
-            def lines(index: int = file.index) -> Iterator[tuple[int, list[str]]]:
+            def numbers(index: int = file.index) -> Iterator[int]:
                 nonlocal pending
                 while pending is not None and pending[0] == index:
-                    yield pending[1], pending[2]
+                    yield pending[1]
                     pending = next(rows, None)
 
-            yield file, lines()
+            yield file, numbers()
             # Whatever of this file's lines the caller did not read is not the next file's.
             while pending is not None and pending[0] == file.index:
                 pending = next(rows, None)
 
     def discard(self) -> None:
-        self.staging.discard(self.run)
+        try:
+            self.staging.discard(self.run)
+        finally:
+            for file in self.files:
+                file.path.unlink(missing_ok=True)
 
 
 def stage_run(
@@ -130,10 +144,10 @@ def stage_run(
         for sums in staging.decide(run, provider):
             staged[sums.file].matched.append(sums)
     except NotStaged:
-        staging.discard(run)
+        StagedRun(run, staging, staged).discard()
         return None
     except BaseException:
-        staging.discard(run)
+        StagedRun(run, staging, staged).discard()
         raise
     return StagedRun(run, staging, staged)
 
@@ -165,8 +179,9 @@ def _stage_file(
                 staging.stage(run, index, _data_lines(lines, columns, parse_row, source))
             except UnicodeDecodeError:
                 raise NotStaged("not UTF-8") from None
-    finally:
+    except BaseException:
         path.unlink(missing_ok=True)
+        raise
     return StagedFile(
         index=index,
         source=source,
@@ -175,6 +190,7 @@ def _stage_file(
         columns=columns,
         parse_row=parse_row,
         default_batch=adyen_batch_of(source),
+        path=path,
     )
 
 
@@ -195,41 +211,33 @@ def _header(line: str | None, provider: str, source: str) -> Columns:
 
 def _data_lines(lines: Iterator[str], columns: Columns, parse_row: RowParser, source: str) -> Iterator[StagedLine]:
     """Each data line as the parser reads it: a settled item in one currency with its figures, anything else (other
-    types, FX, bad lines) with its text only, for the Python matcher after the database has decided."""
+    types, FX, bad lines) with its number and Psp Reference only, for the Python matcher after the database."""
     width = len(columns.names)
     psp_at = columns.position.get(adyen_sdr.PSP_REFERENCE)
     settled = RecordKind.SETTLED
+    # Payment methods and batches are a handful of labels; one that could hold a card number is not written to the
+    # database (its line is left to the Python matcher, whose findings mask it).
+    storable: dict[str | None, bool] = {None: True}
     for number, text in enumerate(lines, start=2):
-        line = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
-        if "\r" in line or "\x00" in line:
-            raise NotStaged("a carriage return or NUL inside a line")
-        quoted: list[str] | None = None
-        if '"' in line:
-            if line.count('"') % 2:
-                raise NotStaged("a quoted field across lines")
-            try:
-                quoted = next(csv.reader([line], strict=True), [])
-            except csv.Error:
-                raise NotStaged("unreadable quoting") from None
-            cells = list(quoted)
-        else:
-            cells = line.split(",") if line else []
+        cells = _cells(_without_end(text))
         psp = cells[psp_at] if psp_at is not None and psp_at < len(cells) else ""
-        text_or_none = None if quoted is not None else line
         item = read_row(cells, number, source=source, width=width, parse_row=parse_row)
-        if (
-            isinstance(item, LineError)
-            or item.kind is not settled
-            or item.provider_reference is None
-            or item.gross_currency != item.net_currency
-        ):
-            yield StagedLine(number, text_or_none, quoted, psp)
+        if isinstance(item, LineError) or item.kind is not settled or item.gross_currency != item.net_currency:
+            yield StagedLine(number, psp)
+            continue
+        method, batch = item.payment_method, item.batch
+        plain = storable.get(method)
+        if plain is None:
+            plain = storable[method] = masked(method) == method
+        batch_plain = storable.get(batch)
+        if batch_plain is None:
+            batch_plain = storable[batch] = masked(batch) == batch
+        if item.provider_reference is None or not plain or not batch_plain:
+            yield StagedLine(number, psp)
             continue
         fee = item.fees.get
         yield StagedLine(
             number,
-            text_or_none,
-            quoted,
             psp,
             item.gross_amount,
             item.net_amount,
@@ -238,6 +246,27 @@ def _data_lines(lines: Iterator[str], columns: Columns, parse_row: RowParser, so
             fee(FEE_TYPES[2], 0),
             fee(FEE_TYPES[3], 0),
             item.net_currency,
-            item.payment_method,
-            item.batch,
+            method,
+            batch,
         )
+
+
+def _without_end(text: str) -> str:
+    """A line without its end; NotStaged for a carriage return or NUL inside it (the csv module reads those
+    otherwise than line by line)."""
+    line = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    if "\r" in line or "\x00" in line:
+        raise NotStaged("a carriage return or NUL inside a line")
+    return line
+
+
+def _cells(line: str) -> list[str]:
+    """The line's cells as the csv module reads them: its commas' pieces when it has no quote."""
+    if '"' not in line:
+        return line.split(",") if line else []
+    if line.count('"') % 2:
+        raise NotStaged("a quoted field across lines")
+    try:
+        return next(csv.reader([line], strict=True), [])
+    except csv.Error:
+        raise NotStaged("unreadable quoting") from None
