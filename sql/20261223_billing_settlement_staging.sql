@@ -89,16 +89,20 @@ $$;
 
 -- Statistics for the planner: a staged file is a million lines the tables did not have a moment ago, and an
 -- estimate of one line would plan the run's joins as nested loops (hours instead of seconds). ANALYZE needs the
--- owner; it samples, so it costs a fraction of a second whatever the tables hold.
-create function billing.analyze_settlement_staging() returns void
+-- owner; it samples, so it costs a fraction of a second whatever the tables hold. `staged` names the table just
+-- written: 'lines' before the matching statement, 'matches' after it.
+create function billing.analyze_settlement_staging(staged text) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, billing as $$
 begin
-    analyze billing.settlement_staged_lines;
-    analyze billing.settlement_staged_matches;
+    case staged
+        when 'lines' then analyze billing.settlement_staged_lines;
+        when 'matches' then analyze billing.settlement_staged_matches;
+        else raise exception 'no staging table %', staged using errcode = '22023';
+    end case;
 end;
 $$;
 
 revoke all on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs(),
-    billing.analyze_settlement_staging() from public;
+    billing.analyze_settlement_staging(text) from public;
 grant execute on function billing.discard_settlement_run(uuid), billing.discard_stale_settlement_runs(),
-    billing.analyze_settlement_staging() to billing_worker;
+    billing.analyze_settlement_staging(text) to billing_worker;

@@ -3,19 +3,7 @@
 from __future__ import annotations
 
 from billing.db.connection import Connection
-
-# Small global lookup tables, replicated to every node in Citus (create_reference_table), hence no tenant_id.
-REFERENCE_TABLES = {"execution_status_transitions", "execution_event_types", "execution_event_transitions"}
-# Platform-wide, not any tenant's: one provider file's report spans tenants. They stay on the coordinator (Citus
-# local tables), written by the settlement function in bulk and read by finance, never joined per tenant.
-PLATFORM_TABLES = {
-    "settlement_reports",
-    "settlement_discrepancies",
-    # one report run's staged file lines (sql/20261223_billing_settlement_staging.sql): scratch, never per tenant
-    "settlement_staging_runs",
-    "settlement_staged_lines",
-    "settlement_staged_matches",
-}
+from tests.integration.table_kinds import PLATFORM_TABLES, REFERENCE_TABLES
 
 _TABLES = """
 select c.oid, c.relname

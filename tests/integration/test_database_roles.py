@@ -13,6 +13,7 @@ from billing.db.connection import Connection, connect
 from billing.db.roles import FUNCTION_ROLES, LOGIN_USERS, OWNED_SCHEMAS, RUNTIME_ROLES, DatabaseRole, login_url
 from billing.resource_names import FunctionName
 from tests.integration.raw_sql import S, execution_in, provider_reversal_of, role_conn
+from tests.integration.table_kinds import PLATFORM_TABLES, REFERENCE_TABLES
 
 __all__ = ["role_conn"]  # a fixture, imported for the tests below
 
@@ -26,19 +27,6 @@ def runtime_conn(request: pytest.FixtureRequest, admin_db_url: str) -> Iterator[
 
 OUR_ROLES = [role.value for role in DatabaseRole] + [user.name for user in LOGIN_USERS.values()]
 RUNTIME_NAMES = [role.value for role in RUNTIME_ROLES] + [user.name for user in LOGIN_USERS.values()]
-REFERENCE_TABLES = {"execution_status_transitions", "execution_event_types", "execution_event_transitions"}
-# Platform-wide records, outside tenancy on purpose: one provider's settlement file covers many tenants, so a
-# discrepancy's tenant_id says whose item it is, not who may read it (and the worker writes them with COPY, which
-# row-level security does not allow). Only billing_worker and billing_finance hold any privilege on them:
-# test_settlement_store.py::test_no_other_role_holds_any_privilege_on_the_settlement_tables.
-PLATFORM_TABLES = {
-    "settlement_reports",
-    "settlement_discrepancies",
-    # the settlement report's staged file lines, for one run at a time (sql/20261223_billing_settlement_staging.sql)
-    "settlement_staging_runs",
-    "settlement_staged_lines",
-    "settlement_staged_matches",
-}
 DENIED = "42501"
 
 _OWNED_OBJECTS = """

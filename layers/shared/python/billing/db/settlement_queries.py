@@ -8,7 +8,7 @@ order they were recorded), because the execution row itself stays completed when
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID, SafeUUID
@@ -73,18 +73,22 @@ _BY_ID: Final = _LOOKUP.format(condition="e.id = any(%(ids)s::uuid[]) and e.paym
 
 # What the provider owes a listing for: completed in [start, end), in (finished_at, tenant_id, id) pages, served by
 # billing_executions_finished_at_submitted. The page's last row carries the keyset of the next.
-_PERIOD_COLUMNS: Final = (
+PERIOD_COLUMNS: Final = (
     "uuid_send(e.tenant_id), uuid_send(e.id), e.provider_reference, e.amount, e.currency, e.finished_at"
 )
-_COMPLETED_FIRST: Final = f"""
-select {_PERIOD_COLUMNS} from billing.billing_executions e
- where e.payment_provider = %(provider)s and e.status = 'completed' and e.provider_reference is not null
+# Owed a listing by the provider's files of [start, end): completed there in the period, under a reference.
+OWED_A_LISTING: Final = """
+e.payment_provider = %(provider)s and e.status = 'completed' and e.provider_reference is not null
    and e.finished_at >= %(start)s and e.finished_at < %(end)s
+"""
+_COMPLETED_FIRST: Final = f"""
+select {PERIOD_COLUMNS} from billing.billing_executions e
+ where {OWED_A_LISTING}
  order by e.finished_at, e.tenant_id, e.id
  limit %(limit)s
 """
 _COMPLETED_NEXT: Final = f"""
-select {_PERIOD_COLUMNS} from billing.billing_executions e
+select {PERIOD_COLUMNS} from billing.billing_executions e
  where e.payment_provider = %(provider)s and e.status = 'completed' and e.provider_reference is not null
    and e.finished_at >= %(after_finished)s and e.finished_at < %(end)s
    and (e.finished_at, e.tenant_id, e.id) > (%(after_finished)s, %(after_tenant)s, %(after_id)s)
@@ -158,7 +162,6 @@ class PostgresExecutionLookup:
     def completed(self, provider: str, start: datetime, end: datetime) -> Iterator[list[OurExecution]]:
         params: dict[str, Any] = {"provider": provider, "start": start, "end": end, "limit": self._page}
         statement = _COMPLETED_FIRST
-        completed = ExecutionStatus.COMPLETED
         while True:
             with system_transaction(self._conn), self._conn.cursor(row_factory=tuple_row, binary=True) as cursor:
                 extend_statement_timeout(self._conn)
@@ -168,13 +171,7 @@ class PostgresExecutionLookup:
             if not rows:
                 return
             tenant_of = self._tenant
-            yield [
-                _new_execution(
-                    OurExecution,
-                    (tenant_of(row[0]), uuid_of(row[1]), provider, row[2], row[3], row[4], completed, None, row[5], ()),
-                )
-                for row in rows
-            ]
+            yield [period_execution(provider, tenant_of(row[0]), row) for row in rows]
             if len(rows) < self._page:
                 return
             last = rows[-1]
@@ -232,6 +229,14 @@ class PostgresExecutionLookup:
                 reversals,
             ),
         )
+
+
+def period_execution(provider: str, tenant_id: UUID, row: Sequence[Any]) -> OurExecution:
+    """A completed execution of the period from a row of PERIOD_COLUMNS (its tenant already made a UUID)."""
+    return _new_execution(
+        OurExecution,
+        (tenant_id, uuid_of(row[1]), provider, row[2], row[3], row[4], ExecutionStatus.COMPLETED, None, row[5], ()),
+    )
 
 
 def uuid_of(data: bytes) -> UUID:

@@ -20,12 +20,17 @@ from datetime import datetime
 from typing import IO, Any, Final
 from uuid import UUID, uuid4
 
-from psycopg.rows import tuple_row
+from psycopg.rows import dict_row, tuple_row
 
 from billing.db.connection import Connection
-from billing.db.settlement_queries import extend_statement_timeout, uuid_of
+from billing.db.settlement_queries import (
+    OWED_A_LISTING,
+    PERIOD_COLUMNS,
+    extend_statement_timeout,
+    period_execution,
+    uuid_of,
+)
 from billing.db.tenancy import system_transaction
-from billing.domain.status import ExecutionStatus
 from billing.settlement.reconciliation.ours import OurExecution
 from billing.settlement.reconciliation.ports import FEE_TYPES, MatchedSums, StagedLine
 
@@ -42,7 +47,7 @@ _COPY_TYPES: Final = (
     "uuid", "int2", "int4", "text", "int8", "int8", "int8", "int8", "int8", "int8", "text", "text", "text",
 )  # fmt: skip
 _DISCARD = "select billing.discard_settlement_run(%(run)s)"
-_ANALYZE = "select billing.analyze_settlement_staging()"
+_ANALYZE = "select billing.analyze_settlement_staging(%s)"
 
 # The exact matches, as billing.settlement.reconciliation.matching.Matcher decides a settled row it finds no problem
 # with (Matcher._payment_agrees), for the items the parser read (gross and net in one currency) whose Psp Reference
@@ -110,16 +115,14 @@ copy (
      order by s.file, s.line_number
 ) to stdout (format binary)
 """
-_PERIOD = """
-e.payment_provider = %(provider)s and e.status = 'completed' and e.provider_reference is not null
-   and e.finished_at >= %(start)s and e.finished_at < %(end)s
-"""
-_EXPECTED = f"select e.currency, sum(e.amount)::bigint from billing.billing_executions e where {_PERIOD} group by 1"
+_EXPECTED = (
+    f"select e.currency, sum(e.amount)::bigint from billing.billing_executions e where {OWED_A_LISTING} group by 1"
+)
 _UNMATCHED = f"""
 copy (
-    select uuid_send(e.tenant_id), uuid_send(e.id), e.provider_reference, e.amount, e.currency, e.finished_at
+    select {PERIOD_COLUMNS}
       from billing.billing_executions e
-     where {_PERIOD}
+     where {OWED_A_LISTING}
        and not exists (select 1 from billing.settlement_staged_matches m
                         where m.run_id = %(run)s and m.tenant_id = e.tenant_id and m.execution_id = e.id)
      order by e.finished_at, e.tenant_id, e.id
@@ -152,12 +155,12 @@ class PostgresSettlementStaging:
 
     def decide(self, run: UUID, provider: str) -> list[MatchedSums]:
         """Record the run's exact matches; their sums per file and currency."""
-        with system_transaction(self._conn), self._conn.cursor(row_factory=tuple_row) as cursor:
+        with system_transaction(self._conn), self._conn.cursor(row_factory=dict_row) as cursor:
             extend_statement_timeout(self._conn)
             # The lines just staged, counted for the planner (the function analyses as the tables' owner); and
             # one statement of whole-run hash joins, never a nested loop over a million lines. Memory for the
             # joins' hash tables, on the database's side.
-            self._conn.execute(_ANALYZE)
+            self._conn.execute(_ANALYZE, ["lines"])
             self._conn.execute("set local enable_nestloop = off")
             self._conn.execute("set local enable_mergejoin = off")
             self._conn.execute("set local work_mem = '256MB'")
@@ -165,7 +168,7 @@ class PostgresSettlementStaging:
         # The matches just recorded, counted for the anti-joins that read them next (a separate transaction: the
         # statistics then cover the committed rows).
         with self._conn.transaction():
-            self._conn.execute(_ANALYZE)
+            self._conn.execute(_ANALYZE, ["matches"])
         return _sums(rows)
 
     def left_over(self, run: UUID) -> Iterator[tuple[int, int]]:
@@ -185,14 +188,11 @@ class PostgresSettlementStaging:
         params = {"run": run, "provider": provider, "start": start, "end": end}
         rows = self._spooled(_UNMATCHED, params, ("bytea", "bytea", "text", "int8", "text", "timestamptz"))
         tenants: dict[bytes, UUID] = {}
-        completed = ExecutionStatus.COMPLETED
-        for tenant, execution, reference, amount, currency, finished in rows:
-            tenant_id = tenants.get(tenant)
+        for row in rows:
+            tenant_id = tenants.get(row[0])
             if tenant_id is None:
-                tenant_id = tenants[tenant] = uuid_of(tenant)
-            yield OurExecution(
-                tenant_id, uuid_of(execution), provider, reference, amount, currency, completed, None, finished
-            )
+                tenant_id = tenants[row[0]] = uuid_of(row[0])
+            yield period_execution(provider, tenant_id, row)
 
     def discard(self, run: UUID) -> None:
         with self._conn.transaction():
@@ -230,36 +230,31 @@ def _read_spool(spool: IO[bytes]) -> Iterator[Any]:
         yield from batch
 
 
-def _sums(rows: Sequence[tuple[Any, ...]]) -> list[MatchedSums]:
-    per_currency: dict[tuple[int, str], tuple[Any, ...]] = {}
-    methods: dict[tuple[int, str], dict[str | None, tuple[int, int]]] = {}
+def _sums(rows: Sequence[Mapping[str, Any]]) -> list[MatchedSums]:
+    """The grouping sets' rows as one MatchedSums per file and currency."""
+    per_currency: dict[tuple[int, str], Mapping[str, Any]] = {}
+    methods: dict[tuple[int, str], dict[str | None, int]] = {}
     batches: dict[tuple[int, str], dict[str | None, tuple[int, int]]] = {}
     for row in rows:
-        file, currency, method, batch, grouped = row[:5]
-        key = (file, currency)
-        if grouped == _PER_CURRENCY:
+        key = (row["file"], row["currency"])
+        if row["grouped"] == _PER_CURRENCY:
             per_currency[key] = row
-        elif grouped == _PER_METHOD:
-            if row[-1]:
-                methods.setdefault(key, {})[method] = (int(row[-2]), int(row[-1]))
-        elif grouped == _PER_BATCH:
-            batches.setdefault(key, {})[batch] = (int(row[7]), int(row[5]))
-    sums: list[MatchedSums] = []
-    for (file, currency), row in sorted(per_currency.items()):
-        fee_types = {
-            fee: (int(row[9 + 2 * n]), int(row[10 + 2 * n])) for n, fee in enumerate(FEE_TYPES) if row[10 + 2 * n]
-        }
-        sums.append(
-            MatchedSums(
-                file=file,
-                currency=currency,
-                items=int(row[5]),
-                gross=int(row[6]),
-                net=int(row[7]),
-                fees=int(row[8]),
-                fee_types=fee_types,
-                payment_methods=methods.get((file, currency), {}),
-                batches=batches.get((file, currency), {}),
-            )
+        elif row["grouped"] == _PER_METHOD:
+            if row["charged_lines"]:
+                methods.setdefault(key, {})[row["payment_method"]] = int(row["charged"])
+        elif row["grouped"] == _PER_BATCH:
+            batches.setdefault(key, {})[row["batch"]] = (int(row["net"]), int(row["lines"]))
+    return [
+        MatchedSums(
+            file=file,
+            currency=currency,
+            items=int(row["lines"]),
+            gross=int(row["gross"]),
+            net=int(row["net"]),
+            fees=int(row["fees"]),
+            fee_types={fee: int(row[f"fee_{n}"]) for n, fee in enumerate(FEE_TYPES, start=1) if row[f"fee_{n}_lines"]},
+            payment_methods=methods.get((file, currency), {}),
+            batches=batches.get((file, currency), {}),
         )
-    return sums
+        for (file, currency), row in sorted(per_currency.items())
+    ]

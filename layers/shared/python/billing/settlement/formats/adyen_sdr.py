@@ -137,8 +137,6 @@ _ABBREVIATIONS: Final[Mapping[str, tzinfo]] = MappingProxyType(
         "EEST": timezone(timedelta(hours=3), "EEST"),
     }
 )
-# TimeZone cells whose offset never changes: a Creation Date in one of them always exists.
-FIXED_OFFSET_ZONES: Final = frozenset(_ABBREVIATIONS)
 _DATE_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 # Adyen batch numbers are positive integers; kept as text so the report shows them exactly as Adyen does.
 _MAX_BATCH_DIGITS: Final = 18

@@ -178,12 +178,12 @@ class Reconciler:
 
     def _read(self, run: _Run, file: SettlementFile, *, report: bool) -> None:
         reading = FileReading(file, run.provider)
-        self.consume(run, reading.items(), lambda: reading.default_batch, report=report)
+        self._consume(run, reading.items(), lambda: reading.default_batch, report=report)
         run.reads.append(reading.read())
         if reading.file_error is not None and report:
             run.file_errors.append(masked_values(reading.file_error.as_dict()))
 
-    def consume(
+    def _consume(
         self,
         run: _Run,
         items: Iterable[ProviderRecord | LineError],
@@ -225,7 +225,7 @@ class Reconciler:
         the totals and payouts, then the period's completed executions that no line listed."""
         for file, lines in staged.left_over():
             counted = ParseResult(file.source, run.provider)
-            self.consume(run, counted.track(file.items(lines)), file.batch_when_empty, report=file.report)
+            self._consume(run, counted.track(file.items(lines)), file.batch_when_empty, report=file.report)
             if file.report:
                 for sums in file.matched:
                     run.totals.add_matched(sums)

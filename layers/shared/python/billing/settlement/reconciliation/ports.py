@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Final, NamedTuple, Protocol
 from uuid import UUID
 
+from billing.settlement.formats.adyen_sdr import FEE_COLUMNS
 from billing.settlement.reconciliation.fee_bands import FeeBand
 from billing.settlement.reconciliation.ours import OurExecution
 
@@ -30,8 +31,8 @@ class ExecutionLookup(Protocol):
         ...
 
 
-# The fee columns in the order the engine gives their positions; their totals are named by these.
-FEE_TYPES: Final = ("commission", "markup", "scheme_fees", "interchange")
+# The fee types a staged line carries, in StagedLine's fee_1 ... fee_4 order: the Adyen report's fee columns.
+FEE_TYPES: Final = tuple(FEE_COLUMNS)
 
 
 class StagedLine(NamedTuple):
@@ -63,8 +64,10 @@ class MatchedSums:
     gross: int
     net: int
     fees: int
-    fee_types: Mapping[str, tuple[int, int]]  # fee type -> (sum, lines where it is not zero)
-    payment_methods: Mapping[str | None, tuple[int, int]]  # payment method -> (fees, lines with a fee)
+    # Per fee type, the sum over the lines where it is not zero (a type no line charged is absent, as add() would
+    # leave it); per payment method, the fees of the lines that charged any (likewise).
+    fee_types: Mapping[str, int]
+    payment_methods: Mapping[str | None, int]
     batches: Mapping[str | None, tuple[int, int]]  # Batch Number (None: empty) -> (net, lines)
 
 

@@ -5,8 +5,9 @@ payment settled exactly as we recorded it, and those the database can decide for
 run whose files are all Adyen Settlement Detail Reports of a plain shape is:
 
 1. downloaded to local disk (hashed on the way: the report id needs every byte), read by the Adyen parser itself
-   line by line, and staged with COPY (SettlementStaging.stage): every line's text and Psp Reference, and for a
-   line the parser read as a settled item in one currency its amounts, fees, payment method and batch;
+   line by line, and staged with COPY (SettlementStaging.stage): every line's number and Psp Reference, and for a
+   line the parser read as a settled item in one currency its amounts, fees, payment method and batch (never the
+   line's text: the lines left to Python are read again from the local copy);
 2. decided: one statement records every settled item that matches exactly and returns their sums per file and
    currency (billing.db.settlement_staging states the conditions: those of Matcher._payment_agrees, for a
    reference no other line of the run carries);
@@ -29,6 +30,8 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from uuid import UUID
 
@@ -102,20 +105,14 @@ class StagedRun:
 
     def left_over(self) -> Iterator[tuple[StagedFile, Iterator[int]]]:
         """Each file in order with its left-over line numbers (file order, then line order, as staged)."""
-        rows = self.staging.left_over(self.run)
-        pending: tuple[int, int] | None = next(rows, None)
+        groups = groupby(self.staging.left_over(self.run), key=itemgetter(0))
+        group = next(groups, None)
         for file in self.files:
-
-            def numbers(index: int = file.index) -> Iterator[int]:
-                nonlocal pending
-                while pending is not None and pending[0] == index:
-                    yield pending[1]
-                    pending = next(rows, None)
-
-            yield file, numbers()
-            # Whatever of this file's lines the caller did not read is not the next file's.
-            while pending is not None and pending[0] == file.index:
-                pending = next(rows, None)
+            if group is None or group[0] != file.index:
+                yield file, iter(())
+                continue
+            yield file, (number for _, number in group[1])
+            group = next(groups, None)
 
     def discard(self) -> None:
         try:
@@ -216,8 +213,15 @@ def _data_lines(lines: Iterator[str], columns: Columns, parse_row: RowParser, so
     psp_at = columns.position.get(adyen_sdr.PSP_REFERENCE)
     settled = RecordKind.SETTLED
     # Payment methods and batches are a handful of labels; one that could hold a card number is not written to the
-    # database (its line is left to the Python matcher, whose findings mask it).
-    storable: dict[str | None, bool] = {None: True}
+    # database (its line is left to the Python matcher, whose findings mask it). Each label is checked once.
+    plain: dict[str | None, bool] = {}
+
+    def storable(label: str | None) -> bool:
+        known = plain.get(label)
+        if known is None:
+            known = plain[label] = masked(label) == label
+        return known
+
     for number, text in enumerate(lines, start=2):
         cells = _cells(_without_end(text))
         psp = cells[psp_at] if psp_at is not None and psp_at < len(cells) else ""
@@ -226,13 +230,7 @@ def _data_lines(lines: Iterator[str], columns: Columns, parse_row: RowParser, so
             yield StagedLine(number, psp)
             continue
         method, batch = item.payment_method, item.batch
-        plain = storable.get(method)
-        if plain is None:
-            plain = storable[method] = masked(method) == method
-        batch_plain = storable.get(batch)
-        if batch_plain is None:
-            batch_plain = storable[batch] = masked(batch) == batch
-        if item.provider_reference is None or not plain or not batch_plain:
+        if item.provider_reference is None or not storable(method) or not storable(batch):
             yield StagedLine(number, psp)
             continue
         fee = item.fees.get

@@ -104,9 +104,9 @@ class Totals:
         totals.fees += sums.fees
         types = self._fee_types.setdefault(sums.currency, Counter())
         methods = self._fee_methods.setdefault(sums.currency, Counter())
-        for fee, (amount, _lines) in sums.fee_types.items():
+        for fee, amount in sums.fee_types.items():
             types[fee] += amount
-        for method, (amount, _lines) in sums.payment_methods.items():
+        for method, amount in sums.payment_methods.items():
             methods[method or NO_PAYMENT_METHOD] += amount
 
     def expect(self, currency: str, amount: int) -> None:
