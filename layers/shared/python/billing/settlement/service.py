@@ -176,6 +176,8 @@ class ProviderReporter:
         self._lookup = lookup or PostgresExecutionLookup(conn)
         self._config = config or SettlementReportConfig()
         self._staging = staging
+        # Staging matches against the database itself: a caller that brings its own lookup brings its own
+        # executions, and is read row by row against them.
         if staging is None and lookup is None and self._config.staged:
             self._staging = PostgresSettlementStaging(conn, spool_directory=self._config.spool_directory)
         self._store = store or SettlementReportStore()
